@@ -1,0 +1,225 @@
+"""Validation, parameter normalisation and shape arithmetic, in one place.
+
+Every layer (reference and fast) calls these helpers at its boundary so that bad
+input is rejected with the same clear message on both paths (DESIGN.md,
+Contracts 2 and 3). Nothing here allocates large arrays.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "as_pair",
+    "check_array",
+    "check_same_dtype",
+    "check_labels",
+    "check_mode",
+    "check_dout",
+    "conv_output_size",
+    "ConvGeometry",
+    "conv_geometry",
+    "PoolGeometry",
+    "pool_geometry",
+]
+
+
+def as_pair(value, name: str, layer: str) -> tuple[int, int]:
+    """Normalise an int or an (h, w) pair to a tuple of two Python ints."""
+    if isinstance(value, bool):
+        raise TypeError(f"{layer}: {name} must be an int or an (h, w) pair of ints, got {value!r}")
+    if isinstance(value, numbers.Integral):
+        return int(value), int(value)
+    if isinstance(value, (tuple, list, np.ndarray)) and len(value) == 2 and all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value
+    ):
+        return int(value[0]), int(value[1])
+    raise TypeError(f"{layer}: {name} must be an int or an (h, w) pair of ints, got {value!r}")
+
+
+def check_array(layer: str, name: str, a, ndim=None, floating: bool = True) -> np.ndarray:
+    """Check that `a` is an ndarray of the expected rank (int or tuple of allowed ranks)
+    and, by default, of a floating dtype. Returns `a` unchanged."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{layer}: {name} must be a numpy.ndarray, got {type(a).__name__}")
+    if floating and not np.issubdtype(a.dtype, np.floating):
+        raise TypeError(
+            f"{layer}: {name} must have a floating dtype (float32 or float64), got {a.dtype}"
+        )
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if a.ndim not in allowed:
+            want = " or ".join(str(d) for d in allowed)
+            raise ValueError(
+                f"{layer}: {name} must have {want} dimensions, got shape {a.shape} ({a.ndim} dimensions)"
+            )
+    return a
+
+
+def check_same_dtype(layer: str, **arrays) -> np.dtype:
+    """All arrays must share one floating dtype: mixing float32 and float64 would
+    silently upcast the fast float32 path, so it is an error instead."""
+    dtypes = {name: a.dtype for name, a in arrays.items() if a is not None}
+    first = next(iter(dtypes.values()))
+    if any(d != first for d in dtypes.values()):
+        listing = ", ".join(f"{n}={d}" for n, d in dtypes.items())
+        raise TypeError(f"{layer}: all arrays must share one dtype, got {listing}")
+    return first
+
+
+def check_labels(layer: str, y, num_samples: int, num_classes: int) -> np.ndarray:
+    """Labels: integer array of shape (N,) with values in [0, C)."""
+    if not isinstance(y, np.ndarray):
+        y = np.asarray(y)
+    if not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(f"{layer}: labels y must be integers, got dtype {y.dtype}")
+    if y.shape != (num_samples,):
+        raise ValueError(
+            f"{layer}: labels y must have shape ({num_samples},) to match the scores, got {y.shape}"
+        )
+    if num_samples and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(
+            f"{layer}: labels must lie in [0, {num_classes}) for {num_classes} classes, "
+            f"got values from {y.min()} to {y.max()}"
+        )
+    return y
+
+
+def check_mode(layer: str, param: dict, pname: str) -> str:
+    if not isinstance(param, dict):
+        raise TypeError(f"{layer}: {pname} must be a dict, got {type(param).__name__}")
+    if "mode" not in param:
+        raise ValueError(f"{layer}: {pname}['mode'] is required and must be 'train' or 'test'")
+    mode = param["mode"]
+    if mode not in ("train", "test"):
+        raise ValueError(f"{layer}: {pname}['mode'] must be 'train' or 'test', got {mode!r}")
+    return mode
+
+
+def conv_output_size(layer, size, kernel, stride, pad, dilation, x_shape, detail) -> int:
+    """Output length along one axis: floor((size + 2 pad - dilation (kernel - 1) - 1) / stride) + 1.
+
+    This is the only place output sizes are computed; pooling is the case pad=0,
+    dilation=1. Raises ValueError naming the layer, shapes and parameters when the
+    (dilated) window does not fit.
+    """
+    span = dilation * (kernel - 1) + 1
+    out = (size + 2 * pad - span) // stride + 1
+    if out <= 0:
+        raise ValueError(
+            f"{layer}: empty output: the window spans {span} but the padded input is only "
+            f"{size + 2 * pad} along one axis (input shape {tuple(x_shape)}, {detail})"
+        )
+    return int(out)
+
+
+class ConvGeometry(NamedTuple):
+    stride: tuple[int, int]
+    pad: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+    out_h: int
+    out_w: int
+
+
+def conv_geometry(layer: str, x, w, conv_param) -> ConvGeometry:
+    """Validate a convolution's inputs and return its normalised geometry.
+
+    x: (N, C, H, W); w: (F, C // groups, HH, WW); conv_param keys `stride` and
+    `pad` (int or (h, w) pair), optional `dilation` (default 1) and `groups` (default 1).
+    """
+    check_array(layer, "x", x, 4)
+    check_array(layer, "w", w, 4)
+    if not isinstance(conv_param, dict):
+        raise TypeError(f"{layer}: conv_param must be a dict, got {type(conv_param).__name__}")
+    unknown = set(conv_param) - {"stride", "pad", "dilation", "groups"}
+    if unknown:
+        raise ValueError(
+            f"{layer}: unknown conv_param keys {sorted(unknown)}; valid keys are "
+            "'stride', 'pad', 'dilation', 'groups'"
+        )
+    stride = as_pair(conv_param.get("stride", 1), "stride", layer)
+    pad = as_pair(conv_param.get("pad", 0), "pad", layer)
+    dilation = as_pair(conv_param.get("dilation", 1), "dilation", layer)
+    groups = conv_param.get("groups", 1)
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral):
+        raise TypeError(f"{layer}: groups must be an int, got {groups!r}")
+    groups = int(groups)
+    params = f"stride={stride}, pad={pad}, dilation={dilation}, groups={groups}"
+    if min(stride) < 1:
+        raise ValueError(f"{layer}: stride must be >= 1, got {stride}")
+    if min(pad) < 0:
+        raise ValueError(f"{layer}: pad must be >= 0, got {pad}")
+    if min(dilation) < 1:
+        raise ValueError(f"{layer}: dilation must be >= 1, got {dilation}")
+    N, C, H, W = x.shape
+    F, Cg, HH, WW = w.shape
+    if groups < 1 or C % groups or F % groups:
+        raise ValueError(
+            f"{layer}: groups={groups} must be >= 1 and divide both the input channels C={C} "
+            f"and the filters F={F} (x shape {x.shape}, w shape {w.shape})"
+        )
+    if Cg * groups != C:
+        raise ValueError(
+            f"{layer}: channel mismatch: x has C={C} channels, so with groups={groups} w must "
+            f"have shape (F, {C // groups}, HH, WW), got w shape {w.shape}"
+        )
+    if min(HH, WW, F) < 1:
+        raise ValueError(f"{layer}: w must have at least one filter and a non-empty kernel, got {w.shape}")
+    detail = f"w shape {w.shape}, {params}"
+    out_h = conv_output_size(layer, H, HH, stride[0], pad[0], dilation[0], x.shape, detail)
+    out_w = conv_output_size(layer, W, WW, stride[1], pad[1], dilation[1], x.shape, detail)
+    return ConvGeometry(stride, pad, dilation, groups, out_h, out_w)
+
+
+class PoolGeometry(NamedTuple):
+    pool_height: int
+    pool_width: int
+    stride: tuple[int, int]
+    out_h: int
+    out_w: int
+
+
+def pool_geometry(layer: str, x, pool_param) -> PoolGeometry:
+    """Validate a pooling layer's input and return its geometry.
+
+    x: (N, C, H, W); pool_param keys `pool_height`, `pool_width` (required) and
+    `stride` (int or (h, w) pair; default: the window size). The output size is
+    floored, as in PyTorch: windows that do not tile the input drop the remainder.
+    """
+    check_array(layer, "x", x, 4)
+    if not isinstance(pool_param, dict):
+        raise TypeError(f"{layer}: pool_param must be a dict, got {type(pool_param).__name__}")
+    unknown = set(pool_param) - {"pool_height", "pool_width", "stride"}
+    if unknown:
+        raise ValueError(
+            f"{layer}: unknown pool_param keys {sorted(unknown)}; valid keys are "
+            "'pool_height', 'pool_width', 'stride'"
+        )
+    for key in ("pool_height", "pool_width"):
+        if key not in pool_param:
+            raise ValueError(f"{layer}: pool_param['{key}'] is required")
+    ph, pw = as_pair((pool_param["pool_height"], pool_param["pool_width"]), "pool_height/pool_width", layer)
+    if min(ph, pw) < 1:
+        raise ValueError(f"{layer}: pool_height and pool_width must be >= 1, got ({ph}, {pw})")
+    stride = as_pair(pool_param.get("stride", (ph, pw)), "stride", layer)
+    if min(stride) < 1:
+        raise ValueError(f"{layer}: stride must be >= 1, got {stride}")
+    detail = f"pool {ph}x{pw}, stride={stride}"
+    out_h = conv_output_size(layer, x.shape[2], ph, stride[0], 0, 1, x.shape, detail)
+    out_w = conv_output_size(layer, x.shape[3], pw, stride[1], 0, 1, x.shape, detail)
+    return PoolGeometry(ph, pw, stride, out_h, out_w)
+
+
+def check_dout(layer: str, dout, expected_shape, dtype) -> np.ndarray:
+    """The upstream gradient must match the forward output's shape and dtype."""
+    check_array(layer, "dout", dout)
+    if dout.shape != tuple(expected_shape):
+        raise ValueError(
+            f"{layer}: dout must have the forward output's shape {tuple(expected_shape)}, got {dout.shape}"
+        )
+    if dout.dtype != dtype:
+        raise TypeError(f"{layer}: dout must have the forward dtype {dtype}, got {dout.dtype}")
+    return dout

@@ -1,0 +1,118 @@
+"""Numerical gradients by centred differences, and the relative error used to
+compare them with analytic ones (cs231n's names and signatures).
+
+These functions perturb `x` in place and restore it, so `f` must read `x` each
+time it is called. Use float64 arrays: float32 rounding swamps a step of 1e-5.
+Nothing here prints unless `verbose=True` is asked for.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "rel_error",
+    "eval_numerical_gradient",
+    "eval_numerical_gradient_array",
+    "eval_numerical_gradient_blobs",
+    "grad_check_sparse",
+]
+
+
+def rel_error(x, y):
+    """max |x - y| / max(1e-8, |x| + |y|), elementwise; 0 for two empty arrays."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"rel_error: shapes differ, {x.shape} and {y.shape}")
+    if x.size == 0:
+        return 0.0
+    return float(np.max(np.abs(x - y) / np.maximum(1e-8, np.abs(x) + np.abs(y))))
+
+
+def eval_numerical_gradient(f, x, verbose=True, h=1e-5):
+    """Gradient of a scalar function f at x: (f(x + h) - f(x - h)) / 2h per element.
+
+    f: takes x (any shape) and returns a scalar. Returns an array shaped like x.
+    """
+    grad = np.zeros_like(x)
+    it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
+    while not it.finished:
+        ix = it.multi_index
+        old = x[ix]
+        x[ix] = old + h
+        fxph = f(x)
+        x[ix] = old - h
+        fxmh = f(x)
+        x[ix] = old
+        grad[ix] = (fxph - fxmh) / (2 * h)
+        if verbose:
+            print(ix, grad[ix])
+        it.iternext()
+    return grad
+
+
+def eval_numerical_gradient_array(f, x, df, h=1e-5):
+    """Gradient of sum(f(x) * df) at x, for f returning an array (df: f's output shape)."""
+    grad = np.zeros_like(x)
+    it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
+    while not it.finished:
+        ix = it.multi_index
+        old = x[ix]
+        x[ix] = old + h
+        pos = np.array(f(x), copy=True)
+        x[ix] = old - h
+        neg = np.array(f(x), copy=True)
+        x[ix] = old
+        grad[ix] = np.sum((pos - neg) * df) / (2 * h)
+        it.iternext()
+    return grad
+
+
+def eval_numerical_gradient_blobs(f, inputs, output, h=1e-5):
+    """For functions that take several arrays (`inputs`, perturbed one at a time) and
+    write into `output`: returns the gradient of sum(output * output_diff) for each input,
+    with `output.diff` holding the upstream gradient (cs231n's blob convention)."""
+    grads = []
+    for blob in inputs:
+        diff = np.zeros_like(blob.vals)
+        it = np.nditer(blob.vals, flags=["multi_index"], op_flags=["readwrite"])
+        while not it.finished:
+            idx = it.multi_index
+            orig = blob.vals[idx]
+            blob.vals[idx] = orig + h
+            f(*(inputs + (output,)))
+            pos = np.copy(output.vals)
+            blob.vals[idx] = orig - h
+            f(*(inputs + (output,)))
+            neg = np.copy(output.vals)
+            blob.vals[idx] = orig
+            diff[idx] = np.sum((pos - neg) * output.diffs) / (2.0 * h)
+            it.iternext()
+        grads.append(diff)
+    return grads
+
+
+def grad_check_sparse(f, x, analytic_grad, num_checks=10, h=1e-5, seed=None, verbose=True):
+    """Compare analytic_grad with centred differences at `num_checks` random elements.
+
+    Returns the list of relative errors. `seed` (int or Generator) picks the
+    elements; NumPy's global RNG is not used. Prints one line per check when verbose,
+    as cs231n's version does.
+    """
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    errors = []
+    for _ in range(num_checks):
+        ix = tuple(int(rng.integers(m)) for m in x.shape)
+        old = x[ix]
+        x[ix] = old + h
+        fxph = f(x)
+        x[ix] = old - h
+        fxmh = f(x)
+        x[ix] = old
+        numeric = (fxph - fxmh) / (2 * h)
+        analytic = analytic_grad[ix]
+        err = abs(numeric - analytic) / max(1e-12, abs(numeric) + abs(analytic))
+        errors.append(float(err))
+        if verbose:
+            print(f"numerical: {numeric:f} analytic: {analytic:f}, relative error: {err:e}")
+    return errors

@@ -1,0 +1,479 @@
+"""Reference layers: the readable specification of every funkcije layer.
+
+Each layer is a pair of pure functions. `*_forward(x, ...)` returns `(out, cache)`;
+`*_backward(dout, cache)` returns the gradient(s) with respect to the forward
+inputs, in forward-argument order. Shapes use N (batch), C (channels), H, W
+(height, width), F (filters), HH, WW (kernel height, width), D (features),
+M (outputs).
+
+dtype is preserved: float32 in gives float32 out and float32 gradients. The
+convolution and pooling references loop over output positions (clear rather than
+fast); `funkcije.fast_layers` has the same signatures and is what models use.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .checks import (
+    check_array,
+    check_labels,
+    check_dout,
+    check_mode,
+    check_same_dtype,
+    conv_geometry,
+    pool_geometry,
+)
+
+# ----------------------------------------------------------------------------- affine / relu
+
+
+def affine_forward(x, w, b):
+    """out = x.reshape(N, D) @ w + b.
+
+    x: (N, d1, ..., dk) with D = d1 * ... * dk; w: (D, M); b: (M,).
+    Returns out (N, M) and cache (x, w, b).
+    """
+    layer = "affine_forward"
+    check_array(layer, "x", x)
+    check_array(layer, "w", w, 2)
+    check_array(layer, "b", b, 1)
+    check_same_dtype(layer, x=x, w=w, b=b)
+    if x.ndim < 1:
+        raise ValueError(f"{layer}: x must have a batch dimension, got shape {x.shape}")
+    N = x.shape[0]
+    D = int(np.prod(x.shape[1:], dtype=np.int64))
+    if w.shape[0] != D or b.shape[0] != w.shape[1]:
+        raise ValueError(
+            f"{layer}: x of shape {x.shape} has D={D} features per sample, so w must be "
+            f"(D, M) = ({D}, M) and b (M,); got w {w.shape}, b {b.shape}"
+        )
+    out = x.reshape(N, D) @ w + b
+    return out, (x, w, b)
+
+
+def affine_backward(dout, cache):
+    """dout: (N, M). Returns dx (N, d1, ..., dk), dw (D, M), db (M,)."""
+    x, w, b = cache
+    N = x.shape[0]
+    dx = (dout @ w.T).reshape(x.shape)
+    dw = x.reshape(N, -1).T @ dout
+    db = dout.sum(axis=0)
+    return dx, dw, db
+
+
+def relu_forward(x):
+    """out = max(x, 0), elementwise; any shape. cache is x."""
+    check_array("relu_forward", "x", x)
+    return np.maximum(x, 0), x
+
+
+def relu_backward(dout, cache):
+    """dx = dout where x > 0 (the subgradient at 0 is taken as 0)."""
+    x = cache
+    return dout * (x > 0)
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def softmax_loss(x, y):
+    """Cross-entropy of softmax(x) against labels.
+
+    x: (N, C) scores; y: (N,) integer labels in [0, C). Returns (loss, dx), loss a
+    scalar of x's dtype averaged over the batch. Logits are shifted by their row
+    maximum and the log-sum-exp is taken in log space, so scores of magnitude 1e4
+    and beyond neither overflow nor produce NaN.
+    """
+    layer = "softmax_loss"
+    check_array(layer, "x", x, 2)
+    N, C = x.shape
+    y = check_labels(layer, y, N, C)
+    shifted = x - x.max(axis=1, keepdims=True)
+    log_z = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    log_probs = shifted - log_z
+    loss = -log_probs[np.arange(N), y].sum() / N
+    dx = np.exp(log_probs)
+    dx[np.arange(N), y] -= 1
+    dx /= N
+    return x.dtype.type(loss), dx
+
+
+def svm_loss(x, y):
+    """Multiclass hinge loss with margin 1, averaged over the batch.
+
+    x: (N, C) scores; y: (N,) integer labels. Returns (loss, dx).
+    """
+    layer = "svm_loss"
+    check_array(layer, "x", x, 2)
+    N, C = x.shape
+    y = check_labels(layer, y, N, C)
+    rows = np.arange(N)
+    correct = x[rows, y][:, None]
+    margins = np.maximum(0, x - correct + 1)
+    margins[rows, y] = 0
+    loss = margins.sum() / N
+    positive = (margins > 0).astype(x.dtype)
+    dx = positive
+    dx[rows, y] -= positive.sum(axis=1)
+    dx /= N
+    return x.dtype.type(loss), dx
+
+
+# ----------------------------------------------------------------------------- normalisation
+
+
+def _bn_state(bn_param, D, dtype):
+    rm = bn_param.get("running_mean")
+    rv = bn_param.get("running_var")
+    if rm is None:
+        rm = np.zeros(D, dtype=dtype)
+    if rv is None:
+        rv = np.ones(D, dtype=dtype)
+    return np.asarray(rm, dtype=dtype), np.asarray(rv, dtype=dtype)
+
+
+def batchnorm_forward(x, gamma, beta, bn_param):
+    """Batch normalisation over the batch axis.
+
+    x: (N, D); gamma, beta: (D,). bn_param: `mode` 'train'|'test' (required), `eps`
+    (1e-5), `momentum` (0.9), `running_mean`, `running_var` (D,) — created if absent
+    and written back in train mode as momentum * old + (1 - momentum) * batch value
+    (the batch variance is the biased one, as in cs231n).
+    """
+    layer = "batchnorm_forward"
+    mode = check_mode(layer, bn_param, "bn_param")
+    check_array(layer, "x", x, 2)
+    check_array(layer, "gamma", gamma, 1)
+    check_array(layer, "beta", beta, 1)
+    check_same_dtype(layer, x=x, gamma=gamma, beta=beta)
+    N, D = x.shape
+    if gamma.shape != (D,) or beta.shape != (D,):
+        raise ValueError(
+            f"{layer}: gamma and beta must have shape ({D},) for x of shape {x.shape}, "
+            f"got {gamma.shape} and {beta.shape}"
+        )
+    # Python floats, so that a NumPy float64 scalar in bn_param cannot upcast float32 data
+    eps = float(bn_param.get("eps", 1e-5))
+    momentum = float(bn_param.get("momentum", 0.9))
+    running_mean, running_var = _bn_state(bn_param, D, x.dtype)
+    if mode == "train":
+        if N < 1:
+            raise ValueError(f"{layer}: train mode needs a non-empty batch, got x shape {x.shape}")
+        mu = x.mean(axis=0)
+        xc = x - mu
+        var = (xc * xc).mean(axis=0)
+        inv_std = 1.0 / np.sqrt(var + eps)
+        xhat = xc * inv_std
+        running_mean = momentum * running_mean + (1 - momentum) * mu
+        running_var = momentum * running_var + (1 - momentum) * var
+    else:
+        inv_std = 1.0 / np.sqrt(running_var + eps)
+        xc = x - running_mean
+        xhat = xc * inv_std
+    out = gamma * xhat + beta
+    bn_param["running_mean"] = running_mean
+    bn_param["running_var"] = running_var
+    cache = {"mode": mode, "xhat": xhat, "xc": xc, "inv_std": inv_std, "gamma": gamma}
+    return out, cache
+
+
+def batchnorm_backward(dout, cache):
+    """Backward through the batch-norm computation graph, step by step.
+
+    Returns dx (N, D), dgamma (D,), dbeta (D,).
+    """
+    xhat, xc, inv_std, gamma = cache["xhat"], cache["xc"], cache["inv_std"], cache["gamma"]
+    dbeta = dout.sum(axis=0)
+    dgamma = (dout * xhat).sum(axis=0)
+    dxhat = dout * gamma
+    if cache["mode"] == "test":
+        return dxhat * inv_std, dgamma, dbeta
+    N = dout.shape[0]
+    # xhat = xc * inv_std, inv_std = (var + eps)^-1/2, var = mean(xc^2), xc = x - mean(x)
+    dinv_std = (dxhat * xc).sum(axis=0)
+    dvar = dinv_std * (-0.5) * inv_std**3
+    dxc = dxhat * inv_std + dvar * 2.0 * xc / N
+    dx = dxc - dxc.mean(axis=0)
+    return dx, dgamma, dbeta
+
+
+def batchnorm_backward_alt(dout, cache):
+    """Batch-norm backward in closed form:
+    dx = inv_std / N * (N dxhat - sum(dxhat) - xhat sum(dxhat xhat)).
+    Same results as `batchnorm_backward`."""
+    xhat, inv_std, gamma = cache["xhat"], cache["inv_std"], cache["gamma"]
+    dbeta = dout.sum(axis=0)
+    dgamma = (dout * xhat).sum(axis=0)
+    dxhat = dout * gamma
+    if cache["mode"] == "test":
+        return dxhat * inv_std, dgamma, dbeta
+    dx = inv_std * (dxhat - dxhat.mean(axis=0) - xhat * (dxhat * xhat).mean(axis=0))
+    return dx, dgamma, dbeta
+
+
+def _normalize_rows(x, eps):
+    """Normalise each row of a 2-D array; returns xhat and 1/std (one per row)."""
+    mu = x.mean(axis=1, keepdims=True)
+    xc = x - mu
+    inv_std = 1.0 / np.sqrt((xc * xc).mean(axis=1, keepdims=True) + eps)
+    return xc * inv_std, inv_std
+
+
+def _normalize_rows_backward(dxhat, xhat, inv_std):
+    """Gradient through row normalisation (the closed form used by layer and group norm)."""
+    return inv_std * (
+        dxhat - dxhat.mean(axis=1, keepdims=True) - xhat * (dxhat * xhat).mean(axis=1, keepdims=True)
+    )
+
+
+def layernorm_forward(x, gamma, beta, ln_param):
+    """Layer normalisation: each sample normalised over its D features.
+
+    x: (N, D); gamma, beta: (D,); ln_param: `eps` (1e-5). No running statistics,
+    so train and test behave alike.
+    """
+    layer = "layernorm_forward"
+    check_array(layer, "x", x, 2)
+    check_array(layer, "gamma", gamma, 1)
+    check_array(layer, "beta", beta, 1)
+    check_same_dtype(layer, x=x, gamma=gamma, beta=beta)
+    D = x.shape[1]
+    if gamma.shape != (D,) or beta.shape != (D,):
+        raise ValueError(
+            f"{layer}: gamma and beta must have shape ({D},) for x of shape {x.shape}, "
+            f"got {gamma.shape} and {beta.shape}"
+        )
+    xhat, inv_std = _normalize_rows(x, float((ln_param or {}).get("eps", 1e-5)))
+    return gamma * xhat + beta, (xhat, inv_std, gamma)
+
+
+def layernorm_backward(dout, cache):
+    """Returns dx (N, D), dgamma (D,), dbeta (D,)."""
+    xhat, inv_std, gamma = cache
+    dgamma = (dout * xhat).sum(axis=0)
+    dbeta = dout.sum(axis=0)
+    return _normalize_rows_backward(dout * gamma, xhat, inv_std), dgamma, dbeta
+
+
+def spatial_batchnorm_forward(x, gamma, beta, bn_param):
+    """Batch norm per channel over (N, H, W).
+
+    x: (N, C, H, W); gamma, beta: (C,); bn_param as for `batchnorm_forward`.
+    """
+    layer = "spatial_batchnorm_forward"
+    check_array(layer, "x", x, 4)
+    N, C, H, W = x.shape
+    flat = x.transpose(0, 2, 3, 1).reshape(-1, C)
+    out, cache = batchnorm_forward(flat, gamma, beta, bn_param)
+    return out.reshape(N, H, W, C).transpose(0, 3, 1, 2), cache
+
+
+def spatial_batchnorm_backward(dout, cache):
+    """Returns dx (N, C, H, W), dgamma (C,), dbeta (C,)."""
+    N, C, H, W = dout.shape
+    dx, dgamma, dbeta = batchnorm_backward_alt(dout.transpose(0, 2, 3, 1).reshape(-1, C), cache)
+    return dx.reshape(N, H, W, C).transpose(0, 3, 1, 2), dgamma, dbeta
+
+
+def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
+    """Group normalisation: each sample's C channels split into G groups, each group
+    normalised over its (C // G, H, W) values.
+
+    x: (N, C, H, W); gamma, beta: (1, C, 1, 1); G divides C; gn_param: `eps` (1e-5).
+    """
+    layer = "spatial_groupnorm_forward"
+    check_array(layer, "x", x, 4)
+    check_array(layer, "gamma", gamma, 4)
+    check_array(layer, "beta", beta, 4)
+    check_same_dtype(layer, x=x, gamma=gamma, beta=beta)
+    N, C, H, W = x.shape
+    if isinstance(G, bool) or not isinstance(G, (int, np.integer)) or G < 1 or C % G:
+        raise ValueError(f"{layer}: G={G!r} must be a positive int dividing C={C} (x shape {x.shape})")
+    if gamma.shape != (1, C, 1, 1) or beta.shape != (1, C, 1, 1):
+        raise ValueError(
+            f"{layer}: gamma and beta must have shape (1, {C}, 1, 1), got {gamma.shape} and {beta.shape}"
+        )
+    xhat, inv_std = _normalize_rows(x.reshape(N * G, -1), float((gn_param or {}).get("eps", 1e-5)))
+    xhat = xhat.reshape(x.shape)
+    return gamma * xhat + beta, (xhat, inv_std, gamma, G)
+
+
+def spatial_groupnorm_backward(dout, cache):
+    """Returns dx (N, C, H, W), dgamma (1, C, 1, 1), dbeta (1, C, 1, 1)."""
+    xhat, inv_std, gamma, G = cache
+    N = dout.shape[0]
+    dgamma = (dout * xhat).sum(axis=(0, 2, 3), keepdims=True)
+    dbeta = dout.sum(axis=(0, 2, 3), keepdims=True)
+    dxhat = (dout * gamma).reshape(N * G, -1)
+    dx = _normalize_rows_backward(dxhat, xhat.reshape(N * G, -1), inv_std)
+    return dx.reshape(dout.shape), dgamma, dbeta
+
+
+# ----------------------------------------------------------------------------- dropout
+
+
+def dropout_forward(x, dropout_param):
+    """Inverted dropout: in train mode each unit is kept with probability `p` and
+    scaled by 1 / p, so test mode is the identity.
+
+    dropout_param: `p` keep probability in (0, 1]; `mode` 'train'|'test';
+    optional `seed` (int or numpy Generator) — the same seed gives the same mask.
+    Without a seed a fresh Generator is used; NumPy's global RNG is never touched.
+    """
+    layer = "dropout_forward"
+    check_array(layer, "x", x)
+    mode = check_mode(layer, dropout_param, "dropout_param")
+    p = dropout_param.get("p")
+    if p is None or not (0 < p <= 1):
+        raise ValueError(f"{layer}: dropout_param['p'] is the keep probability and must lie in (0, 1], got {p!r}")
+    mask = None
+    if mode == "train":
+        seed = dropout_param.get("seed")
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        mask = ((rng.random(x.shape) < p) / p).astype(x.dtype, copy=False)
+        out = x * mask
+    else:
+        out = x.copy()
+    return out, (dropout_param, mask)
+
+
+def dropout_backward(dout, cache):
+    dropout_param, mask = cache
+    if dropout_param["mode"] == "train":
+        return dout * mask
+    return dout
+
+
+# ----------------------------------------------------------------------------- convolution
+
+
+def _window(a, i, j, g, kh, kw):
+    """Strided view of the (HH, WW) window that produces output position (i, j).
+    g is the ConvGeometry; a is (N, C, Hpadded, Wpadded)."""
+    sh, sw = g.stride
+    dh, dw = g.dilation
+    return a[:, :, i * sh : i * sh + dh * (kh - 1) + 1 : dh, j * sw : j * sw + dw * (kw - 1) + 1 : dw]
+
+
+def conv_forward_naive(x, w, b, conv_param):
+    """Convolution (cross-correlation, as in cs231n and PyTorch).
+
+    x: (N, C, H, W); w: (F, C // groups, HH, WW); b: (F,); conv_param: `stride`,
+    `pad` (int or (h, w)), optional `dilation` (int or (h, w), default 1) and `groups`
+    (default 1). Output (N, F, H', W') with
+    H' = 1 + (H + 2 pad_h - dilation_h (HH - 1) - 1) // stride_h, likewise W'.
+    Zero padding. cache is (x, w, b, conv_param).
+    """
+    layer = "conv_forward_naive"
+    g = conv_geometry(layer, x, w, conv_param)
+    check_array(layer, "b", b, 1)
+    check_same_dtype(layer, x=x, w=w, b=b)
+    F, Cg, HH, WW = w.shape
+    if b.shape != (F,):
+        raise ValueError(f"{layer}: b must have shape ({F},) for w of shape {w.shape}, got {b.shape}")
+    N = x.shape[0]
+    ph, pw = g.pad
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    Fg = F // g.groups
+    out = np.empty((N, F, g.out_h, g.out_w), dtype=x.dtype)
+    for grp in range(g.groups):
+        xs = xp[:, grp * Cg : (grp + 1) * Cg]
+        ws = w[grp * Fg : (grp + 1) * Fg]
+        for i in range(g.out_h):
+            for j in range(g.out_w):
+                win = _window(xs, i, j, g, HH, WW)  # (N, Cg, HH, WW)
+                out[:, grp * Fg : (grp + 1) * Fg, i, j] = np.tensordot(win, ws, axes=([1, 2, 3], [1, 2, 3]))
+    out += b[None, :, None, None]
+    return out, (x, w, b, conv_param)
+
+
+def conv_backward_naive(dout, cache):
+    """dout: (N, F, H', W'). Returns dx (N, C, H, W), dw (F, C // groups, HH, WW), db (F,)."""
+    x, w, b, conv_param = cache
+    g = conv_geometry("conv_backward_naive", x, w, conv_param)
+    F, Cg, HH, WW = w.shape
+    check_dout("conv_backward_naive", dout, (x.shape[0], F, g.out_h, g.out_w), x.dtype)
+    ph, pw = g.pad
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    dxp = np.zeros_like(xp)
+    dw = np.zeros_like(w)
+    Fg = F // g.groups
+    for grp in range(g.groups):
+        xs = xp[:, grp * Cg : (grp + 1) * Cg]
+        dxs = dxp[:, grp * Cg : (grp + 1) * Cg]
+        ws = w[grp * Fg : (grp + 1) * Fg]
+        for i in range(g.out_h):
+            for j in range(g.out_w):
+                d = dout[:, grp * Fg : (grp + 1) * Fg, i, j]  # (N, Fg)
+                # windows overlap when stride < span, hence += into the view
+                _window(dxs, i, j, g, HH, WW)[...] += np.tensordot(d, ws, axes=([1], [0]))
+                dw[grp * Fg : (grp + 1) * Fg] += np.tensordot(d, _window(xs, i, j, g, HH, WW), axes=([0], [0]))
+    H, W = x.shape[2:]
+    dx = dxp[:, :, ph : ph + H, pw : pw + W]
+    db = dout.sum(axis=(0, 2, 3))
+    return np.ascontiguousarray(dx), dw, db
+
+
+# ----------------------------------------------------------------------------- pooling
+
+
+def _pool_window(x, i, j, g):
+    sh, sw = g.stride
+    return x[:, :, i * sh : i * sh + g.pool_height, j * sw : j * sw + g.pool_width]
+
+
+def max_pool_forward_naive(x, pool_param):
+    """Max pooling. x: (N, C, H, W); pool_param: `pool_height`, `pool_width`,
+    `stride` (int or (h, w)). Windows may overlap (stride < window) or not tile the
+    input (the output size is floored and the remainder dropped, as in PyTorch).
+    Returns out (N, C, H', W') and cache (x, pool_param)."""
+    g = pool_geometry("max_pool_forward_naive", x, pool_param)
+    N, C = x.shape[:2]
+    out = np.empty((N, C, g.out_h, g.out_w), dtype=x.dtype)
+    for i in range(g.out_h):
+        for j in range(g.out_w):
+            out[:, :, i, j] = _pool_window(x, i, j, g).max(axis=(2, 3))
+    return out, (x, pool_param)
+
+
+def max_pool_backward_naive(dout, cache):
+    """The gradient of each window goes to its maximum; on ties, to the first
+    maximum in row-major window order (as PyTorch does). Overlapping windows add up."""
+    x, pool_param = cache
+    g = pool_geometry("max_pool_backward_naive", x, pool_param)
+    check_dout("max_pool_backward_naive", dout, x.shape[:2] + (g.out_h, g.out_w), x.dtype)
+    N, C = x.shape[:2]
+    dx = np.zeros_like(x)
+    n_idx, c_idx = np.meshgrid(np.arange(N), np.arange(C), indexing="ij")
+    for i in range(g.out_h):
+        for j in range(g.out_w):
+            win = _pool_window(x, i, j, g).reshape(N, C, -1)
+            arg = win.argmax(axis=2)  # argmax returns the first maximum
+            r, s = np.divmod(arg, g.pool_width)
+            np.add.at(dx, (n_idx, c_idx, i * g.stride[0] + r, j * g.stride[1] + s), dout[:, :, i, j])
+    return dx
+
+
+def avg_pool_forward_naive(x, pool_param):
+    """Average pooling over each window (no padding, so every window has
+    pool_height * pool_width elements). Same geometry as `max_pool_forward_naive`."""
+    g = pool_geometry("avg_pool_forward_naive", x, pool_param)
+    N, C = x.shape[:2]
+    out = np.empty((N, C, g.out_h, g.out_w), dtype=x.dtype)
+    for i in range(g.out_h):
+        for j in range(g.out_w):
+            out[:, :, i, j] = _pool_window(x, i, j, g).mean(axis=(2, 3))
+    return out, (x, pool_param)
+
+
+def avg_pool_backward_naive(dout, cache):
+    """Each window spreads dout / (pool_height * pool_width) evenly over its elements."""
+    x, pool_param = cache
+    g = pool_geometry("avg_pool_backward_naive", x, pool_param)
+    check_dout("avg_pool_backward_naive", dout, x.shape[:2] + (g.out_h, g.out_w), x.dtype)
+    dx = np.zeros_like(x)
+    scale = 1.0 / (g.pool_height * g.pool_width)
+    for i in range(g.out_h):
+        for j in range(g.out_w):
+            _pool_window(dx, i, j, g)[...] += (dout[:, :, i, j] * scale)[:, :, None, None]
+    return dx

@@ -1,0 +1,51 @@
+"""Builds the Cython extension funkcije.im2col_cython.
+
+If Cython or a C compiler is missing, or FUNKCIJE_NO_EXT=1 is set, the package
+installs without the extension and funkcije.fast_layers falls back to NumPy
+(with one warning). OpenMP is used when the compiler accepts -fopenmp.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from setuptools import setup
+
+
+def _openmp_flags():
+    if os.environ.get("FUNKCIJE_NO_OPENMP") == "1" or sys.platform == "darwin":
+        return [], []
+    cc = os.environ.get("CC", "cc")
+    if shutil.which(cc) is None:
+        return [], []
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "t.c")
+        with open(src, "w") as f:
+            f.write("#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n")
+        ok = subprocess.run([cc, "-fopenmp", src, "-o", os.path.join(d, "t")], capture_output=True).returncode == 0
+    return (["-fopenmp"], ["-fopenmp"]) if ok else ([], [])
+
+
+def _extensions():
+    if os.environ.get("FUNKCIJE_NO_EXT") == "1":
+        return []
+    try:
+        import numpy
+        from Cython.Build import cythonize
+        from setuptools import Extension
+    except ImportError:
+        return []
+    cflags, lflags = _openmp_flags()
+    ext = Extension(
+        "funkcije.im2col_cython",
+        ["funkcije/im2col_cython.pyx"],
+        include_dirs=[numpy.get_include()],
+        extra_compile_args=["-O3"] + cflags,
+        extra_link_args=lflags,
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )
+    return cythonize([ext], language_level=3, compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True})
+
+
+setup(ext_modules=_extensions())
