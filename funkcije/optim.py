@@ -1,0 +1,196 @@
+"""First-order update rules, cs231n-compatible.
+
+Every rule has the signature
+
+    next_w, config = rule(w, dw, config=None)
+
+w: the current parameter array (any shape); dw: its gradient (same shape and
+dtype); config: a dict of hyperparameters and of the rule's running state
+(momentum velocity, RMSProp cache, Adam moments and step counter). Missing keys
+are filled with cs231n's defaults, so `rule(w, dw)` works and the returned config
+is the one to pass on the next step. One config belongs to one parameter array:
+the Solver gives each parameter its own copy, so Adam's step counter `t` counts
+that parameter's updates.
+
+Rules are pure: `w`, `dw` and the state arrays passed in are never modified; new
+arrays are returned. dtype is preserved (float32 in, float32 out and float32
+state): hyperparameters are converted to Python floats, because a NumPy float64
+scalar would upcast float32 arrays under NumPy 2's promotion rules.
+
+Rules are found through one registry, `UPDATE_RULES`, via `get_update_rule`.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .checks import check_array, check_same_dtype
+
+__all__ = [
+    "sgd",
+    "sgd_momentum",
+    "rmsprop",
+    "adam",
+    "UPDATE_RULES",
+    "DEFAULT_CONFIGS",
+    "get_update_rule",
+    "update_rule_name",
+]
+
+# cs231n's defaults; the state entries (velocity, cache, m, v) default to zeros
+# shaped like w and are created on the first call.
+DEFAULT_CONFIGS = {
+    "sgd": {"learning_rate": 1e-2},
+    "sgd_momentum": {"learning_rate": 1e-2, "momentum": 0.9},
+    "rmsprop": {"learning_rate": 1e-2, "decay_rate": 0.99, "epsilon": 1e-8},
+    "adam": {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8, "t": 0},
+}
+_STATE_KEYS = {
+    "sgd": (),
+    "sgd_momentum": ("velocity",),
+    "rmsprop": ("cache",),
+    "adam": ("m", "v"),
+}
+
+
+def _prepare(rule: str, w, dw, config):
+    """Validate (w, dw, config) and return a new config dict with defaults filled in
+    and every hyperparameter as a Python float (Adam's `t` as a Python int)."""
+    check_array(rule, "w", w)
+    check_array(rule, "dw", dw)
+    if dw.shape != w.shape:
+        raise ValueError(f"{rule}: dw must have w's shape {w.shape}, got {dw.shape}")
+    check_same_dtype(rule, w=w, dw=dw)
+    if config is None:
+        config = {}
+    elif not isinstance(config, dict):
+        raise TypeError(f"{rule}: config must be a dict or None, got {type(config).__name__}")
+    defaults = DEFAULT_CONFIGS[rule]
+    valid = set(defaults) | set(_STATE_KEYS[rule])
+    unknown = set(config) - valid
+    if unknown:
+        # A misspelt key would otherwise be ignored in favour of the default.
+        raise ValueError(
+            f"{rule}: unknown config keys {sorted(unknown)}; valid keys are {sorted(valid)}"
+        )
+    out = dict(config)
+    for key, default in defaults.items():
+        value = out.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{rule}: config[{key!r}] must be a real number, got {value!r}")
+        out[key] = int(value) if key == "t" else float(value)
+    for key in _STATE_KEYS[rule]:
+        state = out.get(key)
+        if state is None:
+            out[key] = np.zeros_like(w)
+        elif not isinstance(state, np.ndarray) or state.shape != w.shape:
+            got = state.shape if isinstance(state, np.ndarray) else type(state).__name__
+            raise ValueError(f"{rule}: config[{key!r}] must be an array of w's shape {w.shape}, got {got}")
+    return out
+
+
+def sgd(w, dw, config=None):
+    """Vanilla stochastic gradient descent: next_w = w - learning_rate * dw.
+
+    config: `learning_rate` (default 1e-2).
+    """
+    config = _prepare("sgd", w, dw, config)
+    next_w = w - config["learning_rate"] * dw
+    return next_w, config
+
+
+def sgd_momentum(w, dw, config=None):
+    """SGD with momentum:
+        velocity = momentum * velocity - learning_rate * dw
+        next_w   = w + velocity
+
+    config: `learning_rate` (1e-2), `momentum` (0.9), `velocity` (zeros like w).
+    """
+    config = _prepare("sgd_momentum", w, dw, config)
+    v = config["momentum"] * config["velocity"] - config["learning_rate"] * dw
+    config["velocity"] = v
+    return w + v, config
+
+
+def rmsprop(w, dw, config=None):
+    """RMSProp: a running average of squared gradients scales each coordinate's step.
+        cache  = decay_rate * cache + (1 - decay_rate) * dw**2
+        next_w = w - learning_rate * dw / (sqrt(cache) + epsilon)
+
+    config: `learning_rate` (1e-2), `decay_rate` (0.99), `epsilon` (1e-8),
+    `cache` (zeros like w).
+    """
+    config = _prepare("rmsprop", w, dw, config)
+    decay = config["decay_rate"]
+    cache = decay * config["cache"] + (1.0 - decay) * (dw * dw)
+    config["cache"] = cache
+    next_w = w - config["learning_rate"] * dw / (np.sqrt(cache) + config["epsilon"])
+    return next_w, config
+
+
+def adam(w, dw, config=None):
+    """Adam (Kingma & Ba, 2015) with bias correction:
+        t      = t + 1
+        m      = beta1 * m + (1 - beta1) * dw
+        v      = beta2 * v + (1 - beta2) * dw**2
+        m_hat  = m / (1 - beta1**t),  v_hat = v / (1 - beta2**t)
+        next_w = w - learning_rate * m_hat / (sqrt(v_hat) + epsilon)
+
+    config: `learning_rate` (1e-3), `beta1` (0.9), `beta2` (0.999), `epsilon` (1e-8),
+    `m`, `v` (zeros like w), `t` (0: the number of updates this parameter has had).
+    """
+    config = _prepare("adam", w, dw, config)
+    b1, b2 = config["beta1"], config["beta2"]
+    t = config["t"] + 1
+    m = b1 * config["m"] + (1.0 - b1) * dw
+    v = b2 * config["v"] + (1.0 - b2) * (dw * dw)
+    # The corrections are Python floats, so float32 moments stay float32.
+    m_hat = m / (1.0 - b1**t)
+    v_hat = v / (1.0 - b2**t)
+    next_w = w - config["learning_rate"] * m_hat / (np.sqrt(v_hat) + config["epsilon"])
+    config.update(m=m, v=v, t=t)
+    return next_w, config
+
+
+UPDATE_RULES = {
+    "sgd": sgd,
+    "sgd_momentum": sgd_momentum,
+    "rmsprop": rmsprop,
+    "adam": adam,
+}
+
+
+def get_update_rule(rule):
+    """Return the update rule named `rule` (a key of UPDATE_RULES), or `rule` itself
+    if it is already a callable with the rule signature.
+
+    Raises ValueError listing the valid names for an unknown name, TypeError for
+    anything that is neither a string nor callable.
+    """
+    if isinstance(rule, str):
+        try:
+            return UPDATE_RULES[rule]
+        except KeyError:
+            valid = ", ".join(repr(k) for k in UPDATE_RULES)
+            raise ValueError(f"Invalid update_rule {rule!r}; valid names are {valid} (or pass a callable)") from None
+    if callable(rule):
+        return rule
+    raise TypeError(
+        f"update_rule must be a rule name (one of {sorted(UPDATE_RULES)}) or a callable "
+        f"rule(w, dw, config) -> (next_w, config), got {type(rule).__name__}"
+    )
+
+
+def update_rule_name(rule) -> str:
+    """The registry name of a rule, or 'module:qualname' for a custom callable
+    (used to record and compare rules in checkpoints)."""
+    if isinstance(rule, str):
+        get_update_rule(rule)
+        return rule
+    for name, fn in UPDATE_RULES.items():
+        if fn is rule:
+            return name
+    module = getattr(rule, "__module__", None) or "?"
+    qualname = getattr(rule, "__qualname__", None) or type(rule).__qualname__
+    return f"{module}:{qualname}"
