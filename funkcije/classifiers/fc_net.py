@@ -1,0 +1,269 @@
+"""Fully connected classifiers with cs231n's API: `TwoLayerNet` and `FullyConnectedNet`.
+
+A model holds its learnable arrays in `self.params` (a dict of name -> ndarray)
+and exposes `loss(X, y=None)`: without labels it returns the class scores
+(N, C); with labels it returns `(loss, grads)`, `grads` keyed like `params`.
+Layer state (batch-norm running statistics) lives in `self.bn_params`, never in
+`params` (DESIGN.md, Contract 5). Initialisation takes a seed or a
+`np.random.Generator`; NumPy's global RNG is never used.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..layer_utils import (
+    affine_bn_relu_backward,
+    affine_bn_relu_forward,
+    affine_ln_relu_backward,
+    affine_ln_relu_forward,
+    affine_relu_backward,
+    affine_relu_forward,
+)
+from ..layers import affine_backward, affine_forward, dropout_backward, dropout_forward, softmax_loss
+
+__all__ = ["TwoLayerNet", "FullyConnectedNet"]
+
+
+# ----------------------------------------------------------------------------- helpers shared with cnn.py
+
+
+def _rng_from_seed(seed):
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
+        return np.random.default_rng(seed)
+    raise TypeError(f"seed must be None, an int or a numpy.random.Generator, got {type(seed).__name__}")
+
+
+def _model_dtype(model, dtype):
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"{model}: dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _check_positive_int(model, name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{model}: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _check_reg(model, reg):
+    # stored as a Python float: a NumPy float64 scalar would upcast float32 arrays (NEP 50)
+    if isinstance(reg, bool) or not isinstance(reg, numbers.Real) or not reg >= 0:
+        raise ValueError(f"{model}: reg must be a non-negative number, got {reg!r}")
+    return float(reg)
+
+
+def _gaussian(rng, shape, scale, dtype):
+    # drawn in float64 and then cast, so float32 and float64 models built from the
+    # same seed hold the same weights up to rounding
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+def _as_model_input(model, X, dtype):
+    """Cast X to the model dtype (no copy when it already is) and check it is batched."""
+    X = np.asarray(X)
+    if not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_):
+        raise TypeError(f"{model}: X must be numeric, got dtype {X.dtype}")
+    if X.ndim < 2:
+        raise ValueError(f"{model}: X must be a batch of shape (N, ...), got shape {X.shape}")
+    return X.astype(dtype, copy=False)
+
+
+def _l2_penalty(params, names, reg, dtype):
+    """0.5 * reg * sum over `names` of sum(W ** 2), as a scalar of `dtype`."""
+    total = dtype.type(0)
+    for name in names:
+        w = params[name].ravel()
+        total += np.dot(w, w)  # BLAS dot: no W ** 2 temporary the size of the weights
+    return dtype.type(0.5 * reg * total)
+
+
+def _add_l2_grads(grads, params, names, reg):
+    for name in names:
+        g = grads[name]
+        # in place; reg is a Python float, so the float32 path stays float32
+        g += reg * params[name]
+
+
+# ----------------------------------------------------------------------------- TwoLayerNet
+
+
+class TwoLayerNet:
+    """affine - relu - affine - softmax.
+
+    X: (N, d1, ..., dk) with d1 * ... * dk = input_dim. Params `W1` (D, H), `b1` (H,),
+    `W2` (H, C), `b2` (C,); weights ~ N(0, weight_scale ** 2), biases zero.
+
+    `dtype` defaults to float64, as cs231n's TwoLayerNet (whose notebooks overwrite
+    the parameters with float64 arrays); pass np.float32 for the fast path.
+    `seed` (None, int or Generator) drives the initialisation.
+    """
+
+    def __init__(self, input_dim=3 * 32 * 32, hidden_dim=100, num_classes=10, weight_scale=1e-3,
+                 reg=0.0, dtype=np.float64, seed=None):
+        name = "TwoLayerNet"
+        self.input_dim = _check_positive_int(name, "input_dim", input_dim)
+        hidden_dim = _check_positive_int(name, "hidden_dim", hidden_dim)
+        self.num_classes = _check_positive_int(name, "num_classes", num_classes)
+        self.reg = _check_reg(name, reg)
+        self.dtype = _model_dtype(name, dtype)
+        rng = _rng_from_seed(seed)
+        self.params = {
+            "W1": _gaussian(rng, (self.input_dim, hidden_dim), weight_scale, self.dtype),
+            "b1": np.zeros(hidden_dim, dtype=self.dtype),
+            "W2": _gaussian(rng, (hidden_dim, self.num_classes), weight_scale, self.dtype),
+            "b2": np.zeros(self.num_classes, dtype=self.dtype),
+        }
+
+    def loss(self, X, y=None):
+        """Scores (N, C) when y is None, else (loss, grads)."""
+        X = _as_model_input("TwoLayerNet", X, self.dtype)
+        _check_features("TwoLayerNet", X, self.input_dim)
+        p = self.params
+        h, cache1 = affine_relu_forward(X, p["W1"], p["b1"])
+        scores, cache2 = affine_forward(h, p["W2"], p["b2"])
+        if y is None:
+            return scores
+        loss, dscores = softmax_loss(scores, y)
+        grads = {}
+        dh, grads["W2"], grads["b2"] = affine_backward(dscores, cache2)
+        _, grads["W1"], grads["b1"] = affine_relu_backward(dh, cache1)
+        weights = ("W1", "W2")
+        if self.reg:
+            loss = loss + _l2_penalty(p, weights, self.reg, self.dtype)
+            _add_l2_grads(grads, p, weights, self.reg)
+        return self.dtype.type(loss), grads
+
+
+def _check_features(model, X, input_dim):
+    D = int(np.prod(X.shape[1:], dtype=np.int64))
+    if D != input_dim:
+        raise ValueError(
+            f"{model}: each sample of X must have input_dim={input_dim} values, "
+            f"got X of shape {X.shape} ({D} values per sample)"
+        )
+
+
+# ----------------------------------------------------------------------------- FullyConnectedNet
+
+
+class FullyConnectedNet:
+    """{affine - [batch/layer norm] - relu - [dropout]} x (L - 1) - affine - softmax.
+
+    hidden_dims: list of hidden layer sizes (L - 1 of them, possibly none).
+    X: (N, d1, ..., dk) with d1 * ... * dk = input_dim.
+
+    Params `W1`..`WL`, `b1`..`bL`, and for normalised hidden layers `gamma1`..,
+    `beta1`.. (ones and zeros). Weights ~ N(0, weight_scale ** 2), biases zero.
+    `normalization`: None, 'batchnorm' or 'layernorm'. `self.bn_params` holds one
+    dict per hidden layer (running statistics for batch norm, `eps` etc.).
+
+    `dropout_keep_ratio` is the keep probability p (1 disables dropout).
+    `self.dropout_param` = {'mode', 'p', 'seed'}. `seed` (None, int or Generator)
+    drives the initialisation and is handed to the dropout layers, as in cs231n:
+    an int gives the same mask on every call (what a gradient check needs), a
+    Generator gives fresh but reproducible masks (what training needs), None
+    gives fresh unseeded masks.
+
+    loss(X, y=None) runs in 'test' mode when y is None, else in 'train' mode.
+    """
+
+    def __init__(self, hidden_dims, input_dim=3 * 32 * 32, num_classes=10, dropout_keep_ratio=1,
+                 normalization=None, reg=0.0, weight_scale=1e-2, dtype=np.float32, seed=None):
+        name = "FullyConnectedNet"
+        if isinstance(hidden_dims, numbers.Integral) and not isinstance(hidden_dims, bool):
+            hidden_dims = [hidden_dims]
+        hidden_dims = [_check_positive_int(name, "each of hidden_dims", h) for h in hidden_dims]
+        self.input_dim = _check_positive_int(name, "input_dim", input_dim)
+        self.num_classes = _check_positive_int(name, "num_classes", num_classes)
+        if normalization not in (None, "batchnorm", "layernorm"):
+            raise ValueError(
+                f"{name}: normalization must be None, 'batchnorm' or 'layernorm', got {normalization!r}"
+            )
+        if isinstance(dropout_keep_ratio, bool) or not isinstance(dropout_keep_ratio, numbers.Real) \
+                or not 0 < dropout_keep_ratio <= 1:
+            raise ValueError(
+                f"{name}: dropout_keep_ratio is a keep probability in (0, 1], got {dropout_keep_ratio!r}"
+            )
+        self.normalization = normalization
+        self.use_dropout = dropout_keep_ratio != 1
+        self.reg = _check_reg(name, reg)
+        self.dtype = _model_dtype(name, dtype)
+        self.num_layers = 1 + len(hidden_dims)
+        rng = _rng_from_seed(seed)
+
+        self.params = {}
+        dims = [self.input_dim] + hidden_dims + [self.num_classes]
+        for i in range(self.num_layers):
+            self.params[f"W{i + 1}"] = _gaussian(rng, (dims[i], dims[i + 1]), weight_scale, self.dtype)
+            self.params[f"b{i + 1}"] = np.zeros(dims[i + 1], dtype=self.dtype)
+            if normalization is not None and i < self.num_layers - 1:
+                self.params[f"gamma{i + 1}"] = np.ones(dims[i + 1], dtype=self.dtype)
+                self.params[f"beta{i + 1}"] = np.zeros(dims[i + 1], dtype=self.dtype)
+
+        self.dropout_param = {}
+        if self.use_dropout:
+            # an int seed stays an int (same mask each call, as cs231n); a Generator is
+            # shared with the initialisation stream so one seed reproduces the whole run
+            self.dropout_param = {"mode": "train", "p": float(dropout_keep_ratio), "seed": seed}
+        self.bn_params = []
+        if normalization == "batchnorm":
+            self.bn_params = [{"mode": "train"} for _ in range(self.num_layers - 1)]
+        elif normalization == "layernorm":
+            self.bn_params = [{} for _ in range(self.num_layers - 1)]
+
+    def loss(self, X, y=None):
+        """Scores (N, C) when y is None ('test' mode), else (loss, grads) ('train' mode)."""
+        X = _as_model_input("FullyConnectedNet", X, self.dtype)
+        _check_features("FullyConnectedNet", X, self.input_dim)
+        mode = "test" if y is None else "train"
+        if self.use_dropout:
+            self.dropout_param["mode"] = mode
+        if self.normalization == "batchnorm":
+            for bn_param in self.bn_params:
+                bn_param["mode"] = mode
+
+        p = self.params
+        L = self.num_layers
+        caches = []
+        h = X
+        for i in range(1, L):
+            W, b = p[f"W{i}"], p[f"b{i}"]
+            if self.normalization == "batchnorm":
+                h, c = affine_bn_relu_forward(h, W, b, p[f"gamma{i}"], p[f"beta{i}"], self.bn_params[i - 1])
+            elif self.normalization == "layernorm":
+                h, c = affine_ln_relu_forward(h, W, b, p[f"gamma{i}"], p[f"beta{i}"], self.bn_params[i - 1])
+            else:
+                h, c = affine_relu_forward(h, W, b)
+            dc = None
+            if self.use_dropout:
+                h, dc = dropout_forward(h, self.dropout_param)
+            caches.append((c, dc))
+        scores, last_cache = affine_forward(h, p[f"W{L}"], p[f"b{L}"])
+        if y is None:
+            return scores
+
+        loss, dscores = softmax_loss(scores, y)
+        grads = {}
+        dh, grads[f"W{L}"], grads[f"b{L}"] = affine_backward(dscores, last_cache)
+        for i in range(L - 1, 0, -1):
+            c, dc = caches[i - 1]
+            if self.use_dropout:
+                dh = dropout_backward(dh, dc)
+            if self.normalization == "batchnorm":
+                dh, grads[f"W{i}"], grads[f"b{i}"], grads[f"gamma{i}"], grads[f"beta{i}"] = \
+                    affine_bn_relu_backward(dh, c)
+            elif self.normalization == "layernorm":
+                dh, grads[f"W{i}"], grads[f"b{i}"], grads[f"gamma{i}"], grads[f"beta{i}"] = \
+                    affine_ln_relu_backward(dh, c)
+            else:
+                dh, grads[f"W{i}"], grads[f"b{i}"] = affine_relu_backward(dh, c)
+        weights = [f"W{i}" for i in range(1, L + 1)]
+        if self.reg:
+            loss = loss + _l2_penalty(p, weights, self.reg, self.dtype)
+            _add_l2_grads(grads, p, weights, self.reg)
+        return self.dtype.type(loss), grads

@@ -1,0 +1,196 @@
+"""Sandwich layers: common layer stacks as one forward/backward pair each.
+
+Every sandwich follows the layer contract (DESIGN.md, Contract 1):
+`*_forward(...) -> (out, cache)` and `*_backward(dout, cache)` returns the
+gradients of the forward's array arguments in argument order. Convolution and
+max pooling go through `funkcije.fast_layers`; validation happens in the
+underlying layers (and so in `funkcije.checks`), so bad input is rejected with
+the same messages as the plain layers give. dtype is preserved.
+
+Shapes: N batch, D features, M outputs, C channels, H, W height and width,
+F filters, HH, WW kernel height and width.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .fast_layers import (
+    conv_backward_fast,
+    conv_forward_fast,
+    max_pool_backward_fast,
+    max_pool_forward_fast,
+)
+from .layers import (
+    affine_backward,
+    affine_forward,
+    batchnorm_backward_alt,
+    batchnorm_forward,
+    layernorm_backward,
+    layernorm_forward,
+    spatial_batchnorm_backward,
+    spatial_batchnorm_forward,
+)
+
+__all__ = [
+    "affine_relu_forward",
+    "affine_relu_backward",
+    "affine_bn_relu_forward",
+    "affine_bn_relu_backward",
+    "affine_ln_relu_forward",
+    "affine_ln_relu_backward",
+    "conv_relu_forward",
+    "conv_relu_backward",
+    "conv_relu_pool_forward",
+    "conv_relu_pool_backward",
+    "conv_bn_relu_forward",
+    "conv_bn_relu_backward",
+]
+
+
+def _relu_inplace(a):
+    """ReLU written into `a`, which must be a fresh array nobody else holds.
+
+    The mask for the backward pass is recovered from the output (out > 0 exactly
+    where the input was > 0), so no copy of the pre-activation is kept.
+    """
+    np.maximum(a, 0, out=a)
+    return a
+
+
+def _relu_backward_from_out(dout, out):
+    # where, not dout * mask: no bool -> float conversion pass and no dtype question
+    return np.where(out > 0, dout, dout.dtype.type(0))
+
+
+# ----------------------------------------------------------------------------- affine sandwiches
+
+
+def affine_relu_forward(x, w, b):
+    """Affine then ReLU.
+
+    x: (N, d1, ..., dk) with D = d1 * ... * dk; w: (D, M); b: (M,).
+    Returns out (N, M) and a cache for `affine_relu_backward`.
+    """
+    a, fc_cache = affine_forward(x, w, b)
+    # affine_forward's cache is (x, w, b): its output is ours to overwrite
+    out = _relu_inplace(a)
+    return out, (fc_cache, out)
+
+
+def affine_relu_backward(dout, cache):
+    """dout: (N, M). Returns dx (N, d1, ..., dk), dw (D, M), db (M,)."""
+    fc_cache, out = cache
+    return affine_backward(_relu_backward_from_out(dout, out), fc_cache)
+
+
+def affine_bn_relu_forward(x, w, b, gamma, beta, bn_param):
+    """Affine, batch normalisation, ReLU.
+
+    x: (N, d1, ..., dk); w: (D, M); b, gamma, beta: (M,); bn_param as for
+    `funkcije.layers.batchnorm_forward` (`mode` required; running statistics are
+    written back into it). Returns out (N, M) and a cache.
+    """
+    a, fc_cache = affine_forward(x, w, b)
+    a_bn, bn_cache = batchnorm_forward(a, gamma, beta, bn_param)
+    out = _relu_inplace(a_bn)
+    return out, (fc_cache, bn_cache, out)
+
+
+def affine_bn_relu_backward(dout, cache):
+    """dout: (N, M). Returns dx, dw, db, dgamma (M,), dbeta (M,)."""
+    fc_cache, bn_cache, out = cache
+    da_bn = _relu_backward_from_out(dout, out)
+    da, dgamma, dbeta = batchnorm_backward_alt(da_bn, bn_cache)
+    dx, dw, db = affine_backward(da, fc_cache)
+    return dx, dw, db, dgamma, dbeta
+
+
+def affine_ln_relu_forward(x, w, b, gamma, beta, ln_param):
+    """Affine, layer normalisation, ReLU.
+
+    x: (N, d1, ..., dk); w: (D, M); b, gamma, beta: (M,); ln_param: `eps` (1e-5).
+    Returns out (N, M) and a cache.
+    """
+    a, fc_cache = affine_forward(x, w, b)
+    a_ln, ln_cache = layernorm_forward(a, gamma, beta, ln_param)
+    out = _relu_inplace(a_ln)
+    return out, (fc_cache, ln_cache, out)
+
+
+def affine_ln_relu_backward(dout, cache):
+    """dout: (N, M). Returns dx, dw, db, dgamma (M,), dbeta (M,)."""
+    fc_cache, ln_cache, out = cache
+    da_ln = _relu_backward_from_out(dout, out)
+    da, dgamma, dbeta = layernorm_backward(da_ln, ln_cache)
+    dx, dw, db = affine_backward(da, fc_cache)
+    return dx, dw, db, dgamma, dbeta
+
+
+# ----------------------------------------------------------------------------- convolution sandwiches
+
+
+def conv_relu_forward(x, w, b, conv_param):
+    """Convolution (fast path) then ReLU.
+
+    x: (N, C, H, W); w: (F, C // groups, HH, WW); b: (F,); conv_param as for
+    `conv_forward_fast`. Returns out (N, F, H', W') and a cache.
+    """
+    a, conv_cache = conv_forward_fast(x, w, b, conv_param)
+    # a fresh copy, never the conv's cache: the conv's backward may keep its output
+    out = np.maximum(a, 0)
+    return out, (conv_cache, out)
+
+
+def conv_relu_backward(dout, cache):
+    """dout: (N, F, H', W'). Returns dx (N, C, H, W), dw, db (F,)."""
+    conv_cache, out = cache
+    return conv_backward_fast(_relu_backward_from_out(dout, out), conv_cache)
+
+
+def conv_relu_pool_forward(x, w, b, conv_param, pool_param):
+    """Convolution, ReLU, max pooling (fast path).
+
+    x: (N, C, H, W); w: (F, C // groups, HH, WW); b: (F,); pool_param as for
+    `max_pool_forward_fast`. Returns out (N, F, H'', W'') and a cache.
+
+    Computed as pool-then-ReLU: ReLU is monotone, so max(relu(window)) equals
+    relu(max(window)), and the gradients agree too (where the window maximum is
+    positive both route dout to the same element; where it is <= 0 both give zero).
+    The ReLU then runs on the pooled map, a quarter of the conv output for 2x2 pools.
+    """
+    a, conv_cache = conv_forward_fast(x, w, b, conv_param)
+    p, pool_cache = max_pool_forward_fast(a, pool_param)
+    # not in place: a pooling backward may compare its cached output with its input
+    out = np.maximum(p, 0)
+    return out, (conv_cache, pool_cache, out)
+
+
+def conv_relu_pool_backward(dout, cache):
+    """dout: (N, F, H'', W''). Returns dx (N, C, H, W), dw, db (F,)."""
+    conv_cache, pool_cache, out = cache
+    dp = _relu_backward_from_out(dout, out)
+    da = max_pool_backward_fast(dp, pool_cache)
+    return conv_backward_fast(da, conv_cache)
+
+
+def conv_bn_relu_forward(x, w, b, gamma, beta, conv_param, bn_param):
+    """Convolution (fast path), spatial batch normalisation, ReLU.
+
+    x: (N, C, H, W); w: (F, C // groups, HH, WW); b, gamma, beta: (F,);
+    bn_param as for `spatial_batchnorm_forward` (`mode` required; running
+    statistics written back). Returns out (N, F, H', W') and a cache.
+    """
+    a, conv_cache = conv_forward_fast(x, w, b, conv_param)
+    an, bn_cache = spatial_batchnorm_forward(a, gamma, beta, bn_param)
+    # spatial_batchnorm_forward returns a fresh array that its cache does not hold
+    out = _relu_inplace(an)
+    return out, (conv_cache, bn_cache, out)
+
+
+def conv_bn_relu_backward(dout, cache):
+    """dout: (N, F, H', W'). Returns dx, dw, db, dgamma (F,), dbeta (F,)."""
+    conv_cache, bn_cache, out = cache
+    dan = _relu_backward_from_out(dout, out)
+    da, dgamma, dbeta = spatial_batchnorm_backward(dan, bn_cache)
+    dx, dw, db = conv_backward_fast(da, conv_cache)
+    return dx, dw, db, dgamma, dbeta
