@@ -1,13 +1,340 @@
-"""Fast layers (PLACEHOLDER: delegates to the reference until the fast path lands).
+"""Fast convolution and pooling layers: the signatures of `funkcije.layers`, fast.
 
-Same signatures as funkcije.layers."""
-from .layers import (
-    conv_forward_naive as conv_forward_fast,
-    conv_backward_naive as conv_backward_fast,
-    max_pool_forward_naive as max_pool_forward_fast,
-    max_pool_backward_naive as max_pool_backward_fast,
-    avg_pool_forward_naive as avg_pool_forward_fast,
-    avg_pool_backward_naive as avg_pool_backward_fast,
-)
+    conv_forward_fast(x, w, b, conv_param) -> (out, cache)
+    conv_backward_fast(dout, cache) -> (dx, dw, db)
+    max_pool_forward_fast(x, pool_param) -> (out, cache)
+    max_pool_backward_fast(dout, cache) -> dx
+    avg_pool_forward_fast(x, pool_param) -> (out, cache)
+    avg_pool_backward_fast(dout, cache) -> dx
 
-IMPLEMENTATION = "reference"
+x: (N, C, H, W); w: (F, C // groups, HH, WW); b: (F,); out: (N, F, H', W'). Every
+configuration of the reference works (stride, pad and dilation as ints or (h, w)
+pairs, groups, non-square kernels and windows, overlapping or non-tiling pools),
+the input checks and messages are the reference's (`funkcije.checks`), and dtype is
+preserved: float32 stays float32 end to end.
+
+Caches are interchangeable with the reference: a conv cache *is* the tuple
+(x, w, b, conv_param) and a pooling cache the tuple (x, pool_param), so
+`conv_backward_naive` accepts a fast cache and `conv_backward_fast` a reference one.
+The max-pool cache also carries the argmax positions so the backward is a scatter.
+
+Convolution is im2col + one BLAS GEMM per batch chunk and group. The column
+workspace is bounded (`set_workspace_limit`, env `FUNKCIJE_WORKSPACE_MB`, default
+256 MiB): the batch is processed in chunks small enough to keep it under the bound,
+and the backward recomputes the columns chunk by chunk instead of caching them, so
+peak memory is inputs, outputs, gradients and cache plus that bound (a single sample
+whose columns exceed the bound is still processed, alone).
+
+Implementations (DESIGN.md, Contract 7): `IMPLEMENTATION` is "cython" when the
+compiled extension `funkcije.im2col_cython` is importable, else "numpy" (a pure-NumPy
+fallback with the same results, announced by one RuntimeWarning at import).
+`FUNKCIJE_FORCE_NUMPY=1` at import, or `use_implementation("numpy")`, forces the
+fallback; `use_implementation("cython")` switches back. Dtypes other than float32 and
+float64 (e.g. float16) always take the NumPy kernels.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+
+from . import _numpy_kernels
+from .checks import check_array, check_dout, check_same_dtype, conv_geometry, pool_geometry
+
+__all__ = [
+    "conv_forward_fast",
+    "conv_backward_fast",
+    "max_pool_forward_fast",
+    "max_pool_backward_fast",
+    "avg_pool_forward_fast",
+    "avg_pool_backward_fast",
+    "IMPLEMENTATION",
+    "implementation",
+    "available_implementations",
+    "use_implementation",
+    "get_workspace_limit",
+    "set_workspace_limit",
+]
+
+try:
+    from . import im2col_cython as _cython_kernels
+
+    _CYTHON_ERROR = None
+except ImportError as exc:  # extension not built: the NumPy fallback takes over
+    _cython_kernels = None
+    _CYTHON_ERROR = exc
+
+_KERNELS = {"numpy": _numpy_kernels}
+if _cython_kernels is not None:
+    _KERNELS["cython"] = _cython_kernels
+
+if os.environ.get("FUNKCIJE_FORCE_NUMPY", "") not in ("", "0"):
+    IMPLEMENTATION = "numpy"
+elif _cython_kernels is not None:
+    IMPLEMENTATION = "cython"
+else:
+    IMPLEMENTATION = "numpy"
+    warnings.warn(
+        "funkcije.fast_layers: the compiled extension funkcije.im2col_cython is not available "
+        f"({_CYTHON_ERROR}); using the pure-NumPy fallback, which gives the same results more "
+        "slowly. Build the extension with `pip install -e .` or `python setup.py build_ext --inplace`.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def implementation() -> str:
+    """The active implementation: "cython" or "numpy"."""
+    return IMPLEMENTATION
+
+
+def available_implementations() -> tuple[str, ...]:
+    return tuple(_KERNELS)
+
+
+def use_implementation(name: str) -> str:
+    """Switch the active implementation ("cython" or "numpy"); returns the previous one.
+    Raises ImportError for "cython" when the extension is not built."""
+    global IMPLEMENTATION
+    if name not in ("cython", "numpy"):
+        raise ValueError(f"use_implementation: name must be 'cython' or 'numpy', got {name!r}")
+    if name not in _KERNELS:
+        raise ImportError(
+            f"use_implementation: the compiled extension funkcije.im2col_cython is not available ({_CYTHON_ERROR})"
+        )
+    previous, IMPLEMENTATION = IMPLEMENTATION, name
+    return previous
+
+
+def _kernels(dtype):
+    if dtype in _FAST_DTYPES:
+        return _KERNELS[IMPLEMENTATION]
+    return _numpy_kernels
+
+
+def _parse_workspace_env():
+    raw = os.environ.get("FUNKCIJE_WORKSPACE_MB")
+    if raw is None:
+        return 256 * 2**20
+    try:
+        mb = float(raw)
+    except ValueError:
+        raise ValueError(f"FUNKCIJE_WORKSPACE_MB must be a number of MiB, got {raw!r}") from None
+    if mb <= 0:
+        raise ValueError(f"FUNKCIJE_WORKSPACE_MB must be positive, got {raw!r}")
+    return int(mb * 2**20)
+
+
+_workspace_limit = _parse_workspace_env()
+
+
+def get_workspace_limit() -> int:
+    """Bound, in bytes, on the convolution's column workspace."""
+    return _workspace_limit
+
+
+def set_workspace_limit(nbytes: int) -> int:
+    """Set the column-workspace bound in bytes; returns the previous bound."""
+    global _workspace_limit
+    if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes < 1:
+        raise ValueError(f"set_workspace_limit: nbytes must be a positive int, got {nbytes!r}")
+    previous, _workspace_limit = _workspace_limit, int(nbytes)
+    return previous
+
+
+def _chunk_size(N: int, per_sample_bytes: int) -> int:
+    """Samples per chunk so that the workspace stays within the bound, balanced so
+    the last chunk is not a sliver."""
+    nb = max(1, min(N, _workspace_limit // max(1, per_sample_bytes)))
+    if N > 0:
+        chunks = -(-N // nb)
+        nb = -(-N // chunks)
+    return nb
+
+
+# ----------------------------------------------------------------------------- caches
+
+
+class ConvCache(tuple):
+    """The reference's conv cache (x, w, b, conv_param), as a tuple."""
+
+    __slots__ = ()
+
+
+class PoolCache(tuple):
+    """The reference's pooling cache (x, pool_param); `arg` holds the max-pool argmax
+    positions (flat h * W + w per output, int32) when the fast forward made it."""
+
+    def __new__(cls, items, arg=None):
+        self = super().__new__(cls, items)
+        self.arg = arg
+        return self
+
+
+# ----------------------------------------------------------------------------- convolution
+
+
+def _conv_setup(layer, x, w, conv_param):
+    g = conv_geometry(layer, x, w, conv_param)
+    F, Cg, HH, WW = w.shape
+    return g, F, Cg, HH, WW
+
+
+def conv_forward_fast(x, w, b, conv_param):
+    """Convolution (cross-correlation) with zero padding, as `conv_forward_naive`.
+
+    x: (N, C, H, W); w: (F, C // groups, HH, WW); b: (F,); conv_param: `stride`,
+    `pad`, optional `dilation` and `groups`. Returns out (N, F, H', W') and the cache
+    (x, w, b, conv_param).
+    """
+    layer = "conv_forward_fast"
+    g, F, Cg, HH, WW = _conv_setup(layer, x, w, conv_param)
+    check_array(layer, "b", b, 1)
+    check_same_dtype(layer, x=x, w=w, b=b)
+    if b.shape != (F,):
+        raise ValueError(f"{layer}: b must have shape ({F},) for w of shape {w.shape}, got {b.shape}")
+    x = np.ascontiguousarray(x)
+    w = np.ascontiguousarray(w)
+    b = np.ascontiguousarray(b)
+    kern = _kernels(x.dtype)
+    N = x.shape[0]
+    Ho, Wo = g.out_h, g.out_w
+    P = Ho * Wo
+    G = g.groups
+    Fg, K = F // G, Cg * HH * WW
+    geo = (HH, WW) + g.stride + g.pad + g.dilation + (Ho, Wo)
+
+    out = np.empty((N, F, Ho, Wo), dtype=x.dtype)
+    out3 = out.reshape(N, F, P)
+    wmat = w.reshape(F, K)
+    nb = _chunk_size(N, x.itemsize * P * (K + Fg))
+    cols_buf = np.empty(K * nb * P, dtype=x.dtype)
+    res_buf = np.empty(Fg * nb * P, dtype=x.dtype)
+    for n0 in range(0, N, nb):
+        n1 = min(N, n0 + nb)
+        m = (n1 - n0) * P
+        cols = cols_buf[: K * m].reshape(K, m)
+        res = res_buf[: Fg * m].reshape(Fg, m)
+        for grp in range(G):
+            f0 = grp * Fg
+            kern.im2col(x, cols, n0, n1, grp * Cg, (grp + 1) * Cg, *geo)
+            np.matmul(wmat[f0 : f0 + Fg], cols, out=res)
+            kern.cols_to_out(res, b[f0 : f0 + Fg], out3, n0, f0)
+    return out, ConvCache((x, w, b, conv_param))
+
+
+def conv_backward_fast(dout, cache):
+    """dout: (N, F, H', W'); cache from `conv_forward_fast` (or `conv_forward_naive`).
+    Returns dx (N, C, H, W), dw (F, C // groups, HH, WW), db (F,)."""
+    layer = "conv_backward_fast"
+    x, w, b, conv_param = cache
+    g, F, Cg, HH, WW = _conv_setup(layer, x, w, conv_param)
+    N = x.shape[0]
+    Ho, Wo = g.out_h, g.out_w
+    check_dout(layer, dout, (N, F, Ho, Wo), x.dtype)
+    x = np.ascontiguousarray(x)
+    w = np.ascontiguousarray(w)
+    dout = np.ascontiguousarray(dout)
+    kern = _kernels(x.dtype)
+    P = Ho * Wo
+    G = g.groups
+    Fg, K = F // G, Cg * HH * WW
+    geo = (HH, WW) + g.stride + g.pad + g.dilation + (Ho, Wo)
+
+    db = dout.sum(axis=(0, 2, 3))
+    dx = np.zeros_like(x)
+    dw = np.zeros((F, K), dtype=x.dtype)
+    dw_part = np.empty((Fg, K), dtype=x.dtype)
+    dout3 = dout.reshape(N, F, P)
+    wmat = w.reshape(F, K)
+    nb = _chunk_size(N, x.itemsize * P * (2 * K + Fg))
+    cols_buf = np.empty(K * nb * P, dtype=x.dtype)
+    dcols_buf = np.empty(K * nb * P, dtype=x.dtype)
+    dmat_buf = np.empty(Fg * nb * P, dtype=x.dtype)
+    for n0 in range(0, N, nb):
+        n1 = min(N, n0 + nb)
+        m = (n1 - n0) * P
+        cols = cols_buf[: K * m].reshape(K, m)
+        dcols = dcols_buf[: K * m].reshape(K, m)
+        dmat = dmat_buf[: Fg * m].reshape(Fg, m)
+        for grp in range(G):
+            f0, c0 = grp * Fg, grp * Cg
+            kern.im2col(x, cols, n0, n1, c0, c0 + Cg, *geo)
+            kern.out_to_cols(dout3, dmat, n0, f0)
+            if n0 == 0:
+                np.matmul(dmat, cols.T, out=dw[f0 : f0 + Fg])
+            else:
+                np.matmul(dmat, cols.T, out=dw_part)
+                dw[f0 : f0 + Fg] += dw_part
+            np.matmul(wmat[f0 : f0 + Fg].T, dmat, out=dcols)
+            kern.col2im(dcols, dx, n0, n1, c0, c0 + Cg, *geo)
+    return dx, dw.reshape(w.shape), db
+
+
+# ----------------------------------------------------------------------------- pooling
+
+
+def _pool_arrays(layer, x, pool_param):
+    g = pool_geometry(layer, x, pool_param)
+    N, C, H, W = x.shape
+    if H * W >= 2**31:
+        raise ValueError(f"{layer}: planes of {H}x{W} are too large for int32 argmax positions")
+    return g, np.ascontiguousarray(x)
+
+
+def max_pool_forward_fast(x, pool_param):
+    """Max pooling as `max_pool_forward_naive`. x: (N, C, H, W); pool_param:
+    `pool_height`, `pool_width`, `stride`. Returns out (N, C, H', W') and the cache
+    (x, pool_param) carrying the argmax positions."""
+    layer = "max_pool_forward_fast"
+    g, x = _pool_arrays(layer, x, pool_param)
+    N, C = x.shape[:2]
+    out = np.empty((N, C, g.out_h, g.out_w), dtype=x.dtype)
+    arg = np.empty(out.shape, dtype=np.int32)
+    _kernels(x.dtype).max_pool_forward(x, out, arg, g.pool_height, g.pool_width, *g.stride)
+    return out, PoolCache((x, pool_param), arg)
+
+
+def max_pool_backward_fast(dout, cache):
+    """Each window's gradient goes to its maximum (the first, on ties); overlapping
+    windows add up. Returns dx (N, C, H, W)."""
+    layer = "max_pool_backward_fast"
+    x, pool_param = cache
+    g, x = _pool_arrays(layer, x, pool_param)
+    N, C = x.shape[:2]
+    check_dout(layer, dout, (N, C, g.out_h, g.out_w), x.dtype)
+    kern = _kernels(x.dtype)
+    arg = getattr(cache, "arg", None)
+    if arg is None:  # a reference cache: find the maxima again
+        arg = np.empty((N, C, g.out_h, g.out_w), dtype=np.int32)
+        kern.max_pool_forward(x, np.empty(arg.shape, dtype=x.dtype), arg, g.pool_height, g.pool_width, *g.stride)
+    dx = np.zeros_like(x)
+    kern.max_pool_backward(np.ascontiguousarray(dout), arg, dx)
+    return dx
+
+
+def avg_pool_forward_fast(x, pool_param):
+    """Average pooling as `avg_pool_forward_naive`. Returns out (N, C, H', W') and
+    the cache (x, pool_param)."""
+    layer = "avg_pool_forward_fast"
+    g, x = _pool_arrays(layer, x, pool_param)
+    N, C = x.shape[:2]
+    out = np.empty((N, C, g.out_h, g.out_w), dtype=x.dtype)
+    _kernels(x.dtype).avg_pool_forward(x, out, g.pool_height, g.pool_width, *g.stride)
+    return out, PoolCache((x, pool_param))
+
+
+def avg_pool_backward_fast(dout, cache):
+    """Each window spreads dout / (pool_height * pool_width) over its elements.
+    Returns dx (N, C, H, W)."""
+    layer = "avg_pool_backward_fast"
+    x, pool_param = cache
+    g = pool_geometry(layer, x, pool_param)
+    N, C = x.shape[:2]
+    check_dout(layer, dout, (N, C, g.out_h, g.out_w), x.dtype)
+    dx = np.zeros(x.shape, dtype=x.dtype)
+    _kernels(x.dtype).avg_pool_backward(np.ascontiguousarray(dout), dx, g.pool_height, g.pool_width, *g.stride)
+    return dx

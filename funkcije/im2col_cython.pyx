@@ -1,5 +1,383 @@
-# cython: language_level=3
-"""Compiled kernels for funkcije.fast_layers (placeholder until the fast-layers work lands)."""
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Compiled kernels behind funkcije.fast_layers.
 
-def implementation():
-    return "cython"
+Shapes: x (N, C, H, W); a convolution group reads channels [c0, c1) and writes a
+column matrix `cols` of shape (K, nb * P) with K = (c1 - c0) * HH * WW (row
+r = (c - c0) * HH * WW + kh * WW + kw) and P = H' * W' (column (n - n0) * P + i * W' + j)
+for the samples [n0, n1) of one batch chunk, nb = n1 - n0. That layout lets one GEMM
+`w_g (Fg, K) @ cols` produce every output of the chunk, and `col2im` accumulates a
+column-shaped gradient back into dx.
+
+Every kernel takes float32 or float64 memoryviews (fused types: all arrays of one call
+share the dtype), runs without the GIL, and splits its outer loop over OpenMP threads
+when the extension was compiled with OpenMP and the work is large enough to pay for
+waking the threads. Out-of-range (padding) reads are decided by explicit index
+arithmetic; nothing reads outside the arrays.
+"""
+cimport cython
+from cython cimport floating
+from cython.parallel cimport prange
+
+import numpy as np
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int funk_openmp(void) { return 1; }
+    static int funk_max_threads(void) { return omp_get_max_threads(); }
+    #else
+    static int funk_openmp(void) { return 0; }
+    static int funk_max_threads(void) { return 1; }
+    #endif
+    """
+    int funk_openmp() nogil
+    int funk_max_threads() nogil
+
+ctypedef int int32
+
+
+# Below this many touched elements a kernel runs on one thread: waking the
+# OpenMP pool costs more than it saves.
+cdef Py_ssize_t PARALLEL_MIN_WORK = 32768
+
+
+def openmp_enabled():
+    """True when the extension was compiled with OpenMP."""
+    return bool(funk_openmp())
+
+
+def max_threads():
+    """Threads an OpenMP region may use (OMP_NUM_THREADS, else the core count)."""
+    return funk_max_threads()
+
+
+cdef inline int _threads(Py_ssize_t work) noexcept nogil:
+    if work < PARALLEL_MIN_WORK:
+        return 1
+    return funk_max_threads()
+
+
+cdef inline void _valid_range(Py_ssize_t size, Py_ssize_t out, Py_ssize_t stride,
+                              Py_ssize_t off, Py_ssize_t *lo, Py_ssize_t *hi) noexcept nogil:
+    """Output positions o in [lo, hi) read input o * stride + off inside [0, size)."""
+    cdef Py_ssize_t a, b
+    if off >= 0:
+        a = 0
+    else:
+        a = (-off + stride - 1) // stride
+    if size - 1 - off < 0:
+        b = 0
+    else:
+        b = (size - 1 - off) // stride + 1
+    if b > out:
+        b = out
+    if a > b:
+        a = b
+    lo[0] = a
+    hi[0] = b
+
+
+# ----------------------------------------------------------------------------- convolution
+
+
+def im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols,
+           Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t c0, Py_ssize_t c1,
+           Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t sh, Py_ssize_t sw,
+           Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+           Py_ssize_t Ho, Py_ssize_t Wo):
+    """Fill cols (K, nb * Ho * Wo) with the zero-padded, dilated windows of
+    x[n0:n1, c0:c1] (see the module docstring for the layout)."""
+    cdef Py_ssize_t H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t nb = n1 - n0, Cg = c1 - c0, KK = HH * WW
+    cdef Py_ssize_t K = Cg * KK, P = Ho * Wo
+    cdef Py_ssize_t t, r, n, c, kh, kw, i, j, h, off_w, jlo, jhi, base
+    cdef floating *dst
+    cdef const floating *src
+    if cols.shape[0] != K or cols.shape[1] != nb * P:
+        raise ValueError(f"im2col: cols must have shape ({K}, {nb * P}), got ({cols.shape[0]}, {cols.shape[1]})")
+    if not (0 <= n0 <= n1 <= x.shape[0] and 0 <= c0 <= c1 <= x.shape[1]):
+        raise ValueError("im2col: sample or channel range outside x")
+    with nogil:
+        for t in prange(K * nb, schedule="static", num_threads=_threads(K * nb * P)):
+            r = t // nb
+            n = t - r * nb
+            c = r // KK
+            kh = (r // WW) % HH
+            kw = r % WW
+            off_w = kw * dw - pw
+            _valid_range(W, Wo, sw, off_w, &jlo, &jhi)
+            base = n * P
+            for i in range(Ho):
+                dst = &cols[r, base + i * Wo]
+                h = i * sh - ph + kh * dh
+                if h < 0 or h >= H:
+                    for j in range(Wo):
+                        dst[j] = 0
+                    continue
+                src = &x[n0 + n, c0 + c, h, 0]
+                for j in range(jlo):
+                    dst[j] = 0
+                if sw == 1:
+                    for j in range(jlo, jhi):
+                        dst[j] = src[j + off_w]
+                else:
+                    for j in range(jlo, jhi):
+                        dst[j] = src[j * sw + off_w]
+                for j in range(jhi, Wo):
+                    dst[j] = 0
+
+
+def col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] dx,
+           Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t c0, Py_ssize_t c1,
+           Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t sh, Py_ssize_t sw,
+           Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+           Py_ssize_t Ho, Py_ssize_t Wo):
+    """Add the column gradient cols (K, nb * Ho * Wo) into dx[n0:n1, c0:c1]: the
+    adjoint of `im2col`. Overlapping windows accumulate; padding positions are dropped.
+    Each (n, c) plane belongs to one thread, so the additions never race."""
+    cdef Py_ssize_t H = dx.shape[2], W = dx.shape[3]
+    cdef Py_ssize_t nb = n1 - n0, Cg = c1 - c0, KK = HH * WW
+    cdef Py_ssize_t K = Cg * KK, P = Ho * Wo
+    cdef Py_ssize_t t, r, n, c, kh, kw, i, j, h, off_w, jlo, jhi, base
+    cdef floating *dst
+    cdef const floating *src
+    if cols.shape[0] != K or cols.shape[1] != nb * P:
+        raise ValueError(f"col2im: cols must have shape ({K}, {nb * P}), got ({cols.shape[0]}, {cols.shape[1]})")
+    if not (0 <= n0 <= n1 <= dx.shape[0] and 0 <= c0 <= c1 <= dx.shape[1]):
+        raise ValueError("col2im: sample or channel range outside dx")
+    with nogil:
+        for t in prange(nb * Cg, schedule="static", num_threads=_threads(K * nb * P)):
+            n = t // Cg
+            c = t - n * Cg
+            base = n * P
+            for kh in range(HH):
+                for kw in range(WW):
+                    r = c * KK + kh * WW + kw
+                    off_w = kw * dw - pw
+                    _valid_range(W, Wo, sw, off_w, &jlo, &jhi)
+                    for i in range(Ho):
+                        h = i * sh - ph + kh * dh
+                        if h < 0 or h >= H:
+                            continue
+                        src = &cols[r, base + i * Wo]
+                        dst = &dx[n0 + n, c0 + c, h, 0]
+                        if sw == 1:
+                            for j in range(jlo, jhi):
+                                dst[j + off_w] += src[j]
+                        else:
+                            for j in range(jlo, jhi):
+                                dst[j * sw + off_w] += src[j]
+
+
+def cols_to_out(const floating[:, ::1] res, const floating[::1] b, floating[:, :, ::1] out,
+                Py_ssize_t n0, Py_ssize_t f0):
+    """out[n0 + n, f0 + f, p] = res[f, n * P + p] + b[f]: the GEMM result of one
+    chunk and group (Fg, nb * P) written into the (N, F, P) output with its bias."""
+    cdef Py_ssize_t Fg = res.shape[0], P = out.shape[2]
+    cdef Py_ssize_t nb = res.shape[1] // P
+    cdef Py_ssize_t t, n, f, p
+    cdef floating bf
+    cdef floating *dst
+    cdef const floating *src
+    if n0 + nb > out.shape[0] or f0 + Fg > out.shape[1] or b.shape[0] != Fg:
+        raise ValueError("cols_to_out: shapes do not match")
+    with nogil:
+        for t in prange(nb * Fg, schedule="static", num_threads=_threads(nb * Fg * P)):
+            n = t // Fg
+            f = t - n * Fg
+            bf = b[f]
+            src = &res[f, n * P]
+            dst = &out[n0 + n, f0 + f, 0]
+            for p in range(P):
+                dst[p] = src[p] + bf
+
+
+def out_to_cols(const floating[:, :, ::1] dout, floating[:, ::1] res,
+                Py_ssize_t n0, Py_ssize_t f0):
+    """res[f, n * P + p] = dout[n0 + n, f0 + f, p]: the inverse layout change of
+    `cols_to_out`, gathering the upstream gradient of one chunk and group."""
+    cdef Py_ssize_t Fg = res.shape[0], P = dout.shape[2]
+    cdef Py_ssize_t nb = res.shape[1] // P
+    cdef Py_ssize_t t, n, f, p
+    cdef floating *dst
+    cdef const floating *src
+    if n0 + nb > dout.shape[0] or f0 + Fg > dout.shape[1]:
+        raise ValueError("out_to_cols: shapes do not match")
+    with nogil:
+        for t in prange(nb * Fg, schedule="static", num_threads=_threads(nb * Fg * P)):
+            n = t // Fg
+            f = t - n * Fg
+            src = &dout[n0 + n, f0 + f, 0]
+            dst = &res[f, n * P]
+            for p in range(P):
+                dst[p] = src[p]
+
+
+# ----------------------------------------------------------------------------- pooling
+
+
+def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
+                     int32[:, :, :, ::1] arg, Py_ssize_t ph, Py_ssize_t pw,
+                     Py_ssize_t sh, Py_ssize_t sw):
+    """out[n, c, i, j] = max of the (ph, pw) window at (i * sh, j * sw);
+    arg[n, c, i, j] = the flat position h * W + w of that maximum in its plane.
+
+    Ties go to the first maximum in row-major window order; a NaN in the window wins
+    (the first NaN), as numpy's max/argmax do in the reference."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t Ho = out.shape[2], Wo = out.shape[3]
+    cdef Py_ssize_t t, n, c, i, j, a, bb, h0, w0, pos, bpos
+    cdef floating v, best, v0, v1, v2, v3
+    cdef const floating *plane
+    cdef floating *o
+    cdef int32 *g
+    cdef bint nan
+    if out.shape[0] != N or out.shape[1] != C or arg.shape[0] != N or arg.shape[1] != C \
+            or arg.shape[2] != Ho or arg.shape[3] != Wo:
+        raise ValueError("max_pool_forward: out/arg shapes do not match x")
+    if (Ho - 1) * sh + ph > H or (Wo - 1) * sw + pw > W:
+        raise ValueError("max_pool_forward: windows reach outside x")
+    with nogil:
+        for t in prange(N * C, schedule="static", num_threads=_threads(N * C * H * W)):
+            n = t // C
+            c = t - n * C
+            plane = &x[n, c, 0, 0]
+            o = &out[n, c, 0, 0]
+            g = &arg[n, c, 0, 0]
+            if ph == 2 and pw == 2:
+                # the common 2x2 window, unrolled; NaN-free comparisons first
+                for i in range(Ho):
+                    h0 = i * sh
+                    for j in range(Wo):
+                        w0 = j * sw
+                        pos = h0 * W + w0
+                        v0 = plane[pos]
+                        v1 = plane[pos + 1]
+                        v2 = plane[pos + W]
+                        v3 = plane[pos + W + 1]
+                        best = v0
+                        bpos = pos
+                        if v1 > best:
+                            best = v1
+                            bpos = pos + 1
+                        if v2 > best:
+                            best = v2
+                            bpos = pos + W
+                        if v3 > best:
+                            best = v3
+                            bpos = pos + W + 1
+                        if best != best or v1 != v1 or v2 != v2 or v3 != v3:
+                            if v0 != v0:
+                                bpos = pos
+                            elif v1 != v1:
+                                bpos = pos + 1
+                            elif v2 != v2:
+                                bpos = pos + W
+                            else:
+                                bpos = pos + W + 1
+                            best = plane[bpos]
+                        o[i * Wo + j] = best
+                        g[i * Wo + j] = <int32>bpos
+            else:
+                for i in range(Ho):
+                    h0 = i * sh
+                    for j in range(Wo):
+                        w0 = j * sw
+                        bpos = h0 * W + w0
+                        best = plane[bpos]
+                        nan = best != best
+                        if not nan:
+                            for a in range(ph):
+                                for bb in range(pw):
+                                    pos = (h0 + a) * W + w0 + bb
+                                    v = plane[pos]
+                                    if v > best:
+                                        best = v
+                                        bpos = pos
+                                    elif v != v:
+                                        best = v
+                                        bpos = pos
+                                        nan = True
+                                        break
+                                if nan:
+                                    break
+                        o[i * Wo + j] = best
+                        g[i * Wo + j] = <int32>bpos
+
+
+def max_pool_backward(const floating[:, :, :, ::1] dout, const int32[:, :, :, ::1] arg,
+                      floating[:, :, :, ::1] dx):
+    """dx (zero on entry) += dout scattered to the stored argmax positions; windows
+    that overlap add up. One thread per (n, c) plane, so no races."""
+    cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], HW = dx.shape[2] * dx.shape[3]
+    cdef Py_ssize_t Q = dout.shape[2] * dout.shape[3]
+    cdef Py_ssize_t t, q, pos
+    cdef floating *d
+    cdef const floating *g
+    cdef const int32 *a
+    if dout.shape[0] != N or dout.shape[1] != C or arg.shape[0] != N or arg.shape[1] != C \
+            or arg.shape[2] != dout.shape[2] or arg.shape[3] != dout.shape[3]:
+        raise ValueError("max_pool_backward: dout/arg/dx shapes do not match")
+    with nogil:
+        for t in prange(N * C, schedule="static", num_threads=_threads(N * C * (HW + Q))):
+            d = &dx[t // C, t % C, 0, 0]
+            g = &dout[t // C, t % C, 0, 0]
+            a = &arg[t // C, t % C, 0, 0]
+            for q in range(Q):
+                pos = a[q]
+                if 0 <= pos < HW:
+                    d[pos] += g[q]
+
+
+def avg_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
+                     Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t sh, Py_ssize_t sw):
+    """out[n, c, i, j] = mean of the (ph, pw) window at (i * sh, j * sw), summed in double."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t Ho = out.shape[2], Wo = out.shape[3]
+    cdef Py_ssize_t t, i, j, a, bb, base
+    cdef double s, scale = 1.0 / (ph * pw)
+    cdef const floating *plane
+    cdef floating *o
+    if out.shape[0] != N or out.shape[1] != C:
+        raise ValueError("avg_pool_forward: out shape does not match x")
+    if (Ho - 1) * sh + ph > H or (Wo - 1) * sw + pw > W:
+        raise ValueError("avg_pool_forward: windows reach outside x")
+    with nogil:
+        for t in prange(N * C, schedule="static", num_threads=_threads(N * C * H * W)):
+            plane = &x[t // C, t % C, 0, 0]
+            o = &out[t // C, t % C, 0, 0]
+            for i in range(Ho):
+                for j in range(Wo):
+                    s = 0
+                    base = i * sh * W + j * sw
+                    for a in range(ph):
+                        for bb in range(pw):
+                            s = s + plane[base + a * W + bb]
+                    o[i * Wo + j] = <floating>(s * scale)
+
+
+def avg_pool_backward(const floating[:, :, :, ::1] dout, floating[:, :, :, ::1] dx,
+                      Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t sh, Py_ssize_t sw):
+    """dx (zero on entry) += dout / (ph * pw) spread over each window."""
+    cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
+    cdef Py_ssize_t Ho = dout.shape[2], Wo = dout.shape[3]
+    cdef Py_ssize_t t, i, j, a, bb, base
+    cdef floating g, scale = <floating>(1.0 / (ph * pw))
+    cdef floating *plane
+    cdef const floating *d
+    if dout.shape[0] != N or dout.shape[1] != C:
+        raise ValueError("avg_pool_backward: dout shape does not match dx")
+    if (Ho - 1) * sh + ph > H or (Wo - 1) * sw + pw > W:
+        raise ValueError("avg_pool_backward: windows reach outside dx")
+    with nogil:
+        for t in prange(N * C, schedule="static", num_threads=_threads(N * C * H * W)):
+            plane = &dx[t // C, t % C, 0, 0]
+            d = &dout[t // C, t % C, 0, 0]
+            for i in range(Ho):
+                for j in range(Wo):
+                    g = d[i * Wo + j] * scale
+                    base = i * sh * W + j * sw
+                    for a in range(ph):
+                        for bb in range(pw):
+                            plane[base + a * W + bb] += g

@@ -1,0 +1,143 @@
+"""Pure-NumPy versions of the kernels in `funkcije/im2col_cython.pyx`.
+
+Same function names, arguments, layouts and results, so `funkcije.fast_layers`
+drives either one. They run when the compiled extension is absent (or when the
+NumPy path is forced), and for floating dtypes other than float32/float64. The
+loops here run over kernel or window positions only (HH * WW, ph * pw iterations),
+each one vectorised over the whole batch chunk via strided views.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+__all__ = [
+    "im2col",
+    "col2im",
+    "cols_to_out",
+    "out_to_cols",
+    "max_pool_forward",
+    "max_pool_backward",
+    "avg_pool_forward",
+    "avg_pool_backward",
+]
+
+
+def openmp_enabled():
+    return False
+
+
+def max_threads():
+    return 1
+
+
+def _windows(a, HH, WW, sh, sw, dh, dw, Ho, Wo):
+    """View of a (nb, Cg, Hp, Wp) as (Cg, HH, WW, nb, Ho, Wo): element
+    [c, kh, kw, n, i, j] = a[n, c, i * sh + kh * dh, j * sw + kw * dw]."""
+    sN, sC, sH, sW = a.strides
+    return as_strided(
+        a,
+        shape=(a.shape[1], HH, WW, a.shape[0], Ho, Wo),
+        strides=(sC, dh * sH, dw * sW, sN, sh * sH, sw * sW),
+        writeable=False,
+    )
+
+
+def im2col(x, cols, n0, n1, c0, c1, HH, WW, sh, sw, ph, pw, dh, dw, Ho, Wo):
+    """cols (Cg * HH * WW, nb * Ho * Wo) <- windows of x[n0:n1, c0:c1] (zero padding)."""
+    xs = x[n0:n1, c0:c1]
+    if ph or pw:
+        xs = np.pad(xs, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    nb, Cg = n1 - n0, c1 - c0
+    np.copyto(cols.reshape(Cg, HH, WW, nb, Ho, Wo), _windows(xs, HH, WW, sh, sw, dh, dw, Ho, Wo))
+
+
+def col2im(cols, dx, n0, n1, c0, c1, HH, WW, sh, sw, ph, pw, dh, dw, Ho, Wo):
+    """dx[n0:n1, c0:c1] += the adjoint of `im2col` applied to cols; one strided
+    slice-add per kernel position, so overlapping windows accumulate."""
+    nb, Cg = n1 - n0, c1 - c0
+    H, W = dx.shape[2:]
+    c6 = cols.reshape(Cg, HH, WW, nb, Ho, Wo)
+    dxp = np.zeros((nb, Cg, H + 2 * ph, W + 2 * pw), dtype=dx.dtype)
+    for kh in range(HH):
+        for kw in range(WW):
+            h0, w0 = kh * dh, kw * dw
+            dxp[:, :, h0 : h0 + sh * (Ho - 1) + 1 : sh, w0 : w0 + sw * (Wo - 1) + 1 : sw] += c6[
+                :, kh, kw
+            ].transpose(1, 0, 2, 3)
+    dx[n0:n1, c0:c1] += dxp[:, :, ph : ph + H, pw : pw + W]
+
+
+def cols_to_out(res, b, out, n0, f0):
+    """out[n0 + n, f0 + f, p] = res[f, n * P + p] + b[f]."""
+    Fg = res.shape[0]
+    P = out.shape[2]
+    nb = res.shape[1] // P
+    np.add(res.reshape(Fg, nb, P).transpose(1, 0, 2), b[:, None], out=out[n0 : n0 + nb, f0 : f0 + Fg])
+
+
+def out_to_cols(dout, res, n0, f0):
+    """res[f, n * P + p] = dout[n0 + n, f0 + f, p]."""
+    Fg = res.shape[0]
+    P = dout.shape[2]
+    nb = res.shape[1] // P
+    np.copyto(res.reshape(Fg, nb, P), dout[n0 : n0 + nb, f0 : f0 + Fg].transpose(1, 0, 2))
+
+
+def _pool_view(x, a, b, sh, sw, Ho, Wo):
+    """x[:, :, a + i * sh, b + j * sw] for i < Ho, j < Wo."""
+    return x[:, :, a : a + sh * (Ho - 1) + 1 : sh, b : b + sw * (Wo - 1) + 1 : sw]
+
+
+def max_pool_forward(x, out, arg, ph, pw, sh, sw):
+    """out <- window maxima, arg <- flat plane position h * W + w of each maximum
+    (first maximum on ties; the first NaN if the window holds one)."""
+    Ho, Wo = out.shape[2:]
+    W = x.shape[3]
+    best = _pool_view(x, 0, 0, sh, sw, Ho, Wo).copy()
+    k = np.zeros(best.shape, dtype=np.int32)
+    seen_nan = np.isnan(best)
+    for a in range(ph):
+        for b in range(pw):
+            if a == 0 and b == 0:
+                continue
+            v = _pool_view(x, a, b, sh, sw, Ho, Wo)
+            take = (v > best) & ~seen_nan
+            v_nan = np.isnan(v)
+            take |= v_nan & ~seen_nan
+            seen_nan |= v_nan
+            np.copyto(best, v, where=take)
+            k[take] = a * W + b
+    np.copyto(out, best)
+    rows = (np.arange(Ho, dtype=np.int32) * (sh * W))[:, None]
+    cols = (np.arange(Wo, dtype=np.int32) * sw)[None, :]
+    np.add(k, rows + cols, out=arg)
+
+
+def max_pool_backward(dout, arg, dx):
+    """dx (zero on entry) += dout scattered to the argmax positions; overlapping
+    windows add up."""
+    N, C, H, W = dx.shape
+    HW = H * W
+    planes = np.arange(N * C, dtype=np.int64).reshape(N, C, 1, 1) * HW
+    flat = (arg + planes).ravel()
+    # bincount sums duplicates (overlapping windows) in float64, then one cast back
+    summed = np.bincount(flat, weights=dout.ravel(), minlength=N * C * HW)
+    dx += summed.reshape(dx.shape).astype(dx.dtype, copy=False)
+
+
+def avg_pool_forward(x, out, ph, pw, sh, sw):
+    Ho, Wo = out.shape[2:]
+    acc = np.zeros(out.shape, dtype=np.float64)
+    for a in range(ph):
+        for b in range(pw):
+            acc += _pool_view(x, a, b, sh, sw, Ho, Wo)
+    np.multiply(acc, 1.0 / (ph * pw), out=out, casting="same_kind")
+
+
+def avg_pool_backward(dout, dx, ph, pw, sh, sw):
+    Ho, Wo = dout.shape[2:]
+    g = dout * (1.0 / (ph * pw))
+    for a in range(ph):
+        for b in range(pw):
+            _pool_view(dx, a, b, sh, sw, Ho, Wo)[...] += g

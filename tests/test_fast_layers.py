@@ -1,0 +1,497 @@
+"""funkcije.fast_layers against the reference layers and PyTorch, on both
+implementations (the compiled Cython kernels and the pure-NumPy fallback).
+
+Tolerances: float64 results agree with the reference to 1e-10 relative; float32
+results to 1e-4 relative to the array's scale (|fast - ref| <= 1e-4 * (|ref| + max|ref|)),
+since float32 sums taken in a different order legitimately differ by a few ulps of the
+largest terms, which is large relative to entries that cancel to near zero.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from funkcije import fast_layers as FL
+from funkcije import layers as L
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(params=["cython", "numpy"])
+def impl(request):
+    name = request.param
+    if name not in FL.available_implementations():
+        if IN_CI:
+            pytest.fail("the compiled extension funkcije.im2col_cython must be built under CI=true")
+        pytest.skip("compiled extension not built")
+    previous = FL.use_implementation(name)
+    yield name
+    FL.use_implementation(previous)
+
+
+@pytest.fixture
+def tiny_workspace():
+    """A workspace bound so small that every sample is its own chunk."""
+    previous = FL.set_workspace_limit(1)
+    yield
+    FL.set_workspace_limit(previous)
+
+
+def assert_close(fast, ref, dtype):
+    assert fast.dtype == np.dtype(dtype), f"dtype {fast.dtype}, expected {dtype}"
+    assert fast.shape == ref.shape
+    fast64, ref64 = fast.astype(np.float64), ref.astype(np.float64)
+    if np.dtype(dtype) == np.float64:
+        err = np.abs(fast64 - ref64) / np.maximum(1e-8, np.abs(fast64) + np.abs(ref64))
+        assert err.max(initial=0.0) < 1e-10, f"max relative error {err.max()}"
+    else:
+        scale = np.abs(ref64).max(initial=0.0)
+        bound = 1e-4 * (np.abs(ref64) + scale) + 1e-30
+        worst = (np.abs(fast64 - ref64) / bound).max(initial=0.0)
+        assert worst <= 1.0, f"float32 error is {worst:.2f} times the 1e-4 tolerance"
+
+
+# (x shape, w shape, conv_param): non-square kernels, stride != dilation, groups 1/2/3,
+# (h, w) pairs, batch of 1, odd sizes, windows that do not tile, kernels as big as the input.
+CONV_CASES = [
+    ((2, 3, 7, 8), (4, 3, 3, 2), {"stride": 1, "pad": 1}),
+    ((1, 1, 5, 5), (2, 1, 5, 5), {"stride": 1, "pad": 0}),
+    ((3, 2, 9, 7), (3, 2, 2, 3), {"stride": (2, 1), "pad": (1, 2)}),
+    ((2, 4, 8, 9), (4, 2, 3, 3), {"stride": 2, "pad": 1, "groups": 2}),
+    ((2, 6, 9, 7), (6, 2, 2, 3), {"stride": (2, 1), "pad": (1, 2), "dilation": (2, 1), "groups": 3}),
+    ((1, 3, 11, 10), (5, 3, 3, 3), {"stride": 1, "pad": 2, "dilation": 2}),
+    ((2, 3, 10, 11), (2, 3, 3, 1), {"stride": 3, "pad": (0, 1), "dilation": (1, 3)}),
+    ((4, 2, 6, 6), (3, 2, 1, 1), {"stride": 1, "pad": 0}),
+    ((2, 3, 5, 6), (4, 3, 1, 1), {"stride": 2, "pad": 1}),
+    ((3, 6, 7, 7), (6, 1, 3, 3), {"stride": 1, "pad": 1, "groups": 6}),
+    ((2, 2, 4, 13), (3, 2, 4, 5), {"stride": (1, 3), "pad": (2, 0), "dilation": (1, 2)}),
+    ((5, 3, 8, 8), (7, 3, 7, 7), {"stride": 2, "pad": 3}),
+]
+
+
+def _conv_inputs(rng, xs, ws, dtype):
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    return x, w, b
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("xs, ws, conv_param", CONV_CASES)
+def test_conv_matches_reference(impl, rng, xs, ws, conv_param, dtype):
+    x, w, b = _conv_inputs(rng, xs, ws, dtype)
+    ref, ref_cache = L.conv_forward_naive(x, w, b, conv_param)
+    out, cache = FL.conv_forward_fast(x, w, b, conv_param)
+    assert_close(out, ref, dtype)
+    dout = rng.standard_normal(ref.shape).astype(dtype)
+    for g_fast, g_ref in zip(FL.conv_backward_fast(dout, cache), L.conv_backward_naive(dout, ref_cache)):
+        assert_close(g_fast, g_ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", [0, 3, 4, 11])
+def test_conv_chunked_batch(impl, rng, tiny_workspace, case, dtype):
+    """One sample per chunk gives the same results as the reference (dw accumulates
+    across chunks, dx is written chunk by chunk)."""
+    xs, ws, conv_param = CONV_CASES[case]
+    xs = (max(xs[0], 3),) + xs[1:]
+    x, w, b = _conv_inputs(rng, xs, ws, dtype)
+    ref, ref_cache = L.conv_forward_naive(x, w, b, conv_param)
+    out, cache = FL.conv_forward_fast(x, w, b, conv_param)
+    assert_close(out, ref, dtype)
+    dout = rng.standard_normal(ref.shape).astype(dtype)
+    for g_fast, g_ref in zip(FL.conv_backward_fast(dout, cache), L.conv_backward_naive(dout, ref_cache)):
+        assert_close(g_fast, g_ref, dtype)
+
+
+def test_chunk_sizes_respect_the_bound():
+    previous = FL.set_workspace_limit(10_000)
+    try:
+        assert FL._chunk_size(64, 3_000) == 3  # 3 samples fit; 22 chunks of at most 3
+        assert FL._chunk_size(64, 20_000) == 1  # a sample larger than the bound runs alone
+        assert FL._chunk_size(5, 1) == 5
+        assert FL._chunk_size(10, 2_500) == 4  # 4 fit: 3 chunks, balanced to 4, 4, 2
+    finally:
+        FL.set_workspace_limit(previous)
+    with pytest.raises(ValueError):
+        FL.set_workspace_limit(0)
+
+
+def test_conv_random_grid(impl):
+    """A seeded random sweep over geometries, float64 against the reference."""
+    rng = np.random.default_rng(7)
+    done = 0
+    while done < 25:
+        groups = int(rng.choice([1, 2, 3]))
+        C = groups * int(rng.integers(1, 3))
+        F = groups * int(rng.integers(1, 3))
+        HH, WW = (int(v) for v in rng.integers(1, 5, size=2))
+        stride = tuple(int(v) for v in rng.integers(1, 4, size=2))
+        pad = tuple(int(v) for v in rng.integers(0, 3, size=2))
+        dil = tuple(int(v) for v in rng.integers(1, 3, size=2))
+        H, W = (int(v) for v in rng.integers(1, 10, size=2))
+        N = int(rng.integers(1, 4))
+        param = {"stride": stride, "pad": pad, "dilation": dil, "groups": groups}
+        if H + 2 * pad[0] < dil[0] * (HH - 1) + 1 or W + 2 * pad[1] < dil[1] * (WW - 1) + 1:
+            continue
+        x, w, b = _conv_inputs(rng, (N, C, H, W), (F, C // groups, HH, WW), np.float64)
+        ref, ref_cache = L.conv_forward_naive(x, w, b, param)
+        out, cache = FL.conv_forward_fast(x, w, b, param)
+        assert_close(out, ref, np.float64)
+        dout = rng.standard_normal(ref.shape)
+        for g_fast, g_ref in zip(FL.conv_backward_fast(dout, cache), L.conv_backward_naive(dout, ref_cache)):
+            assert_close(g_fast, g_ref, np.float64)
+        done += 1
+
+
+def test_conv_caches_are_interchangeable(impl, rng):
+    x, w, b = _conv_inputs(rng, (2, 3, 6, 5), (4, 3, 3, 2), np.float64)
+    param = {"stride": (2, 1), "pad": 1}
+    _, fast_cache = FL.conv_forward_fast(x, w, b, param)
+    out, ref_cache = L.conv_forward_naive(x, w, b, param)
+    dout = rng.standard_normal(out.shape)
+    want = L.conv_backward_naive(dout, ref_cache)
+    for got in (L.conv_backward_naive(dout, fast_cache), FL.conv_backward_fast(dout, ref_cache)):
+        for g, r in zip(got, want):
+            assert_close(g, r, np.float64)
+
+
+def test_conv_non_contiguous_inputs(impl, rng):
+    x = rng.standard_normal((3, 7, 6, 2)).astype(np.float32).transpose(3, 0, 1, 2)  # (2, 3, 7, 6)
+    w = rng.standard_normal((3, 3, 4, 2)).astype(np.float32)[:, :, ::2, :]  # (3, 3, 2, 2)
+    b = rng.standard_normal(6).astype(np.float32)[::2]
+    param = {"stride": 1, "pad": 1}
+    ref, ref_cache = L.conv_forward_naive(x, w, b, param)
+    out, cache = FL.conv_forward_fast(x, w, b, param)
+    assert_close(out, ref, np.float32)
+    dout = rng.standard_normal(ref.shape).astype(np.float32)[:, :, :, :]
+    for g_fast, g_ref in zip(FL.conv_backward_fast(dout, cache), L.conv_backward_naive(dout, ref_cache)):
+        assert_close(g_fast, g_ref, np.float32)
+
+
+def test_float16_takes_the_numpy_kernels_and_keeps_its_dtype(rng):
+    x, w, b = _conv_inputs(rng, (2, 2, 5, 5), (3, 2, 3, 3), np.float16)
+    out, cache = FL.conv_forward_fast(x, w, b, {"stride": 1, "pad": 1})
+    ref, _ = L.conv_forward_naive(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), {"stride": 1, "pad": 1})
+    assert out.dtype == np.float16
+    np.testing.assert_allclose(out.astype(np.float64), ref, rtol=2e-2, atol=2e-2 * np.abs(ref).max())
+    grads = FL.conv_backward_fast(np.ones_like(out), cache)
+    assert [g.dtype for g in grads] == [np.float16] * 3
+    pooled, pcache = FL.max_pool_forward_fast(x, {"pool_height": 2, "pool_width": 2, "stride": 1})
+    assert pooled.dtype == np.float16 and FL.max_pool_backward_fast(np.ones_like(pooled), pcache).dtype == np.float16
+
+
+# ----------------------------------------------------------------------------- pooling
+
+POOL_CASES = [
+    ((2, 3, 8, 8), {"pool_height": 2, "pool_width": 2, "stride": 2}),  # tiling
+    ((2, 3, 9, 9), {"pool_height": 3, "pool_width": 3, "stride": 2}),  # overlapping
+    ((1, 2, 9, 7), {"pool_height": 2, "pool_width": 2, "stride": 2}),  # non-tiling (odd sizes)
+    ((2, 2, 9, 7), {"pool_height": 3, "pool_width": 2, "stride": (2, 1)}),  # non-square, overlapping
+    ((3, 2, 7, 10), {"pool_height": 2, "pool_width": 3, "stride": (3, 4)}),  # gaps between windows
+    ((2, 2, 6, 6), {"pool_height": 1, "pool_width": 1, "stride": 1}),
+    ((2, 1, 5, 6), {"pool_height": 5, "pool_width": 6, "stride": 1}),  # global
+    ((1, 3, 10, 10), {"pool_height": 4, "pool_width": 4, "stride": 1}),
+    ((2, 2, 8, 8), {"pool_height": 2, "pool_width": 2}),  # default stride = window
+    ((2, 2, 9, 9), {"pool_height": 2, "pool_width": 2, "stride": 1}),  # 2x2 kernel, overlapping
+]
+
+
+def _distinct(rng, shape, dtype):
+    """Values without ties (a permutation scaled), so the argmax is unambiguous."""
+    n = int(np.prod(shape))
+    return (rng.permutation(n).reshape(shape) / n - 0.5).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("xs, pool_param", POOL_CASES)
+def test_max_pool_matches_reference(impl, rng, xs, pool_param, dtype):
+    x = _distinct(rng, xs, dtype)
+    ref, ref_cache = L.max_pool_forward_naive(x, pool_param)
+    out, cache = FL.max_pool_forward_fast(x, pool_param)
+    np.testing.assert_array_equal(out, ref)
+    assert out.dtype == dtype
+    dout = rng.standard_normal(ref.shape).astype(dtype)
+    assert_close(FL.max_pool_backward_fast(dout, cache), L.max_pool_backward_naive(dout, ref_cache), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("xs, pool_param", POOL_CASES)
+def test_avg_pool_matches_reference(impl, rng, xs, pool_param, dtype):
+    x = rng.standard_normal(xs).astype(dtype)
+    ref, ref_cache = L.avg_pool_forward_naive(x, pool_param)
+    out, cache = FL.avg_pool_forward_fast(x, pool_param)
+    assert_close(out, ref, dtype)
+    dout = rng.standard_normal(ref.shape).astype(dtype)
+    assert_close(FL.avg_pool_backward_fast(dout, cache), L.avg_pool_backward_naive(dout, ref_cache), dtype)
+
+
+@pytest.mark.parametrize("pool_param", [POOL_CASES[0][1], POOL_CASES[1][1], POOL_CASES[3][1]])
+def test_max_pool_ties_go_to_the_first_maximum(impl, rng, pool_param):
+    x = rng.integers(0, 3, size=(3, 2, 9, 9)).astype(np.float32)  # many ties
+    ref, ref_cache = L.max_pool_forward_naive(x, pool_param)
+    out, cache = FL.max_pool_forward_fast(x, pool_param)
+    np.testing.assert_array_equal(out, ref)
+    dout = rng.standard_normal(ref.shape).astype(np.float32)
+    assert_close(FL.max_pool_backward_fast(dout, cache), L.max_pool_backward_naive(dout, ref_cache), np.float32)
+
+
+@pytest.mark.parametrize("pool_param", [POOL_CASES[0][1], POOL_CASES[1][1]])
+def test_max_pool_nan_like_the_reference(impl, rng, pool_param):
+    """A NaN in a window wins (numpy's max/argmax semantics), in forward and backward."""
+    x = _distinct(rng, (2, 2, 9, 9), np.float64)
+    x[0, 0, 0, 1] = np.nan
+    x[1, 1, 3, 3] = np.nan
+    x[1, 1, 4, 4] = np.nan
+    x[0, 1, 5, 2] = np.inf
+    ref, ref_cache = L.max_pool_forward_naive(x, pool_param)
+    out, cache = FL.max_pool_forward_fast(x, pool_param)
+    np.testing.assert_array_equal(out, ref)
+    assert np.isnan(out).any()
+    dout = rng.standard_normal(ref.shape)
+    np.testing.assert_array_equal(FL.max_pool_backward_fast(dout, cache), L.max_pool_backward_naive(dout, ref_cache))
+
+
+def test_pool_caches_are_interchangeable(impl, rng):
+    x = _distinct(rng, (2, 3, 9, 9), np.float64)
+    param = {"pool_height": 3, "pool_width": 3, "stride": 2}
+    out, ref_cache = L.max_pool_forward_naive(x, param)
+    _, fast_cache = FL.max_pool_forward_fast(x, param)
+    dout = rng.standard_normal(out.shape)
+    want = L.max_pool_backward_naive(dout, ref_cache)
+    assert_close(FL.max_pool_backward_fast(dout, ref_cache), want, np.float64)
+    assert_close(L.max_pool_backward_naive(dout, fast_cache), want, np.float64)
+    _, avg_ref = L.avg_pool_forward_naive(x, param)
+    _, avg_fast = FL.avg_pool_forward_fast(x, param)
+    assert_close(FL.avg_pool_backward_fast(dout, avg_ref), L.avg_pool_backward_naive(dout, avg_fast), np.float64)
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def _same_error(ref_call, fast_call, ref_name, fast_name):
+    with pytest.raises((ValueError, TypeError)) as ref_err:
+        ref_call()
+    with pytest.raises((ValueError, TypeError)) as fast_err:
+        fast_call()
+    assert fast_err.type is ref_err.type
+    assert str(fast_err.value) == str(ref_err.value).replace(ref_name, fast_name)
+    assert fast_name in str(fast_err.value)
+
+
+def _bad_conv_inputs():
+    f32 = np.float32
+    x = np.zeros((2, 4, 6, 6), f32)
+    w = np.zeros((4, 4, 3, 3), f32)
+    b = np.zeros(4, f32)
+    ok = {"stride": 1, "pad": 1}
+    return [
+        (np.zeros((4, 6, 6), f32), w, b, ok),  # wrong rank
+        (x, np.zeros((4, 3, 3, 3), f32), b, ok),  # channel mismatch
+        (x, np.zeros((4, 2, 3, 3), f32), b, {"stride": 1, "pad": 1, "groups": 3}),  # groups do not divide
+        (x, w, b, {"stride": 0, "pad": 1}),
+        (x, w, b, {"stride": 1, "pad": -1}),
+        (x, w, b, {"stride": 1, "pad": 0, "dilation": 4}),  # dilated kernel larger than the input
+        (x, w, b, {"stride": 1.5, "pad": 0}),
+        (x, w, b, {"stride": 1, "padding": 1}),  # unknown key
+        (x, w, np.zeros(3, f32), ok),  # bias shape
+        (x.astype(np.int64), w, b, ok),  # not floating
+        (x, w.astype(np.float64), b, ok),  # mixed dtypes
+        (x, w, b, [1, 1]),  # conv_param not a dict
+        (x.tolist(), w, b, ok),  # not an array
+    ]
+
+
+@pytest.mark.parametrize("case", range(13))
+def test_conv_bad_input_same_errors_as_reference(impl, case):
+    x, w, b, p = _bad_conv_inputs()[case]
+    _same_error(
+        lambda: L.conv_forward_naive(x, w, b, p),
+        lambda: FL.conv_forward_fast(x, w, b, p),
+        "conv_forward_naive",
+        "conv_forward_fast",
+    )
+
+
+def test_conv_backward_bad_dout_same_errors(impl, rng):
+    x, w, b = _conv_inputs(rng, (2, 3, 5, 5), (4, 3, 3, 3), np.float32)
+    param = {"stride": 1, "pad": 1}
+    _, ref_cache = L.conv_forward_naive(x, w, b, param)
+    _, fast_cache = FL.conv_forward_fast(x, w, b, param)
+    for dout in (np.zeros((2, 4, 5, 4), np.float32), np.zeros((2, 4, 5, 5), np.float64)):
+        _same_error(
+            lambda: L.conv_backward_naive(dout, ref_cache),
+            lambda: FL.conv_backward_fast(dout, fast_cache),
+            "conv_backward_naive",
+            "conv_backward_fast",
+        )
+
+
+@pytest.mark.parametrize(
+    "x, pool_param",
+    [
+        (np.zeros((2, 3, 4), np.float32), {"pool_height": 2, "pool_width": 2, "stride": 2}),
+        (np.zeros((2, 3, 4, 4), np.float32), {"pool_height": 5, "pool_width": 2, "stride": 2}),
+        (np.zeros((2, 3, 4, 4), np.float32), {"pool_height": 2, "stride": 2}),
+        (np.zeros((2, 3, 4, 4), np.float32), {"pool_height": 2, "pool_width": 2, "stride": 0}),
+        (np.zeros((2, 3, 4, 4), np.float32), {"pool_height": 2, "pool_width": 2, "pad": 1}),
+        (np.zeros((2, 3, 4, 4), np.int32), {"pool_height": 2, "pool_width": 2, "stride": 2}),
+        (np.zeros((2, 3, 4, 4), np.float32), "2x2"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pool_bad_input_same_errors_as_reference(impl, x, pool_param, kind):
+    _same_error(
+        lambda: getattr(L, f"{kind}_pool_forward_naive")(x, pool_param),
+        lambda: getattr(FL, f"{kind}_pool_forward_fast")(x, pool_param),
+        f"{kind}_pool_forward_naive",
+        f"{kind}_pool_forward_fast",
+    )
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pool_backward_bad_dout_same_errors(impl, rng, kind):
+    x = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+    param = {"pool_height": 2, "pool_width": 2, "stride": 2}
+    _, ref_cache = getattr(L, f"{kind}_pool_forward_naive")(x, param)
+    _, fast_cache = getattr(FL, f"{kind}_pool_forward_fast")(x, param)
+    for dout in (np.zeros((2, 3, 2, 3), np.float32), np.zeros((2, 3, 2, 2), np.float64)):
+        _same_error(
+            lambda: getattr(L, f"{kind}_pool_backward_naive")(dout, ref_cache),
+            lambda: getattr(FL, f"{kind}_pool_backward_fast")(dout, fast_cache),
+            f"{kind}_pool_backward_naive",
+            f"{kind}_pool_backward_fast",
+        )
+
+
+# ----------------------------------------------------------------------------- implementation switch
+
+
+def _run_python(code, **env):
+    full_env = {k: v for k, v in os.environ.items() if k not in ("FUNKCIJE_FORCE_NUMPY", "FUNKCIJE_WORKSPACE_MB")}
+    full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, env=full_env, timeout=120
+    )
+
+
+_CHECK_SCRIPT = """
+import sys, warnings
+{prelude}
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    from funkcije import fast_layers as FL
+    import funkcije.fast_layers
+from funkcije import layers as L
+import numpy as np
+x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32)
+w = np.random.default_rng(1).standard_normal((4, 3, 3, 3)).astype(np.float32)
+b = np.zeros(4, np.float32)
+out, _ = FL.conv_forward_fast(x, w, b, {{"stride": 1, "pad": 1}})
+ref, _ = L.conv_forward_naive(x, w, b, {{"stride": 1, "pad": 1}})
+assert np.allclose(out, ref, atol=1e-4), "fallback result differs"
+print(FL.IMPLEMENTATION, FL.implementation(), sum(issubclass(c.category, RuntimeWarning) for c in caught))
+for c in caught:
+    print("WARNING:", c.message)
+"""
+
+
+def test_missing_extension_falls_back_with_one_warning():
+    prelude = "sys.modules['funkcije.im2col_cython'] = None  # makes the import fail"
+    res = _run_python(_CHECK_SCRIPT.format(prelude=prelude))
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == "numpy numpy 1", res.stdout
+    assert "im2col_cython" in lines[1] and "NumPy fallback" in lines[1]
+
+
+def test_force_numpy_env_var():
+    res = _run_python(_CHECK_SCRIPT.format(prelude=""), FUNKCIJE_FORCE_NUMPY="1")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[0] == "numpy numpy 0", res.stdout
+
+
+def test_use_implementation_switches_and_validates():
+    before = FL.IMPLEMENTATION
+    try:
+        assert FL.use_implementation("numpy") == before
+        assert FL.IMPLEMENTATION == "numpy" == FL.implementation()
+        with pytest.raises(ValueError):
+            FL.use_implementation("fortran")
+    finally:
+        FL.use_implementation(before)
+
+
+def test_extension_is_the_default_when_built():
+    if "cython" not in FL.available_implementations():
+        if IN_CI:
+            pytest.fail("the compiled extension funkcije.im2col_cython must be built under CI=true")
+        pytest.skip("compiled extension not built")
+    res = _run_python("from funkcije import fast_layers as FL; print(FL.IMPLEMENTATION)")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "cython"
+
+
+def test_workspace_env_var():
+    res = _run_python("from funkcije import fast_layers as FL; print(FL.get_workspace_limit())", FUNKCIJE_WORKSPACE_MB="3")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == str(3 * 2**20)
+
+
+# ----------------------------------------------------------------------------- PyTorch oracle
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize(
+    "xs, ws, conv_param",
+    [CONV_CASES[i] for i in (0, 3, 4, 5, 10, 11)]
+    + [((8, 16, 12, 12), (32, 16, 3, 3), {"stride": 1, "pad": 1}), ((4, 3, 31, 31), (25, 3, 3, 3), {"stride": 2, "pad": 1})],
+)
+def test_conv_matches_torch(impl, torch, rng, xs, ws, conv_param):
+    import torch.nn.functional as tF
+
+    x, w, b = _conv_inputs(rng, xs, ws, np.float64)
+    out, cache = FL.conv_forward_fast(x, w, b, conv_param)
+    dout = rng.standard_normal(out.shape)
+    dx, dw, db = FL.conv_backward_fast(dout, cache)
+
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    pair = lambda v: tuple(v) if isinstance(v, tuple) else (v, v)  # noqa: E731
+    tout = tF.conv2d(
+        tx, tw, tb,
+        stride=pair(conv_param.get("stride", 1)),
+        padding=pair(conv_param.get("pad", 0)),
+        dilation=pair(conv_param.get("dilation", 1)),
+        groups=conv_param.get("groups", 1),
+    )
+    tout.backward(torch.tensor(dout))
+    for mine, theirs in ((out, tout), (dx, tx.grad), (dw, tw.grad), (db, tb.grad)):
+        np.testing.assert_allclose(mine, theirs.detach().numpy(), rtol=1e-10, atol=1e-10)
+
+    # and the float32 fast path against torch in float32
+    out32, cache32 = FL.conv_forward_fast(x.astype(np.float32), w.astype(np.float32), b.astype(np.float32), conv_param)
+    assert_close(out32, tout.detach().numpy(), np.float32)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("xs, pool_param", POOL_CASES)
+def test_pools_match_torch(impl, torch, rng, xs, pool_param):
+    import torch.nn.functional as tF
+
+    x = _distinct(rng, xs, np.float64)
+    kernel = (pool_param["pool_height"], pool_param["pool_width"])
+    stride = pool_param.get("stride", kernel)
+    for fwd, bwd, tfun in (
+        (FL.max_pool_forward_fast, FL.max_pool_backward_fast, tF.max_pool2d),
+        (FL.avg_pool_forward_fast, FL.avg_pool_backward_fast, tF.avg_pool2d),
+    ):
+        out, cache = fwd(x, pool_param)
+        dout = rng.standard_normal(out.shape)
+        dx = bwd(dout, cache)
+        tx = torch.tensor(x, requires_grad=True)
+        tout = tfun(tx, kernel, stride)
+        tout.backward(torch.tensor(dout))
+        np.testing.assert_allclose(out, tout.detach().numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-12, atol=1e-12)
