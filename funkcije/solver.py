@@ -1,0 +1,759 @@
+"""Solver: trains any model with `.params` and `.loss(X, y=None)`, cs231n-compatible.
+
+    solver = Solver(model, data, update_rule="adam", optim_config={"learning_rate": 1e-3},
+                    lr_decay=0.95, num_epochs=10, batch_size=100, seed=0)
+    solver.train()
+
+The model contract (cs231n's): `model.params` is a dict of parameter arrays;
+`model.loss(X)` returns class scores (N, C); `model.loss(X, y)` returns
+`(loss, grads)` with `grads` keyed like `params`. `data` is a dict with
+'X_train', 'y_train', 'X_val', 'y_val' (other keys are ignored).
+
+cs231n's keyword arguments and attributes work as in cs231n (`update_rule`,
+`optim_config`, `lr_decay`, `batch_size`, `num_epochs`, `num_train_samples`,
+`num_val_samples`, `checkpoint_name`, `print_every`, `verbose`; `loss_history`,
+`train_acc_history`, `val_acc_history`, `best_val_acc`, `best_params`,
+`check_accuracy`, `train`, `_step`, `_reset`, `_save_checkpoint`). Unknown keyword
+arguments raise ValueError ("Unrecognized arguments ..."). Beyond cs231n:
+
+Randomness — `seed` (int, or None for fresh OS entropy, recorded in `solver.seed`
+so the run can be repeated). NumPy's global RNG is never used. The seed feeds
+three independent streams: minibatches, accuracy subsampling, and dropout masks.
+Each epoch is a seeded permutation of the training set cut into
+`max(N // batch_size, 1)` batches (as many as cs231n's iterations per epoch; the
+remainder of a permutation is not used in that epoch). Same seed, same run, bit
+for bit; calling `check_accuracy` does not change the training trajectory.
+
+Dropout — if `model.dropout_param` is a dict with a keep probability `p` and no
+`seed`, the Solver sets `model.dropout_param['seed']` to its dropout Generator, so
+masks are reproducible and resumable. If the model already holds a Generator there,
+the Solver checkpoints and restores that Generator's state. An int seed is left
+alone (cs231n semantics: the same mask on every call).
+
+Schedules — `lr_schedule=None` uses cs231n's `lr_decay` (the learning rate of
+epoch e is lr0 * lr_decay**e), or one of
+    {'type': 'step', 'step_size': k, 'gamma': g (default 0.1)}   lr0 * g**(e // k)
+    {'type': 'exponential', 'gamma': g}                           lr0 * g**e
+    {'type': 'cosine', 't_max': E (default num_epochs), 'eta_min': m (default 0)}
+        m + (lr0 - m) * (1 + cos(pi * min(e, E) / E)) / 2
+with e the number of completed epochs and lr0 the initial learning rate
+(`optim_config['learning_rate']`, else the rule's default). Rates are computed
+from lr0 and e, not accumulated, so a resumed run gets exactly the same ones.
+Without a schedule and with lr_decay=1 the Solver never writes `learning_rate`.
+
+History — `solver.history` holds one dict per completed epoch: {'epoch',
+'loss' (mean training loss of the epoch), 'train_acc', 'val_acc', 'lr' (the rate
+used in that epoch), 'seconds' (wall clock, accuracy checks included)}; plain
+Python numbers, so `json.dumps(solver.history)` works.
+
+Progress — with `verbose=True` a tqdm bar runs over the iterations and cs231n's
+"(Iteration i / n) loss" lines (every `print_every` iterations; 0 or None turns
+them off) and "(Epoch e / E) train acc ...; val_acc ..." lines go through
+`tqdm.write`. With `verbose=False` the Solver is silent.
+
+Checkpoints — with `checkpoint_name`, cs231n's `{checkpoint_name}_epoch_{e}.pkl`
+is written after the first iteration (e = 0, as in cs231n) and after every
+epoch. Each file is complete by itself: model params, the model's `bn_params`
+(running statistics) when it has them, every parameter's update-rule state,
+the schedule, epoch and iteration, all histories, the best params, and the state
+of every random stream, including the position inside the current epoch. Files
+are written atomically (a temporary file in the same directory, flushed and
+fsynced, then `os.replace`d), so a crash mid-write leaves the previous file intact.
+Checkpoints are pickles: load only files you trust. The model object itself is
+not pickled (unlike cs231n), so a checkpoint does not depend on the model's class.
+
+Resume — `Solver(model, data, resume=path, ...)` (or `Solver.from_checkpoint`)
+loads a checkpoint into a freshly built model of the same architecture and
+continues; training to the same `num_epochs` ends with params bitwise equal to
+an uninterrupted run. `num_epochs` is the total, not additional epochs. Settings
+that shape the trajectory (update_rule, optim_config, lr_decay, lr_schedule,
+batch_size, seed) come from the checkpoint; passing a different value is a
+ValueError. num_epochs, num_train_samples and num_val_samples come from the
+checkpoint unless given. `train()` trains until `epoch == num_epochs`, so calling it
+again does nothing unless `num_epochs` was raised. Note that train() ends by
+copying `best_params` into the model (as cs231n does); to continue from the last
+params, resume from the last checkpoint.
+
+Divergence — a NaN or infinite training loss stops training: the update that
+would use it is not applied, `best_params` (and the matching batch-norm
+statistics) are copied into the model, and `TrainingDiverged` (a RuntimeError) is
+raised saying at which iteration and epoch it happened. Histories up to that point
+stay on the solver (`loss_history` ends with the non-finite loss).
+
+At the end of `train()` the model gets `best_params` — and, for models with
+`bn_params`, the running statistics saved with them (cs231n restores only params,
+leaving statistics from a later epoch).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+import os
+import pickle
+import tempfile
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from . import optim
+
+__all__ = [
+    "Solver",
+    "TrainingDiverged",
+    "load_checkpoint",
+    "scheduled_learning_rate",
+    "CHECKPOINT_FORMAT",
+]
+
+CHECKPOINT_FORMAT = "funkcije.solver/1"
+
+# Settings that determine the sequence of params; a resumed run must use the
+# checkpoint's values.
+_TRAJECTORY_KEYS = ("update_rule", "optim_config", "lr_decay", "lr_schedule", "batch_size", "seed")
+# Settings taken from the checkpoint on resume unless the caller gives them.
+_CARRIED_KEYS = ("num_epochs", "num_train_samples", "num_val_samples")
+_DEFAULTS = {
+    "update_rule": "sgd",
+    "optim_config": None,
+    "lr_decay": 1.0,
+    "lr_schedule": None,
+    "batch_size": 100,
+    "num_epochs": 10,
+    "num_train_samples": 1000,
+    "num_val_samples": None,
+    "checkpoint_name": None,
+    "print_every": 10,
+    "verbose": True,
+    "seed": None,
+    "resume": None,
+}
+
+_SCHEDULES = {
+    "step": {"required": ("step_size",), "optional": {"gamma": 0.1}},
+    "exponential": {"required": ("gamma",), "optional": {}},
+    "cosine": {"required": (), "optional": {"t_max": None, "eta_min": 0.0}},
+}
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite. Attributes: `iteration` (1-based),
+    `epoch` (completed epochs when it happened), `loss`."""
+
+    def __init__(self, message, iteration=None, epoch=None, loss=None):
+        super().__init__(message)
+        self.iteration = iteration
+        self.epoch = epoch
+        self.loss = loss
+
+
+# ----------------------------------------------------------------------------- validation helpers
+
+
+def _check_int(name, value, minimum, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        extra = " or None" if allow_none else ""
+        raise ValueError(f"Solver: {name} must be an int >= {minimum}{extra}, got {value!r}")
+    return int(value)
+
+
+def _check_real(name, value, positive=True):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"Solver: {name} must be a finite real number, got {value!r}")
+    if positive and value <= 0:
+        raise ValueError(f"Solver: {name} must be > 0, got {value!r}")
+    if not positive and value < 0:
+        raise ValueError(f"Solver: {name} must be >= 0, got {value!r}")
+    return float(value)
+
+
+def _resolve_schedule(schedule, num_epochs):
+    """Validate an lr_schedule dict and return a new dict with defaults filled in
+    (cosine's t_max defaults to num_epochs, fixed here so a resumed run that
+    trains longer keeps the original curve)."""
+    if schedule is None:
+        return None
+    if not isinstance(schedule, dict):
+        raise TypeError(f"Solver: lr_schedule must be a dict or None, got {type(schedule).__name__}")
+    kind = schedule.get("type")
+    if kind not in _SCHEDULES:
+        raise ValueError(
+            f"Solver: lr_schedule['type'] must be one of {sorted(_SCHEDULES)}, got {kind!r}"
+        )
+    spec = _SCHEDULES[kind]
+    valid = {"type", *spec["required"], *spec["optional"]}
+    unknown = set(schedule) - valid
+    if unknown:
+        raise ValueError(
+            f"Solver: unknown keys {sorted(unknown)} for a {kind!r} lr_schedule; valid keys are {sorted(valid)}"
+        )
+    missing = [k for k in spec["required"] if k not in schedule]
+    if missing:
+        raise ValueError(f"Solver: a {kind!r} lr_schedule needs {missing}, got {schedule!r}")
+    out = {"type": kind, **spec["optional"], **{k: v for k, v in schedule.items() if k != "type"}}
+    if kind == "step":
+        out["step_size"] = _check_int("lr_schedule['step_size']", out["step_size"], 1)
+        out["gamma"] = _check_real("lr_schedule['gamma']", out["gamma"])
+    elif kind == "exponential":
+        out["gamma"] = _check_real("lr_schedule['gamma']", out["gamma"])
+    else:
+        if out["t_max"] is None:
+            out["t_max"] = max(int(num_epochs), 1)
+        out["t_max"] = _check_int("lr_schedule['t_max']", out["t_max"], 1)
+        out["eta_min"] = _check_real("lr_schedule['eta_min']", out["eta_min"], positive=False)
+    return out
+
+
+def scheduled_learning_rate(lr0, epoch, lr_schedule=None, lr_decay=1.0):
+    """The learning rate for training epoch `epoch` (0-based: the number of epochs
+    already completed), from the initial rate lr0. `lr_schedule` must be resolved
+    (cosine needs its t_max); see the module docstring for the formulas."""
+    lr0 = float(lr0)
+    if lr_schedule is None:
+        return lr0 * float(lr_decay) ** epoch
+    kind = lr_schedule["type"]
+    if kind == "step":
+        return lr0 * lr_schedule["gamma"] ** (epoch // lr_schedule["step_size"])
+    if kind == "exponential":
+        return lr0 * lr_schedule["gamma"] ** epoch
+    t_max, eta_min = lr_schedule["t_max"], lr_schedule["eta_min"]
+    e = min(epoch, t_max)
+    return eta_min + (lr0 - eta_min) * (1.0 + math.cos(math.pi * e / t_max)) / 2.0
+
+
+def _same(a, b):
+    """Equality that also works for dicts holding arrays."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (
+            isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
+            and a.dtype == b.dtype and np.array_equal(a, b)
+        )
+    return bool(a == b)
+
+
+# ----------------------------------------------------------------------------- checkpoint files
+
+
+def _file_mode():
+    # mkstemp creates 0600 files; give checkpoints the permissions any other file
+    # written by this process would get.
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _atomic_pickle(obj, path):
+    """Pickle `obj` to `path` so that readers see either the old file or the
+    complete new one: write a temporary file in the same directory (same
+    filesystem, so the rename is atomic), flush and fsync it, then os.replace.
+    On any error the temporary file is removed and the old file is untouched."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    # Make the rename itself durable; not possible on every platform.
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(path):
+    """Read a Solver checkpoint (a pickle: load only files you trust) and return
+    its dict. Raises ValueError if the file is not a funkcije Solver checkpoint."""
+    with open(path, "rb") as f:
+        ckpt = pickle.load(f)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(
+            f"{path} is not a funkcije Solver checkpoint (expected format {CHECKPOINT_FORMAT!r}, got {found!r})"
+        )
+    return ckpt
+
+
+# ----------------------------------------------------------------------------- Solver
+
+
+class Solver:
+    """Minibatch training of a classification model (see the module docstring).
+
+    Required: `model` (with `.params` and `.loss(X, y=None)`), `data` (dict with
+    X_train (N, ...), y_train (N,), X_val (N_val, ...), y_val (N_val,)).
+    Optional keyword arguments, with defaults:
+      update_rule='sgd' (a name in funkcije.optim.UPDATE_RULES or a callable),
+      optim_config={} (copied once per parameter), lr_decay=1.0, lr_schedule=None,
+      batch_size=100, num_epochs=10, num_train_samples=1000, num_val_samples=None,
+      checkpoint_name=None, print_every=10, verbose=True, seed=None, resume=None.
+    """
+
+    def __init__(self, model, data, **kwargs):
+        if not isinstance(getattr(model, "params", None), dict) or not callable(getattr(model, "loss", None)):
+            raise TypeError(
+                "Solver: model must have a dict .params and a .loss(X, y=None) method, "
+                f"got {type(model).__name__}"
+            )
+        self.model = model
+        self._set_data(data)
+
+        unknown = [k for k in kwargs if k not in _DEFAULTS]
+        if unknown:
+            extra = ", ".join(f'"{k}"' for k in unknown)
+            raise ValueError(f"Unrecognized arguments {extra}; valid keyword arguments are {sorted(_DEFAULTS)}")
+        # seed=None asks for fresh entropy; on resume it means "the checkpoint's seed".
+        given = {k for k in kwargs if not (k == "seed" and kwargs[k] is None)}
+        settings = {k: kwargs.get(k, v) for k, v in _DEFAULTS.items()}
+
+        ckpt = None
+        if settings["resume"] is not None:
+            ckpt = load_checkpoint(settings["resume"])
+            self._merge_checkpoint_settings(settings, given, ckpt)
+
+        rule = settings["update_rule"]
+        self.update_rule = optim.get_update_rule(rule)
+        self.update_rule_name = optim.update_rule_name(rule)
+        config = settings["optim_config"]
+        if config is None:
+            config = {}
+        if not isinstance(config, dict):
+            raise TypeError(f"Solver: optim_config must be a dict, got {type(config).__name__}")
+        self.optim_config = config
+        self.lr_decay = _check_real("lr_decay", settings["lr_decay"])
+        self.batch_size = _check_int("batch_size", settings["batch_size"], 1)
+        self.num_epochs = _check_int("num_epochs", settings["num_epochs"], 0)
+        self.num_train_samples = _check_int("num_train_samples", settings["num_train_samples"], 1, allow_none=True)
+        self.num_val_samples = _check_int("num_val_samples", settings["num_val_samples"], 1, allow_none=True)
+        self.print_every = _check_int("print_every", settings["print_every"] or 0, 0)
+        self.verbose = bool(settings["verbose"])
+        name = settings["checkpoint_name"]
+        if name is not None and not isinstance(name, (str, os.PathLike)):
+            raise TypeError(f"Solver: checkpoint_name must be a str or path, got {type(name).__name__}")
+        self.checkpoint_name = None if name is None else os.fspath(name)
+
+        self.lr_schedule = settings["lr_schedule"]
+        if ckpt is not None:
+            self._lr_schedule = ckpt["lr_schedule_resolved"]
+        else:
+            self._lr_schedule = _resolve_schedule(self.lr_schedule, self.num_epochs)
+        if self._lr_schedule is not None and self.lr_decay != 1.0:
+            raise ValueError("Solver: give either lr_decay or lr_schedule, not both")
+        self._schedule_active = self._lr_schedule is not None or self.lr_decay != 1.0
+        base_lr = self.optim_config.get("learning_rate")
+        if base_lr is None:
+            base_lr = optim.DEFAULT_CONFIGS.get(self.update_rule_name, {}).get("learning_rate")
+        if self._schedule_active and base_lr is None:
+            raise ValueError(
+                f"Solver: a learning-rate schedule needs optim_config['learning_rate'] for the custom "
+                f"update rule {self.update_rule_name}"
+            )
+        self._base_lr = None if base_lr is None else float(base_lr)
+
+        seed = settings["seed"]
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
+            raise ValueError(f"Solver: seed must be a non-negative int or None, got {seed!r}")
+        # With seed=None the OS entropy actually used is recorded, so the run can be repeated.
+        seq = np.random.SeedSequence(None if seed is None else int(seed))
+        self.seed = int(seq.entropy)
+        batch_seq, eval_seq, dropout_seq = seq.spawn(3)
+        self._rng = np.random.default_rng(batch_seq)
+        self._eval_rng = np.random.default_rng(eval_seq)
+        self._dropout_rng = self._attach_dropout_rng(np.random.default_rng(dropout_seq))
+
+        self._reset()
+        if ckpt is not None:
+            self._restore(ckpt, settings["resume"])
+
+    @classmethod
+    def from_checkpoint(cls, path, model, data, **kwargs):
+        """Solver(model, data, resume=path, **kwargs)."""
+        return cls(model, data, resume=path, **kwargs)
+
+    # ------------------------------------------------------------------ setup
+
+    def _set_data(self, data):
+        if not hasattr(data, "__getitem__"):
+            raise TypeError(f"Solver: data must be a dict, got {type(data).__name__}")
+        missing = [k for k in ("X_train", "y_train", "X_val", "y_val") if k not in data]
+        if missing:
+            raise ValueError(f"Solver: data is missing {missing}; it needs 'X_train', 'y_train', 'X_val', 'y_val'")
+        self.X_train, self.y_train = data["X_train"], data["y_train"]
+        self.X_val, self.y_val = data["X_val"], data["y_val"]
+        for split in ("train", "val"):
+            X, y = data[f"X_{split}"], data[f"y_{split}"]
+            if not hasattr(X, "shape") or not hasattr(y, "shape") or len(X) != len(y) or len(X) == 0:
+                raise ValueError(
+                    f"Solver: X_{split} and y_{split} must be non-empty arrays of equal length, got "
+                    f"{getattr(X, 'shape', type(X).__name__)} and {getattr(y, 'shape', type(y).__name__)}"
+                )
+        self._num_train = int(self.X_train.shape[0])
+
+    def _merge_checkpoint_settings(self, settings, given, ckpt):
+        conflicts = []
+        for key in _TRAJECTORY_KEYS:
+            saved = ckpt[key]
+            if key not in given:
+                if key == "update_rule" and saved not in optim.UPDATE_RULES:
+                    raise ValueError(
+                        f"Solver: the checkpoint was written with the custom update rule {saved}; "
+                        "pass the same callable as update_rule="
+                    )
+                settings[key] = saved
+                continue
+            value = settings[key]
+            if key == "update_rule":
+                same = optim.update_rule_name(value) == saved
+            elif key == "optim_config":
+                same = _same(value or {}, saved or {})
+            else:
+                same = _same(value, saved)
+            if not same:
+                conflicts.append(f"{key}={value!r} (checkpoint: {saved!r})")
+        if conflicts:
+            raise ValueError(
+                "Solver: resuming with settings that differ from the checkpoint would not continue the "
+                f"same run: {'; '.join(conflicts)}"
+            )
+        for key in _CARRIED_KEYS:
+            if key not in given:
+                settings[key] = ckpt[key]
+
+    def _attach_dropout_rng(self, own_rng):
+        """Give a dropout model reproducible masks: returns the Generator its dropout
+        draws from (installing `own_rng` if it has none), or None."""
+        dp = getattr(self.model, "dropout_param", None)
+        if not isinstance(dp, dict) or "p" not in dp:
+            return None
+        seed = dp.get("seed")
+        if seed is None:
+            dp["seed"] = own_rng
+            return own_rng
+        if isinstance(seed, np.random.Generator):
+            return seed
+        return None  # a fixed int seed: the same mask every call, nothing to track
+
+    def _reset(self):
+        """Fresh bookkeeping (cs231n's _reset): histories, best params, one copy of
+        optim_config per parameter."""
+        self.epoch = 0
+        self.best_val_acc = 0
+        self.best_params = {}
+        self._best_bn_params = None
+        self._best_epoch = None
+        self.loss_history = []
+        self.train_acc_history = []
+        self.val_acc_history = []
+        self.history = []
+        self.optim_configs = {p: dict(self.optim_config) for p in self.model.params}
+        self._iteration = 0
+        self._perm = None
+        self._batch_pos = 0
+        self._epoch_loss_sum = 0.0
+        self._epoch_loss_count = 0
+        self._epoch_seconds = 0.0
+
+    @property
+    def iteration(self):
+        """Number of update steps taken."""
+        return self._iteration
+
+    @property
+    def iterations_per_epoch(self):
+        return max(self._num_train // self.batch_size, 1)
+
+    # ------------------------------------------------------------------ training
+
+    def _lr_for_epoch(self, epoch):
+        return scheduled_learning_rate(self._base_lr, epoch, self._lr_schedule, self.lr_decay)
+
+    def _apply_lr(self, epoch):
+        if self._schedule_active:
+            lr = self._lr_for_epoch(epoch)
+            for config in self.optim_configs.values():
+                config["learning_rate"] = lr
+
+    def _next_batch(self):
+        if self._perm is None or self._batch_pos >= self.iterations_per_epoch:
+            self._perm = self._rng.permutation(self._num_train)
+            self._batch_pos = 0
+        start = self._batch_pos * self.batch_size
+        self._batch_pos += 1
+        return self._perm[start : start + self.batch_size]
+
+    def _step(self):
+        """One gradient update on the next minibatch; returns the loss (a float).
+        Raises TrainingDiverged, without updating, if the loss is not finite."""
+        idx = self._next_batch()
+        loss, grads = self.model.loss(self.X_train[idx], self.y_train[idx])
+        loss = float(loss)
+        self.loss_history.append(loss)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"Training diverged: the loss is {loss} at iteration {self._iteration + 1} "
+                f"(epoch {self.epoch + 1}); the learning rate may be too high",
+                iteration=self._iteration + 1,
+                epoch=self.epoch,
+                loss=loss,
+            )
+        for p, w in self.model.params.items():
+            if p not in grads:
+                raise ValueError(f"Solver: model.loss returned no gradient for parameter {p!r}")
+            next_w, next_config = self.update_rule(w, grads[p], self.optim_configs[p])
+            self.model.params[p] = next_w
+            self.optim_configs[p] = next_config
+        self._iteration += 1
+        return loss
+
+    def check_accuracy(self, X, y, num_samples=None, batch_size=100):
+        """Fraction of correct predictions of the model on (X, y), evaluated in
+        batches of `batch_size`. With `num_samples`, a random subset of that many
+        samples (without replacement, from the Solver's evaluation stream) is used.
+        Returns a Python float."""
+        N = X.shape[0]
+        if N == 0:
+            raise ValueError("Solver.check_accuracy: X is empty")
+        if num_samples is not None and N > num_samples:
+            idx = self._eval_rng.choice(N, num_samples, replace=False)
+            X, y = X[idx], y[idx]
+            N = num_samples
+        preds = []
+        for start in range(0, N, batch_size):
+            scores = self.model.loss(X[start : start + batch_size])
+            preds.append(np.argmax(scores, axis=1))
+        return float(np.mean(np.concatenate(preds) == np.asarray(y)))
+
+    def _snapshot_bn(self):
+        bn = getattr(self.model, "bn_params", None)
+        return copy.deepcopy(bn) if isinstance(bn, list) else None
+
+    def _load_bn(self, saved):
+        bn = getattr(self.model, "bn_params", None)
+        for live, stored in zip(bn, saved):
+            # Update in place: the model's layers hold references to these dicts.
+            live.update(copy.deepcopy(stored))
+
+    def _restore_best(self):
+        """Copy best_params (and the running statistics saved with them) into the
+        model; returns False when there is no best yet."""
+        if not self.best_params:
+            return False
+        self.model.params.update({k: v.copy() for k, v in self.best_params.items()})
+        if self._best_bn_params is not None:
+            self._load_bn(self._best_bn_params)
+        return True
+
+    def _check_epoch(self, train_loss_mean=None):
+        train_acc = self.check_accuracy(self.X_train, self.y_train, num_samples=self.num_train_samples)
+        val_acc = self.check_accuracy(self.X_val, self.y_val, num_samples=self.num_val_samples)
+        self.train_acc_history.append(train_acc)
+        self.val_acc_history.append(val_acc)
+        if val_acc > self.best_val_acc or not self.best_params:
+            self.best_val_acc = val_acc
+            self.best_params = {k: v.copy() for k, v in self.model.params.items()}
+            self._best_bn_params = self._snapshot_bn()
+            self._best_epoch = self.epoch
+        if self.verbose:
+            tqdm.write(
+                "(Epoch %d / %d) train acc: %f; val_acc: %f" % (self.epoch, self.num_epochs, train_acc, val_acc)
+            )
+        return train_acc, val_acc
+
+    def train(self):
+        """Train until `epoch == num_epochs`, then copy best_params into the model.
+        Raises TrainingDiverged (after restoring best_params) on a NaN/inf loss."""
+        ipe = self.iterations_per_epoch
+        num_iterations = self.num_epochs * ipe
+        start = self._iteration
+        if start < num_iterations:
+            self._apply_lr(self.epoch)
+            bar = tqdm(total=num_iterations, initial=start, disable=not self.verbose, unit="it", desc="train")
+            try:
+                self._train_loop(start, num_iterations, ipe, bar)
+            except TrainingDiverged as exc:
+                if self._restore_best():
+                    note = (
+                        f"the model keeps the best params (val acc {self.best_val_acc:.4f} "
+                        f"at epoch {self._best_epoch})"
+                    )
+                else:
+                    note = "the model keeps the params from before this step"
+                exc.args = (f"{exc.args[0]}; {note}",)
+                raise
+            finally:
+                bar.close()
+        self._restore_best()
+
+    def _train_loop(self, start, num_iterations, ipe, bar):
+        tick = time.perf_counter()
+        for t in range(start, num_iterations):
+            loss = self._step()
+            self._epoch_loss_sum += loss
+            self._epoch_loss_count += 1
+            bar.update(1)
+            bar.set_postfix_str(f"epoch {self.epoch + 1}/{self.num_epochs} loss {loss:.4f}", refresh=False)
+            if self.verbose and self.print_every and t % self.print_every == 0:
+                tqdm.write("(Iteration %d / %d) loss: %f" % (t + 1, num_iterations, loss))
+            epoch_end = (t + 1) % ipe == 0
+            if not (t == 0 or epoch_end):
+                continue
+            # As in cs231n: accuracy after the first iteration and after every epoch.
+            if epoch_end:
+                lr_used = self._current_lr()
+                self.epoch += 1
+                self._apply_lr(self.epoch)
+            train_acc, val_acc = self._check_epoch()
+            self._epoch_seconds += time.perf_counter() - tick
+            if epoch_end:
+                self.history.append(
+                    {
+                        "epoch": self.epoch,
+                        "loss": self._epoch_loss_sum / max(self._epoch_loss_count, 1),
+                        "train_acc": train_acc,
+                        "val_acc": val_acc,
+                        "lr": lr_used,
+                        "seconds": self._epoch_seconds,
+                    }
+                )
+                self._epoch_loss_sum, self._epoch_loss_count, self._epoch_seconds = 0.0, 0, 0.0
+            self._save_checkpoint()
+            tick = time.perf_counter()  # checkpoint writing is not counted as epoch time
+
+    def _current_lr(self):
+        if self._schedule_active:
+            return self._lr_for_epoch(self.epoch)
+        lr = next(iter(self.optim_configs.values()), {}).get("learning_rate")
+        return None if lr is None else float(lr)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _save_checkpoint(self):
+        """cs231n's hook: write {checkpoint_name}_epoch_{epoch}.pkl if checkpointing is on."""
+        if self.checkpoint_name is None:
+            return None
+        path = f"{self.checkpoint_name}_epoch_{self.epoch}.pkl"
+        self.save_checkpoint(path)
+        return path
+
+    def _checkpoint_state(self):
+        return {
+            "format": CHECKPOINT_FORMAT,
+            # cs231n's keys (except 'model': params are stored instead of the object)
+            "update_rule": self.update_rule_name,
+            "lr_decay": self.lr_decay,
+            "optim_config": self.optim_config,
+            "batch_size": self.batch_size,
+            "num_train_samples": self.num_train_samples,
+            "num_val_samples": self.num_val_samples,
+            "epoch": self.epoch,
+            "loss_history": self.loss_history,
+            "train_acc_history": self.train_acc_history,
+            "val_acc_history": self.val_acc_history,
+            # what an exact resume needs
+            "num_epochs": self.num_epochs,
+            "lr_schedule": self.lr_schedule,
+            "lr_schedule_resolved": self._lr_schedule,
+            "seed": self.seed,
+            "num_train": self._num_train,
+            "iteration": self._iteration,
+            "params": self.model.params,
+            "bn_params": self._snapshot_bn(),
+            "optim_configs": self.optim_configs,
+            "history": self.history,
+            "best_val_acc": self.best_val_acc,
+            "best_params": self.best_params,
+            "best_bn_params": self._best_bn_params,
+            "best_epoch": self._best_epoch,
+            "rng_state": {
+                "batch": self._rng.bit_generator.state,
+                "eval": self._eval_rng.bit_generator.state,
+                "dropout": None if self._dropout_rng is None else self._dropout_rng.bit_generator.state,
+            },
+            "epoch_perm": self._perm,
+            "batch_pos": self._batch_pos,
+            "epoch_loss_sum": self._epoch_loss_sum,
+            "epoch_loss_count": self._epoch_loss_count,
+            "epoch_seconds": self._epoch_seconds,
+        }
+
+    def save_checkpoint(self, path):
+        """Write the complete training state to `path`, atomically."""
+        _atomic_pickle(self._checkpoint_state(), path)
+
+    def _restore(self, ckpt, path):
+        params = self.model.params
+        saved = ckpt["params"]
+        if saved.keys() != params.keys():
+            raise ValueError(
+                f"Solver: checkpoint {path} holds params {sorted(saved)}, the model has {sorted(params)}"
+            )
+        for k, v in saved.items():
+            if v.shape != params[k].shape or v.dtype != params[k].dtype:
+                raise ValueError(
+                    f"Solver: checkpoint {path} has {k} of shape {v.shape} {v.dtype}, the model has "
+                    f"{params[k].shape} {params[k].dtype}"
+                )
+        if ckpt["num_train"] != self._num_train:
+            raise ValueError(
+                f"Solver: checkpoint {path} was trained on {ckpt['num_train']} samples, data has "
+                f"{self._num_train}; resuming on different data would not continue the same run"
+            )
+        model_bn = getattr(self.model, "bn_params", None)
+        saved_bn = ckpt["bn_params"]
+        model_bn_len = len(model_bn) if isinstance(model_bn, list) else None
+        saved_bn_len = None if saved_bn is None else len(saved_bn)
+        if model_bn_len != saved_bn_len:
+            raise ValueError(
+                f"Solver: checkpoint {path} has batch-norm state for {saved_bn_len} layers, the model "
+                f"has {model_bn_len}"
+            )
+        saved_drop = ckpt["rng_state"]["dropout"]
+        if (saved_drop is None) != (self._dropout_rng is None):
+            raise ValueError(
+                f"Solver: checkpoint {path} and the model disagree on whether dropout draws from a "
+                "Generator (check the model's dropout_param)"
+            )
+
+        params.update(saved)
+        if saved_bn is not None:
+            self._load_bn(saved_bn)
+        self.optim_configs = ckpt["optim_configs"]
+        self.epoch = ckpt["epoch"]
+        self._iteration = ckpt["iteration"]
+        self.loss_history = ckpt["loss_history"]
+        self.train_acc_history = ckpt["train_acc_history"]
+        self.val_acc_history = ckpt["val_acc_history"]
+        self.history = ckpt["history"]
+        self.best_val_acc = ckpt["best_val_acc"]
+        self.best_params = ckpt["best_params"]
+        self._best_bn_params = ckpt["best_bn_params"]
+        self._best_epoch = ckpt["best_epoch"]
+        self._rng.bit_generator.state = ckpt["rng_state"]["batch"]
+        self._eval_rng.bit_generator.state = ckpt["rng_state"]["eval"]
+        if saved_drop is not None:
+            self._dropout_rng.bit_generator.state = saved_drop
+        self._perm = ckpt["epoch_perm"]
+        self._batch_pos = ckpt["batch_pos"]
+        self._epoch_loss_sum = ckpt["epoch_loss_sum"]
+        self._epoch_loss_count = ckpt["epoch_loss_count"]
+        self._epoch_seconds = ckpt["epoch_seconds"]
