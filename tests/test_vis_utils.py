@@ -1,0 +1,282 @@
+"""Every picture has the expected size and content on known input; nothing needs a display."""
+import math
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from funkcije import vis_utils as vu
+from funkcije.metrics import confusion_matrix
+
+
+def _texts(fig):
+    return [t.get_text() for ax in fig.axes for t in ax.texts + [ax.title]]
+
+
+def _check_size(fig, path, width_px, height_px):
+    """The rendered canvas and the saved PNG are both figsize * dpi pixels."""
+    assert isinstance(fig, Figure)
+    assert vu.figure_to_array(fig).shape == (height_px, width_px, 4)
+    png = iio.imread(path)
+    assert png.shape[:2] == (height_px, width_px)
+
+
+# ----------------------------------------------------------------------------- visualize_grid
+
+
+@pytest.mark.parametrize("N, H, W, C, padding", [(1, 4, 5, 3, 1), (4, 3, 3, 1, 0), (5, 2, 6, 3, 2), (10, 7, 4, 3, 1)])
+def test_visualize_grid_shape_and_tiles(rng, N, H, W, C, padding):
+    Xs = rng.standard_normal((N, H, W, C)) * 10 + 3
+    grid = vu.visualize_grid(Xs, ubound=255.0, padding=padding)
+    G = math.ceil(math.sqrt(N))
+    assert grid.shape == (G * H + (G - 1) * padding, G * W + (G - 1) * padding, C)
+    for i in range(G * G):
+        r, c = divmod(i, G)
+        tile = grid[r * (H + padding):r * (H + padding) + H, c * (W + padding):c * (W + padding) + W]
+        if i < N:
+            x = Xs[i]
+            np.testing.assert_allclose(tile, 255.0 * (x - x.min()) / (x.max() - x.min()), atol=1e-12)
+        else:
+            assert not tile.any()  # empty cells stay 0
+    # padding rows between grid rows are zero
+    for r in range(1, G):
+        assert not grid[r * (H + padding) - padding:r * (H + padding)].any()
+
+
+def test_visualize_grid_ubound_constant_image_and_errors():
+    Xs = np.stack([np.full((2, 2, 1), 5.0), np.arange(4.0).reshape(2, 2, 1)])
+    grid = vu.visualize_grid(Xs, ubound=1.0, padding=0)
+    np.testing.assert_array_equal(grid[:2, :2], 0.5)  # no range: the middle of [0, ubound]
+    np.testing.assert_allclose(grid[:2, 2:4, 0], [[0, 1 / 3], [2 / 3, 1]])
+    with pytest.raises(ValueError, match="4 dimensions"):
+        vu.visualize_grid(np.zeros((2, 3, 3)))
+    with pytest.raises(ValueError, match="padding"):
+        vu.visualize_grid(np.zeros((2, 3, 3, 1)), padding=-1)
+
+
+# ----------------------------------------------------------------------------- save_image
+
+
+def test_save_image_round_trip(tmp_path, rng):
+    rgb = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    vu.save_image(tmp_path / "rgb.png", rgb)
+    np.testing.assert_array_equal(iio.imread(tmp_path / "rgb.png"), rgb)
+    gray = np.array([[-3.0, 0.4, 100.6, 300.0]])
+    vu.save_image(tmp_path / "sub" / "gray.png", gray)  # creates the folder
+    np.testing.assert_array_equal(iio.imread(tmp_path / "sub" / "gray.png"), [[0, 0, 101, 255]])
+    grid = vu.visualize_grid(rng.standard_normal((3, 4, 4, 3)))
+    vu.save_image(tmp_path / "grid.png", grid)
+    assert iio.imread(tmp_path / "grid.png").shape == grid.shape
+    with pytest.raises(ValueError, match=r"\(H, W\)"):
+        vu.save_image(tmp_path / "x.png", np.zeros((2, 2, 2), dtype=np.uint8))
+    with pytest.raises(ValueError, match="NaN"):
+        vu.save_image(tmp_path / "x.png", np.full((2, 2), np.nan))
+
+
+# ----------------------------------------------------------------------------- filters
+
+
+def _rescaled(w):
+    return np.rint(255 * (w - w.min()) / (w.max() - w.min())).astype(np.uint8)
+
+
+def test_filter_grid_rgb(rng):
+    W = rng.standard_normal((5, 3, 7, 7))
+    grid = vu.filter_grid(W, padding=1)
+    s = 48 // 7  # default magnification for 7x7 filters
+    assert s == 6
+    assert grid.dtype == np.uint8 and grid.shape == (3 * 7 * s + 2, 3 * 7 * s + 2, 3)
+    # filter 4 sits at row 1, column 1; every filter is rescaled on its own
+    tile = grid[43:85, 43:85]
+    expected = _rescaled(W[4]).transpose(1, 2, 0).repeat(s, 0).repeat(s, 1)
+    np.testing.assert_array_equal(tile, expected)
+    assert (grid[42] == 255).all()  # the padding line
+    assert (grid[86:, 86:] == 255).all()  # the empty cells
+
+
+def test_filter_grid_grayscale(rng):
+    W = rng.standard_normal((3, 1, 5, 3))
+    grid = vu.filter_grid(W, padding=2, scale=2)
+    assert grid.shape == (2 * 10 + 2, 2 * 6 + 2)
+    np.testing.assert_array_equal(grid[:10, 8:14], _rescaled(W[1, 0]).repeat(2, 0).repeat(2, 1))
+
+
+def test_filter_grid_every_channel_of_multichannel_filters(rng):
+    F, C = 4, 2
+    W = rng.standard_normal((F, C, 3, 3))
+    grid = vu.filter_grid(W, padding=1, scale=4)
+    assert grid.shape == (F * 12 + F - 1, C * 12 + C - 1)
+    for f in range(F):
+        scaled = _rescaled(W[f])  # one scale per filter, shared by its channels
+        for c in range(C):
+            tile = grid[f * 13:f * 13 + 12, c * 13:c * 13 + 12]
+            np.testing.assert_array_equal(tile, scaled[c].repeat(4, 0).repeat(4, 1))
+
+
+def test_filter_grid_errors():
+    with pytest.raises(ValueError, match="4 dimensions"):
+        vu.filter_grid(np.zeros((3, 7, 7)))
+    with pytest.raises(ValueError, match="scale"):
+        vu.filter_grid(np.zeros((2, 3, 7, 7)), scale=0)
+    with pytest.raises(TypeError, match="real numbers"):
+        vu.filter_grid(np.zeros((2, 3, 7, 7), dtype=complex))
+
+
+def test_show_filters_writes_the_grid_and_returns_a_figure(tmp_path, rng):
+    W = rng.standard_normal((6, 4, 7, 7))
+    fig = vu.show_filters(W, path=tmp_path / "filters.png", figsize=(4, 5), dpi=50)
+    np.testing.assert_array_equal(iio.imread(tmp_path / "filters.png"), vu.filter_grid(W))
+    assert vu.figure_to_array(fig).shape == (250, 200, 4)
+    fig.savefig(tmp_path / "fig.png")
+    assert iio.imread(tmp_path / "fig.png").shape[:2] == (250, 200)
+
+
+# ----------------------------------------------------------------------------- training curves
+
+
+def _epochs(n, pr=False):
+    out = []
+    for e in range(1, n + 1):
+        d = dict(epoch=e, loss=2.0 / e, train_acc=0.3 + 0.1 * e, val_acc=0.25 + 0.08 * e, lr=1e-3 * 0.5 ** e, seconds=1.0)
+        if pr:
+            d.update(val_macro_precision=0.2 + 0.1 * e, val_macro_recall=0.25 + 0.1 * e)
+        out.append(d)
+    return out
+
+
+def _visible_titles(fig):
+    return [ax.get_title() for ax in fig.axes if ax.get_visible()]
+
+
+def test_plot_training_from_a_solver_like_object(tmp_path, rng):
+    solver = SimpleNamespace(
+        history=_epochs(4, pr=True),
+        loss_history=list(2.3 - np.linspace(0, 1, 200) + 0.1 * rng.random(200)),
+        train_acc_history=[0.1, 0.4, 0.5, 0.6, 0.7],
+        val_acc_history=[0.1, 0.33, 0.41, 0.49, 0.57],
+    )
+    fig = vu.plot_training(solver, path=tmp_path / "train.png", dpi=50)
+    _check_size(fig, tmp_path / "train.png", 600, 400)  # 2 x 2 panels, (12, 8) inches
+    assert _visible_titles(fig) == ["training loss", "accuracy", "learning rate", "precision / recall"]
+    pr_ax = fig.axes[3]
+    assert [l.get_label() for l in pr_ax.get_lines()] == ["val_macro_precision", "val_macro_recall"]
+    loss_ax = fig.axes[0]
+    per_iter = loss_ax.get_lines()[0]
+    assert len(per_iter.get_xdata()) == 200 and per_iter.get_xdata()[-1] == pytest.approx(4.0)
+    assert loss_ax.get_xlabel() == "epoch"
+
+
+def test_plot_training_from_plain_lists(tmp_path):
+    # a list of per-epoch dicts without precision/recall: three panels
+    fig = vu.plot_training(_epochs(3), path=tmp_path / "a.png", figsize=(8, 6), dpi=40)
+    _check_size(fig, tmp_path / "a.png", 320, 240)
+    assert _visible_titles(fig) == ["training loss", "accuracy", "learning rate"]
+    # only the cs231n lists (no per-epoch dicts): loss by iteration and accuracy by check
+    fig = vu.plot_training({"loss_history": [2.3, 2.0, 1.8], "val_acc_history": [0.1, 0.2]},
+                           path=tmp_path / "b.png", dpi=30)
+    _check_size(fig, tmp_path / "b.png", 360, 120)  # 1 row of 2 panels, (12, 4) inches
+    assert _visible_titles(fig) == ["training loss", "accuracy"]
+    assert fig.axes[0].get_xlabel() == "iteration"
+    with pytest.raises(ValueError, match="nothing to plot"):
+        vu.plot_training([])
+    with pytest.raises(TypeError, match="must be dicts"):
+        vu.plot_training([1, 2])
+
+
+# ----------------------------------------------------------------------------- confusion matrix
+
+
+def test_plot_confusion_matrix(tmp_path):
+    cm = confusion_matrix(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 0, 2]), 4)
+    names = ["cat", "dog", "plane", "never"]
+    fig = vu.plot_confusion_matrix(cm, names, path=tmp_path / "cm.png", figsize=(5, 4), dpi=60)
+    _check_size(fig, tmp_path / "cm.png", 300, 240)
+    ax = fig.axes[0]
+    cells = [t.get_text() for t in ax.texts]
+    assert cells == [str(v) for v in cm.ravel()]  # every count, row by row
+    assert [t.get_text() for t in ax.get_xticklabels()] == names
+    assert "accuracy 66.7%" in ax.get_title()
+    # normalised by true class: counts plus the row fraction; the empty row is 0%, not NaN
+    fig = vu.plot_confusion_matrix(cm, names, normalize="true", path=tmp_path / "cmn.png", dpi=30)
+    side = max(4.0, 0.55 * 4 + 2.5)
+    _check_size(fig, tmp_path / "cmn.png", round((side + 1) * 30), round(side * 30))
+    cells = [t.get_text() for t in fig.axes[0].texts]
+    assert cells[2 * 4 + 2] == "2\n67%" and cells[15] == "0\n0%"
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array()[0], [0.5, 0.5, 0, 0])
+
+
+def test_plot_confusion_matrix_errors():
+    cm = np.eye(3, dtype=np.int64)
+    with pytest.raises(ValueError, match="3 class names"):
+        vu.plot_confusion_matrix(cm, ["a", "b"])
+    with pytest.raises(ValueError, match="normalize"):
+        vu.plot_confusion_matrix(cm, normalize="rows")
+    with pytest.raises(ValueError, match="square"):
+        vu.plot_confusion_matrix(np.zeros((2, 3), dtype=np.int64))
+
+
+# ----------------------------------------------------------------------------- worst examples
+
+
+def test_plot_worst_examples_rgb_uint8(tmp_path, rng):
+    images = rng.integers(0, 256, (7, 8, 8, 3), dtype=np.uint8)
+    true = np.array([0, 1, 2, 0, 1, 2, 0])
+    top = np.array([[1, 2, 0], [0, 2, 1], [2, 0, 1], [1, 0, 2], [2, 1, 0], [0, 1, 2], [2, 0, 1]])
+    probs = np.tile([0.6, 0.3, 0.1], (7, 1))
+    fig = vu.plot_worst_examples(images, true, top, probs, ["cat", "dog", "frog"], path=tmp_path / "w.png", dpi=40)
+    # default: 5 columns, 2 rows of (2.2, 2.9) inches
+    _check_size(fig, tmp_path / "w.png", round(11 * 40), round(5.8 * 40))
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 7
+    np.testing.assert_array_equal(shown[0].images[0].get_array(), images[0])
+    assert shown[0].get_title() == "true: cat\ndog 0.60\nfrog 0.30\ncat 0.10"
+    assert shown[2].get_title().startswith("true: frog\nfrog 0.60")
+
+
+def test_plot_worst_examples_grayscale_and_channels_first(tmp_path, rng):
+    true = np.array([3, 1])
+    top = np.array([[1, 3], [0, 1]])
+    probs = np.array([[0.7, 0.2], [0.5, 0.4]])
+    gray = rng.standard_normal((2, 6, 5)) * 50  # float: rescaled per image for display
+    fig = vu.plot_worst_examples(gray, true, top, probs, path=tmp_path / "g.png", figsize=(4, 3), dpi=50)
+    _check_size(fig, tmp_path / "g.png", 200, 150)
+    arr = fig.axes[0].images[0].get_array()
+    assert arr.shape == (6, 5) and arr.min() == 0.0 and arr.max() == 1.0
+    assert fig.axes[0].get_title() == "true: 3\n1 0.70\n3 0.20"
+    chw = rng.standard_normal((2, 3, 6, 5))
+    fig = vu.plot_worst_examples(chw, true, top, probs, figsize=(4, 3), dpi=50)
+    assert fig.axes[1].images[0].get_array().shape == (6, 5, 3)
+    with pytest.raises(ValueError, match="out of range for 2 class names"):
+        vu.plot_worst_examples(gray, true, top, probs, ["a", "b"])
+    with pytest.raises(ValueError, match=r"shape \(2, K\)"):
+        vu.plot_worst_examples(gray, true, top[:1], probs[:1])
+    with pytest.raises(ValueError, match=r"\(k, H, W\)"):
+        vu.plot_worst_examples(rng.standard_normal((2, 5, 6, 7)), true, top, probs)
+
+
+# ----------------------------------------------------------------------------- display safety
+
+
+def test_figures_render_in_notebooks_by_themselves():
+    fig = vu.plot_confusion_matrix(np.eye(2, dtype=np.int64), figsize=(3, 2), dpi=50)
+    png = fig._repr_png_()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert iio.imread(png).shape[:2] == (100, 150)
+
+
+def test_no_pyplot_and_no_backend_switch():
+    code = (
+        "import matplotlib, sys, numpy as np\n"
+        "before = matplotlib.rcParams['backend']\n"
+        "from funkcije import vis_utils as vu\n"
+        "vu.figure_to_array(vu.plot_confusion_matrix(np.eye(2, dtype=np.int64)))\n"
+        "print('matplotlib.pyplot' in sys.modules, before == matplotlib.rcParams['backend'] == 'svg')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "MPLBACKEND": "svg"})
+    assert out.stdout.split() == ["False", "True"]
