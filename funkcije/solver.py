@@ -592,10 +592,10 @@ class Solver:
                 self._train_loop(start, num_iterations, ipe, bar)
             except TrainingDiverged as exc:
                 if self._restore_best():
-                    note = (
-                        f"the model keeps the best params (val acc {self.best_val_acc:.4f} "
-                        f"at epoch {self._best_epoch})"
+                    when = (
+                        "after the first iteration" if self._best_epoch == 0 else f"after epoch {self._best_epoch}"
                     )
+                    note = f"the model keeps the best params (val acc {self.best_val_acc:.4f} {when})"
                 else:
                     note = "the model keeps the params from before this step"
                 exc.args = (f"{exc.args[0]}; {note}",)
