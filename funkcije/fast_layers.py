@@ -269,9 +269,12 @@ def conv_forward_fast(x, w, b, conv_param):
     return out, ConvCache((x, w, b, conv_param))
 
 
-def conv_backward_fast(dout, cache):
+def conv_backward_fast(dout, cache, *, need_dx=True):
     """dout: (N, F, H', W'); cache from `conv_forward_fast` (or `conv_forward_naive`).
-    Returns dx (N, C, H, W), dw (F, C // groups, HH, WW), db (F,)."""
+    Returns dx (N, C, H, W), dw (F, C // groups, HH, WW), db (F,).
+
+    need_dx=False returns None for dx and skips its GEMM and col2im: a network's
+    first layer needs no input gradient."""
     layer = "conv_backward_fast"
     x, w, b, conv_param = cache
     g, F, Cg, HH, WW = _conv_setup(layer, x, w, conv_param)
@@ -288,7 +291,7 @@ def conv_backward_fast(dout, cache):
     geo = (HH, WW) + g.stride + g.pad + g.dilation + (Ho, Wo)
 
     db = dout.sum(axis=(0, 2, 3))
-    dx = np.zeros_like(x)
+    dx = np.zeros_like(x) if need_dx else None
     dw = np.zeros((F, K), dtype=x.dtype)
     dwT_part = np.empty((K, Fg), dtype=x.dtype)
     dout3 = dout.reshape(N, F, P)
@@ -312,8 +315,9 @@ def conv_backward_fast(dout, cache):
                 dw[f0 : f0 + Fg] = dwT_part.T
             else:
                 dw[f0 : f0 + Fg] += dwT_part.T
-            np.matmul(wmat[f0 : f0 + Fg].T, dmat, out=dcols)
-            kern.col2im(dcols, dx, n0, n1, c0, c0 + Cg, *geo)
+            if need_dx:
+                np.matmul(wmat[f0 : f0 + Fg].T, dmat, out=dcols)
+                kern.col2im(dcols, dx, n0, n1, c0, c0 + Cg, *geo)
     return dx, dw.reshape(w.shape), db
 
 
