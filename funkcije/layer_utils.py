@@ -136,15 +136,16 @@ def conv_relu_forward(x, w, b, conv_param):
     `conv_forward_fast`. Returns out (N, F, H', W') and a cache.
     """
     a, conv_cache = conv_forward_fast(x, w, b, conv_param)
-    # a fresh copy, never the conv's cache: the conv's backward may keep its output
-    out = np.maximum(a, 0)
+    # the conv cache is (x, w, b, conv_param), without its output: ReLU may overwrite it
+    out = _relu_inplace(a)
     return out, (conv_cache, out)
 
 
-def conv_relu_backward(dout, cache):
-    """dout: (N, F, H', W'). Returns dx (N, C, H, W), dw, db (F,)."""
+def conv_relu_backward(dout, cache, *, need_dx=True):
+    """dout: (N, F, H', W'). Returns dx (N, C, H, W), dw, db (F,).
+    need_dx=False returns None for dx and skips computing it (a first layer)."""
     conv_cache, out = cache
-    return conv_backward_fast(_relu_backward_from_out(dout, out), conv_cache)
+    return conv_backward_fast(_relu_backward_from_out(dout, out), conv_cache, need_dx=need_dx)
 
 
 def conv_relu_pool_forward(x, w, b, conv_param, pool_param):
@@ -160,17 +161,18 @@ def conv_relu_pool_forward(x, w, b, conv_param, pool_param):
     """
     a, conv_cache = conv_forward_fast(x, w, b, conv_param)
     p, pool_cache = max_pool_forward_fast(a, pool_param)
-    # not in place: a pooling backward may compare its cached output with its input
-    out = np.maximum(p, 0)
+    # the pool cache is (x, pool_param) plus argmax positions, without its output
+    out = _relu_inplace(p)
     return out, (conv_cache, pool_cache, out)
 
 
-def conv_relu_pool_backward(dout, cache):
-    """dout: (N, F, H'', W''). Returns dx (N, C, H, W), dw, db (F,)."""
+def conv_relu_pool_backward(dout, cache, *, need_dx=True):
+    """dout: (N, F, H'', W''). Returns dx (N, C, H, W), dw, db (F,).
+    need_dx=False returns None for dx and skips computing it (a first layer)."""
     conv_cache, pool_cache, out = cache
     dp = _relu_backward_from_out(dout, out)
     da = max_pool_backward_fast(dp, pool_cache)
-    return conv_backward_fast(da, conv_cache)
+    return conv_backward_fast(da, conv_cache, need_dx=need_dx)
 
 
 def conv_bn_relu_forward(x, w, b, gamma, beta, conv_param, bn_param):
@@ -187,10 +189,11 @@ def conv_bn_relu_forward(x, w, b, gamma, beta, conv_param, bn_param):
     return out, (conv_cache, bn_cache, out)
 
 
-def conv_bn_relu_backward(dout, cache):
-    """dout: (N, F, H', W'). Returns dx, dw, db, dgamma (F,), dbeta (F,)."""
+def conv_bn_relu_backward(dout, cache, *, need_dx=True):
+    """dout: (N, F, H', W'). Returns dx, dw, db, dgamma (F,), dbeta (F,).
+    need_dx=False returns None for dx and skips computing it (a first layer)."""
     conv_cache, bn_cache, out = cache
     dan = _relu_backward_from_out(dout, out)
     da, dgamma, dbeta = spatial_batchnorm_backward(dan, bn_cache)
-    dx, dw, db = conv_backward_fast(da, conv_cache)
+    dx, dw, db = conv_backward_fast(da, conv_cache, need_dx=need_dx)
     return dx, dw, db, dgamma, dbeta

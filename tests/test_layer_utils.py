@@ -227,3 +227,16 @@ def test_sandwich_errors_come_from_the_layer_checks(rng):
         U.affine_relu_forward(xa, wa[:5], ba)
     with pytest.raises(ValueError, match="mode"):
         U.affine_bn_relu_forward(xa, wa, ba, np.ones(5), np.zeros(5), {})
+
+
+@pytest.mark.parametrize("name", ["conv_relu", "conv_relu_pool", "conv_bn_relu"])
+def test_conv_sandwich_can_skip_the_input_gradient(name, rng):
+    arrays, extra = _case(name, rng)
+    fwd, bwd = _fns(name)
+    out, cache = fwd(*arrays, *tuple(dict(e) for e in extra))
+    dout = rng.standard_normal(out.shape)
+    full = bwd(dout, cache)
+    skipped = bwd(dout, cache, need_dx=False)
+    assert skipped[0] is None
+    for g, gs in zip(full[1:], skipped[1:]):
+        np.testing.assert_array_equal(g, gs)

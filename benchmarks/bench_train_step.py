@@ -1,0 +1,256 @@
+"""One training step of ThreeLayerConvNet: funkcije against PyTorch CPU.
+
+The cs231n setting: batch 50 of 3x32x32 float32 images, 32 filters 7x7 (pad 3,
+stride 1), ReLU, 2x2 max pool, affine 8192 -> 500, ReLU, affine 500 -> 10,
+softmax cross-entropy, then one Adam update of every parameter (lr 1e-3, no
+weight decay). funkcije's step is `ThreeLayerConvNet.loss` plus
+`funkcije.optim.adam` on each parameter — what the Solver does per iteration;
+PyTorch's is the same architecture as nn.Sequential with `torch.optim.Adam`.
+
+Each side runs in its own worker process (numpy's OpenBLAS pool and torch's OpenMP
+pool slow each other down in one process; DESIGN.md, Speed). Rounds alternate
+which side goes first; each worker reports the median of its timed steps, and the
+figure is the median over rounds of funkcije-time / torch-time (< 1: funkcije is
+faster). PyTorch runs with torch.set_num_threads(--threads); numpy/OpenBLAS and
+funkcije's OpenMP kernels use their defaults (all cores) unless OMP_NUM_THREADS /
+OPENBLAS_NUM_THREADS are set in the environment.
+
+    python benchmarks/bench_train_step.py                 # the table
+    python benchmarks/bench_train_step.py --rounds 9 --steps 30
+    python benchmarks/bench_train_step.py --breakdown     # where funkcije's step spends its time
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+BATCH, C, H, W = 50, 3, 32, 32
+FILTERS, FILTER_SIZE, HIDDEN, CLASSES = 32, 7, 500, 10
+LR = 1e-3
+
+
+def _data(batch):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((batch, C, H, W)).astype(np.float32)
+    y = rng.integers(CLASSES, size=batch)
+    return X, y
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def _worker_funkcije(args):
+    import numpy as np
+
+    from funkcije import fast_layers
+    from funkcije.classifiers import ThreeLayerConvNet
+    from funkcije.optim import adam
+
+    X, y = _data(args.batch)
+    model = ThreeLayerConvNet(num_filters=FILTERS, filter_size=FILTER_SIZE, hidden_dim=HIDDEN,
+                              num_classes=CLASSES, weight_scale=1e-3, reg=0.0, dtype=np.float32, seed=0)
+    configs = {k: {"learning_rate": LR} for k in model.params}
+
+    def step():
+        loss, grads = model.loss(X, y)
+        for k, p in model.params.items():
+            model.params[k], configs[k] = adam(p, grads[k], configs[k])
+        return loss
+
+    times = []
+    for i in range(args.warmup + args.steps):
+        t0 = time.perf_counter()
+        loss = step()
+        t1 = time.perf_counter()
+        if i >= args.warmup:
+            times.append(t1 - t0)
+    out = {"side": "funkcije", "median_s": statistics.median(times), "min_s": min(times),
+           "loss": float(loss), "implementation": fast_layers.IMPLEMENTATION}
+    if args.breakdown:
+        out["breakdown_ms"] = _breakdown(model, configs, X, y, args.steps)
+    print(json.dumps(out))
+
+
+def _breakdown(model, configs, X, y, steps):
+    """Median milliseconds of each phase of funkcije's step, timed separately."""
+    from funkcije import layer_utils as U
+    from funkcije.layers import affine_backward, affine_forward, softmax_loss
+    from funkcije.optim import adam
+
+    p = model.params
+    phases = {}
+
+    def rec(name, t):
+        phases.setdefault(name, []).append(1e3 * t)
+
+    for _ in range(steps):
+        t = time.perf_counter
+        t0 = t()
+        h1, c1 = U.conv_relu_pool_forward(X, p["W1"], p["b1"], model.conv_param, model.pool_param)
+        t1 = t()
+        h2, c2 = U.affine_relu_forward(h1, p["W2"], p["b2"])
+        s, c3 = affine_forward(h2, p["W3"], p["b3"])
+        loss, ds = softmax_loss(s, y)
+        t2 = t()
+        dh2, dW3, db3 = affine_backward(ds, c3)
+        dh1, dW2, db2 = U.affine_relu_backward(dh2, c2)
+        t3 = t()
+        _ = U.conv_relu_pool_backward(dh1, c1)
+        t4 = t()
+        _, grads = model.loss(X, y)
+        t5 = t()
+        for k in p:
+            p[k], configs[k] = adam(p[k], grads[k], configs[k])
+        t6 = t()
+        rec("conv_relu_pool forward", t1 - t0)
+        rec("affine layers + loss forward", t2 - t1)
+        rec("affine layers backward", t3 - t2)
+        rec("conv_relu_pool backward", t4 - t3)
+        rec("model.loss total", t5 - t4)
+        rec("adam (all params)", t6 - t5)
+    return {k: round(statistics.median(v), 2) for k, v in phases.items()}
+
+
+def _worker_torch(args):
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    X_np, y_np = _data(args.batch)
+    X, y = torch.from_numpy(X_np), torch.from_numpy(y_np)
+    nn = torch.nn
+    model = nn.Sequential(
+        nn.Conv2d(C, FILTERS, FILTER_SIZE, padding=(FILTER_SIZE - 1) // 2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(FILTERS * (H // 2) * (W // 2), HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, CLASSES),
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(X), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    times = []
+    for i in range(args.warmup + args.steps):
+        t0 = time.perf_counter()
+        loss = step()
+        t1 = time.perf_counter()
+        if i >= args.warmup:
+            times.append(t1 - t0)
+    print(json.dumps({"side": "torch", "median_s": statistics.median(times), "min_s": min(times),
+                      "loss": float(loss), "torch": torch.__version__, "threads": torch.get_num_threads()}))
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def _run_worker(side, args):
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--steps", str(args.steps),
+           "--warmup", str(args.warmup), "--batch", str(args.batch), "--threads", str(args.threads)]
+    if args.breakdown and side == "funkcije":
+        cmd.append("--breakdown")
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"{side} worker failed:\n{res.stderr}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _machine():
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import numpy as np
+
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        blas = f"{blas.get('name')} {blas.get('version')}"
+    except Exception:  # show_config's layout differs between numpy versions
+        blas = "unknown BLAS"
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__, "blas": blas}
+
+
+def _load():
+    try:
+        return os.getloadavg()
+    except OSError:
+        return (float("nan"),) * 3
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=7, help="alternating rounds (default 7)")
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per worker (default 20)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps per worker (default 3)")
+    ap.add_argument("--batch", type=int, default=BATCH)
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    ap.add_argument("--breakdown", action="store_true", help="also time the phases of funkcije's step")
+    ap.add_argument("--json", metavar="FILE", help="write the raw results to FILE")
+    ap.add_argument("--worker", choices=["funkcije", "torch"], help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args.worker == "funkcije":
+        return _worker_funkcije(args)
+    if args.worker == "torch":
+        return _worker_torch(args)
+
+    machine = _machine()
+    load_before = _load()
+    rounds = []
+    for r in range(args.rounds):
+        order = ("funkcije", "torch") if r % 2 == 0 else ("torch", "funkcije")
+        res = {side: _run_worker(side, args) for side in order}
+        ratio = res["funkcije"]["median_s"] / res["torch"]["median_s"]
+        rounds.append({"funkcije": res["funkcije"], "torch": res["torch"], "ratio": ratio})
+        print(f"round {r + 1}/{args.rounds} ({order[0]} first): funkcije {1e3 * res['funkcije']['median_s']:.1f} ms, "
+              f"torch {1e3 * res['torch']['median_s']:.1f} ms, ratio {ratio:.3f}", flush=True)
+    load_after = _load()
+
+    f_ms = statistics.median(1e3 * r["funkcije"]["median_s"] for r in rounds)
+    t_ms = statistics.median(1e3 * r["torch"]["median_s"] for r in rounds)
+    ratio = statistics.median(r["ratio"] for r in rounds)
+    torch_info = rounds[0]["torch"]
+    print()
+    print(f"machine: {machine['cpu']}, {machine['cores']} cores; Python {machine['python']}, numpy "
+          f"{machine['numpy']} ({machine['blas']}), torch {torch_info['torch']} "
+          f"({torch_info['threads']} threads); funkcije kernels: {rounds[0]['funkcije']['implementation']}")
+    print(f"load average (1, 5, 15 min): before {tuple(round(v, 2) for v in load_before)}, "
+          f"after {tuple(round(v, 2) for v in load_after)}")
+    print(f"batch {args.batch}, {args.rounds} rounds x {args.steps} timed steps (+{args.warmup} warm-up)")
+    print()
+    print("| training step (fwd + bwd + Adam) | median ms/step |")
+    print("| --- | --- |")
+    print(f"| funkcije ThreeLayerConvNet | {f_ms:.1f} |")
+    print(f"| PyTorch {torch_info['torch']} | {t_ms:.1f} |")
+    print(f"| median of per-round ratios funkcije / torch | {ratio:.3f} |")
+    if args.breakdown:
+        print()
+        print("funkcije step breakdown (ms, median, first round):")
+        for k, v in rounds[0]["funkcije"]["breakdown_ms"].items():
+            print(f"  {k:32s} {v:8.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine, "load_before": load_before, "load_after": load_after,
+                       "args": vars(args), "rounds": rounds, "median_ratio": ratio}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
