@@ -87,6 +87,8 @@ def softmax_loss(x, y):
     layer = "softmax_loss"
     check_array(layer, "x", x, 2)
     N, C = x.shape
+    if N == 0:
+        raise ValueError(f"{layer}: x must hold at least one sample (the loss is a batch mean), got shape {x.shape}")
     y = check_labels(layer, y, N, C)
     shifted = x - x.max(axis=1, keepdims=True)
     log_z = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
@@ -106,6 +108,8 @@ def svm_loss(x, y):
     layer = "svm_loss"
     check_array(layer, "x", x, 2)
     N, C = x.shape
+    if N == 0:
+        raise ValueError(f"{layer}: x must hold at least one sample (the loss is a batch mean), got shape {x.shape}")
     y = check_labels(layer, y, N, C)
     rows = np.arange(N)
     correct = x[rows, y][:, None]
@@ -129,7 +133,14 @@ def _bn_state(bn_param, D, dtype):
         rm = np.zeros(D, dtype=dtype)
     if rv is None:
         rv = np.ones(D, dtype=dtype)
-    return np.asarray(rm, dtype=dtype), np.asarray(rv, dtype=dtype)
+    rm, rv = np.asarray(rm, dtype=dtype), np.asarray(rv, dtype=dtype)
+    # a (1,) or () state would silently broadcast into the (D,) update
+    if rm.shape != (D,) or rv.shape != (D,):
+        raise ValueError(
+            f"batchnorm_forward: bn_param['running_mean'] and ['running_var'] must have shape ({D},) "
+            f"for {D} features, got {rm.shape} and {rv.shape}"
+        )
+    return rm, rv
 
 
 def batchnorm_forward(x, gamma, beta, bn_param):
@@ -324,7 +335,9 @@ def dropout_forward(x, dropout_param):
     check_array(layer, "x", x)
     mode = check_mode(layer, dropout_param, "dropout_param")
     p = dropout_param.get("p")
-    if p is None or not (0 < p <= 1):
+    # a non-number would fail the comparison with an opaque TypeError; a bool is not a probability
+    is_number = isinstance(p, (int, float, np.integer, np.floating)) and not isinstance(p, bool)
+    if not is_number or not (0 < p <= 1):
         raise ValueError(f"{layer}: dropout_param['p'] is the keep probability and must lie in (0, 1], got {p!r}")
     mask = None
     if mode == "train":

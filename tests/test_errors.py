@@ -1,0 +1,294 @@
+"""Bad input to the reference layers gets a clear ValueError/TypeError at the boundary
+(DESIGN.md, Contract 3): the message names the layer and says what was expected and
+what came. Each case checks the exception type and a fragment of the message."""
+import numpy as np
+import pytest
+
+from funkcije import layers as L
+
+
+def f64(*shape):
+    return np.ones(shape)
+
+
+def conv(x_shape=(1, 2, 5, 5), w_shape=(3, 2, 3, 3), b_shape=None, dtype=np.float64, x=None, w=None, b=None,
+         **conv_param):
+    x = np.ones(x_shape, dtype) if x is None else x
+    w = np.ones(w_shape, dtype) if w is None else w
+    b = np.zeros(b_shape or (w_shape[0],), dtype) if b is None else b
+    conv_param.setdefault("stride", 1)
+    conv_param.setdefault("pad", 0)
+    return L.conv_forward_naive(x, w, b, conv_param)
+
+
+POOLS = [L.max_pool_forward_naive, L.avg_pool_forward_naive]
+
+# ----------------------------------------------------------------------------- convolution
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(w_shape=(1, 2, 6, 6)), r"empty output: the window spans 6 but the padded input is only 5"),
+        (dict(w_shape=(1, 2, 3, 3), dilation=3), r"empty output: the window spans 7"),
+        (dict(w_shape=(1, 2, 1, 4), stride=(1, 1), pad=(0, 0), x_shape=(1, 2, 5, 3)), r"empty output"),
+        (dict(stride=0), r"stride must be >= 1, got \(0, 0\)"),
+        (dict(stride=(1, 0)), r"stride must be >= 1, got \(1, 0\)"),
+        (dict(stride=-2), r"stride must be >= 1"),
+        (dict(pad=-1), r"pad must be >= 0, got \(-1, -1\)"),
+        (dict(pad=(0, -1)), r"pad must be >= 0, got \(0, -1\)"),
+        (dict(dilation=0), r"dilation must be >= 1, got \(0, 0\)"),
+        (dict(x_shape=(1, 4, 5, 5), w_shape=(3, 1, 3, 3), groups=3),
+         r"groups=3 must be >= 1 and divide both the input channels C=4 and the filters F=3"),
+        (dict(x_shape=(1, 4, 5, 5), w_shape=(3, 2, 3, 3), groups=2), r"divide both the input channels C=4 and the filters F=3"),
+        (dict(groups=0), r"groups=0 must be >= 1"),
+        (dict(groups=-1), r"groups=-1 must be >= 1"),
+        (dict(x_shape=(1, 3, 5, 5), w_shape=(2, 2, 3, 3)),
+         r"channel mismatch: x has C=3 channels, so with groups=1 w must have shape \(F, 3, HH, WW\), "
+         r"got w shape \(2, 2, 3, 3\)"),
+        (dict(x_shape=(1, 4, 5, 5), w_shape=(2, 4, 3, 3), groups=2), r"channel mismatch: .* must have shape \(F, 2, HH, WW\)"),
+        (dict(x_shape=(2, 5, 5)), r"x must have 4 dimensions, got shape \(2, 5, 5\) \(3 dimensions\)"),
+        (dict(w_shape=(3, 2, 3)), r"w must have 4 dimensions, got shape \(3, 2, 3\)"),
+        (dict(b_shape=(3, 1)), r"b must have 1 dimensions, got shape \(3, 1\)"),
+        (dict(b_shape=(2,)), r"b must have shape \(3,\) for w of shape \(3, 2, 3, 3\), got \(2,\)"),
+        (dict(padding=1), r"unknown conv_param keys \['padding'\]"),
+    ],
+)
+def test_conv_value_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match) as info:
+        conv(**kwargs)
+    assert str(info.value).startswith("conv_forward_naive: ")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(dtype=np.int64), r"x must have a floating dtype \(float32 or float64\), got int64"),
+        (dict(w=np.ones((3, 2, 3, 3), np.int32)), r"w must have a floating dtype .* got int32"),
+        (dict(b=np.zeros(3, np.int64)), r"b must have a floating dtype .* got int64"),
+        (dict(x=np.ones((1, 2, 5, 5), np.float32)), r"all arrays must share one dtype, got x=float32, w=float64, b=float64"),
+        (dict(x=np.ones((1, 2, 5, 5)).tolist()), r"x must be a numpy.ndarray, got list"),
+        (dict(stride=1.5), r"stride must be an int or an \(h, w\) pair of ints, got 1.5"),
+        (dict(stride=(1, 1, 1)), r"stride must be an int or an \(h, w\) pair of ints, got \(1, 1, 1\)"),
+        (dict(pad=True), r"pad must be an int or an \(h, w\) pair of ints, got True"),
+        (dict(groups=1.0), r"groups must be an int, got 1.0"),
+    ],
+)
+def test_conv_type_errors(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        conv(**kwargs)
+
+
+def test_conv_param_must_be_a_dict():
+    with pytest.raises(TypeError, match=r"conv_param must be a dict, got list"):
+        L.conv_forward_naive(f64(1, 2, 5, 5), f64(3, 2, 3, 3), np.zeros(3), [1, 0])
+
+
+def test_conv_backward_checks_dout():
+    out, cache = conv()
+    with pytest.raises(ValueError, match=r"conv_backward_naive: dout must have the forward output's shape \(1, 3, 3, 3\), got \(1, 3, 3, 2\)"):
+        L.conv_backward_naive(np.ones((1, 3, 3, 2)), cache)
+    with pytest.raises(TypeError, match=r"dout must have the forward dtype float64, got float32"):
+        L.conv_backward_naive(out.astype(np.float32), cache)
+    with pytest.raises(TypeError, match=r"dout must have a floating dtype"):
+        L.conv_backward_naive(out.astype(np.int64), cache)
+
+
+# ----------------------------------------------------------------------------- pooling
+
+
+@pytest.mark.parametrize("forward", POOLS)
+@pytest.mark.parametrize(
+    "x_shape, pool_param, match",
+    [
+        ((1, 1, 3, 3), {"pool_height": 4, "pool_width": 2, "stride": 1}, r"empty output: the window spans 4 but the padded input is only 3"),
+        ((1, 1, 4, 4), {"pool_height": 2, "pool_width": 5}, r"empty output"),
+        ((1, 1, 4, 4), {"pool_height": 2, "pool_width": 2, "stride": 0}, r"stride must be >= 1, got \(0, 0\)"),
+        ((1, 1, 4, 4), {"pool_height": 2, "pool_width": 2, "stride": (2, -1)}, r"stride must be >= 1, got \(2, -1\)"),
+        ((1, 1, 4, 4), {"pool_height": 0, "pool_width": 2}, r"pool_height and pool_width must be >= 1, got \(0, 2\)"),
+        ((1, 1, 4, 4), {"pool_width": 2, "stride": 2}, r"pool_param\['pool_height'\] is required"),
+        ((1, 1, 4, 4), {"pool_height": 2, "pool_width": 2, "pad": 1}, r"unknown pool_param keys \['pad'\]"),
+        ((1, 4, 4), {"pool_height": 2, "pool_width": 2}, r"x must have 4 dimensions, got shape \(1, 4, 4\)"),
+    ],
+)
+def test_pool_value_errors(forward, x_shape, pool_param, match):
+    with pytest.raises(ValueError, match=match) as info:
+        forward(np.ones(x_shape), pool_param)
+    assert str(info.value).startswith(forward.__name__ + ": ")
+
+
+@pytest.mark.parametrize("forward", POOLS)
+def test_pool_type_errors(forward):
+    pp = {"pool_height": 2, "pool_width": 2, "stride": 2}
+    with pytest.raises(TypeError, match=r"x must have a floating dtype .* got int64"):
+        forward(np.ones((1, 1, 4, 4), np.int64), pp)
+    with pytest.raises(TypeError, match=r"stride must be an int or an \(h, w\) pair of ints, got 1.5"):
+        forward(np.ones((1, 1, 4, 4)), dict(pp, stride=1.5))
+    with pytest.raises(TypeError, match=r"pool_height/pool_width must be an int or an \(h, w\) pair of ints"):
+        forward(np.ones((1, 1, 4, 4)), dict(pp, pool_height=2.0))
+    with pytest.raises(TypeError, match=r"pool_param must be a dict, got int"):
+        forward(np.ones((1, 1, 4, 4)), 2)
+
+
+@pytest.mark.parametrize("forward, backward", [(L.max_pool_forward_naive, L.max_pool_backward_naive),
+                                               (L.avg_pool_forward_naive, L.avg_pool_backward_naive)])
+def test_pool_backward_checks_dout(forward, backward):
+    out, cache = forward(np.random.default_rng(0).standard_normal((1, 2, 4, 4)), {"pool_height": 2, "pool_width": 2})
+    with pytest.raises(ValueError, match=r"dout must have the forward output's shape \(1, 2, 2, 2\), got \(1, 2, 2\)"):
+        backward(np.ones((1, 2, 2)), cache)
+    with pytest.raises(TypeError, match=r"dout must have the forward dtype float64, got float32"):
+        backward(out.astype(np.float32), cache)
+
+
+# ----------------------------------------------------------------------------- affine, relu
+
+
+@pytest.mark.parametrize(
+    "x, w, b, exc, match",
+    [
+        (f64(2, 3), f64(4, 5), f64(5), ValueError, r"x of shape \(2, 3\) has D=3 features per sample, so w must be \(D, M\) = \(3, M\)"),
+        (f64(2, 3, 2), f64(6, 5), f64(4), ValueError, r"and b \(M,\); got w \(6, 5\), b \(4,\)"),
+        (f64(2, 3), f64(3), f64(5), ValueError, r"w must have 2 dimensions, got shape \(3,\)"),
+        (f64(2, 3), f64(3, 5), f64(1, 5), ValueError, r"b must have 1 dimensions, got shape \(1, 5\)"),
+        (np.array(1.0), f64(1, 1), f64(1), ValueError, r"x must have a batch dimension, got shape \(\)"),
+        (np.ones((2, 3), np.int64), f64(3, 5), f64(5), TypeError, r"x must have a floating dtype .* got int64"),
+        (f64(2, 3), np.ones((3, 5), np.float32), f64(5), TypeError, r"all arrays must share one dtype, got x=float64, w=float32"),
+        ([[1.0, 2.0, 3.0]], f64(3, 5), f64(5), TypeError, r"x must be a numpy.ndarray, got list"),
+    ],
+)
+def test_affine_errors(x, w, b, exc, match):
+    with pytest.raises(exc, match=match) as info:
+        L.affine_forward(x, w, b)
+    assert str(info.value).startswith("affine_forward: ")
+
+
+def test_relu_errors():
+    with pytest.raises(TypeError, match=r"relu_forward: x must have a floating dtype .* got int64"):
+        L.relu_forward(np.array([1, -2]))
+    with pytest.raises(TypeError, match=r"relu_forward: x must be a numpy.ndarray, got list"):
+        L.relu_forward([1.0, -2.0])
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+@pytest.mark.parametrize("loss", [L.softmax_loss, L.svm_loss])
+@pytest.mark.parametrize(
+    "x, y, exc, match",
+    [
+        (f64(3, 4), np.array([0, 4, 1]), ValueError, r"labels must lie in \[0, 4\) for 4 classes, got values from 0 to 4"),
+        (f64(3, 4), np.array([0, -1, 1]), ValueError, r"labels must lie in \[0, 4\) .* got values from -1 to 1"),
+        (f64(3, 4), np.array([0, 1]), ValueError, r"labels y must have shape \(3,\) to match the scores, got \(2,\)"),
+        (f64(3, 4), np.array([[0, 1, 2]]), ValueError, r"labels y must have shape \(3,\)"),
+        (f64(3, 4), np.array([0.0, 1.0, 2.0]), TypeError, r"labels y must be integers, got dtype float64"),
+        (f64(0, 4), np.array([], dtype=np.int64), ValueError, r"x must hold at least one sample .* got shape \(0, 4\)"),
+        (f64(12), np.zeros(12, np.int64), ValueError, r"x must have 2 dimensions, got shape \(12,\)"),
+        (f64(3, 4, 1), np.zeros(3, np.int64), ValueError, r"x must have 2 dimensions"),
+        (np.ones((3, 4), np.int64), np.zeros(3, np.int64), TypeError, r"x must have a floating dtype .* got int64"),
+    ],
+)
+def test_loss_errors(loss, x, y, exc, match):
+    with pytest.raises(exc, match=match) as info:
+        loss(x, y)
+    assert str(info.value).startswith(loss.__name__ + ": ")
+
+
+def test_loss_accepts_label_lists():
+    loss, _ = L.softmax_loss(np.zeros((2, 3)), [0, 2])
+    assert loss == pytest.approx(np.log(3))
+
+
+# ----------------------------------------------------------------------------- normalisation
+
+
+@pytest.mark.parametrize(
+    "x, gamma, beta, bn_param, exc, match",
+    [
+        (f64(4, 3), f64(3), f64(3), {}, ValueError, r"bn_param\['mode'\] is required and must be 'train' or 'test'"),
+        (f64(4, 3), f64(3), f64(3), {"mode": "eval"}, ValueError, r"bn_param\['mode'\] must be 'train' or 'test', got 'eval'"),
+        (f64(4, 3), f64(3), f64(3), None, TypeError, r"bn_param must be a dict, got NoneType"),
+        (f64(12), f64(3), f64(3), {"mode": "train"}, ValueError, r"x must have 2 dimensions, got shape \(12,\)"),
+        (f64(4, 3), f64(4), f64(4), {"mode": "train"}, ValueError, r"gamma and beta must have shape \(3,\) for x of shape \(4, 3\), got \(4,\) and \(4,\)"),
+        (f64(4, 3), f64(3, 1), f64(3), {"mode": "train"}, ValueError, r"gamma must have 1 dimensions"),
+        (f64(0, 3), f64(3), f64(3), {"mode": "train"}, ValueError, r"train mode needs a non-empty batch, got x shape \(0, 3\)"),
+        (f64(4, 3), f64(3), f64(3), {"mode": "train", "running_mean": np.zeros(1)}, ValueError,
+         r"bn_param\['running_mean'\] and \['running_var'\] must have shape \(3,\) for 3 features, got \(1,\) and \(3,\)"),
+        (f64(4, 3), f64(3), f64(3), {"mode": "test", "running_var": np.ones(2)}, ValueError,
+         r"must have shape \(3,\) for 3 features, got \(3,\) and \(2,\)"),
+        (np.ones((4, 3), np.int64), f64(3), f64(3), {"mode": "train"}, TypeError, r"x must have a floating dtype .* got int64"),
+        (f64(4, 3), np.ones(3, np.float32), f64(3), {"mode": "train"}, TypeError, r"all arrays must share one dtype"),
+    ],
+)
+def test_batchnorm_errors(x, gamma, beta, bn_param, exc, match):
+    with pytest.raises(exc, match=match) as info:
+        L.batchnorm_forward(x, gamma, beta, bn_param)
+    assert str(info.value).startswith("batchnorm_forward: ")
+
+
+def test_spatial_batchnorm_errors():
+    with pytest.raises(ValueError, match=r"spatial_batchnorm_forward: x must have 4 dimensions, got shape \(4, 3\)"):
+        L.spatial_batchnorm_forward(f64(4, 3), f64(3), f64(3), {"mode": "train"})
+    with pytest.raises(ValueError, match=r"gamma and beta must have shape \(4,\) .* got \(3,\) and \(3,\)"):
+        L.spatial_batchnorm_forward(f64(2, 4, 2, 2), f64(3), f64(3), {"mode": "train"})
+    with pytest.raises(TypeError, match=r"spatial_batchnorm_forward: x must have a floating dtype"):
+        L.spatial_batchnorm_forward(np.ones((2, 4, 2, 2), np.int64), f64(4), f64(4), {"mode": "train"})
+    with pytest.raises(ValueError, match=r"bn_param\['mode'\] is required"):
+        L.spatial_batchnorm_forward(f64(2, 4, 2, 2), f64(4), f64(4), {})
+
+
+@pytest.mark.parametrize(
+    "x, gamma, exc, match",
+    [
+        (f64(2, 3, 4), f64(4), ValueError, r"layernorm_forward: x must have 2 dimensions, got shape \(2, 3, 4\)"),
+        (f64(2, 4), f64(3), ValueError, r"layernorm_forward: gamma and beta must have shape \(4,\) for x of shape \(2, 4\)"),
+        (np.ones((2, 4), np.int64), f64(4), TypeError, r"layernorm_forward: x must have a floating dtype"),
+        (np.ones((2, 4), np.float32), f64(4), TypeError, r"layernorm_forward: all arrays must share one dtype"),
+    ],
+)
+def test_layernorm_errors(x, gamma, exc, match):
+    with pytest.raises(exc, match=match):
+        L.layernorm_forward(x, gamma, np.zeros(gamma.shape), {})
+
+
+@pytest.mark.parametrize(
+    "x_shape, p_shape, G, exc, match",
+    [
+        ((2, 6, 2, 2), (1, 6, 1, 1), 4, ValueError, r"G=4 must be a positive int dividing C=6"),
+        ((2, 6, 2, 2), (1, 6, 1, 1), 0, ValueError, r"G=0 must be a positive int dividing C=6"),
+        ((2, 6, 2, 2), (1, 6, 1, 1), 2.0, ValueError, r"G=2.0 must be a positive int"),
+        ((2, 6, 2, 2), (1, 6, 1, 1), True, ValueError, r"G=True must be a positive int"),
+        ((2, 6, 2, 2), (6,), 2, ValueError, r"gamma must have 4 dimensions, got shape \(6,\)"),
+        ((2, 6, 2, 2), (1, 3, 1, 1), 3, ValueError, r"gamma and beta must have shape \(1, 6, 1, 1\), got \(1, 3, 1, 1\)"),
+        ((6, 2, 2), (1, 6, 1, 1), 2, ValueError, r"x must have 4 dimensions, got shape \(6, 2, 2\)"),
+    ],
+)
+def test_groupnorm_errors(x_shape, p_shape, G, exc, match):
+    with pytest.raises(exc, match=match) as info:
+        L.spatial_groupnorm_forward(np.ones(x_shape), np.ones(p_shape), np.zeros(p_shape), G, {})
+    assert str(info.value).startswith("spatial_groupnorm_forward: ")
+
+
+def test_groupnorm_rejects_integers():
+    with pytest.raises(TypeError, match=r"spatial_groupnorm_forward: x must have a floating dtype .* got int64"):
+        L.spatial_groupnorm_forward(np.ones((1, 2, 2, 2), np.int64), f64(1, 2, 1, 1), f64(1, 2, 1, 1), 1, {})
+
+
+# ----------------------------------------------------------------------------- dropout
+
+
+@pytest.mark.parametrize("p", [0, 0.0, -0.1, 1.5, None, float("nan"), "0.5", True])
+def test_dropout_rejects_bad_keep_probability(p):
+    param = {"mode": "train", "seed": 0}
+    if p is not None:
+        param["p"] = p
+    with pytest.raises(ValueError, match=r"dropout_forward: dropout_param\['p'\] is the keep probability and must lie in \(0, 1\]"):
+        L.dropout_forward(f64(3, 3), param)
+
+
+def test_dropout_other_errors():
+    with pytest.raises(ValueError, match=r"dropout_param\['mode'\] is required"):
+        L.dropout_forward(f64(3, 3), {"p": 0.5})
+    with pytest.raises(ValueError, match=r"dropout_param\['mode'\] must be 'train' or 'test', got 'Train'"):
+        L.dropout_forward(f64(3, 3), {"p": 0.5, "mode": "Train"})
+    with pytest.raises(TypeError, match=r"dropout_forward: x must have a floating dtype .* got int64"):
+        L.dropout_forward(np.ones((3, 3), np.int64), {"p": 0.5, "mode": "train"})
