@@ -119,6 +119,44 @@ def test_chunk_sizes_respect_the_bound():
         FL.set_workspace_limit(0)
 
 
+def test_workspace_is_bounded_and_releasable(impl, rng):
+    x, w, b = _conv_inputs(rng, (6, 3, 10, 10), (4, 3, 3, 3), np.float32)
+    param = {"stride": 1, "pad": 1}
+    want, _ = L.conv_forward_naive(x, w, b, param)
+    previous = FL.set_workspace_limit(20_000)  # ~ two samples' columns
+    try:
+        FL.release_workspace()
+        out, cache = FL.conv_forward_fast(x, w, b, param)
+        FL.conv_backward_fast(np.ones_like(out), cache)
+        assert FL._workspace.buf.nbytes <= 20_000
+        assert_close(out, want, np.float32)
+    finally:
+        FL.set_workspace_limit(previous)
+    FL.release_workspace()
+    assert FL._workspace.buf.nbytes == 0
+
+
+def test_concurrent_threads_get_their_own_workspace(impl, rng):
+    import threading
+
+    param = {"stride": 1, "pad": 1}
+    inputs = [_conv_inputs(rng, (4, 3, 12, 12), (5, 3, 3, 3), np.float64) for _ in range(4)]
+    want = [L.conv_forward_naive(x, w, b, param)[0] for x, w, b in inputs]
+    got = [None] * len(inputs)
+
+    def run(i):
+        for _ in range(20):
+            got[i] = FL.conv_forward_fast(*inputs[i], param)[0]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for g, r in zip(got, want):
+        assert_close(g, r, np.float64)
+
+
 def test_conv_random_grid(impl):
     """A seeded random sweep over geometries, float64 against the reference."""
     rng = np.random.default_rng(7)
@@ -495,3 +533,16 @@ def test_pools_match_torch(impl, torch, rng, xs, pool_param):
         tout.backward(torch.tensor(dout))
         np.testing.assert_allclose(out, tout.detach().numpy(), rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_conv_backward_need_dx_false(impl, rng):
+    """need_dx=False (for a network's first layer) skips dx and leaves dw, db unchanged."""
+    x, w, b = _conv_inputs(rng, (3, 4, 7, 7), (6, 2, 3, 3), np.float64)
+    param = {"stride": 2, "pad": 1, "groups": 2}
+    out, cache = FL.conv_forward_fast(x, w, b, param)
+    dout = rng.standard_normal(out.shape)
+    dx, dw, db = FL.conv_backward_fast(dout, cache, need_dx=False)
+    assert dx is None
+    _, dw_full, db_full = FL.conv_backward_fast(dout, cache)
+    np.testing.assert_array_equal(dw, dw_full)
+    np.testing.assert_array_equal(db, db_full)
