@@ -25,8 +25,10 @@ would carry the reason in its row's note. None does. Note that the relative erro
 max over elements: at h = 1e-5 the numeric gradient of a normalisation with respect to x
 has an absolute error of ~1e-11..1e-10 (round-off), so an element whose true gradient is
 by chance below ~1e-3 can reach 1e-7 with nothing wrong. The error-norm column shows the
-absolute size. With the default seed every row is below 1e-7 by a margin; other seeds
-can put a normalisation's dx row just above it for that reason.
+absolute size. With the default seed every row is below 1e-7 (worst 2e-8). Measured over
+seeds 0-99: 17 seeds put one normalisation dx row above 1e-7 (worst 4.9e-7), each time at
+an element whose true gradient is below 4e-4, with absolute errors below 4e-10; every
+other row stayed below 1.3e-8.
 """
 from __future__ import annotations
 
