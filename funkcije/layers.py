@@ -347,10 +347,13 @@ def dropout_forward(x, dropout_param):
         out = x * mask
     else:
         out = x.copy()
-    return out, (dropout_param, mask)
+    # The cache keeps its own copy of the mode: the caller's dict may be switched
+    # between forward and backward (cs231n models share one dropout_param).
+    return out, ({"mode": mode, "p": p}, mask)
 
 
 def dropout_backward(dout, cache):
+    """dx = dout * mask in train mode (the mask already holds the 1 / p scale), dout in test mode."""
     dropout_param, mask = cache
     if dropout_param["mode"] == "train":
         return dout * mask
