@@ -350,3 +350,19 @@ def test_convnet_overfits_100_cifar_images(data_root):
             model.params[k], configs[k] = adam(model.params[k], grads[k], configs[k])
     train_acc = (model.loss(X).argmax(axis=1) == y).mean()
     assert train_acc >= 0.95, train_acc
+
+
+def test_l2_gradient_on_large_weights_matches_the_formula(rng):
+    # W2 here has more entries than one block of the blockwise L2 update
+    model = FullyConnectedNet([300], input_dim=400, reg=0.25, weight_scale=0.1, dtype=np.float64, seed=0)
+    X = rng.standard_normal((3, 400))
+    y = rng.integers(10, size=3)
+    _, grads = model.loss(X, y)
+    model.reg = 0.0
+    loss0, grads0 = model.loss(X, y)
+    model.reg = 0.25
+    loss, _ = model.loss(X, y)
+    W1 = model.params["W1"]
+    np.testing.assert_allclose(grads["W1"], grads0["W1"] + 0.25 * W1, rtol=1e-12, atol=1e-15)
+    expected = loss0 + 0.125 * sum((model.params[k] ** 2).sum() for k in ("W1", "W2"))
+    assert abs(loss - expected) < 1e-10

@@ -82,11 +82,26 @@ def _l2_penalty(params, names, reg, dtype):
     return dtype.type(0.5 * reg * total)
 
 
+_L2_BLOCK = 1 << 16
+
+
 def _add_l2_grads(grads, params, names, reg):
+    """grads[name] += reg * params[name], in place. reg is a Python float, so the
+    float32 path stays float32."""
     for name in names:
-        g = grads[name]
-        # in place; reg is a Python float, so the float32 path stays float32
-        g += reg * params[name]
+        g, w = grads[name], params[name]
+        if g.size <= _L2_BLOCK or not (g.flags.c_contiguous and w.flags.c_contiguous):
+            g += reg * w
+            continue
+        # block by block, so the reg * W temporary stays in cache instead of being
+        # another weight-sized array (W2 of the cs231n conv net is 16 MB)
+        fg, fw = g.reshape(-1), w.reshape(-1)
+        tmp = np.empty(_L2_BLOCK, dtype=g.dtype)
+        for s in range(0, fg.size, _L2_BLOCK):
+            e = min(fg.size, s + _L2_BLOCK)
+            t = tmp[: e - s]
+            np.multiply(fw[s:e], reg, out=t)
+            fg[s:e] += t
 
 
 # ----------------------------------------------------------------------------- TwoLayerNet
