@@ -58,24 +58,25 @@ cdef inline int _threads(Py_ssize_t work) noexcept nogil:
     return funk_max_threads()
 
 
-cdef inline void _valid_range(Py_ssize_t size, Py_ssize_t out, Py_ssize_t stride,
-                              Py_ssize_t off, Py_ssize_t *lo, Py_ssize_t *hi) noexcept nogil:
-    """Output positions o in [lo, hi) read input o * stride + off inside [0, size)."""
-    cdef Py_ssize_t a, b
+cdef inline Py_ssize_t _range_lo(Py_ssize_t stride, Py_ssize_t off) noexcept nogil:
+    """First output position o with o * stride + off >= 0."""
     if off >= 0:
-        a = 0
-    else:
-        a = (-off + stride - 1) // stride
+        return 0
+    return (-off + stride - 1) // stride
+
+
+cdef inline Py_ssize_t _range_hi(Py_ssize_t size, Py_ssize_t out, Py_ssize_t stride,
+                                 Py_ssize_t off) noexcept nogil:
+    """One past the last output position o < out with o * stride + off < size."""
+    cdef Py_ssize_t b
     if size - 1 - off < 0:
-        b = 0
-    else:
-        b = (size - 1 - off) // stride + 1
-    if b > out:
-        b = out
-    if a > b:
-        a = b
-    lo[0] = a
-    hi[0] = b
+        return 0
+    b = (size - 1 - off) // stride + 1
+    return out if b > out else b
+
+
+# Inside a prange body every per-iteration variable must be *assigned* there (not only
+# written through a pointer), or Cython leaves it shared between the threads.
 
 
 # ----------------------------------------------------------------------------- convolution
@@ -106,7 +107,10 @@ def im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols,
             kh = (r // WW) % HH
             kw = r % WW
             off_w = kw * dw - pw
-            _valid_range(W, Wo, sw, off_w, &jlo, &jhi)
+            jlo = _range_lo(sw, off_w)
+            jhi = _range_hi(W, Wo, sw, off_w)
+            if jlo > jhi:
+                jlo = jhi
             base = n * P
             for i in range(Ho):
                 dst = &cols[r, base + i * Wo]
@@ -155,7 +159,10 @@ def col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] dx,
                 for kw in range(WW):
                     r = c * KK + kh * WW + kw
                     off_w = kw * dw - pw
-                    _valid_range(W, Wo, sw, off_w, &jlo, &jhi)
+                    jlo = _range_lo(sw, off_w)
+                    jhi = _range_hi(W, Wo, sw, off_w)
+                    if jlo > jhi:
+                        jlo = jhi
                     for i in range(Ho):
                         h = i * sh - ph + kh * dh
                         if h < 0 or h >= H:

@@ -546,3 +546,30 @@ def test_conv_backward_need_dx_false(impl, rng):
     _, dw_full, db_full = FL.conv_backward_fast(dout, cache)
     np.testing.assert_array_equal(dw, dw_full)
     np.testing.assert_array_equal(db, db_full)
+
+
+def test_parallel_kernels_are_deterministic(rng):
+    """Large enough for the compiled kernels to run multi-threaded, with padding so that
+    every kernel column has its own valid range: repeated runs must equal the NumPy
+    fallback every time (a per-thread variable shared between threads shows up here
+    as sporadic wrong entries)."""
+    if "cython" not in FL.available_implementations():
+        pytest.skip("compiled extension not built")
+    x, w, b = _conv_inputs(rng, (8, 16, 20, 21), (8, 16, 3, 5), np.float64)
+    param = {"stride": (1, 2), "pad": (1, 2), "dilation": (1, 2)}
+    previous = FL.use_implementation("numpy")
+    try:
+        want_out, cache = FL.conv_forward_fast(x, w, b, param)
+        dout = rng.standard_normal(want_out.shape)
+        want = FL.conv_backward_fast(dout, cache)
+    finally:
+        FL.use_implementation(previous)
+    FL.use_implementation("cython")
+    try:
+        for _ in range(40):
+            out, cache = FL.conv_forward_fast(x, w, b, param)
+            assert_close(out, want_out, np.float64)
+            for g, r in zip(FL.conv_backward_fast(dout, cache), want):
+                assert_close(g, r, np.float64)
+    finally:
+        FL.use_implementation(previous)
