@@ -573,3 +573,26 @@ def test_parallel_kernels_are_deterministic(rng):
                 assert_close(g, r, np.float64)
     finally:
         FL.use_implementation(previous)
+
+
+@pytest.mark.parametrize("pool_param", [POOL_CASES[0][1], POOL_CASES[1][1], POOL_CASES[3][1]])
+def test_parallel_pool_kernels_are_deterministic(rng, pool_param):
+    if "cython" not in FL.available_implementations():
+        pytest.skip("compiled extension not built")
+    x = _distinct(rng, (8, 16, 27, 27), np.float32)
+    previous = FL.use_implementation("numpy")
+    try:
+        results = {}
+        for name in ("numpy", "cython"):
+            FL.use_implementation(name)
+            runs = []
+            for _ in range(1 if name == "numpy" else 20):
+                m, mc = FL.max_pool_forward_fast(x, pool_param)
+                a, ac = FL.avg_pool_forward_fast(x, pool_param)
+                runs.append((m, FL.max_pool_backward_fast(np.ones_like(m), mc), a, FL.avg_pool_backward_fast(np.ones_like(a), ac)))
+            results[name] = runs
+    finally:
+        FL.use_implementation(previous)
+    for run in results["cython"]:
+        for got, want in zip(run, results["numpy"][0]):
+            assert_close(got, want, np.float32)
