@@ -154,10 +154,24 @@ def set_workspace_limit(nbytes: int) -> int:
     return previous
 
 
-def _chunk_size(N: int, per_sample_bytes: int) -> int:
-    """Samples per chunk so that the workspace stays within the bound, balanced so
-    the last chunk is not a sliver."""
-    nb = max(1, min(N, _workspace_limit // max(1, per_sample_bytes)))
+# Chunks smaller than the bound are often faster: a column block that stays in cache
+# between im2col and its GEMM saves a trip to memory. GEMMs get inefficient when they
+# are short, though, so a chunk keeps at least _MIN_COLUMNS columns. Measured on the
+# issue-3 benchmark cases (benchmarks/RESULTS.md).
+_CACHE_COLS_BYTES = 8 * 2**20
+_MIN_COLUMNS = 8192
+
+
+def _chunk_size(N: int, per_sample_bytes: int, cols_per_sample: int = 0, col_bytes: int = 0) -> int:
+    """Samples per chunk: at most what fits the workspace bound (per_sample_bytes each,
+    at least one sample), preferably a column block of about _CACHE_COLS_BYTES
+    (col_bytes per column, cols_per_sample = H' * W' columns per sample) but not
+    fewer than _MIN_COLUMNS columns; balanced so the last chunk is not a sliver."""
+    nb = _workspace_limit // max(1, per_sample_bytes)
+    if cols_per_sample and col_bytes:
+        cached = _CACHE_COLS_BYTES // (cols_per_sample * col_bytes)
+        nb = min(nb, max(cached, -(-_MIN_COLUMNS // cols_per_sample)))
+    nb = max(1, min(N, nb))
     if N > 0:
         chunks = -(-N // nb)
         nb = -(-N // chunks)
@@ -254,7 +268,7 @@ def conv_forward_fast(x, w, b, conv_param):
     out = np.empty((N, F, Ho, Wo), dtype=x.dtype)
     out3 = out.reshape(N, F, P)
     wmat = w.reshape(F, K)
-    nb = _chunk_size(N, x.itemsize * P * (K + Fg))
+    nb = _chunk_size(N, x.itemsize * P * (K + Fg), P, x.itemsize * K)
     cols_buf, res_buf = _workspace.arrays(x.dtype, (K * nb * P,), (Fg * nb * P,))
     for n0 in range(0, N, nb):
         n1 = min(N, n0 + nb)
@@ -296,7 +310,7 @@ def conv_backward_fast(dout, cache, *, need_dx=True):
     dwT_part = np.empty((K, Fg), dtype=x.dtype)
     dout3 = dout.reshape(N, F, P)
     wmat = w.reshape(F, K)
-    nb = _chunk_size(N, x.itemsize * P * (2 * K + Fg))
+    nb = _chunk_size(N, x.itemsize * P * (2 * K + Fg), P, x.itemsize * K)
     cols_buf, dcols_buf, dmat_buf = _workspace.arrays(x.dtype, (K * nb * P,), (K * nb * P,), (Fg * nb * P,))
     for n0 in range(0, N, nb):
         n1 = min(N, n0 + nb)

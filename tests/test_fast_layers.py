@@ -115,6 +115,14 @@ def test_chunk_sizes_respect_the_bound():
         assert FL._chunk_size(10, 2_500) == 4  # 4 fit: 3 chunks, balanced to 4, 4, 2
     finally:
         FL.set_workspace_limit(previous)
+    previous = FL.set_workspace_limit(2**30)
+    try:
+        # cache-sized column blocks, but never shorter than _MIN_COLUMNS columns
+        per_col = FL._CACHE_COLS_BYTES // 4096  # 4096 columns fill the cache target
+        assert FL._chunk_size(100, 1, 1024, per_col) == max(4, -(-FL._MIN_COLUMNS // 1024))
+        assert FL._chunk_size(100, 1, 64, per_col) == 100  # short rows: the column minimum wins
+    finally:
+        FL.set_workspace_limit(previous)
     with pytest.raises(ValueError):
         FL.set_workspace_limit(0)
 
