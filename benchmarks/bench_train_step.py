@@ -11,11 +11,15 @@ Each side runs in its own worker process (numpy's OpenBLAS pool and torch's Open
 pool slow each other down in one process; DESIGN.md, Speed). Rounds alternate
 which side goes first; each worker reports the median of its timed steps, and the
 figure is the median over rounds of funkcije-time / torch-time (< 1: funkcije is
-faster). PyTorch runs with torch.set_num_threads(--threads); numpy/OpenBLAS and
-funkcije's OpenMP kernels use their defaults (all cores) unless OMP_NUM_THREADS /
-OPENBLAS_NUM_THREADS are set in the environment.
+faster). Every side gets the same thread count (--threads, default 2):
+OMP_NUM_THREADS / OPENBLAS_NUM_THREADS / MKL_NUM_THREADS in the workers'
+environment and torch.set_num_threads. The machine is shared, so before each round
+the driver waits (up to --wait-idle seconds) for an idle CPU and reports how many
+rounds started on one; the second column times forward + backward alone, which
+separates the model from the update rule.
 
     python benchmarks/bench_train_step.py                 # the table
+    python benchmarks/bench_train_step.py --write         # ... and its section of benchmarks/RESULTS.md
     python benchmarks/bench_train_step.py --rounds 9 --steps 30
     python benchmarks/bench_train_step.py --breakdown     # where funkcije's step spends its time
 """
@@ -29,6 +33,12 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RESULTS = HERE / "RESULTS.md"
+BEGIN, END = "<!-- bench_train_step:begin -->", "<!-- bench_train_step:end -->"
 
 BATCH, C, H, W = 50, 3, 32, 32
 FILTERS, FILTER_SIZE, HIDDEN, CLASSES = 32, 7, 500, 10
@@ -173,7 +183,13 @@ def _run_worker(side, args):
            "--warmup", str(args.warmup), "--batch", str(args.batch), "--threads", str(args.threads)]
     if args.breakdown and side == "funkcije":
         cmd.append("--breakdown")
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(args.threads)
+    env.pop("FUNKCIJE_FORCE_NUMPY", None)
+    # the working tree's funkcije, wherever the script is started from
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
         raise SystemExit(f"{side} worker failed:\n{res.stderr}")
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -247,6 +263,8 @@ def main(argv=None):
     ap.add_argument("--wait-idle", type=float, default=60.0, metavar="SECONDS",
                     help="before each round wait up to this long for an idle CPU (default 60; 0: don't)")
     ap.add_argument("--json", metavar="FILE", help="write the raw results to FILE")
+    ap.add_argument("--write", nargs="?", const=str(RESULTS), default=None, metavar="PATH",
+                    help="write the table into its section of PATH (default benchmarks/RESULTS.md)")
     ap.add_argument("--worker", choices=["funkcije", "torch"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -256,6 +274,7 @@ def main(argv=None):
         return _worker_torch(args)
 
     machine = _machine()
+    t_start = time.time()
     load_before = _load()
     rounds = []
     for r in range(args.rounds):
@@ -265,7 +284,7 @@ def main(argv=None):
         ratio = res["funkcije"]["median_s"] / res["torch"]["median_s"]
         ratio_fb = res["funkcije"]["fwd_bwd_median_s"] / res["torch"]["fwd_bwd_median_s"]
         rounds.append({"funkcije": res["funkcije"], "torch": res["torch"], "ratio": ratio, "ratio_fwd_bwd": ratio_fb,
-                       "busy_at_start": busy})
+                       "busy_at_start": busy, "first": order[0]})
         busy_s = "?" if busy is None else f"{100 * busy:.0f}%"
         print(f"round {r + 1}/{args.rounds} ({order[0]} first, CPU busy {busy_s} at start): "
               f"step funkcije {1e3 * res['funkcije']['median_s']:.1f} ms, "
@@ -280,32 +299,81 @@ def main(argv=None):
     t_fb = statistics.median(1e3 * r["torch"]["fwd_bwd_median_s"] for r in rounds)
     ratio_fb = statistics.median(r["ratio_fwd_bwd"] for r in rounds)
     torch_info = rounds[0]["torch"]
-    print()
-    print(f"machine: {machine['cpu']}, {machine['cores']} cores; Python {machine['python']}, numpy "
-          f"{machine['numpy']} ({machine['blas']}), torch {torch_info['torch']} "
-          f"({torch_info['threads']} threads); funkcije kernels: {rounds[0]['funkcije']['implementation']}")
-    print(f"load average (1, 5, 15 min): before {tuple(round(v, 2) for v in load_before)}, "
-          f"after {tuple(round(v, 2) for v in load_after)}")
     idle = sum(1 for r in rounds if r["busy_at_start"] is not None and r["busy_at_start"] <= 0.10)
-    print(f"batch {args.batch}, {args.rounds} rounds x {args.steps} timed steps (+{args.warmup} warm-up); "
-          f"{idle} of {args.rounds} rounds started on an idle CPU (<= 10% busy)")
-    print()
-    print("| ThreeLayerConvNet, batch 50 | fwd + bwd + Adam (ms) | fwd + bwd only (ms) |")
-    print("| --- | --- | --- |")
-    print(f"| funkcije | {f_ms:.1f} | {f_fb:.1f} |")
-    print(f"| PyTorch {torch_info['torch']} | {t_ms:.1f} | {t_fb:.1f} |")
-    print(f"| median of per-round ratios funkcije / PyTorch | {ratio:.3f} | {ratio_fb:.3f} |")
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t_start))
+    defaults = {"rounds": 7, "steps": 20, "warmup": 3, "batch": BATCH, "threads": 2, "wait_idle": 60.0}
+    opts = "".join(f" --{k.replace('_', '-')} {getattr(args, k):g}" for k, v in defaults.items()
+                   if getattr(args, k) != v)
+    cmd = f"python benchmarks/bench_train_step.py{opts}{' --breakdown' if args.breakdown else ''}"
+
+    def fmt_load(v):
+        return "(" + ", ".join(f"{x:.2f}" for x in v) + ")"
+
+    lines = [
+        "## Training step: ThreeLayerConvNet vs PyTorch",
+        "",
+        f"Generated {started} by `{cmd}`.",
+        "",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores; Python {machine['python']}, numpy "
+        f"{machine['numpy']} ({machine['blas']}), torch {torch_info['torch']}; funkcije kernels: "
+        f"{rounds[0]['funkcije']['implementation']}. Threads per side: {args.threads}. Load average "
+        f"(1, 5, 15 min) before {fmt_load(load_before)}, after {fmt_load(load_after)}; {idle} of "
+        f"{args.rounds} rounds started on an idle CPU (<= 10% busy over 1 s).",
+        "",
+        f"One step: batch {args.batch} of 3x32x32 float32, conv 32x7x7 pad 3 - ReLU - 2x2 max pool - "
+        "affine 8192x500 - ReLU - affine 500x10 - softmax cross-entropy, backward, Adam (lr 1e-3) on every "
+        "parameter. funkcije: `ThreeLayerConvNet(hidden_dim=500).loss` + `funkcije.optim.adam`; PyTorch: "
+        "the same nn.Sequential + `torch.optim.Adam`. Each side in its own process; rounds alternate "
+        f"which goes first; a side's time in a round is the median of {args.steps} steps after "
+        f"{args.warmup} warm-ups; the ratio is the median over {args.rounds} rounds of per-round ratios.",
+        "",
+        "| ThreeLayerConvNet, batch 50 | fwd + bwd + Adam (ms) | fwd + bwd only (ms) |",
+        "| --- | --- | --- |",
+        f"| funkcije | {f_ms:.1f} | {f_fb:.1f} |",
+        f"| PyTorch {torch_info['torch']} | {t_ms:.1f} | {t_fb:.1f} |",
+        f"| **funkcije / PyTorch** (median of per-round ratios) | **{ratio:.2f}** | **{ratio_fb:.2f}** |",
+        "",
+        "<details><summary>rounds</summary>",
+        "",
+        "| round | first | CPU busy at start | funkcije step (ms) | PyTorch step (ms) | ratio | fwd+bwd ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for i, r in enumerate(rounds):
+        busy = "?" if r["busy_at_start"] is None else f"{100 * r['busy_at_start']:.0f}%"
+        lines.append(f"| {i + 1} | {r['first']} | {busy} | {1e3 * r['funkcije']['median_s']:.1f} | "
+                     f"{1e3 * r['torch']['median_s']:.1f} | {r['ratio']:.2f} | {r['ratio_fwd_bwd']:.2f} |")
+    lines += ["", "</details>"]
     if args.breakdown:
-        print()
-        print("funkcije step breakdown (ms, median, first round):")
-        for k, v in rounds[0]["funkcije"]["breakdown_ms"].items():
-            print(f"  {k:32s} {v:8.2f}")
+        keys = list(rounds[0]["funkcije"]["breakdown_ms"])
+        lines += ["", "funkcije's step by phase (ms, median over rounds; each phase timed on its own):", "",
+                  "| phase | ms |", "| --- | --- |"]
+        for k in keys:
+            v = statistics.median(r["funkcije"]["breakdown_ms"][k] for r in rounds)
+            lines.append(f"| {k} | {v:.1f} |")
+    text = "\n".join(lines)
+    print()
+    print(text)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": machine, "load_before": load_before, "load_after": load_after,
                        "args": vars(args), "rounds": rounds, "median_ratio": ratio,
                        "median_ratio_fwd_bwd": ratio_fb}, f, indent=1)
+    if args.write:
+        _write_results(args.write, text)
+        print(f"\nwritten to {args.write}")
     return 0
+
+
+def _write_results(path, text):
+    """Replace this script's section of the results file (other scripts own the rest)."""
+    path = Path(path)
+    old = path.read_text() if path.exists() else "# Benchmark results\n"
+    block = f"{BEGIN}\n{text}\n{END}"
+    if BEGIN in old and END in old:
+        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(new)
 
 
 if __name__ == "__main__":
