@@ -31,6 +31,11 @@ fallback with the same results, announced by one RuntimeWarning at import).
 `FUNKCIJE_FORCE_NUMPY=1` at import, or `use_implementation("numpy")`, forces the
 fallback; `use_implementation("cython")` switches back. Dtypes other than float32 and
 float64 (e.g. float16) always take the NumPy kernels.
+
+Threads: GEMMs run on numpy's BLAS threads, the compiled kernels on OpenMP threads
+(OMP_NUM_THREADS, default all cores). Importing this module sets OMP_WAIT_POLICY=PASSIVE
+unless it is already set, so idle OpenMP threads sleep instead of spinning on the cores
+the BLAS threads need.
 """
 from __future__ import annotations
 
