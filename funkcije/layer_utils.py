@@ -7,6 +7,10 @@ max pooling go through `funkcije.fast_layers`; validation happens in the
 underlying layers (and so in `funkcije.checks`), so bad input is rejected with
 the same messages as the plain layers give. dtype is preserved.
 
+ReLU runs in place on the freshly made output of the layer before it, and the
+backward pass reads its mask from the sandwich output kept in the cache: do not
+modify a sandwich's output in place before calling its backward.
+
 Shapes: N batch, D features, M outputs, C channels, H, W height and width,
 F filters, HH, WW kernel height and width.
 """
