@@ -1,7 +1,7 @@
 """Pure-NumPy versions of the kernels in `funkcije/im2col_cython.pyx`.
 
 Same function names, arguments, layouts and results, so `funkcije.fast_layers`
-drives either one. They run when the compiled extension is absent (or when the
+drives either one (`nthreads` is accepted and ignored). They run when the compiled extension is absent (or when the
 NumPy path is forced), and for floating dtypes other than float32/float64. The
 loops here run over kernel or window positions only (HH * WW, ph * pw iterations),
 each one vectorised over the whole batch chunk via strided views.
@@ -43,7 +43,7 @@ def _windows(a, HH, WW, sh, sw, dh, dw, Ho, Wo):
     )
 
 
-def im2col(x, cols, n0, n1, c0, c1, HH, WW, sh, sw, ph, pw, dh, dw, Ho, Wo):
+def im2col(x, cols, n0, n1, c0, c1, HH, WW, sh, sw, ph, pw, dh, dw, Ho, Wo, nthreads=0):
     """cols (Cg * HH * WW, nb * Ho * Wo) <- windows of x[n0:n1, c0:c1] (zero padding)."""
     xs = x[n0:n1, c0:c1]
     if ph or pw:
@@ -52,7 +52,7 @@ def im2col(x, cols, n0, n1, c0, c1, HH, WW, sh, sw, ph, pw, dh, dw, Ho, Wo):
     np.copyto(cols.reshape(Cg, HH, WW, nb, Ho, Wo), _windows(xs, HH, WW, sh, sw, dh, dw, Ho, Wo))
 
 
-def col2im(cols, dx, n0, n1, c0, c1, HH, WW, sh, sw, ph, pw, dh, dw, Ho, Wo):
+def col2im(cols, dx, n0, n1, c0, c1, HH, WW, sh, sw, ph, pw, dh, dw, Ho, Wo, nthreads=0):
     """dx[n0:n1, c0:c1] += the adjoint of `im2col` applied to cols; one strided
     slice-add per kernel position, so overlapping windows accumulate."""
     nb, Cg = n1 - n0, c1 - c0
@@ -68,7 +68,7 @@ def col2im(cols, dx, n0, n1, c0, c1, HH, WW, sh, sw, ph, pw, dh, dw, Ho, Wo):
     dx[n0:n1, c0:c1] += dxp[:, :, ph : ph + H, pw : pw + W]
 
 
-def cols_to_out(res, b, out, n0, f0):
+def cols_to_out(res, b, out, n0, f0, nthreads=0):
     """out[n0 + n, f0 + f, p] = res[f, n * P + p] + b[f]."""
     Fg = res.shape[0]
     P = out.shape[2]
@@ -76,7 +76,7 @@ def cols_to_out(res, b, out, n0, f0):
     np.add(res.reshape(Fg, nb, P).transpose(1, 0, 2), b[:, None], out=out[n0 : n0 + nb, f0 : f0 + Fg])
 
 
-def out_to_cols(dout, res, n0, f0):
+def out_to_cols(dout, res, n0, f0, nthreads=0):
     """res[f, n * P + p] = dout[n0 + n, f0 + f, p]."""
     Fg = res.shape[0]
     P = dout.shape[2]

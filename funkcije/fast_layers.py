@@ -39,9 +39,13 @@ the BLAS threads need.
 """
 from __future__ import annotations
 
+import ctypes
+import itertools
 import os
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -62,6 +66,8 @@ __all__ = [
     "get_workspace_limit",
     "set_workspace_limit",
     "release_workspace",
+    "get_conv_threads",
+    "set_conv_threads",
 ]
 
 # libgomp threads spin after each parallel region by default; on a machine whose cores
@@ -167,20 +173,152 @@ _CACHE_COLS_BYTES = 8 * 2**20
 _MIN_COLUMNS = 8192
 
 
-def _chunk_size(N: int, per_sample_bytes: int, cols_per_sample: int = 0, col_bytes: int = 0) -> int:
-    """Samples per chunk: at most what fits the workspace bound (per_sample_bytes each,
-    at least one sample), preferably a column block of about _CACHE_COLS_BYTES
-    (col_bytes per column, cols_per_sample = H' * W' columns per sample) but not
-    fewer than _MIN_COLUMNS columns; balanced so the last chunk is not a sliver."""
-    nb = _workspace_limit // max(1, per_sample_bytes)
+def _chunk_size(N: int, per_sample_bytes: int, cols_per_sample: int = 0, col_bytes: int = 0,
+                workers: int = 1) -> int:
+    """Samples per chunk: at most what fits the workspace bound shared by `workers`
+    threads (per_sample_bytes each, at least one sample), preferably a column block of
+    about _CACHE_COLS_BYTES (col_bytes per column, cols_per_sample = H' * W' columns per
+    sample) but not fewer than _MIN_COLUMNS columns; with several workers, at least two
+    chunks each so a worker slowed by other processes is covered by the others;
+    balanced so the last chunk is not a sliver."""
+    nb = _workspace_limit // max(1, workers * per_sample_bytes)
     if cols_per_sample and col_bytes:
         cached = _CACHE_COLS_BYTES // (cols_per_sample * col_bytes)
         nb = min(nb, max(cached, -(-_MIN_COLUMNS // cols_per_sample)))
+    if workers > 1:
+        nb = min(nb, -(-N // (2 * workers)))
     nb = max(1, min(N, nb))
     if N > 0:
         chunks = -(-N // nb)
         nb = -(-N // chunks)
     return nb
+
+
+# ----------------------------------------------------------------------------- threads
+#
+# numpy's OpenBLAS runs every GEMM on its own thread team, which synchronises inside
+# each call; when other processes share the cores, each synchronisation can wait a
+# whole scheduler time slice, and a conv step with a dozen GEMMs and kernels slows
+# down five- to tenfold (measured: benchmarks/README.md). So when numpy's OpenBLAS
+# thread count can be controlled, the convolution splits its batch chunks over
+# `conv threads` (the calling thread plus a small pool), each running im2col, a
+# single-threaded GEMM and the scatter for whole chunks with no barrier in between,
+# and BLAS is held at one thread for the duration of the call.
+
+
+def _find_numpy_openblas():
+    """(get_num_threads, set_num_threads) of the OpenBLAS numpy is linked with, or None."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({
+                line.split(None, 5)[-1].strip() for line in f
+                if "openblas" in line.lower() and "numpy" in line.lower() and "/" in line
+            })
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"), ("openblas", "")):
+            get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+            put = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+            if get is not None and put is not None:
+                get.restype, get.argtypes = ctypes.c_int, []
+                put.restype, put.argtypes = None, [ctypes.c_int]
+                return get, put
+    return None
+
+
+_BLAS_THREADS = _find_numpy_openblas()
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_saved = 1
+
+
+@contextmanager
+def _single_threaded_blas():
+    """Hold numpy's BLAS at one thread; nested and concurrent users share one save/restore."""
+    global _blas_users, _blas_saved
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_saved = _BLAS_THREADS[0]()
+            _BLAS_THREADS[1](1)
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _BLAS_THREADS[1](_blas_saved)
+
+
+def _default_conv_threads():
+    if _BLAS_THREADS is None or _cython_kernels is None:
+        return 1
+    return max(1, min(os.cpu_count() or 1, _cython_kernels.max_threads()))
+
+
+_conv_threads = _default_conv_threads()
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def get_conv_threads() -> int:
+    """Threads the compiled convolution splits its batch chunks over (1: chunks run in
+    order, each kernel and GEMM using its own threads)."""
+    return _conv_threads
+
+
+def set_conv_threads(n: int) -> int:
+    """Set the convolution's chunk threads (>= 1); returns the previous value. More
+    than one needs control of numpy's OpenBLAS threads (found at import) and the
+    compiled extension."""
+    global _conv_threads
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"set_conv_threads: n must be a positive int, got {n!r}")
+    if n > 1 and (_BLAS_THREADS is None or _cython_kernels is None):
+        raise RuntimeError("set_conv_threads: numpy's OpenBLAS thread control or the compiled extension is unavailable")
+    previous, _conv_threads = _conv_threads, int(n)
+    return previous
+
+
+def _workers(kern) -> int:
+    return _conv_threads if kern is _cython_kernels else 1
+
+
+def _run_chunks(chunks, body, workers):
+    """body(i, n0, n1, nthreads) for every chunk i = (n0, n1). With several workers the
+    chunks are pulled dynamically by the calling thread and workers - 1 pool threads;
+    kernels then run single-threaded (nthreads=1) and BLAS on one thread."""
+    workers = min(workers, len(chunks))
+    if workers <= 1:
+        for i, (n0, n1) in enumerate(chunks):
+            body(i, n0, n1, 0)
+        return
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < workers - 1:
+            _pool = ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="funkcije-conv")
+        pool = _pool
+    counter = itertools.count()  # next() is atomic under the GIL
+
+    def drain():
+        while True:
+            i = next(counter)
+            if i >= len(chunks):
+                return
+            body(i, *chunks[i], 1)
+
+    with _single_threaded_blas():
+        futures = [pool.submit(drain) for _ in range(workers - 1)]
+        try:
+            drain()
+        finally:
+            for f in futures:
+                f.result()
 
 
 class _Workspace(threading.local):
@@ -273,18 +411,19 @@ def conv_forward_fast(x, w, b, conv_param):
     out = np.empty((N, F, Ho, Wo), dtype=x.dtype)
     out3 = out.reshape(N, F, P)
     wmat = w.reshape(F, K)
-    nb = _chunk_size(N, x.itemsize * P * (K + Fg), P, x.itemsize * K)
-    cols_buf, res_buf = _workspace.arrays(x.dtype, (K * nb * P,), (Fg * nb * P,))
-    for n0 in range(0, N, nb):
-        n1 = min(N, n0 + nb)
+    workers = _workers(kern)
+    nb = _chunk_size(N, x.itemsize * P * (K + Fg), P, x.itemsize * K, workers)
+
+    def chunk(i, n0, n1, nthreads):
         m = (n1 - n0) * P
-        cols = cols_buf[: K * m].reshape(K, m)
-        res = res_buf[: Fg * m].reshape(Fg, m)
+        cols, res = _workspace.arrays(x.dtype, (K, m), (Fg, m))
         for grp in range(G):
             f0 = grp * Fg
-            kern.im2col(x, cols, n0, n1, grp * Cg, (grp + 1) * Cg, *geo)
+            kern.im2col(x, cols, n0, n1, grp * Cg, (grp + 1) * Cg, *geo, nthreads)
             np.matmul(wmat[f0 : f0 + Fg], cols, out=res)
-            kern.cols_to_out(res, b[f0 : f0 + Fg], out3, n0, f0)
+            kern.cols_to_out(res, b[f0 : f0 + Fg], out3, n0, f0, nthreads)
+
+    _run_chunks([(n0, min(N, n0 + nb)) for n0 in range(0, N, nb)], chunk, workers)
     return out, ConvCache((x, w, b, conv_param))
 
 
@@ -311,32 +450,34 @@ def conv_backward_fast(dout, cache, *, need_dx=True):
 
     db = dout.sum(axis=(0, 2, 3))
     dx = np.zeros_like(x) if need_dx else None
-    dw = np.zeros((F, K), dtype=x.dtype)
-    dwT_part = np.empty((K, Fg), dtype=x.dtype)
     dout3 = dout.reshape(N, F, P)
     wmat = w.reshape(F, K)
-    nb = _chunk_size(N, x.itemsize * P * (2 * K + Fg), P, x.itemsize * K)
-    cols_buf, dcols_buf, dmat_buf = _workspace.arrays(x.dtype, (K * nb * P,), (K * nb * P,), (Fg * nb * P,))
-    for n0 in range(0, N, nb):
-        n1 = min(N, n0 + nb)
+    workers = _workers(kern)
+    nb = _chunk_size(N, x.itemsize * P * (2 * K + Fg), P, x.itemsize * K, workers)
+    chunks = [(n0, min(N, n0 + nb)) for n0 in range(0, N, nb)]
+    # one dw^T partial per chunk, summed in chunk order afterwards, so the result does
+    # not depend on which thread took which chunk
+    parts = np.empty((len(chunks), G, K, Fg), dtype=x.dtype)
+
+    def chunk(i, n0, n1, nthreads):
         m = (n1 - n0) * P
-        cols = cols_buf[: K * m].reshape(K, m)
-        dcols = dcols_buf[: K * m].reshape(K, m)
-        dmat = dmat_buf[: Fg * m].reshape(Fg, m)
+        cols, dcols, dmat = _workspace.arrays(x.dtype, (K, m), (K, m), (Fg, m))
         for grp in range(G):
             f0, c0 = grp * Fg, grp * Cg
-            kern.im2col(x, cols, n0, n1, c0, c0 + Cg, *geo)
-            kern.out_to_cols(dout3, dmat, n0, f0)
+            kern.im2col(x, cols, n0, n1, c0, c0 + Cg, *geo, nthreads)
+            kern.out_to_cols(dout3, dmat, n0, f0, nthreads)
             # dw_g^T = cols @ dmat^T: OpenBLAS runs this orientation up to 3x faster than
             # dmat @ cols^T when the shared dimension (nb * P) is the long one
-            np.matmul(cols, dmat.T, out=dwT_part)
-            if n0 == 0:
-                dw[f0 : f0 + Fg] = dwT_part.T
-            else:
-                dw[f0 : f0 + Fg] += dwT_part.T
+            np.matmul(cols, dmat.T, out=parts[i, grp])
             if need_dx:
                 np.matmul(wmat[f0 : f0 + Fg].T, dmat, out=dcols)
-                kern.col2im(dcols, dx, n0, n1, c0, c0 + Cg, *geo)
+                kern.col2im(dcols, dx, n0, n1, c0, c0 + Cg, *geo, nthreads)
+
+    _run_chunks(chunks, chunk, workers)
+    dwT = parts[0]
+    for part in parts[1:]:
+        dwT += part
+    dw = np.ascontiguousarray(dwT.transpose(0, 2, 1)).reshape(F, K)
     return dx, dw.reshape(w.shape), db
 
 

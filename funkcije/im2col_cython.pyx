@@ -11,7 +11,8 @@ column-shaped gradient back into dx.
 Every kernel takes float32 or float64 memoryviews (fused types: all arrays of one call
 share the dtype), runs without the GIL, and splits its outer loop over OpenMP threads
 when the extension was compiled with OpenMP and the work is large enough to pay for
-waking the threads. Out-of-range (padding) reads are decided by explicit index
+waking the threads; the convolution kernels take `nthreads` (0: choose by the work; 1
+when the caller already runs them on several threads of its own). Out-of-range (padding) reads are decided by explicit index
 arithmetic; nothing reads outside the arrays.
 """
 cimport cython
@@ -37,9 +38,26 @@ cdef extern from *:
 ctypedef int int32
 
 
-# Below this many touched elements a kernel runs on one thread: waking the
-# OpenMP pool costs more than it saves.
-cdef Py_ssize_t PARALLEL_MIN_WORK = 32768
+# Below this many touched elements a kernel runs on one thread. Waking the OpenMP
+# pool costs microseconds on an idle machine, but on a busy one every parallel region
+# can wait a whole scheduler time slice for its second thread, so only kernels that
+# take about a millisecond on one thread are split.
+cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 20
+
+
+def get_parallel_threshold():
+    """Elements a kernel must touch before it uses more than one OpenMP thread."""
+    return PARALLEL_MIN_WORK
+
+
+def set_parallel_threshold(Py_ssize_t elements):
+    """Set the single-thread threshold (elements); returns the previous value."""
+    global PARALLEL_MIN_WORK
+    if elements < 0:
+        raise ValueError(f"set_parallel_threshold: elements must be >= 0, got {elements}")
+    previous = PARALLEL_MIN_WORK
+    PARALLEL_MIN_WORK = elements
+    return previous
 
 
 def openmp_enabled():
@@ -56,6 +74,14 @@ cdef inline int _threads(Py_ssize_t work) noexcept nogil:
     if work < PARALLEL_MIN_WORK:
         return 1
     return funk_max_threads()
+
+
+cdef inline int _pick_threads(int nthreads, Py_ssize_t work) noexcept nogil:
+    """nthreads > 0 is the caller's choice (1 when it runs kernels on several threads
+    itself); 0 picks by the amount of work."""
+    if nthreads > 0:
+        return nthreads
+    return _threads(work)
 
 
 cdef inline Py_ssize_t _range_lo(Py_ssize_t stride, Py_ssize_t off) noexcept nogil:
@@ -86,7 +112,7 @@ def im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols,
            Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t c0, Py_ssize_t c1,
            Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t sh, Py_ssize_t sw,
            Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
-           Py_ssize_t Ho, Py_ssize_t Wo):
+           Py_ssize_t Ho, Py_ssize_t Wo, int nthreads=0):
     """Fill cols (K, nb * Ho * Wo) with the zero-padded, dilated windows of
     x[n0:n1, c0:c1] (see the module docstring for the layout)."""
     cdef Py_ssize_t H = x.shape[2], W = x.shape[3]
@@ -100,7 +126,7 @@ def im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols,
     if not (0 <= n0 <= n1 <= x.shape[0] and 0 <= c0 <= c1 <= x.shape[1]):
         raise ValueError("im2col: sample or channel range outside x")
     with nogil:
-        for t in prange(K * nb, schedule="static", num_threads=_threads(K * nb * P)):
+        for t in prange(K * nb, schedule="static", num_threads=_pick_threads(nthreads, K * nb * P)):
             r = t // nb
             n = t - r * nb
             c = r // KK
@@ -136,7 +162,7 @@ def col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] dx,
            Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t c0, Py_ssize_t c1,
            Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t sh, Py_ssize_t sw,
            Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
-           Py_ssize_t Ho, Py_ssize_t Wo):
+           Py_ssize_t Ho, Py_ssize_t Wo, int nthreads=0):
     """Add the column gradient cols (K, nb * Ho * Wo) into dx[n0:n1, c0:c1]: the
     adjoint of `im2col`. Overlapping windows accumulate; padding positions are dropped.
     Each (n, c) plane belongs to one thread, so the additions never race."""
@@ -151,7 +177,7 @@ def col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] dx,
     if not (0 <= n0 <= n1 <= dx.shape[0] and 0 <= c0 <= c1 <= dx.shape[1]):
         raise ValueError("col2im: sample or channel range outside dx")
     with nogil:
-        for t in prange(nb * Cg, schedule="static", num_threads=_threads(K * nb * P)):
+        for t in prange(nb * Cg, schedule="static", num_threads=_pick_threads(nthreads, K * nb * P)):
             n = t // Cg
             c = t - n * Cg
             base = n * P
@@ -178,7 +204,7 @@ def col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] dx,
 
 
 def cols_to_out(const floating[:, ::1] res, const floating[::1] b, floating[:, :, ::1] out,
-                Py_ssize_t n0, Py_ssize_t f0):
+                Py_ssize_t n0, Py_ssize_t f0, int nthreads=0):
     """out[n0 + n, f0 + f, p] = res[f, n * P + p] + b[f]: the GEMM result of one
     chunk and group (Fg, nb * P) written into the (N, F, P) output with its bias."""
     cdef Py_ssize_t Fg = res.shape[0], P = out.shape[2]
@@ -190,7 +216,7 @@ def cols_to_out(const floating[:, ::1] res, const floating[::1] b, floating[:, :
     if n0 + nb > out.shape[0] or f0 + Fg > out.shape[1] or b.shape[0] != Fg:
         raise ValueError("cols_to_out: shapes do not match")
     with nogil:
-        for t in prange(nb * Fg, schedule="static", num_threads=_threads(nb * Fg * P)):
+        for t in prange(nb * Fg, schedule="static", num_threads=_pick_threads(nthreads, nb * Fg * P)):
             n = t // Fg
             f = t - n * Fg
             bf = b[f]
@@ -201,7 +227,7 @@ def cols_to_out(const floating[:, ::1] res, const floating[::1] b, floating[:, :
 
 
 def out_to_cols(const floating[:, :, ::1] dout, floating[:, ::1] res,
-                Py_ssize_t n0, Py_ssize_t f0):
+                Py_ssize_t n0, Py_ssize_t f0, int nthreads=0):
     """res[f, n * P + p] = dout[n0 + n, f0 + f, p]: the inverse layout change of
     `cols_to_out`, gathering the upstream gradient of one chunk and group."""
     cdef Py_ssize_t Fg = res.shape[0], P = dout.shape[2]
@@ -212,7 +238,7 @@ def out_to_cols(const floating[:, :, ::1] dout, floating[:, ::1] res,
     if n0 + nb > dout.shape[0] or f0 + Fg > dout.shape[1]:
         raise ValueError("out_to_cols: shapes do not match")
     with nogil:
-        for t in prange(nb * Fg, schedule="static", num_threads=_threads(nb * Fg * P)):
+        for t in prange(nb * Fg, schedule="static", num_threads=_pick_threads(nthreads, nb * Fg * P)):
             n = t // Fg
             f = t - n * Fg
             src = &dout[n0 + n, f0 + f, 0]

@@ -604,3 +604,45 @@ def test_parallel_pool_kernels_are_deterministic(rng, pool_param):
     for run in results["cython"]:
         for got, want in zip(run, results["numpy"][0]):
             assert_close(got, want, np.float32)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_conv_chunk_threads_agree_and_are_deterministic(rng, threads):
+    """The batch split over several threads gives the reference's results, the same
+    bits on every run (dw partials are summed in chunk order), and leaves numpy's BLAS
+    thread count as it found it."""
+    if threads > 1 and (FL._BLAS_THREADS is None or "cython" not in FL.available_implementations()):
+        pytest.skip("needs the compiled extension and numpy's OpenBLAS thread control")
+    x, w, b = _conv_inputs(rng, (9, 4, 9, 8), (6, 2, 3, 2), np.float64)
+    param = {"stride": (1, 2), "pad": 1, "groups": 2}
+    ref, ref_cache = L.conv_forward_naive(x, w, b, param)
+    dout = rng.standard_normal(ref.shape)
+    want = L.conv_backward_naive(dout, ref_cache)
+    previous_impl = FL.use_implementation("cython") if "cython" in FL.available_implementations() else None
+    previous = FL.set_conv_threads(threads)
+    blas_before = FL._BLAS_THREADS[0]() if FL._BLAS_THREADS else None
+    try:
+        runs = []
+        for _ in range(5):
+            out, cache = FL.conv_forward_fast(x, w, b, param)
+            runs.append((out,) + FL.conv_backward_fast(dout, cache))
+        assert_close(runs[0][0], ref, np.float64)
+        for g, r in zip(runs[0][1:], want):
+            assert_close(g, r, np.float64)
+        for run in runs[1:]:
+            for a, c in zip(run, runs[0]):
+                np.testing.assert_array_equal(a, c)
+        if FL._BLAS_THREADS:
+            assert FL._BLAS_THREADS[0]() == blas_before
+    finally:
+        FL.set_conv_threads(previous)
+        if previous_impl:
+            FL.use_implementation(previous_impl)
+
+
+def test_set_conv_threads_validates():
+    with pytest.raises(ValueError):
+        FL.set_conv_threads(0)
+    with pytest.raises(ValueError):
+        FL.set_conv_threads(2.0)
+    assert FL.get_conv_threads() >= 1
