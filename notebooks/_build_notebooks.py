@@ -98,7 +98,7 @@ CONV_CELLS = [
 
     $$\text{out}[n, f, i, j] = b_f + \sum_{c, k, l} x_{\text{pad}}[n, c, i s + k, j s + l]\; w[f, c, k, l]$$
 
-    and the output is H' = 1 + (H + 2 pad - HH) // stride wide (likewise W').
+    The output height is H' = 1 + (H + 2 pad - HH) // stride, and likewise the width W'.
 
     First, two inputs small enough to work out by hand.
     """),
@@ -733,8 +733,8 @@ TRAIN_CELLS = [
     two or three points and 1e-1 more than ten. After three epochs on 20 000 images the
     unregularised network hardly overfits (its training accuracy is within a few points of
     its validation accuracy), so there is little for L2 to cure, and its pull towards zero
-    only costs fit; at 1e-1 the network underfits: training accuracy drops as far as test
-    accuracy.
+    only costs fit. At 1e-1 the network underfits: its training accuracy falls as low as its
+    test accuracy.
 
     **Filters.** With `reg` 0 and 1e-3 the 7 x 7 filters still carry the speckle of their
     random initialisation on top of what they learned. At 1e-2 the speckle fades and smooth
