@@ -266,6 +266,22 @@ _pool = None
 _pool_lock = threading.Lock()
 
 
+def _reset_after_fork():
+    # a forked child has none of the parent's pool threads, and a lock held by another
+    # parent thread at the fork would never be released
+    global _pool, _pool_lock, _blas_lock, _blas_users
+    if _blas_users and _BLAS_THREADS is not None:  # forked in the middle of a conv call
+        _BLAS_THREADS[1](_blas_saved)
+    _pool = None
+    _pool_lock = threading.Lock()
+    _blas_lock = threading.Lock()
+    _blas_users = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 def get_conv_threads() -> int:
     """Threads the compiled convolution splits its batch chunks over (1: chunks run in
     order, each kernel and GEMM using its own threads)."""

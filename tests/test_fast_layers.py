@@ -646,3 +646,28 @@ def test_set_conv_threads_validates():
     with pytest.raises(ValueError):
         FL.set_conv_threads(2.0)
     assert FL.get_conv_threads() >= 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_conv_threads_survive_fork(rng):
+    """A child forked after the conv thread pool exists must not wait on the parent's
+    (absent) pool threads."""
+    if FL._BLAS_THREADS is None or "cython" not in FL.available_implementations():
+        pytest.skip("needs the compiled extension and numpy's OpenBLAS thread control")
+    import multiprocessing as mp
+
+    previous = FL.set_conv_threads(2)
+    try:
+        x, w, b = _conv_inputs(rng, (8, 3, 10, 10), (4, 3, 3, 3), np.float32)
+        out, _ = FL.conv_forward_fast(x, w, b, {"stride": 1, "pad": 1})  # creates the pool
+        ctx = mp.get_context("fork")
+        with ctx.Pool(1) as pool:
+            child = pool.apply_async(_conv_in_child, (x, w, b)).get(timeout=60)
+        np.testing.assert_array_equal(child, out)
+    finally:
+        FL.set_conv_threads(previous)
+
+
+def _conv_in_child(x, w, b):
+    FL.set_conv_threads(2)
+    return FL.conv_forward_fast(x, w, b, {"stride": 1, "pad": 1})[0]
