@@ -212,7 +212,8 @@ def test_conv_non_contiguous_inputs(impl, rng):
     ref, ref_cache = L.conv_forward_naive(x, w, b, param)
     out, cache = FL.conv_forward_fast(x, w, b, param)
     assert_close(out, ref, np.float32)
-    dout = rng.standard_normal(ref.shape).astype(np.float32)[:, :, :, :]
+    dout = rng.standard_normal(ref.shape[::-1]).astype(np.float32).T  # non-contiguous too
+    assert not dout.flags.c_contiguous
     for g_fast, g_ref in zip(FL.conv_backward_fast(dout, cache), L.conv_backward_naive(dout, ref_cache)):
         assert_close(g_fast, g_ref, np.float32)
 
