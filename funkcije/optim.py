@@ -21,6 +21,7 @@ Rules are found through one registry, `UPDATE_RULES`, via `get_update_rule`.
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -143,12 +144,24 @@ def adam(w, dw, config=None):
     config = _prepare("adam", w, dw, config)
     b1, b2 = config["beta1"], config["beta2"]
     t = config["t"] + 1
-    m = b1 * config["m"] + (1.0 - b1) * dw
-    v = b2 * config["v"] + (1.0 - b2) * (dw * dw)
+    # Same formulas, arranged so that a large weight (ThreeLayerConvNet's 8192 x 500)
+    # costs four fresh arrays (m, v, next_w and one scratch) instead of about fifteen
+    # temporaries: the update rule was as slow as the model's forward and backward.
     # The corrections are Python floats, so float32 moments stay float32.
-    m_hat = m / (1.0 - b1**t)
-    v_hat = v / (1.0 - b2**t)
-    next_w = w - config["learning_rate"] * m_hat / (np.sqrt(v_hat) + config["epsilon"])
+    scratch = np.multiply(dw, 1.0 - b1)
+    m = np.multiply(config["m"], b1)
+    m += scratch
+    v = np.multiply(dw, dw)
+    v *= 1.0 - b2
+    np.multiply(config["v"], b2, out=scratch)
+    v += scratch
+    # sqrt(v_hat) + eps = sqrt(v) / sqrt(1 - b2**t) + eps
+    np.sqrt(v, out=scratch)
+    scratch *= 1.0 / math.sqrt(1.0 - b2**t)
+    scratch += config["epsilon"]
+    next_w = np.divide(m, scratch, out=scratch)
+    next_w *= -config["learning_rate"] / (1.0 - b1**t)
+    next_w += w
     config.update(m=m, v=v, t=t)
     return next_w, config
 
