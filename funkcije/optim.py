@@ -91,6 +91,22 @@ def _prepare(rule: str, w, dw, config):
     return out
 
 
+def _flush_subnormals(*arrays):
+    """Set subnormal values (|a| below the smallest normal float, 1.2e-38 in float32)
+    to zero, in place, in arrays the rule has just created.
+
+    Why: parameters that get no data gradient (dead ReLU units) decay towards zero
+    and their weights and moments become subnormal; x86 arithmetic on subnormals is
+    10-100x slower. Measured on ThreeLayerConvNet after 2 CIFAR-10 epochs: 21% of W2
+    was subnormal and a training step took 656 ms instead of 97 ms. Zeroing values
+    below 1.2e-38 changes no result that matters (PyTorch offers the same through
+    torch.set_flush_denormal).
+    """
+    for a in arrays:
+        tiny = np.finfo(a.dtype).tiny
+        a[np.abs(a) < tiny] = 0
+
+
 def sgd(w, dw, config=None):
     """Vanilla stochastic gradient descent: next_w = w - learning_rate * dw.
 
@@ -98,6 +114,7 @@ def sgd(w, dw, config=None):
     """
     config = _prepare("sgd", w, dw, config)
     next_w = w - config["learning_rate"] * dw
+    _flush_subnormals(next_w)
     return next_w, config
 
 
@@ -111,7 +128,9 @@ def sgd_momentum(w, dw, config=None):
     config = _prepare("sgd_momentum", w, dw, config)
     v = config["momentum"] * config["velocity"] - config["learning_rate"] * dw
     config["velocity"] = v
-    return w + v, config
+    next_w = w + v
+    _flush_subnormals(next_w, v)
+    return next_w, config
 
 
 def rmsprop(w, dw, config=None):
@@ -127,6 +146,7 @@ def rmsprop(w, dw, config=None):
     cache = decay * config["cache"] + (1.0 - decay) * (dw * dw)
     config["cache"] = cache
     next_w = w - config["learning_rate"] * dw / (np.sqrt(cache) + config["epsilon"])
+    _flush_subnormals(next_w, cache)
     return next_w, config
 
 
@@ -162,6 +182,7 @@ def adam(w, dw, config=None):
     next_w = np.divide(m, scratch, out=scratch)
     next_w *= -config["learning_rate"] / (1.0 - b1**t)
     next_w += w
+    _flush_subnormals(next_w, m, v)
     config.update(m=m, v=v, t=t)
     return next_w, config
 

@@ -182,3 +182,18 @@ def test_registry():
         assert name in str(err.value)
     with pytest.raises(TypeError, match="update_rule"):
         get_update_rule(3)
+
+
+@pytest.mark.parametrize("rule", [sgd, sgd_momentum, rmsprop, adam])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_subnormal_results_are_flushed_to_zero(rule, dtype):
+    # Subnormal weights make BLAS 10-100x slower; the rules return none.
+    tiny = np.finfo(dtype).tiny
+    w = np.array([tiny / 4, -tiny / 8, 1.0, 0.0], dtype=dtype)
+    dw = np.zeros_like(w)
+    next_w, config = rule(w, dw, {"learning_rate": 1e-3})
+    assert next_w[0] == 0 and next_w[1] == 0
+    assert next_w[2] == 1.0
+    for key in optim._STATE_KEYS[rule.__name__]:
+        s = config[key]
+        assert not np.any((s != 0) & (np.abs(s) < tiny))
