@@ -93,7 +93,9 @@ def build_model(cfg, input_shape, num_classes):
     return FullyConnectedNet(
         cfg["hidden_dims"], input_dim=int(np.prod(input_shape)), num_classes=num_classes,
         dropout_keep_ratio=cfg["dropout_keep"], normalization=norm, reg=cfg["reg"],
-        weight_scale=cfg["weight_scale"], dtype=dtype, seed=cfg["seed"],
+        # A Generator, not the int: an int seed means the same dropout mask on every
+        # call (cs231n's gradient-check semantics); the Solver checkpoints this Generator.
+        weight_scale=cfg["weight_scale"], dtype=dtype, seed=np.random.default_rng(cfg["seed"]),
     )
 
 
