@@ -33,6 +33,8 @@ import time
 from math import exp, log
 from pathlib import Path
 
+from _common import blas_name, cpu_model, replace_section  # benchmarks/_common.py
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "RESULTS.md"
@@ -187,20 +189,8 @@ def _loadavg():
 def machine():
     import numpy
 
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    blas = "unknown"
-    try:
-        cfg = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        blas = f"{cfg.get('name', '?')} {cfg.get('version', '')}".strip()
-    except Exception:
-        pass
+    cpu = cpu_model()
+    blas = blas_name()
     try:
         import torch
 
@@ -315,14 +305,7 @@ def table(kind, rows):
 
 
 def write_results(path, text):
-    path = Path(path)
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(new)
+    replace_section(path, BEGIN, END, text)
 
 
 def main(argv=None):

@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import blas_name, cpu_model, replace_section  # benchmarks/_common.py
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "RESULTS.md"
@@ -196,22 +198,10 @@ def _run_worker(side, args):
 
 
 def _machine():
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
     import numpy as np
 
-    try:
-        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        blas = f"{blas.get('name')} {blas.get('version')}"
-    except Exception:  # show_config's layout differs between numpy versions
-        blas = "unknown BLAS"
+    cpu = cpu_model()
+    blas = blas_name()
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "numpy": np.__version__, "blas": blas}
 
@@ -365,15 +355,7 @@ def main(argv=None):
 
 
 def _write_results(path, text):
-    """Replace this script's section of the results file (other scripts own the rest)."""
-    path = Path(path)
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(new)
+    replace_section(path, BEGIN, END, text)
 
 
 if __name__ == "__main__":

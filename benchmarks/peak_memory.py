@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import replace_section  # benchmarks/_common.py
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "RESULTS.md"
@@ -103,14 +105,7 @@ def report(r):
 
 
 def write_results(path, text):
-    path = Path(path)
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(new)
+    replace_section(path, BEGIN, END, text)
 
 
 def main(argv=None):

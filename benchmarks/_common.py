@@ -1,0 +1,44 @@
+"""Helpers shared by the benchmark scripts: the machine description and the
+results file, in which each script owns one marked section."""
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def replace_section(path, begin: str, end: str, text: str) -> None:
+    """Write `text` between the markers `begin` and `end` of the results file,
+    leaving the other scripts' sections alone (appended if the markers are absent)."""
+    path = Path(path)
+    old = path.read_text() if path.exists() else "# Benchmark results\n"
+    block = f"{begin}\n{text}\n{end}"
+    if begin in old and end in old:
+        new = old[: old.index(begin)] + block + old[old.index(end) + len(end):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(new)
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else platform.processor()."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def blas_name() -> str:
+    """numpy's BLAS library and version, as numpy reports them."""
+    import numpy as np
+
+    try:
+        cfg = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return f"{cfg.get('name', '?')} {cfg.get('version', '')}".strip()
+    except Exception:  # show_config's layout differs between numpy versions
+        return "unknown BLAS"
