@@ -118,15 +118,8 @@ def check_pool(torch, kind, x, pool_param, seed):
     assert_close(dx, tx.grad, f"{kind} pool dx")
 
 
-POOL_GRID = [
-    pytest.param((2, 3, 4, 4), {"pool_height": 2, "pool_width": 2, "stride": 2}, id="2x2-s2-tiling"),
-    pytest.param((1, 2, 5, 5), {"pool_height": 3, "pool_width": 3, "stride": 1}, id="3x3-s1-overlap"),
-    pytest.param((2, 2, 8, 6), {"pool_height": 3, "pool_width": 2, "stride": (2, 1)}, id="3x2-overlap-nontiling"),
-    pytest.param((1, 3, 5, 7), {"pool_height": 2, "pool_width": 2, "stride": 2}, id="2x2-s2-nontiling-odd"),
-    pytest.param((1, 2, 7, 7), {"pool_height": 2, "pool_width": 3, "stride": (3, 2)}, id="2x3-gaps"),
-    pytest.param((1, 1, 6, 4), {"pool_height": 2, "pool_width": 2}, id="default-stride"),
-    pytest.param((2, 1, 3, 5), {"pool_height": 3, "pool_width": 5, "stride": 1}, id="whole-input"),
-]
+# one pooling grid for every pooling test (tiling, overlapping, non-tiling, gaps, ...)
+from test_layers import POOL_GRID  # noqa: E402
 
 
 @pytest.mark.parametrize("kind", ["max", "avg"])
