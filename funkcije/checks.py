@@ -18,6 +18,7 @@ __all__ = [
     "check_labels",
     "check_mode",
     "check_dout",
+    "affine_shapes",
     "conv_output_size",
     "ConvGeometry",
     "conv_geometry",
@@ -223,3 +224,22 @@ def check_dout(layer: str, dout, expected_shape, dtype) -> np.ndarray:
     if dout.dtype != dtype:
         raise TypeError(f"{layer}: dout must have the forward dtype {dtype}, got {dout.dtype}")
     return dout
+
+
+def affine_shapes(layer: str, x, w, b) -> tuple[int, int, int]:
+    """Validate affine inputs x (N, d1, ..., dk), w (D, M), b (M,) with
+    D = d1 * ... * dk; return (N, D, M)."""
+    check_array(layer, "x", x)
+    check_array(layer, "w", w, 2)
+    check_array(layer, "b", b, 1)
+    check_same_dtype(layer, x=x, w=w, b=b)
+    if x.ndim < 1:
+        raise ValueError(f"{layer}: x must have a batch dimension, got shape {x.shape}")
+    N = x.shape[0]
+    D = int(np.prod(x.shape[1:], dtype=np.int64))
+    if w.shape[0] != D or b.shape[0] != w.shape[1]:
+        raise ValueError(
+            f"{layer}: x of shape {x.shape} has D={D} features per sample, so w must be "
+            f"(D, M) = ({D}, M) and b (M,); got w {w.shape}, b {b.shape}"
+        )
+    return N, D, w.shape[1]

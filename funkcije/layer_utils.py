@@ -2,8 +2,8 @@
 
 Every sandwich follows the layer contract (DESIGN.md, Contract 1):
 `*_forward(...) -> (out, cache)` and `*_backward(dout, cache)` returns the
-gradients of the forward's array arguments in argument order. Convolution and
-max pooling go through `funkcije.fast_layers`; validation happens in the
+gradients of the forward's array arguments in argument order. Affine layers,
+convolution and max pooling go through `funkcije.fast_layers`; validation happens in the
 underlying layers (and so in `funkcije.checks`), so bad input is rejected with
 the same messages as the plain layers give. dtype is preserved.
 
@@ -19,14 +19,14 @@ from __future__ import annotations
 import numpy as np
 
 from .fast_layers import (
+    affine_backward_fast as affine_backward,
+    affine_forward_fast as affine_forward,
     conv_backward_fast,
     conv_forward_fast,
     max_pool_backward_fast,
     max_pool_forward_fast,
 )
 from .layers import (
-    affine_backward,
-    affine_forward,
     batchnorm_backward_alt,
     batchnorm_forward,
     layernorm_backward,

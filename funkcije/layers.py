@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .checks import (
+    affine_shapes,
     check_array,
     check_labels,
     check_dout,
@@ -33,20 +34,7 @@ def affine_forward(x, w, b):
     x: (N, d1, ..., dk) with D = d1 * ... * dk; w: (D, M); b: (M,).
     Returns out (N, M) and cache (x, w, b).
     """
-    layer = "affine_forward"
-    check_array(layer, "x", x)
-    check_array(layer, "w", w, 2)
-    check_array(layer, "b", b, 1)
-    check_same_dtype(layer, x=x, w=w, b=b)
-    if x.ndim < 1:
-        raise ValueError(f"{layer}: x must have a batch dimension, got shape {x.shape}")
-    N = x.shape[0]
-    D = int(np.prod(x.shape[1:], dtype=np.int64))
-    if w.shape[0] != D or b.shape[0] != w.shape[1]:
-        raise ValueError(
-            f"{layer}: x of shape {x.shape} has D={D} features per sample, so w must be "
-            f"(D, M) = ({D}, M) and b (M,); got w {w.shape}, b {b.shape}"
-        )
+    N, D, _ = affine_shapes("affine_forward", x, w, b)
     out = x.reshape(N, D) @ w + b
     return out, (x, w, b)
 
@@ -55,6 +43,7 @@ def affine_backward(dout, cache):
     """dout: (N, M). Returns dx (N, d1, ..., dk), dw (D, M), db (M,)."""
     x, w, b = cache
     N = x.shape[0]
+    check_dout("affine_backward", dout, (N, w.shape[1]), x.dtype)
     dx = (dout @ w.T).reshape(x.shape)
     dw = x.reshape(N, -1).T @ dout
     db = dout.sum(axis=0)

@@ -672,3 +672,83 @@ def test_conv_threads_survive_fork(rng):
 def _conv_in_child(x, w, b):
     FL.set_conv_threads(2)
     return FL.conv_forward_fast(x, w, b, {"stride": 1, "pad": 1})[0]
+
+
+# ----------------------------------------------------------------------------- affine
+
+# (x shape, M): tiny products (one thread), and products large enough to be split over
+# the conv threads, with M and D not multiples of the split alignment
+AFFINE_CASES = [((2, 3), 4), ((5, 2, 3, 2), 7), ((1, 1000), 300), ((50, 8, 16, 16), 500), ((33, 4099), 77)]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("xs, M", AFFINE_CASES)
+def test_affine_matches_reference(impl, rng, xs, M, dtype):
+    x = rng.standard_normal(xs).astype(dtype)
+    D = int(np.prod(xs[1:]))
+    w = (rng.standard_normal((D, M)) / np.sqrt(D)).astype(dtype)
+    b = rng.standard_normal(M).astype(dtype)
+    out, cache = FL.affine_forward_fast(x, w, b)
+    ref, ref_cache = L.affine_forward(x, w, b)
+    assert_close(out, ref, dtype)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    got = FL.affine_backward_fast(dout, cache)
+    want = L.affine_backward(dout, ref_cache)
+    for g, r in zip(got, want):
+        assert_close(g, r, dtype)
+    # the caches are the reference's (x, w, b): each backward takes the other's cache
+    for g, r in zip(L.affine_backward(dout, cache), FL.affine_backward_fast(dout, ref_cache)):
+        assert_close(g, r, dtype)
+
+
+def test_affine_non_contiguous_inputs(impl, rng):
+    x = rng.standard_normal((40, 70))[:, ::2]
+    w = rng.standard_normal((70, 600))[::2, ::3]
+    b = rng.standard_normal(400)[::2]
+    out, cache = FL.affine_forward_fast(x, w, b)
+    assert_close(out, L.affine_forward(x, w, b)[0], np.float64)
+    dout = rng.standard_normal(out.shape)[:, :]
+    for g, r in zip(FL.affine_backward_fast(dout.T.copy().T, cache), L.affine_backward(dout, (x, w, b))):
+        assert_close(g, r, np.float64)
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_affine_bad_input_same_errors_as_reference(impl, case):
+    f64 = lambda *s: np.ones(s)  # noqa: E731
+    bad = [
+        (f64(2, 3), f64(4, 5), f64(5)),
+        (f64(2, 3, 2), f64(6, 5), f64(4)),
+        (f64(2, 3), f64(3), f64(5)),
+        (f64(2, 3), f64(3, 5), f64(1, 5)),
+        (np.array(1.0), f64(1, 1), f64(1)),
+        (np.ones((2, 3), np.int64), f64(3, 5), f64(5)),
+        (f64(2, 3), np.ones((3, 5), np.float32), f64(5)),
+        ([[1.0, 2.0, 3.0]], f64(3, 5), f64(5)),
+    ][case]
+    _same_error(lambda: L.affine_forward(*bad), lambda: FL.affine_forward_fast(*bad),
+                "affine_forward", "affine_forward_fast")
+
+
+@pytest.mark.parametrize("dout", [np.ones((2, 4)), np.ones((3, 5)), np.ones((3, 5), np.float32), "x"])
+def test_affine_backward_bad_dout_same_errors(impl, rng, dout):
+    x, w, b = rng.standard_normal((3, 2)), rng.standard_normal((2, 5)), rng.standard_normal(5)
+    cache = FL.affine_forward_fast(x, w, b)[1]
+    if isinstance(dout, np.ndarray) and dout.shape == (3, 5) and dout.dtype == np.float64:
+        FL.affine_backward_fast(dout, cache)  # the valid one: no error
+        return
+    _same_error(lambda: L.affine_backward(dout, cache), lambda: FL.affine_backward_fast(dout, cache),
+                "affine_backward", "affine_backward_fast")
+
+
+@pytest.mark.torch
+def test_affine_matches_torch(impl, torch, rng):
+    x, w, b = rng.standard_normal((50, 8, 8, 8)), rng.standard_normal((512, 300)), rng.standard_normal(300)
+    out, cache = FL.affine_forward_fast(x, w, b)
+    dout = rng.standard_normal(out.shape)
+    dx, dw, db = FL.affine_backward_fast(dout, cache)
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    tout = tx.reshape(50, -1) @ tw + tb
+    tout.backward(torch.tensor(dout))
+    np.testing.assert_allclose(out, tout.detach().numpy(), rtol=1e-10, atol=1e-10)
+    for got, t in ((dx, tx), (dw, tw), (db, tb)):
+        np.testing.assert_allclose(got, t.grad.numpy(), rtol=1e-10, atol=1e-10)

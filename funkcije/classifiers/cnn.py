@@ -12,7 +12,8 @@ from ..layer_utils import (
     conv_relu_pool_backward,
     conv_relu_pool_forward,
 )
-from ..layers import affine_backward, affine_forward, softmax_loss
+from ..fast_layers import affine_backward_fast as affine_backward, affine_forward_fast as affine_forward
+from ..layers import softmax_loss
 from .fc_net import (
     _add_l2_grads,
     _as_model_input,

@@ -21,7 +21,8 @@ from ..layer_utils import (
     affine_relu_backward,
     affine_relu_forward,
 )
-from ..layers import affine_backward, affine_forward, dropout_backward, dropout_forward, softmax_loss
+from ..fast_layers import affine_backward_fast as affine_backward, affine_forward_fast as affine_forward
+from ..layers import dropout_backward, dropout_forward, softmax_loss
 
 __all__ = ["TwoLayerNet", "FullyConnectedNet"]
 
