@@ -1,8 +1,9 @@
-"""Builds the Cython extension funkcije.im2col_cython.
+"""Builds the Cython extensions funkcije.im2col_cython and funkcije._update_kernels.
 
 If Cython or a C compiler is missing, or FUNKCIJE_NO_EXT=1 is set, the package
-installs without the extension and funkcije.fast_layers falls back to NumPy
-(with one warning). OpenMP is used when the compiler accepts -fopenmp.
+installs without the extensions and funkcije.fast_layers (and with it
+funkcije.optim) falls back to NumPy (with one warning). OpenMP is used when the
+compiler accepts -fopenmp.
 """
 import os
 import shutil
@@ -45,7 +46,16 @@ def _extensions():
         extra_link_args=lflags,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
-    return cythonize([ext], language_level=3, compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True})
+    # The update rules must round like optim.py's NumPy code, operation for operation:
+    # no contraction of a * b + c into one fused multiply-add (-march=native would allow
+    # it). -fno-math-errno only drops errno for sqrt of a negative, so sqrt vectorises.
+    update_kernels = Extension(
+        "funkcije._update_kernels",
+        ["funkcije/_update_kernels.pyx"],
+        extra_compile_args=["-O3", "-ffp-contract=off", "-fno-math-errno"] + cflags,
+        extra_link_args=lflags,
+    )
+    return cythonize([ext, update_kernels], language_level=3, compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True})
 
 
 setup(ext_modules=_extensions())

@@ -18,6 +18,25 @@ state): hyperparameters are converted to Python floats, because a NumPy float64
 scalar would upcast float32 arrays under NumPy 2's promotion rules.
 
 Rules are found through one registry, `UPDATE_RULES`, via `get_update_rule`.
+
+Two implementations, one result. The NumPy code below is the reference and the
+fallback. The compiled extension `funkcije._update_kernels` does the same arithmetic
+in one pass over the arrays (w, dw and the state read once, next_w and the new state
+written once, subnormals flushed on the way, OpenMP threads for large arrays); it
+runs when
+
+  (a) the extension is built (it is compiled together with funkcije.im2col_cython),
+  (b) `funkcije.fast_layers.implementation() == "cython"`: the switch of DESIGN.md
+      Contract 7, so FUNKCIJE_FORCE_NUMPY=1 or `fast_layers.use_implementation("numpy")`
+      puts the update rules on NumPy too, and
+  (c) w, dw and the state arrays are C-contiguous, aligned float32 or float64
+      ndarrays of one dtype;
+
+otherwise the NumPy code runs. The compiled kernels follow the NumPy code operation
+for operation, in the array's dtype (a float32 array computes in float32, as NumPy 2
+does with a Python float times a float32 array), so both give the same numbers up to
+float rounding (bit for bit on the machines tested). A missing extension is not
+announced here: fast_layers already warns once when the compiled code is missing.
 """
 from __future__ import annotations
 
@@ -26,7 +45,15 @@ import numbers
 
 import numpy as np
 
+from . import fast_layers  # first: it sets OMP_WAIT_POLICY before libgomp loads
 from .checks import check_array, check_same_dtype
+
+try:
+    from . import _update_kernels as _kernels
+except ImportError:  # not built: the NumPy code runs (fast_layers has already warned)
+    _kernels = None
+
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 __all__ = [
     "sgd",
@@ -107,12 +134,37 @@ def _flush_subnormals(*arrays):
         a[np.abs(a) < tiny] = 0
 
 
+def _compiled(w, dw, *state):
+    """True when the compiled kernel should run (see the module docstring)."""
+    if _kernels is None or fast_layers.implementation() != "cython":
+        return False
+    dtype = w.dtype
+    if dtype not in _KERNEL_DTYPES:
+        return False
+    for a in (w, dw) + state:
+        if type(a) is not np.ndarray or a.dtype != dtype:
+            return False
+        flags = a.flags
+        if not (flags.c_contiguous and flags.aligned):
+            return False
+    return True
+
+
+def _flat(a):
+    """A 1-D view of a C-contiguous array."""
+    return a.reshape(-1)
+
+
 def sgd(w, dw, config=None):
     """Vanilla stochastic gradient descent: next_w = w - learning_rate * dw.
 
     config: `learning_rate` (default 1e-2).
     """
     config = _prepare("sgd", w, dw, config)
+    if _compiled(w, dw):
+        next_w = np.empty_like(w)
+        _kernels.sgd(_flat(w), _flat(dw), _flat(next_w), config["learning_rate"])
+        return next_w, config
     next_w = w - config["learning_rate"] * dw
     _flush_subnormals(next_w)
     return next_w, config
@@ -126,6 +178,14 @@ def sgd_momentum(w, dw, config=None):
     config: `learning_rate` (1e-2), `momentum` (0.9), `velocity` (zeros like w).
     """
     config = _prepare("sgd_momentum", w, dw, config)
+    if _compiled(w, dw, config["velocity"]):
+        next_w, v = np.empty_like(w), np.empty_like(w)
+        _kernels.sgd_momentum(
+            _flat(w), _flat(dw), _flat(config["velocity"]), _flat(next_w), _flat(v),
+            config["learning_rate"], config["momentum"],
+        )
+        config["velocity"] = v
+        return next_w, config
     v = config["momentum"] * config["velocity"] - config["learning_rate"] * dw
     config["velocity"] = v
     next_w = w + v
@@ -143,6 +203,14 @@ def rmsprop(w, dw, config=None):
     """
     config = _prepare("rmsprop", w, dw, config)
     decay = config["decay_rate"]
+    if _compiled(w, dw, config["cache"]):
+        next_w, cache = np.empty_like(w), np.empty_like(w)
+        _kernels.rmsprop(
+            _flat(w), _flat(dw), _flat(config["cache"]), _flat(next_w), _flat(cache),
+            config["learning_rate"], decay, 1.0 - decay, config["epsilon"],
+        )
+        config["cache"] = cache
+        return next_w, config
     cache = decay * config["cache"] + (1.0 - decay) * (dw * dw)
     config["cache"] = cache
     next_w = w - config["learning_rate"] * dw / (np.sqrt(cache) + config["epsilon"])
@@ -164,6 +232,17 @@ def adam(w, dw, config=None):
     config = _prepare("adam", w, dw, config)
     b1, b2 = config["beta1"], config["beta2"]
     t = config["t"] + 1
+    if _compiled(w, dw, config["m"], config["v"]):
+        # The same formulas and constants as the NumPy code below, in one pass.
+        next_w, m, v = np.empty_like(w), np.empty_like(w), np.empty_like(w)
+        _kernels.adam(
+            _flat(w), _flat(dw), _flat(config["m"]), _flat(config["v"]),
+            _flat(next_w), _flat(m), _flat(v),
+            b1, 1.0 - b1, b2, 1.0 - b2, 1.0 / math.sqrt(1.0 - b2**t), config["epsilon"],
+            -config["learning_rate"] / (1.0 - b1**t),
+        )
+        config.update(m=m, v=v, t=t)
+        return next_w, config
     # Same formulas, arranged so that a large weight (ThreeLayerConvNet's 8192 x 500)
     # costs four fresh arrays (m, v, next_w and one scratch) instead of about fifteen
     # temporaries: the update rule was as slow as the model's forward and backward.

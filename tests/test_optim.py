@@ -1,12 +1,48 @@
 """Update rules against steps computed by hand (scalar Python arithmetic, one
-coordinate at a time, independent of the vectorised NumPy code)."""
+coordinate at a time, independent of the vectorised NumPy code), on both
+implementations: every test runs once with the compiled kernels of
+funkcije._update_kernels and once on the NumPy code (the `impl` fixture switches
+`fast_layers.use_implementation`, which is what selects the update rules' path too).
+The compiled kernels are then compared with the NumPy code directly.
+
+Under CI=true a missing compiled extension (funkcije.im2col_cython or
+funkcije._update_kernels) fails the tests instead of skipping them.
+"""
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from funkcije import fast_layers as FL
 from funkcije import optim
 from funkcije.optim import adam, get_update_rule, rmsprop, sgd, sgd_momentum
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+RULES = [sgd, sgd_momentum, rmsprop, adam]
+
+
+def _require_compiled():
+    if "cython" not in FL.available_implementations() or optim._kernels is None:
+        if IN_CI:
+            pytest.fail(
+                "the compiled extensions funkcije.im2col_cython and funkcije._update_kernels "
+                "must be built under CI=true"
+            )
+        pytest.skip("compiled extension not built")
+
+
+@pytest.fixture(autouse=True, params=["cython", "numpy"])
+def impl(request):
+    """Run the test on the compiled update kernels and on the NumPy code."""
+    name = request.param
+    if name == "cython":
+        _require_compiled()
+    previous = FL.use_implementation(name)
+    yield name
+    FL.use_implementation(previous)
 
 W = [1.0, -2.0, 0.5, 3.0]
 DW = [0.5, 0.25, -4.0, 0.0]
@@ -197,3 +233,244 @@ def test_subnormal_results_are_flushed_to_zero(rule, dtype):
     for key in optim._STATE_KEYS[rule.__name__]:
         s = config[key]
         assert not np.any((s != 0) & (np.abs(s) < tiny))
+
+
+# ----------------------------------------------------------------------------- compiled vs NumPy
+
+
+class _Sub(np.ndarray):
+    """An ndarray subclass: its arithmetic may be overridden, so it takes the NumPy code."""
+
+
+class _Spy:
+    """Stands in for optim._kernels and records which kernels ran."""
+
+    def __init__(self, kernels):
+        self.kernels, self.calls = kernels, []
+
+    def __getattr__(self, name):
+        fn = getattr(self.kernels, name)
+
+        def call(*args):
+            self.calls.append(name)
+            return fn(*args)
+
+        return call
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    s = _Spy(optim._kernels)
+    monkeypatch.setattr(optim, "_kernels", s)
+    return s
+
+
+def _on(name, rule, *args):
+    previous = FL.use_implementation(name)
+    try:
+        return rule(*args)
+    finally:
+        FL.use_implementation(previous)
+
+
+def _assert_agree(got, ref, dtype, what):
+    """float64: 1e-12 relative. float32: 1e-6 relative to the entry and to the array's
+    largest entry. Both paths do the same IEEE operations in the array's dtype, each
+    correctly rounded, so on this build they agree bit for bit. The float32 bound
+    (about 8 ulps) leaves room for a build that rounds an operation differently (a
+    compiler fusing a * b + c into one rounding despite setup.py's -ffp-contract=off),
+    and is scaled by the largest entry because next_w = w + step cancels where
+    w ~ -step, which magnifies one ulp of either term."""
+    assert got.dtype == ref.dtype == dtype, what
+    if dtype == np.float64:
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=0, err_msg=what)
+    else:
+        scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6 * scale, err_msg=what)
+
+
+class TestCompiledAgainstNumPy:
+    """The compiled kernels against the NumPy code (which the hand-computed tests
+    above pin down): same results, same purity, same flushing, correct fallback."""
+
+    @pytest.fixture(autouse=True)
+    def impl(self):  # overrides the module's two-way fixture: these tests switch themselves
+        _require_compiled()
+        previous = FL.use_implementation("cython")
+        yield "cython"
+        FL.use_implementation(previous)
+
+    @pytest.mark.parametrize("rule", RULES)
+    @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+    @pytest.mark.parametrize(
+        "shape",
+        [(1,), (7,), (32,), (32, 3, 7, 7), (8, 5, 3, 2),
+         (300, 500)],  # 150 000 elements: above the threshold, split over the OpenMP threads
+    )
+    def test_several_steps_agree(self, spy, rule, dtype, shape):
+        rng = np.random.default_rng(hash((rule.__name__, np.dtype(dtype).name, shape)) % 2**32)
+        w = rng.standard_normal(shape).astype(dtype)
+        w_c = w_n = w
+        cfg_c, cfg_n = {"learning_rate": 1e-2}, {"learning_rate": 1e-2}
+        for step in range(4):  # t = 1..4 for Adam; non-zero state from step 2 on
+            dw = (rng.standard_normal(shape) * 10.0 ** rng.integers(-3, 2)).astype(dtype)
+            w_c, cfg_c = rule(w_c, dw, cfg_c)
+            w_n, cfg_n = _on("numpy", rule, w_n, dw, cfg_n)
+            _assert_agree(w_c, w_n, dtype, f"next_w, step {step + 1}")
+            for key in optim._STATE_KEYS[rule.__name__]:
+                _assert_agree(cfg_c[key], cfg_n[key], dtype, f"{key}, step {step + 1}")
+                assert cfg_c[key].shape == w.shape
+            assert {k: v for k, v in cfg_c.items() if not isinstance(v, np.ndarray)} == {
+                k: v for k, v in cfg_n.items() if not isinstance(v, np.ndarray)
+            }
+            assert w_c.shape == w.shape
+        assert spy.calls == [rule.__name__] * 4
+        if rule is adam:
+            assert cfg_c["t"] == 4
+
+    @pytest.mark.parametrize("rule", RULES)
+    @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+    def test_every_thread_split_agrees(self, spy, rule, dtype):
+        # Threshold 0: even tiny arrays are cut into per-thread spans (span starts are
+        # rounded to 16 elements, so odd sizes test every boundary case).
+        previous = optim._kernels.kernels.set_parallel_threshold(0)
+        try:
+            rng = np.random.default_rng(7)
+            for n in (1, 2, 15, 16, 17, 33, 1000, 4099):
+                w, dw = rng.standard_normal((2, n)).astype(dtype)
+                cfg = {"learning_rate": 1e-2}
+                _, cfg = rule(w, dw, dict(cfg))  # non-zero state
+                got = rule(w, dw, dict(cfg))
+                ref = _on("numpy", rule, w, dw, dict(cfg))
+                _assert_agree(got[0], ref[0], dtype, f"n={n}")
+                for key in optim._STATE_KEYS[rule.__name__]:
+                    _assert_agree(got[1][key], ref[1][key], dtype, f"{key}, n={n}")
+        finally:
+            optim._kernels.kernels.set_parallel_threshold(previous)
+        assert set(spy.calls) == {rule.__name__}
+
+    @pytest.mark.parametrize("rule", RULES)
+    @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+    def test_pure(self, spy, rule, dtype):
+        rng = np.random.default_rng(3)
+        w = rng.standard_normal((20, 30)).astype(dtype)
+        dw = rng.standard_normal((20, 30)).astype(dtype)
+        _, config = rule(w, dw, {"learning_rate": 1e-2})
+        passed = dict(config)
+        before = {k: v.copy() for k, v in passed.items() if isinstance(v, np.ndarray)}
+        w0, dw0 = w.copy(), dw.copy()
+        next_w, new_config = rule(w, dw, passed)
+        assert spy.calls == [rule.__name__] * 2
+        for a, b in [(w, w0), (dw, dw0)] + [(passed[k], v) for k, v in before.items()]:
+            assert a.tobytes() == b.tobytes()  # bitwise unchanged
+        assert passed.keys() == config.keys() and all(passed[k] is config[k] for k in config)
+        assert not np.shares_memory(next_w, w) and not np.shares_memory(next_w, dw)
+        for key in before:
+            assert new_config[key] is not passed[key]
+            for other in (w, dw, next_w, *before.values(), *(passed[k] for k in before)):
+                assert not np.shares_memory(new_config[key], other)
+        assert next_w.flags.c_contiguous and next_w.flags.writeable
+
+    @pytest.mark.parametrize("rule", RULES)
+    @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+    def test_special_values_match_bitwise(self, spy, rule, dtype):
+        # Subnormal inputs and results, -0.0, values that become subnormal after the
+        # step, NaN and inf: flushed (to +0.0) or propagated exactly as the NumPy code does.
+        tiny = np.finfo(dtype).tiny
+        w = np.array([tiny / 4, -tiny / 8, -0.0, 0.0, 1.5 * tiny, -1.5 * tiny, 1.0, np.nan,
+                      np.inf, -2.0, 3 * tiny, tiny], dtype=dtype)
+        dw = np.array([0.0, 0.0, 0.0, -0.0, 50 * tiny, -50 * tiny, tiny / 2, 1.0,
+                       0.5, np.nan, 100 * tiny, -tiny], dtype=dtype)
+        state = {k: np.array([tiny / 2, 0.0, -0.0, tiny, 1.0, 2.0, tiny / 3, 0.5,
+                              0.25, 1.0, tiny, 4 * tiny], dtype=dtype)
+                 for k in optim._STATE_KEYS[rule.__name__]}
+        for k in ("v", "cache"):  # second moments are >= 0
+            if k in state:
+                state[k] = np.abs(state[k])
+        for lr in (1e-3, 0.25):
+            config = {"learning_rate": lr, **state}
+            with np.errstate(all="ignore"):
+                got_w, got = rule(w, dw, dict(config))
+                ref_w, ref = _on("numpy", rule, w, dw, dict(config))
+            pairs = [("next_w", got_w, ref_w)] + [(k, got[k], ref[k]) for k in state]
+            for name, a, b in pairs:
+                np.testing.assert_array_equal(a, b, err_msg=name)
+                assert np.array_equal(np.signbit(a), np.signbit(b)), name  # -0.0 vs +0.0
+                assert not np.any((a != 0) & (np.abs(a) < tiny)), name
+        assert set(spy.calls) == {rule.__name__}
+
+    @pytest.mark.parametrize("rule", RULES)
+    def test_fallback_to_numpy(self, spy, rule):
+        # Non-contiguous, Fortran-ordered, unaligned, float16, mixed-dtype state,
+        # ndarray subclasses: the NumPy code runs (and gives its own result).
+        rng = np.random.default_rng(11)
+        base = rng.standard_normal((6, 8))
+        raw = np.zeros(6 * 8 * 4 + 1, np.uint8)[1:].view(np.float32)  # misaligned by one byte
+        raw[:] = base.astype(np.float32).ravel()
+        cases = {
+            "strided w": (base[:, ::2], base[:, 1::2].copy()),
+            "strided dw": (base[:, :4].copy(), base[:, ::2]),
+            "transposed": (base.T, base.T.copy()),
+            "fortran": (np.asfortranarray(base), np.asfortranarray(base * 0.5)),
+            "unaligned": (raw.reshape(6, 8), base.astype(np.float32)),
+            "float16": (base.astype(np.float16), base.astype(np.float16)),
+            "subclass": (base.view(_Sub), (base * 0.5).view(_Sub)),
+        }
+        for name, (w, dw) in cases.items():
+            spy.calls.clear()
+            got_w, got = rule(w, dw, {"learning_rate": 1e-2})
+            ref_w, ref = _on("numpy", rule, w, dw, {"learning_rate": 1e-2})
+            assert spy.calls == [], name
+            np.testing.assert_array_equal(got_w, ref_w, err_msg=name)
+            assert got_w.dtype == w.dtype, name
+        state_keys = optim._STATE_KEYS[rule.__name__]
+        if state_keys:
+            w, dw = base[:, :4].copy(), base[:, 4:].copy()
+            for variant in ("strided", "float32"):
+                spy.calls.clear()
+                state = {k: (np.ones((6, 8))[:, ::2] if variant == "strided" else np.ones((6, 4), np.float32))
+                         for k in state_keys}
+                got_w, got = rule(w, dw, {"learning_rate": 1e-2, **state})
+                ref_w, ref = _on("numpy", rule, w, dw, {"learning_rate": 1e-2, **state})
+                assert spy.calls == [], variant
+                np.testing.assert_array_equal(got_w, ref_w, err_msg=variant)
+                for k in state_keys:
+                    np.testing.assert_array_equal(got[k], ref[k], err_msg=variant)
+        # read-only, C-contiguous inputs are fine for the compiled path
+        w, dw = base.copy(), base * 0.5
+        w.flags.writeable = dw.flags.writeable = False
+        spy.calls.clear()
+        got_w, _ = rule(w, dw, {"learning_rate": 1e-2})
+        assert spy.calls == [rule.__name__]
+        np.testing.assert_allclose(got_w, _on("numpy", rule, w, dw, {"learning_rate": 1e-2})[0], rtol=1e-12)
+
+    def test_numpy_switch_turns_the_kernels_off(self, spy):
+        w, dw = np.ones(5), np.ones(5)
+        adam(w, dw)
+        assert spy.calls == ["adam"]
+        _on("numpy", adam, w, dw)
+        assert spy.calls == ["adam"]  # fast_layers.use_implementation("numpy") reaches optim too
+
+    def test_empty_arrays(self, spy):
+        for rule in RULES:
+            next_w, config = rule(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32))
+            assert next_w.shape == (0, 3) and next_w.dtype == np.float32
+        assert spy.calls == [r.__name__ for r in RULES]
+
+    def test_force_numpy_env_reaches_update_rules(self):
+        code = (
+            "from funkcije import optim, fast_layers as FL\n"
+            "import numpy as np\n"
+            "calls = []\n"
+            "class K:\n"
+            "    def __getattr__(self, n):\n"
+            "        calls.append(n); raise AssertionError('compiled kernel used')\n"
+            "optim._kernels = K()\n"
+            "optim.adam(np.ones(3), np.ones(3))\n"
+            "print(FL.implementation(), calls)\n"
+        )
+        env = {k: v for k, v in os.environ.items() if k != "FUNKCIJE_FORCE_NUMPY"}
+        env["FUNKCIJE_FORCE_NUMPY"] = "1"
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.split() == ["numpy", "[]"]
