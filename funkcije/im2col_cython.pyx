@@ -258,6 +258,281 @@ def out_to_cols(const floating[:, :, ::1] dout, floating[:, ::1] res,
                 dst[p] = src[p]
 
 
+
+# ----------------------------------------------------------------------------- Winograd F(2x2, 3x3)
+#
+# A 3x3, stride-1, undilated convolution computed on 4x4 input tiles that overlap by
+# two (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016):
+#     Y = A^T [ (G g G^T) . (B^T d B) ] A
+# with, for F(2x2, 3x3),
+#     B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+#     G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
+#     A^T = [[1, 1, 1, 0], [0, 1, -1, -1]].
+# Summed over channels, the 16 elementwise products become 16 GEMMs
+# U[xi] (F, C) @ V[xi] (C, tiles): 16 multiplies per 2x2 output block and channel
+# instead of im2col's 36, so GEMM-bound layers run about twice as fast. The filter
+# transform U is done in NumPy (fast_layers); these kernels are the input transform
+# V and the output transform.
+#
+# Tiles: an output plane (Ho, Wo) is covered by th x tw tiles of 2x2 (th = ceil(Ho / 2));
+# tile (ti, tj) reads input rows 2 ti - ph .. 2 ti - ph + 3 and columns likewise (zero
+# outside x). Tile index within a chunk: (n - n0) * th * tw + ti * tw + tj. One plane
+# per call of the inline helpers, so their local arrays are private to a thread.
+# V and M may have padding between their 16 slabs (any first stride): each tile
+# touches all 16, and slabs 4 KiB-multiples apart would share L1 cache sets.
+
+
+cdef inline void _wino_in_plane(const floating *plane, Py_ssize_t H, Py_ssize_t W,
+                                floating *v, Py_ssize_t vs, Py_ssize_t th, Py_ssize_t tw,
+                                Py_ssize_t ph, Py_ssize_t pw) noexcept nogil:
+    cdef floating d[4][4]
+    cdef floating s[4][4]
+    cdef Py_ssize_t ti, tj, a, bb, hh, ww, h0, w0, tile = 0
+    for ti in range(th):
+        h0 = 2 * ti - ph
+        for tj in range(tw):
+            w0 = 2 * tj - pw
+            if h0 >= 0 and h0 + 4 <= H and w0 >= 0 and w0 + 4 <= W:
+                for a in range(4):
+                    for bb in range(4):
+                        d[a][bb] = plane[(h0 + a) * W + w0 + bb]
+            else:
+                for a in range(4):
+                    hh = h0 + a
+                    for bb in range(4):
+                        ww = w0 + bb
+                        if hh >= 0 and hh < H and ww >= 0 and ww < W:
+                            d[a][bb] = plane[hh * W + ww]
+                        else:
+                            d[a][bb] = 0
+            for bb in range(4):  # s = B^T d
+                s[0][bb] = d[0][bb] - d[2][bb]
+                s[1][bb] = d[1][bb] + d[2][bb]
+                s[2][bb] = d[2][bb] - d[1][bb]
+                s[3][bb] = d[1][bb] - d[3][bb]
+            for a in range(4):  # V = s B, row xi = 4 a + column
+                v[(4 * a) * vs + tile] = s[a][0] - s[a][2]
+                v[(4 * a + 1) * vs + tile] = s[a][1] + s[a][2]
+                v[(4 * a + 2) * vs + tile] = s[a][2] - s[a][1]
+                v[(4 * a + 3) * vs + tile] = s[a][1] - s[a][3]
+            tile = tile + 1
+
+
+cdef inline void _wino_out_plane(const floating *m0, Py_ssize_t ms, floating *plane,
+                                 Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t th, Py_ssize_t tw,
+                                 floating bf) noexcept nogil:
+    cdef floating m[16]
+    cdef floating s[2][4]
+    cdef floating y00, y01, y10, y11
+    cdef Py_ssize_t ti, tj, a, i0, j0, tile = 0
+    for ti in range(th):
+        i0 = 2 * ti
+        for tj in range(tw):
+            j0 = 2 * tj
+            for a in range(16):
+                m[a] = m0[a * ms + tile]
+            for a in range(4):  # s = A^T m
+                s[0][a] = m[a] + m[4 + a] + m[8 + a]
+                s[1][a] = m[4 + a] - m[8 + a] - m[12 + a]
+            y00 = s[0][0] + s[0][1] + s[0][2] + bf
+            y01 = s[0][1] - s[0][2] - s[0][3] + bf
+            y10 = s[1][0] + s[1][1] + s[1][2] + bf
+            y11 = s[1][1] - s[1][2] - s[1][3] + bf
+            plane[i0 * Wo + j0] = y00
+            if j0 + 1 < Wo:
+                plane[i0 * Wo + j0 + 1] = y01
+            if i0 + 1 < Ho:
+                plane[(i0 + 1) * Wo + j0] = y10
+                if j0 + 1 < Wo:
+                    plane[(i0 + 1) * Wo + j0 + 1] = y11
+            tile = tile + 1
+
+
+def winograd_input(const floating[:, :, :, ::1] x, floating[:, :, :] V,
+                   Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t c0, Py_ssize_t c1,
+                   Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t th, Py_ssize_t tw, int nthreads=0):
+    """V[xi, c - c0, tile] = (B^T d B)[xi // 4, xi % 4] for the 4x4 input tile d of
+    x[n, c], for every tile of the samples [n0, n1) and channels [c0, c1).
+    V: (16, c1 - c0, (n1 - n0) * th * tw)."""
+    cdef Py_ssize_t H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t nb = n1 - n0, Cg = c1 - c0, TT = th * tw
+    cdef Py_ssize_t t, n, c, vs
+    if V.shape[0] != 16 or V.shape[1] != Cg or V.shape[2] != nb * TT:
+        raise ValueError(f"winograd_input: V must have shape (16, {Cg}, {nb * TT})")
+    if V.shape[2] > 1 and V.strides[2] != sizeof(floating):
+        raise ValueError("winograd_input: V's last axis must be contiguous")
+    if not (0 <= n0 <= n1 <= x.shape[0] and 0 <= c0 <= c1 <= x.shape[1]):
+        raise ValueError("winograd_input: sample or channel range outside x")
+    vs = V.strides[0] // sizeof(floating)
+    with nogil:
+        for t in prange(nb * Cg, schedule="static", num_threads=_pick_threads(nthreads, nb * Cg * TT * 16)):
+            n = t // Cg
+            c = t - n * Cg
+            _wino_in_plane(&x[n0 + n, c0 + c, 0, 0], H, W, &V[0, c, n * TT], vs, th, tw, ph, pw)
+
+
+def winograd_output(const floating[:, :, :] M, floating[:, :, :, ::1] out,
+                    Py_ssize_t n0, Py_ssize_t f0, Py_ssize_t th, Py_ssize_t tw,
+                    const floating[::1] b, int nthreads=0):
+    """out[n0 + n, f0 + f, 2 ti + a, 2 tj + bb] = (A^T m A)[a, bb] + b[f] for the 16
+    products m = M[:, f, tile] of every tile (b may be empty: no bias); positions
+    past the output plane are dropped. M: (16, Fg, nb * th * tw)."""
+    cdef Py_ssize_t Ho = out.shape[2], Wo = out.shape[3]
+    cdef Py_ssize_t Fg = M.shape[1], TT = th * tw
+    cdef Py_ssize_t nb = M.shape[2] // TT if TT > 0 else 0
+    cdef Py_ssize_t t, n, f, ms
+    cdef bint has_bias = b.shape[0] > 0
+    if M.shape[0] != 16 or M.shape[2] != nb * TT or n0 + nb > out.shape[0] or f0 + Fg > out.shape[1] \
+            or th != (Ho + 1) // 2 or tw != (Wo + 1) // 2:
+        raise ValueError("winograd_output: shapes do not match")
+    if M.shape[2] > 1 and M.strides[2] != sizeof(floating):
+        raise ValueError("winograd_output: M's last axis must be contiguous")
+    if has_bias and b.shape[0] != Fg:
+        raise ValueError("winograd_output: b must be empty or have one entry per filter of the group")
+    ms = M.strides[0] // sizeof(floating)
+    with nogil:
+        for t in prange(nb * Fg, schedule="static", num_threads=_pick_threads(nthreads, nb * Fg * TT * 16)):
+            n = t // Fg
+            f = t - n * Fg
+            _wino_out_plane(&M[0, f, n * TT], ms, &out[n0 + n, f0 + f, 0, 0], Ho, Wo, th, tw,
+                            b[f] if has_bias else 0)
+
+
+
+cdef inline void _wino_filter_row(const floating *g, Py_ssize_t Cg, floating *u, Py_ssize_t us) noexcept nogil:
+    """The 16 transformed values of the Cg 3x3 filters at g (one output channel),
+    written to u[xi * us + c]."""
+    cdef floating t[4][3]
+    cdef floating half = 0.5
+    cdef Py_ssize_t c, j, r
+    for c in range(Cg):
+        for j in range(3):  # t = G g
+            t[0][j] = g[j]
+            t[1][j] = (g[j] + g[3 + j] + g[6 + j]) * half
+            t[2][j] = (g[j] - g[3 + j] + g[6 + j]) * half
+            t[3][j] = g[6 + j]
+        for r in range(4):  # u = t G^T
+            u[(4 * r) * us + c] = t[r][0]
+            u[(4 * r + 1) * us + c] = (t[r][0] + t[r][1] + t[r][2]) * half
+            u[(4 * r + 2) * us + c] = (t[r][0] - t[r][1] + t[r][2]) * half
+            u[(4 * r + 3) * us + c] = t[r][2]
+        g = g + 9
+
+
+def winograd_filters(const floating[:, :, :, ::1] w, floating[:, :, :, :] U, int nthreads=0):
+    """U[grp, xi, f, c] = (G w[grp * Fg + f, c] G^T)[xi // 4, xi % 4]: the filter
+    transform of w (F, Cg, 3, 3) in G = U.shape[0] groups; U: (G, 16, F // G, Cg)
+    with a contiguous last axis (slabs may be padded apart)."""
+    cdef Py_ssize_t F = w.shape[0], Cg = w.shape[1], G = U.shape[0]
+    cdef Py_ssize_t Fg = U.shape[2] if G > 0 else 0
+    cdef Py_ssize_t f, us
+    if w.shape[2] != 3 or w.shape[3] != 3 or U.shape[1] != 16 or G * Fg != F or U.shape[3] != Cg:
+        raise ValueError("winograd_filters: w must be (F, Cg, 3, 3) and U (G, 16, F // G, Cg)")
+    if Cg > 1 and U.strides[3] != sizeof(floating):
+        raise ValueError("winograd_filters: U's last axis must be contiguous")
+    us = U.strides[1] // sizeof(floating)
+    with nogil:
+        for f in prange(F, schedule="static", num_threads=_pick_threads(nthreads, F * Cg * 16)):
+            _wino_filter_row(&w[f, 0, 0, 0], Cg, &U[f // Fg, 0, f % Fg, 0], us)
+
+
+
+
+
+# Weight gradient. With y = A^T [(G g G^T) . (B^T d B)] A, bilinearity gives
+#     dg = G^T [ sum over tiles (A dy A^T) . (B^T d B) ] G
+# for each 2x2 block dy of the upstream gradient (zero past the output plane): the
+# input transform of the forward, a transform of dout, 16 GEMMs
+# Z[xi] (F, C) = Y[xi] (F, tiles) @ V[xi]^T, and G^T Z G.
+
+
+cdef inline void _wino_dout_plane(const floating *plane, Py_ssize_t Ho, Py_ssize_t Wo,
+                                  floating *y, Py_ssize_t ys, Py_ssize_t th, Py_ssize_t tw) noexcept nogil:
+    cdef floating e[2][2]
+    cdef floating s[4][2]
+    cdef Py_ssize_t ti, tj, a, i0, j0, tile = 0
+    for ti in range(th):
+        i0 = 2 * ti
+        for tj in range(tw):
+            j0 = 2 * tj
+            e[0][0] = plane[i0 * Wo + j0]
+            e[0][1] = plane[i0 * Wo + j0 + 1] if j0 + 1 < Wo else 0
+            e[1][0] = plane[(i0 + 1) * Wo + j0] if i0 + 1 < Ho else 0
+            e[1][1] = plane[(i0 + 1) * Wo + j0 + 1] if (i0 + 1 < Ho and j0 + 1 < Wo) else 0
+            for a in range(2):  # s = A e, A = [[1, 0], [1, 1], [1, -1], [0, -1]]
+                s[0][a] = e[0][a]
+                s[1][a] = e[0][a] + e[1][a]
+                s[2][a] = e[0][a] - e[1][a]
+                s[3][a] = -e[1][a]
+            for a in range(4):  # y = s A^T
+                y[(4 * a) * ys + tile] = s[a][0]
+                y[(4 * a + 1) * ys + tile] = s[a][0] + s[a][1]
+                y[(4 * a + 2) * ys + tile] = s[a][0] - s[a][1]
+                y[(4 * a + 3) * ys + tile] = -s[a][1]
+            tile = tile + 1
+
+
+def winograd_dout(const floating[:, :, :, ::1] dout, floating[:, :, :] Y,
+                  Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t f0, Py_ssize_t f1,
+                  Py_ssize_t th, Py_ssize_t tw, int nthreads=0):
+    """Y[xi, f - f0, tile] = (A e A^T)[xi // 4, xi % 4] for the 2x2 block e of
+    dout[n, f] of every tile (zero past the plane), samples [n0, n1), filters
+    [f0, f1). Y: (16, f1 - f0, (n1 - n0) * th * tw), last axis contiguous."""
+    cdef Py_ssize_t Ho = dout.shape[2], Wo = dout.shape[3]
+    cdef Py_ssize_t nb = n1 - n0, Fg = f1 - f0, TT = th * tw
+    cdef Py_ssize_t t, n, f, ys
+    if Y.shape[0] != 16 or Y.shape[1] != Fg or Y.shape[2] != nb * TT:
+        raise ValueError(f"winograd_dout: Y must have shape (16, {Fg}, {nb * TT})")
+    if Y.shape[2] > 1 and Y.strides[2] != sizeof(floating):
+        raise ValueError("winograd_dout: Y's last axis must be contiguous")
+    if not (0 <= n0 <= n1 <= dout.shape[0] and 0 <= f0 <= f1 <= dout.shape[1]) \
+            or th != (Ho + 1) // 2 or tw != (Wo + 1) // 2:
+        raise ValueError("winograd_dout: ranges or tiles do not match dout")
+    ys = Y.strides[0] // sizeof(floating)
+    with nogil:
+        for t in prange(nb * Fg, schedule="static", num_threads=_pick_threads(nthreads, nb * Fg * TT * 16)):
+            n = t // Fg
+            f = t - n * Fg
+            _wino_dout_plane(&dout[n0 + n, f0 + f, 0, 0], Ho, Wo, &Y[0, f, n * TT], ys, th, tw)
+
+
+cdef inline void _wino_filter_grad_row(const floating *z, Py_ssize_t zs, Py_ssize_t Cg,
+                                       floating *g) noexcept nogil:
+    """dg = G^T Z G for the Cg 4x4 matrices Z[xi] = z[xi * zs + c] of one output channel,
+    written as Cg 3x3 filters at g."""
+    cdef floating m[16]
+    cdef floating t[3][4]
+    cdef floating half = 0.5
+    cdef Py_ssize_t c, a
+    for c in range(Cg):
+        for a in range(16):
+            m[a] = z[a * zs + c]
+        for a in range(4):  # t = G^T m, G^T = [[1, 1/2, 1/2, 0], [0, 1/2, -1/2, 0], [0, 1/2, 1/2, 1]]
+            t[0][a] = m[a] + (m[4 + a] + m[8 + a]) * half
+            t[1][a] = (m[4 + a] - m[8 + a]) * half
+            t[2][a] = (m[4 + a] + m[8 + a]) * half + m[12 + a]
+        for a in range(3):  # g = t G
+            g[3 * a] = t[a][0] + (t[a][1] + t[a][2]) * half
+            g[3 * a + 1] = (t[a][1] - t[a][2]) * half
+            g[3 * a + 2] = (t[a][1] + t[a][2]) * half + t[a][3]
+        g = g + 9
+
+
+def winograd_filters_backward(const floating[:, :, :, :] Z, floating[:, :, :, ::1] dw, int nthreads=0):
+    """dw[grp * Fg + f, c] = G^T Z[grp, :, f, c] G (4x4 -> 3x3) for Z (G, 16, Fg, Cg)
+    with a contiguous last axis; dw: (G * Fg, Cg, 3, 3)."""
+    cdef Py_ssize_t G = Z.shape[0], Fg = Z.shape[2], Cg = Z.shape[3]
+    cdef Py_ssize_t F = G * Fg, f, zs
+    if Z.shape[1] != 16 or dw.shape[0] != F or dw.shape[1] != Cg or dw.shape[2] != 3 or dw.shape[3] != 3:
+        raise ValueError("winograd_filters_backward: Z must be (G, 16, Fg, Cg) and dw (G * Fg, Cg, 3, 3)")
+    if Cg > 1 and Z.strides[3] != sizeof(floating):
+        raise ValueError("winograd_filters_backward: Z's last axis must be contiguous")
+    zs = Z.strides[1] // sizeof(floating)
+    with nogil:
+        for f in prange(F, schedule="static", num_threads=_pick_threads(nthreads, F * Cg * 16)):
+            _wino_filter_grad_row(&Z[f // Fg, 0, f % Fg, 0], zs, Cg, &dw[f, 0, 0, 0])
+
+
 # ----------------------------------------------------------------------------- pooling
 
 

@@ -31,6 +31,17 @@ def impl(request):
     FL.use_implementation(previous)
 
 
+@pytest.fixture(params=["default", "winograd-everywhere"])
+def algo(request, monkeypatch):
+    """"default": the library's choice of algorithm; "winograd-everywhere": every
+    3x3 stride-1 undilated convolution takes Winograd F(2x2, 3x3), however few its
+    channels (with the compiled kernels), so the whole grid checks it too."""
+    if request.param == "winograd-everywhere":
+        monkeypatch.setattr(FL, "_WINOGRAD_MIN_CHANNELS", 1)
+        monkeypatch.setattr(FL, "_winograd_enabled", True)
+    return request.param
+
+
 @pytest.fixture
 def tiny_workspace():
     """A workspace bound so small that every sample is its own chunk."""
@@ -80,7 +91,7 @@ def _conv_inputs(rng, xs, ws, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("xs, ws, conv_param", CONV_CASES)
-def test_conv_matches_reference(impl, rng, xs, ws, conv_param, dtype):
+def test_conv_matches_reference(impl, algo, rng, xs, ws, conv_param, dtype):
     x, w, b = _conv_inputs(rng, xs, ws, dtype)
     ref, ref_cache = L.conv_forward_naive(x, w, b, conv_param)
     out, cache = FL.conv_forward_fast(x, w, b, conv_param)
@@ -91,8 +102,8 @@ def test_conv_matches_reference(impl, rng, xs, ws, conv_param, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("case", [0, 3, 4, 11])
-def test_conv_chunked_batch(impl, rng, tiny_workspace, case, dtype):
+@pytest.mark.parametrize("case", [0, 3, 4, 9, 11])
+def test_conv_chunked_batch(impl, algo, rng, tiny_workspace, case, dtype):
     """One sample per chunk gives the same results as the reference (dw accumulates
     across chunks, dx is written chunk by chunk)."""
     xs, ws, conv_param = CONV_CASES[case]
@@ -165,7 +176,7 @@ def test_concurrent_threads_get_their_own_workspace(impl, rng):
         assert_close(g, r, np.float64)
 
 
-def test_conv_random_grid(impl):
+def test_conv_random_grid(impl, algo):
     """A seeded random sweep over geometries, float64 against the reference."""
     rng = np.random.default_rng(7)
     done = 0
@@ -175,8 +186,11 @@ def test_conv_random_grid(impl):
         F = groups * int(rng.integers(1, 3))
         HH, WW = (int(v) for v in rng.integers(1, 5, size=2))
         stride = tuple(int(v) for v in rng.integers(1, 4, size=2))
-        pad = tuple(int(v) for v in rng.integers(0, 3, size=2))
+        pad = tuple(int(v) for v in rng.integers(0, 4, size=2))
         dil = tuple(int(v) for v in rng.integers(1, 3, size=2))
+        if done % 3 == 0:  # a third of the sweep in Winograd's domain
+            HH = WW = 3
+            stride = dil = (1, 1)
         H, W = (int(v) for v in rng.integers(1, 10, size=2))
         N = int(rng.integers(1, 4))
         param = {"stride": stride, "pad": pad, "dilation": dil, "groups": groups}
@@ -748,6 +762,133 @@ def test_affine_matches_torch(impl, torch, rng):
     dx, dw, db = FL.affine_backward_fast(dout, cache)
     tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
     tout = tx.reshape(50, -1) @ tw + tb
+    tout.backward(torch.tensor(dout))
+    np.testing.assert_allclose(out, tout.detach().numpy(), rtol=1e-10, atol=1e-10)
+    for got, t in ((dx, tx), (dw, tw), (db, tb)):
+        np.testing.assert_allclose(got, t.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+
+# ----------------------------------------------------------------------------- Winograd
+
+# 3x3 stride-1 layers with enough channels for the library to choose Winograd on its
+# own: odd and even planes (partial edge tiles), pads 0..3 and (h, w) pairs (pad 3
+# takes im2col for the backward), groups, a 1x1 plane, a batch of one
+WINOGRAD_CASES = [
+    ((2, 16, 8, 8), (16, 16, 3, 3), {"stride": 1, "pad": 1}),
+    ((3, 20, 7, 9), (24, 20, 3, 3), {"stride": 1, "pad": (0, 2)}),
+    ((2, 32, 5, 6), (32, 16, 3, 3), {"stride": 1, "pad": 1, "groups": 2}),
+    ((1, 16, 1, 1), (17, 16, 3, 3), {"stride": 1, "pad": 1}),
+    ((2, 16, 6, 5), (16, 16, 3, 3), {"stride": 1, "pad": 3}),
+    ((5, 18, 11, 4), (16, 18, 3, 3), {"stride": 1, "pad": (2, 1)}),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("xs, ws, conv_param", WINOGRAD_CASES)
+def test_winograd_matches_reference(rng, xs, ws, conv_param, dtype, monkeypatch):
+    if "cython" not in FL.available_implementations():
+        pytest.skip("compiled extension not built")
+    previous = FL.use_implementation("cython")
+    calls = []
+    real = FL._winograd_conv
+    monkeypatch.setattr(FL, "_winograd_conv", lambda *a: calls.append(1) or real(*a))
+    try:
+        x, w, b = _conv_inputs(rng, xs, ws, dtype)
+        ref, ref_cache = L.conv_forward_naive(x, w, b, conv_param)
+        out, cache = FL.conv_forward_fast(x, w, b, conv_param)
+        assert calls, "Winograd was not chosen for this layer"
+        assert_close(out, ref, dtype)
+        dout = rng.standard_normal(ref.shape).astype(dtype)
+        for g_fast, g_ref in zip(FL.conv_backward_fast(dout, cache), L.conv_backward_naive(dout, ref_cache)):
+            assert_close(g_fast, g_ref, dtype)
+        _, dw, db = FL.conv_backward_fast(dout, cache, need_dx=False)
+        np.testing.assert_array_equal(dw, FL.conv_backward_fast(dout, cache)[1])
+    finally:
+        FL.use_implementation(previous)
+
+
+def test_winograd_chunks_and_threads_agree(rng):
+    """Many chunks (tiny workspace), one or two conv threads: dw's per-chunk partials
+    are summed in chunk order, so every run is bitwise the same."""
+    if "cython" not in FL.available_implementations():
+        pytest.skip("compiled extension not built")
+    previous = FL.use_implementation("cython")
+    x, w, b = _conv_inputs(rng, (9, 16, 7, 6), (16, 16, 3, 3), np.float32)
+    param = {"stride": 1, "pad": 1}
+    results = []
+    try:
+        for limit, threads in [(FL.get_workspace_limit(), 1), (1, 1), (1, 2), (1, 2)]:
+            old_limit, old_threads = FL.set_workspace_limit(limit), FL.get_conv_threads()
+            if threads > 1 and FL._BLAS_THREADS is None:
+                FL.set_workspace_limit(old_limit)
+                continue
+            FL.set_conv_threads(threads)
+            try:
+                out, cache = FL.conv_forward_fast(x, w, b, param)
+                results.append((limit, out) + FL.conv_backward_fast(np.ones_like(out), cache))
+            finally:
+                FL.set_workspace_limit(old_limit)
+                FL.set_conv_threads(old_threads)
+    finally:
+        FL.use_implementation(previous)
+    ref = L.conv_backward_naive(np.ones_like(results[0][1]), L.conv_forward_naive(x, w, b, param)[1])
+    for limit, out, dx, dw, db in results:
+        for g, r in zip((dx, dw, db), ref):
+            assert_close(g, r, np.float32)
+    tiny = [r for r in results if r[0] == 1]
+    for other in tiny[1:]:
+        for a, c in zip(tiny[0][1:], other[1:]):
+            np.testing.assert_array_equal(a, c)
+
+
+def test_use_winograd_switch(rng, monkeypatch):
+    if "cython" not in FL.available_implementations():
+        pytest.skip("compiled extension not built")
+    previous_impl = FL.use_implementation("cython")
+    calls = []
+    real = FL._winograd_conv
+    monkeypatch.setattr(FL, "_winograd_conv", lambda *a: calls.append(1) or real(*a))
+    x, w, b = _conv_inputs(rng, (2, 16, 6, 6), (16, 16, 3, 3), np.float64)
+    try:
+        assert FL.use_winograd(False) is True
+        off = FL.conv_forward_fast(x, w, b, {"stride": 1, "pad": 1})[0]
+        assert not calls
+        assert FL.use_winograd(True) is False
+        on = FL.conv_forward_fast(x, w, b, {"stride": 1, "pad": 1})[0]
+        assert calls
+        assert_close(on, off, np.float64)
+        # the NumPy fallback never takes Winograd
+        FL.use_implementation("numpy")
+        calls.clear()
+        FL.conv_forward_fast(x, w, b, {"stride": 1, "pad": 1})
+        assert not calls
+    finally:
+        FL.use_winograd(True)
+        FL.use_implementation(previous_impl)
+
+
+def test_winograd_env_var():
+    proc = _run_python("import funkcije.fast_layers as FL; print(FL._winograd_enabled)", FUNKCIJE_WINOGRAD="0")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.torch
+def test_winograd_matches_torch(torch, rng):
+    if "cython" not in FL.available_implementations():
+        pytest.skip("compiled extension not built")
+    previous = FL.use_implementation("cython")
+    try:
+        x, w, b = _conv_inputs(rng, (3, 32, 9, 8), (48, 16, 3, 3), np.float64)
+        param = {"stride": 1, "pad": 1, "groups": 2}
+        out, cache = FL.conv_forward_fast(x, w, b, param)
+        dout = rng.standard_normal(out.shape)
+        dx, dw, db = FL.conv_backward_fast(dout, cache)
+    finally:
+        FL.use_implementation(previous)
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    tout = torch.nn.functional.conv2d(tx, tw, tb, stride=1, padding=1, groups=2)
     tout.backward(torch.tensor(dout))
     np.testing.assert_allclose(out, tout.detach().numpy(), rtol=1e-10, atol=1e-10)
     for got, t in ((dx, tx), (dw, tw), (db, tb)):
