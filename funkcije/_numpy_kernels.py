@@ -53,8 +53,9 @@ def im2col(x, cols, n0, n1, c0, c1, HH, WW, sh, sw, ph, pw, dh, dw, Ho, Wo, nthr
 
 
 def col2im(cols, dx, n0, n1, c0, c1, HH, WW, sh, sw, ph, pw, dh, dw, Ho, Wo, nthreads=0):
-    """dx[n0:n1, c0:c1] += the adjoint of `im2col` applied to cols; one strided
-    slice-add per kernel position, so overlapping windows accumulate."""
+    """dx[n0:n1, c0:c1] = the adjoint of `im2col` applied to cols (overwritten, as
+    the compiled kernel does); one strided slice-add per kernel position into a padded
+    scratch, so overlapping windows accumulate."""
     nb, Cg = n1 - n0, c1 - c0
     H, W = dx.shape[2:]
     c6 = cols.reshape(Cg, HH, WW, nb, Ho, Wo)
@@ -65,7 +66,7 @@ def col2im(cols, dx, n0, n1, c0, c1, HH, WW, sh, sw, ph, pw, dh, dw, Ho, Wo, nth
             dxp[:, :, h0 : h0 + sh * (Ho - 1) + 1 : sh, w0 : w0 + sw * (Wo - 1) + 1 : sw] += c6[
                 :, kh, kw
             ].transpose(1, 0, 2, 3)
-    dx[n0:n1, c0:c1] += dxp[:, :, ph : ph + H, pw : pw + W]
+    dx[n0:n1, c0:c1] = dxp[:, :, ph : ph + H, pw : pw + W]
 
 
 def cols_to_out(res, b, out, n0, f0, nthreads=0):

@@ -18,6 +18,8 @@ arithmetic; nothing reads outside the arrays.
 cimport cython
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memset
 
 import numpy as np
 
@@ -119,54 +121,95 @@ cdef inline Py_ssize_t _range_hi(Py_ssize_t size, Py_ssize_t out, Py_ssize_t str
 # ----------------------------------------------------------------------------- convolution
 
 
+cdef floating *_padded_copy(const floating[:, :, :, ::1] x, Py_ssize_t n0, Py_ssize_t n1,
+                            Py_ssize_t c0, Py_ssize_t c1, Py_ssize_t ph, Py_ssize_t pw,
+                            int nthreads) noexcept nogil:
+    """A malloc'ed zero-padded copy (nb * Cg planes of (H + 2 ph, W + 2 pw)) of
+    x[n0:n1, c0:c1], or NULL when out of memory. The caller frees it."""
+    cdef Py_ssize_t H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t Hp = H + 2 * ph, Wp = W + 2 * pw, Cg = c1 - c0, nb = n1 - n0
+    cdef Py_ssize_t t, h, j
+    cdef floating *buf = <floating *> malloc(max(1, nb * Cg * Hp * Wp) * sizeof(floating))
+    cdef floating *dst
+    cdef const floating *src
+    if buf == NULL:
+        return NULL
+    for t in prange(nb * Cg, schedule="static", num_threads=_pick_threads(nthreads, nb * Cg * Hp * Wp * 4)):
+        dst = buf + t * Hp * Wp
+        memset(dst, 0, ph * Wp * sizeof(floating))
+        memset(dst + (ph + H) * Wp, 0, ph * Wp * sizeof(floating))
+        for h in range(H):
+            src = &x[n0 + t // Cg, c0 + t % Cg, h, 0]
+            for j in range(pw):
+                dst[(ph + h) * Wp + j] = 0
+            for j in range(W):
+                dst[(ph + h) * Wp + pw + j] = src[j]
+            for j in range(pw):
+                dst[(ph + h) * Wp + pw + W + j] = 0
+    return buf
+
+
 def im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols,
            Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t c0, Py_ssize_t c1,
            Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t sh, Py_ssize_t sw,
            Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
            Py_ssize_t Ho, Py_ssize_t Wo, int nthreads=0):
     """Fill cols (K, nb * Ho * Wo) with the zero-padded, dilated windows of
-    x[n0:n1, c0:c1] (see the module docstring for the layout)."""
+    x[n0:n1, c0:c1] (see the module docstring for the layout).
+
+    With padding, the chunk's planes are first copied into a zero-padded buffer (a
+    small fraction of the columns' size) so that every row of the copy loop is one
+    branch-free run: clipping each row at the borders cost more than the copy itself
+    on small planes."""
     cdef Py_ssize_t H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t nb = n1 - n0, Cg = c1 - c0, KK = HH * WW
     cdef Py_ssize_t K = Cg * KK, P = Ho * Wo
-    cdef Py_ssize_t t, r, n, c, kh, kw, i, j, h, off_w, jlo, jhi, base
+    cdef Py_ssize_t Hp = H + 2 * ph, Wp = W + 2 * pw
+    cdef Py_ssize_t t, r, n, c, kh, kw, i, j
     cdef floating *dst
     cdef const floating *src
+    cdef const floating *plane
+    cdef floating *buf = NULL
+    cdef const floating *base
+    cdef Py_ssize_t plane_stride, sample_stride
     if cols.shape[0] != K or cols.shape[1] != nb * P:
         raise ValueError(f"im2col: cols must have shape ({K}, {nb * P}), got ({cols.shape[0]}, {cols.shape[1]})")
     if not (0 <= n0 <= n1 <= x.shape[0] and 0 <= c0 <= c1 <= x.shape[1]):
         raise ValueError("im2col: sample or channel range outside x")
+    if nb == 0 or K == 0 or P == 0:
+        return
+    if (Ho - 1) * sh + (HH - 1) * dh >= Hp or (Wo - 1) * sw + (WW - 1) * dw >= Wp:
+        raise ValueError("im2col: windows reach outside the padded input")
     with nogil:
+        if ph > 0 or pw > 0:
+            buf = _padded_copy(x, n0, n1, c0, c1, ph, pw, nthreads)
+            if buf == NULL:
+                with gil:
+                    raise MemoryError("im2col: no memory for the padded copy of the input chunk")
+            base = buf
+            plane_stride = Hp * Wp
+            sample_stride = Cg * Hp * Wp
+        else:
+            base = &x[n0, c0, 0, 0]
+            plane_stride = H * W
+            sample_stride = x.shape[1] * H * W
         for t in prange(K * nb, schedule="static", num_threads=_pick_threads(nthreads, K * nb * P)):
             r = t // nb
             n = t - r * nb
             c = r // KK
             kh = (r // WW) % HH
             kw = r % WW
-            off_w = kw * dw - pw
-            jlo = _range_lo(sw, off_w)
-            jhi = _range_hi(W, Wo, sw, off_w)
-            if jlo > jhi:
-                jlo = jhi
-            base = n * P
+            plane = base + n * sample_stride + c * plane_stride + kh * dh * Wp + kw * dw
+            dst = &cols[r, n * P]
             for i in range(Ho):
-                dst = &cols[r, base + i * Wo]
-                h = i * sh - ph + kh * dh
-                if h < 0 or h >= H:
-                    for j in range(Wo):
-                        dst[j] = 0
-                    continue
-                src = &x[n0 + n, c0 + c, h, 0]
-                for j in range(jlo):
-                    dst[j] = 0
+                src = plane + i * sh * Wp
                 if sw == 1:
-                    for j in range(jlo, jhi):
-                        dst[j] = src[j + off_w]
+                    for j in range(Wo):
+                        dst[i * Wo + j] = src[j]
                 else:
-                    for j in range(jlo, jhi):
-                        dst[j] = src[j * sw + off_w]
-                for j in range(jhi, Wo):
-                    dst[j] = 0
+                    for j in range(Wo):
+                        dst[i * Wo + j] = src[j * sw]
+        free(buf)
 
 
 def col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] dx,
@@ -174,44 +217,66 @@ def col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] dx,
            Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t sh, Py_ssize_t sw,
            Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
            Py_ssize_t Ho, Py_ssize_t Wo, int nthreads=0):
-    """Add the column gradient cols (K, nb * Ho * Wo) into dx[n0:n1, c0:c1]: the
-    adjoint of `im2col`. Overlapping windows accumulate; padding positions are dropped.
-    Each (n, c) plane belongs to one thread, so the additions never race."""
+    """Write into dx[n0:n1, c0:c1] the sum of the column gradient cols (K, nb * Ho * Wo)
+    over the windows: the adjoint of `im2col`. The planes of one channel (for a block
+    of samples) belong to one thread, which streams through that channel's rows of
+    cols and accumulates in zero-padded scratch planes (no clipping in the inner loop,
+    no races, scratch small enough for L1/L2); their interiors then *overwrite* the
+    planes of dx, so dx needs no zeroing."""
     cdef Py_ssize_t H = dx.shape[2], W = dx.shape[3]
     cdef Py_ssize_t nb = n1 - n0, Cg = c1 - c0, KK = HH * WW
     cdef Py_ssize_t K = Cg * KK, P = Ho * Wo
-    cdef Py_ssize_t t, r, n, c, kh, kw, i, j, h, off_w, jlo, jhi, base
-    cdef floating *dst
+    cdef Py_ssize_t Hp = H + 2 * ph, Wp = W + 2 * pw
+    cdef Py_ssize_t t, r, n, c, kh, kw, i, j, h, nsplit, part, na, nz
+    cdef int threads
+    cdef floating *acc
+    cdef floating *row
+    cdef floating *out
     cdef const floating *src
+    cdef floating *buf
     if cols.shape[0] != K or cols.shape[1] != nb * P:
         raise ValueError(f"col2im: cols must have shape ({K}, {nb * P}), got ({cols.shape[0]}, {cols.shape[1]})")
     if not (0 <= n0 <= n1 <= dx.shape[0] and 0 <= c0 <= c1 <= dx.shape[1]):
         raise ValueError("col2im: sample or channel range outside dx")
+    if nb == 0 or Cg == 0:
+        return
+    if P > 0 and ((Ho - 1) * sh + (HH - 1) * dh >= Hp or (Wo - 1) * sw + (WW - 1) * dw >= Wp):
+        raise ValueError("col2im: windows reach outside the padded input")
+    threads = _pick_threads(nthreads, K * nb * P)
+    # enough (channel, sample block) tasks for the threads even with one channel
+    nsplit = 1 if threads == 1 else min(nb, (4 * threads + Cg - 1) // Cg)
     with nogil:
-        for t in prange(nb * Cg, schedule="static", num_threads=_pick_threads(nthreads, K * nb * P)):
-            n = t // Cg
-            c = t - n * Cg
-            base = n * P
+        buf = <floating *> calloc(max(1, nb * Cg * Hp * Wp), sizeof(floating))
+        if buf == NULL:
+            with gil:
+                raise MemoryError("col2im: no memory for the padded gradient planes")
+        for t in prange(Cg * nsplit, schedule="static", num_threads=threads):
+            c = t // nsplit
+            part = t - c * nsplit
+            na = part * nb // nsplit
+            nz = (part + 1) * nb // nsplit
             for kh in range(HH):
                 for kw in range(WW):
                     r = c * KK + kh * WW + kw
-                    off_w = kw * dw - pw
-                    jlo = _range_lo(sw, off_w)
-                    jhi = _range_hi(W, Wo, sw, off_w)
-                    if jlo > jhi:
-                        jlo = jhi
-                    for i in range(Ho):
-                        h = i * sh - ph + kh * dh
-                        if h < 0 or h >= H:
-                            continue
-                        src = &cols[r, base + i * Wo]
-                        dst = &dx[n0 + n, c0 + c, h, 0]
-                        if sw == 1:
-                            for j in range(jlo, jhi):
-                                dst[j + off_w] += src[j]
-                        else:
-                            for j in range(jlo, jhi):
-                                dst[j * sw + off_w] += src[j]
+                    for n in range(na, nz):
+                        src = &cols[r, n * P]
+                        acc = buf + (n * Cg + c) * Hp * Wp + kh * dh * Wp + kw * dw
+                        for i in range(Ho):
+                            row = acc + i * sh * Wp
+                            if sw == 1:
+                                for j in range(Wo):
+                                    row[j] += src[i * Wo + j]
+                            else:
+                                for j in range(Wo):
+                                    row[j * sw] += src[i * Wo + j]
+            for n in range(na, nz):
+                acc = buf + (n * Cg + c) * Hp * Wp
+                for h in range(H):
+                    out = &dx[n0 + n, c0 + c, h, 0]
+                    row = acc + (ph + h) * Wp + pw
+                    for j in range(W):
+                        out[j] = row[j]
+        free(buf)
 
 
 def cols_to_out(const floating[:, ::1] res, const floating[::1] b, floating[:, :, ::1] out,
