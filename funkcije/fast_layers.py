@@ -20,12 +20,20 @@ Caches are interchangeable with the reference: a conv cache *is* the tuple
 `conv_backward_naive` accepts a fast cache and `conv_backward_fast` a reference one.
 The max-pool cache also carries the argmax positions so the backward is a scatter.
 
-Convolution is im2col + one BLAS GEMM per batch chunk and group. The column
-workspace is bounded (`set_workspace_limit`, env `FUNKCIJE_WORKSPACE_MB`, default
-256 MiB): the batch is processed in chunks small enough to keep it under the bound,
-and the backward recomputes the columns chunk by chunk instead of caching them, so
-peak memory is inputs, outputs, gradients and cache plus that bound (a single sample
-whose columns exceed the bound is still processed, alone).
+Convolution is im2col + one BLAS GEMM per batch chunk and group; 3x3 stride-1
+undilated layers with at least 16 channels in and out (per group) use Winograd
+F(2x2, 3x3) instead, for the forward, dx and dw (`use_winograd(False)` or
+FUNKCIJE_WINOGRAD=0 turns it off; results differ from im2col only by rounding).
+The workspace of either is bounded (`set_workspace_limit`, env
+`FUNKCIJE_WORKSPACE_MB`, default 256 MiB): the batch is processed in chunks small
+enough to keep it under the bound, and the backward recomputes the columns chunk by
+chunk instead of caching them, so peak memory is inputs, outputs, gradients and
+cache plus that bound (a single sample whose columns exceed the bound is still
+processed, alone).
+
+The affine layers are here too (`affine_forward_fast`): the same GEMMs as the
+reference, split over the conv threads so that OpenBLAS's own thread team never
+wakes up between the layers of a network (see the note at `_AFFINE_SPLIT_MIN`).
 
 Implementations (DESIGN.md, Contract 7): `IMPLEMENTATION` is "cython" when the
 compiled extension `funkcije.im2col_cython` is importable, else "numpy" (a pure-NumPy
