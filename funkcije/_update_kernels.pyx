@@ -34,51 +34,12 @@ cdef extern from "<float.h>":
     float FLT_MIN
     double DBL_MIN
 
-cdef extern from *:
-    """
-    #ifdef _OPENMP
-    #include <omp.h>
-    static int funk_upd_openmp(void) { return 1; }
-    static int funk_upd_max_threads(void) { return omp_get_max_threads(); }
-    #else
-    static int funk_upd_openmp(void) { return 0; }
-    static int funk_upd_max_threads(void) { return 1; }
-    #endif
-    """
-    int funk_upd_openmp() nogil
-    int funk_upd_max_threads() nogil
-
+include "_openmp.pxi"
 
 # Below this many elements a kernel runs on one thread: a memory-bound pass over 128 Ki
 # elements takes 0.1-0.3 ms, not much more than waking a sleeping (PASSIVE) thread can
 # cost on a busy machine.
-cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 1 << 17
-
-
-def get_parallel_threshold():
-    """Elements an array must have before a kernel uses more than one OpenMP thread."""
-    return PARALLEL_MIN_ELEMENTS
-
-
-def set_parallel_threshold(Py_ssize_t elements):
-    """Set the single-thread threshold (elements); returns the previous value."""
-    global PARALLEL_MIN_ELEMENTS
-    if elements < 0:
-        raise ValueError(f"set_parallel_threshold: elements must be >= 0, got {elements}")
-    previous = PARALLEL_MIN_ELEMENTS
-    PARALLEL_MIN_ELEMENTS = elements
-    return previous
-
-
-def openmp_enabled():
-    """True when the extension was compiled with OpenMP."""
-    return bool(funk_upd_openmp())
-
-
-cdef inline int _threads(Py_ssize_t n) noexcept nogil:
-    if n < PARALLEL_MIN_ELEMENTS:
-        return 1
-    return funk_upd_max_threads()
+PARALLEL_MIN_WORK = 1 << 17
 
 
 cdef inline floating _flush(floating x) noexcept nogil:

@@ -571,34 +571,43 @@ def _winograd_filters(w, G):
     return U
 
 
+def _winograd_plan(x, Cg, Fg, Ho, Wo):
+    """(th, tw, chunks, workers) for Winograd over the batch of x: th x tw tiles per
+    output plane and batch chunks within the workspace bound."""
+    N = x.shape[0]
+    th, tw = (Ho + 1) // 2, (Wo + 1) // 2
+    workers = _workers(_cython_kernels)
+    # about 256 tiles per chunk: the 16 products are then (Fg, Cg) x (Cg, 256), long
+    # enough for BLAS and short enough for the transformed arrays to stay in cache
+    # (measured on the issue-3 layers: 256 tiles was the fastest of 16..16384 for both)
+    nb = _chunk_size(N, x.itemsize * 16 * th * tw * (Cg + Fg), th * tw, workers=workers,
+                     target_cols=_WINOGRAD_TILES)
+    return th, tw, [(n0, min(N, n0 + nb)) for n0 in range(0, N, nb)], workers
+
+
+def _workspace_slab_pair(dtype, rows_a, rows_b, cols):
+    """Two arrays (16, rows_a, cols) and (16, rows_b, cols) with padded-apart slabs (as
+    `_padded_slabs` makes them), carved from this thread's workspace."""
+    a, b = _workspace.arrays(dtype, (16, rows_a * cols + 16), (16, rows_b * cols + 16))
+    return a[:, : rows_a * cols].reshape(16, rows_a, cols), b[:, : rows_b * cols].reshape(16, rows_b, cols)
+
+
 def _winograd_conv(x, U, G, pad, out, b):
     """out (N, F, Ho, Wo) = the 3x3 stride-1 convolution of x (N, C, H, W) with zero
     padding `pad` by the filters whose transform is U (G, 16, F // G, C // G), plus b
     (F,) unless b is empty. Chunked over the batch like im2col, within the bound."""
     kern = _cython_kernels
-    N = x.shape[0]
-    Ho, Wo = out.shape[2], out.shape[3]
-    th, tw = (Ho + 1) // 2, (Wo + 1) // 2
-    TT = th * tw
     Fg, Cg = U.shape[2], U.shape[3]
-    workers = _workers(kern)
-    # about 256 tiles per chunk: the 16 products are then (Fg, Cg) x (Cg, 256), long
-    # enough for BLAS and short enough for V and M to stay in cache (measured on the
-    # issue-3 layers: 256 tiles was the fastest of 16..16384 for both)
-    nb = _chunk_size(N, x.itemsize * 16 * TT * (Cg + Fg), TT, workers=workers, target_cols=_WINOGRAD_TILES)
+    th, tw, chunks, workers = _winograd_plan(x, Cg, Fg, out.shape[2], out.shape[3])
 
     def chunk(i, n0, n1, nthreads):
-        T = (n1 - n0) * TT
-        # slabs padded apart as in _padded_slabs, here carved from the workspace
-        Vb, Mb = _workspace.arrays(x.dtype, (16, Cg * T + 16), (16, Fg * T + 16))
-        V = Vb[:, : Cg * T].reshape(16, Cg, T)
-        M = Mb[:, : Fg * T].reshape(16, Fg, T)
+        V, M = _workspace_slab_pair(x.dtype, Cg, Fg, (n1 - n0) * th * tw)
         for grp in range(G):
             kern.winograd_input(x, V, n0, n1, grp * Cg, (grp + 1) * Cg, pad[0], pad[1], th, tw, nthreads)
             np.matmul(U[grp], V, out=M)
             kern.winograd_output(M, out, n0, grp * Fg, th, tw, b[grp * Fg : (grp + 1) * Fg], nthreads)
 
-    _run_chunks([(n0, min(N, n0 + nb)) for n0 in range(0, N, nb)], chunk, workers)
+    _run_chunks(chunks, chunk, workers)
 
 
 def _winograd_weight_grad(x, dout, G, pad, w_shape):
@@ -607,21 +616,13 @@ def _winograd_weight_grad(x, dout, G, pad, w_shape):
     Z[xi] = Y[xi] (Fg, tiles) @ V[xi]^T per chunk (kernels: im2col_cython.pyx), summed
     in chunk order (deterministic whatever thread took a chunk), then G^T Z G."""
     kern = _cython_kernels
-    N, C = x.shape[:2]
     F, Ho, Wo = dout.shape[1:]
-    Fg, Cg = F // G, C // G
-    th, tw = (Ho + 1) // 2, (Wo + 1) // 2
-    TT = th * tw
-    workers = _workers(kern)
-    nb = _chunk_size(N, x.itemsize * 16 * TT * (Cg + Fg), TT, workers=workers, target_cols=_WINOGRAD_TILES)
-    chunks = [(n0, min(N, n0 + nb)) for n0 in range(0, N, nb)]
+    Fg, Cg = F // G, x.shape[1] // G
+    th, tw, chunks, workers = _winograd_plan(x, Cg, Fg, Ho, Wo)
     parts = _padded_slabs(x.dtype, (len(chunks), G), Fg, Cg)
 
     def chunk(i, n0, n1, nthreads):
-        T = (n1 - n0) * TT
-        Vb, Yb = _workspace.arrays(x.dtype, (16, Cg * T + 16), (16, Fg * T + 16))
-        V = Vb[:, : Cg * T].reshape(16, Cg, T)
-        Y = Yb[:, : Fg * T].reshape(16, Fg, T)
+        V, Y = _workspace_slab_pair(x.dtype, Cg, Fg, (n1 - n0) * th * tw)
         for grp in range(G):
             kern.winograd_input(x, V, n0, n1, grp * Cg, (grp + 1) * Cg, pad[0], pad[1], th, tw, nthreads)
             kern.winograd_dout(dout, Y, n0, n1, grp * Fg, (grp + 1) * Fg, th, tw, nthreads)

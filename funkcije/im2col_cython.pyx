@@ -23,19 +23,7 @@ from libc.string cimport memset
 
 import numpy as np
 
-cdef extern from *:
-    """
-    #ifdef _OPENMP
-    #include <omp.h>
-    static int funk_openmp(void) { return 1; }
-    static int funk_max_threads(void) { return omp_get_max_threads(); }
-    #else
-    static int funk_openmp(void) { return 0; }
-    static int funk_max_threads(void) { return 1; }
-    #endif
-    """
-    int funk_openmp() nogil
-    int funk_max_threads() nogil
+include "_openmp.pxi"
 
 ctypedef int int32
 
@@ -44,38 +32,7 @@ ctypedef int int32
 # pool costs microseconds on an idle machine, but on a busy one every parallel region
 # can wait a whole scheduler time slice for its second thread, so only kernels that
 # take about a millisecond on one thread are split.
-cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 20
-
-
-def get_parallel_threshold():
-    """Elements a kernel must touch before it uses more than one OpenMP thread."""
-    return PARALLEL_MIN_WORK
-
-
-def set_parallel_threshold(Py_ssize_t elements):
-    """Set the single-thread threshold (elements); returns the previous value."""
-    global PARALLEL_MIN_WORK
-    if elements < 0:
-        raise ValueError(f"set_parallel_threshold: elements must be >= 0, got {elements}")
-    previous = PARALLEL_MIN_WORK
-    PARALLEL_MIN_WORK = elements
-    return previous
-
-
-def openmp_enabled():
-    """True when the extension was compiled with OpenMP."""
-    return bool(funk_openmp())
-
-
-def max_threads():
-    """Threads an OpenMP region may use (OMP_NUM_THREADS, else the core count)."""
-    return funk_max_threads()
-
-
-cdef inline int _threads(Py_ssize_t work) noexcept nogil:
-    if work < PARALLEL_MIN_WORK:
-        return 1
-    return funk_max_threads()
+PARALLEL_MIN_WORK = 1 << 20
 
 
 # Pooling kernels sit between other kernels, not beside BLAS calls, and pay off on two

@@ -784,20 +784,26 @@ WINOGRAD_CASES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("xs, ws, conv_param", WINOGRAD_CASES)
-def test_winograd_matches_reference(rng, xs, ws, conv_param, dtype, monkeypatch):
-    if "cython" not in FL.available_implementations():
-        pytest.skip("compiled extension not built")
-    previous = FL.use_implementation("cython")
+@pytest.fixture
+def winograd_calls(monkeypatch):
+    """A list that gets an entry every time the fast convolution takes Winograd."""
     calls = []
     real = FL._winograd_conv
     monkeypatch.setattr(FL, "_winograd_conv", lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("xs, ws, conv_param", WINOGRAD_CASES)
+def test_winograd_matches_reference(rng, xs, ws, conv_param, dtype, winograd_calls):
+    if "cython" not in FL.available_implementations():
+        pytest.skip("compiled extension not built")
+    previous = FL.use_implementation("cython")
     try:
         x, w, b = _conv_inputs(rng, xs, ws, dtype)
         ref, ref_cache = L.conv_forward_naive(x, w, b, conv_param)
         out, cache = FL.conv_forward_fast(x, w, b, conv_param)
-        assert calls, "Winograd was not chosen for this layer"
+        assert winograd_calls, "Winograd was not chosen for this layer"
         assert_close(out, ref, dtype)
         dout = rng.standard_normal(ref.shape).astype(dtype)
         for g_fast, g_ref in zip(FL.conv_backward_fast(dout, cache), L.conv_backward_naive(dout, ref_cache)):
@@ -842,13 +848,11 @@ def test_winograd_chunks_and_threads_agree(rng):
             np.testing.assert_array_equal(a, c)
 
 
-def test_use_winograd_switch(rng, monkeypatch):
+def test_use_winograd_switch(rng, winograd_calls):
     if "cython" not in FL.available_implementations():
         pytest.skip("compiled extension not built")
     previous_impl = FL.use_implementation("cython")
-    calls = []
-    real = FL._winograd_conv
-    monkeypatch.setattr(FL, "_winograd_conv", lambda *a: calls.append(1) or real(*a))
+    calls = winograd_calls
     x, w, b = _conv_inputs(rng, (2, 16, 6, 6), (16, 16, 3, 3), np.float64)
     try:
         assert FL.use_winograd(False) is True
