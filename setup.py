@@ -42,6 +42,7 @@ def _extensions():
         "funkcije.im2col_cython",
         ["funkcije/im2col_cython.pyx"],
         include_dirs=[numpy.get_include()],
+        depends=["funkcije/_direct_conv.h", "funkcije/_openmp.pxi"],
         extra_compile_args=["-O3"] + cflags,
         extra_link_args=lflags,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

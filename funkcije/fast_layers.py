@@ -81,6 +81,7 @@ __all__ = [
     "get_conv_threads",
     "set_conv_threads",
     "use_winograd",
+    "use_direct",
 ]
 
 # libgomp threads spin after each parallel region by default; on a machine whose cores
@@ -438,6 +439,9 @@ def conv_forward_fast(x, w, b, conv_param):
     if _winograd_applies(kern, g, F, Cg, HH, WW, g.pad):
         _winograd_conv(x, _winograd_filters(w, g.groups), g.groups, g.pad, out, b)
         return out, ConvCache((x, w, b, conv_param))
+    if _direct_applies(kern, x, Cg, HH, WW):
+        _direct_conv(x, _direct_filters(w, g.groups), g.groups, (HH, WW), g.stride, g.pad, g.dilation, out, b)
+        return out, ConvCache((x, w, b, conv_param))
     P = Ho * Wo
     G = g.groups
     Fg, K = F // G, Cg * HH * WW
@@ -494,6 +498,23 @@ def conv_backward_fast(dout, cache, *, need_dx=True):
             wT = w.reshape(G, Fg, Cg, HH, WW).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1].reshape(G * Cg, Fg, HH, WW)
             _winograd_conv(dout, _winograd_filters(wT, G), G, dx_pad, dx, np.empty(0, dtype=x.dtype))
         return dx, _winograd_weight_grad(x, dout, G, g.pad, w.shape), db
+    dw_direct = _direct_applies(kern, x, Cg, HH, WW)
+    if dw_direct:
+        dw = _direct_weight_grad(x, dout, G, g, w.shape)
+        if not need_dx:
+            return None, dw, db
+        # dx of a stride-1 layer is the convolution of dout, padded by the kernel's reach
+        # minus pad, with the filters flipped and in and out channels swapped
+        reach = ((HH - 1) * g.dilation[0], (WW - 1) * g.dilation[1])
+        dx_pad = (reach[0] - g.pad[0], reach[1] - g.pad[1])
+        # its filters are the layer's input channels: with fewer than 16 most of the
+        # kernel's 16 vector lanes would idle, and GEMM + col2im is faster
+        if g.stride == (1, 1) and min(dx_pad) >= 0 and Cg >= 16 and _direct_applies(kern, x, Fg, HH, WW):
+            dx = np.empty_like(x)
+            wT = w.reshape(G, Fg, Cg, HH, WW).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1].reshape(G * Cg, Fg, HH, WW)
+            _direct_conv(dout, _direct_filters(wT, G), G, (HH, WW), (1, 1), dx_pad, g.dilation, dx,
+                         np.empty(0, x.dtype))
+            return dx, dw, db
     # col2im overwrites every (n, c) plane of dx exactly once: no zeroing pass
     dx = np.empty_like(x) if need_dx else None
     dout3 = dout.reshape(N, F, P)
@@ -503,28 +524,124 @@ def conv_backward_fast(dout, cache, *, need_dx=True):
     chunks = [(n0, min(N, n0 + nb)) for n0 in range(0, N, nb)]
     # one dw^T partial per chunk, summed in chunk order afterwards, so the result does
     # not depend on which thread took which chunk
-    parts = np.empty((len(chunks), G, K, Fg), dtype=x.dtype)
+    parts = None if dw_direct else np.empty((len(chunks), G, K, Fg), dtype=x.dtype)
 
     def chunk(i, n0, n1, nthreads):
         m = (n1 - n0) * P
         cols, dcols, dmat = _workspace.arrays(x.dtype, (K, m), (K, m), (Fg, m))
         for grp in range(G):
             f0, c0 = grp * Fg, grp * Cg
-            kern.im2col(x, cols, n0, n1, c0, c0 + Cg, *geo, nthreads)
             kern.out_to_cols(dout3, dmat, n0, f0, nthreads)
-            # dw_g^T = cols @ dmat^T: OpenBLAS runs this orientation up to 3x faster than
-            # dmat @ cols^T when the shared dimension (nb * P) is the long one
-            np.matmul(cols, dmat.T, out=parts[i, grp])
+            if not dw_direct:
+                kern.im2col(x, cols, n0, n1, c0, c0 + Cg, *geo, nthreads)
+                # dw_g^T = cols @ dmat^T: OpenBLAS runs this orientation up to 3x faster
+                # than dmat @ cols^T when the shared dimension (nb * P) is the long one
+                np.matmul(cols, dmat.T, out=parts[i, grp])
             if need_dx:
                 np.matmul(wmat[f0 : f0 + Fg].T, dmat, out=dcols)
                 kern.col2im(dcols, dx, n0, n1, c0, c0 + Cg, *geo, nthreads)
 
     _run_chunks(chunks, chunk, workers)
+    if dw_direct:
+        return dx, dw, db
     dwT = parts[0]
     for part in parts[1:]:
         dwT += part
     dw = np.ascontiguousarray(dwT.transpose(0, 2, 1)).reshape(F, K)
     return dx, dw.reshape(w.shape), db
+
+
+# ----------------------------------------------------------------------------- direct
+#
+# float32 layers whose Cg * HH * WW is small (few input channels, or a small kernel) do
+# little arithmetic per column of im2col's matrix, so writing and reading that matrix
+# costs as much as the GEMM. With AVX-512 the compiled direct kernels
+# (_direct_conv.h) skip it: forward, dw, and dx for stride 1 (a convolution of dout).
+# Measured on x (50, 16, 14, 14), w (32, 16, 5, 5): see benchmarks/RESULTS.md.
+
+_direct_enabled = os.environ.get("FUNKCIJE_DIRECT", "1") not in ("", "0")
+_DIRECT_MAX_K = 1600  # the largest Cg * HH * WW that takes the direct kernels
+_DIRECT_CPU = _cython_kernels is not None and _cython_kernels.direct_available()
+
+
+def use_direct(enabled: bool) -> bool:
+    """Allow (True, the default; env FUNKCIJE_DIRECT=0 disables) or forbid the direct
+    float32 kernels; returns the previous setting. They run only on CPUs with AVX-512F."""
+    global _direct_enabled
+    previous, _direct_enabled = _direct_enabled, bool(enabled)
+    return previous
+
+
+def _direct_applies(kern, x, Cg, HH, WW) -> bool:
+    return (
+        _direct_enabled
+        and _DIRECT_CPU
+        and kern is _cython_kernels
+        and x.dtype == np.float32
+        and WW <= 8
+        and 0 < Cg * HH * WW <= _DIRECT_MAX_K
+    )
+
+
+def _direct_filters(w, G):
+    """w (F, Cg, HH, WW) in G groups as (G, Cg * HH * WW, Fp): each group's filters in
+    columns, zero-padded to Fp, a multiple of 32 (the kernels' register block)."""
+    F, Cg, HH, WW = w.shape
+    Fg = F // G
+    Fp = -(-Fg // 32) * 32
+    wT = np.zeros((G, Cg * HH * WW, Fp), dtype=w.dtype)
+    wT[:, :, :Fg] = w.reshape(G, Fg, Cg * HH * WW).transpose(0, 2, 1)
+    return wT
+
+
+def _direct_chunks(N, workers):
+    # two chunks per worker so a worker slowed by another process is covered
+    parts = max(1, min(N, 2 * workers)) if workers > 1 else 1
+    return [(N * k // parts, N * (k + 1) // parts) for k in range(parts) if N * k // parts < N * (k + 1) // parts]
+
+
+def _direct_conv(x, wT, G, kernel, stride, pad, dilation, out, b):
+    """out (N, F, Ho, Wo) = the convolution of x (N, C, H, W) by the (KH, KW) = kernel
+    filters wT (from `_direct_filters`), plus b (F,) unless b is empty."""
+    kern = _cython_kernels
+    Cg = x.shape[1] // G
+    Fg = out.shape[1] // G
+    KH, KW = kernel
+    workers = _workers(kern)
+
+    def chunk(i, n0, n1, nthreads):
+        for grp in range(G):
+            kern.direct_conv_forward(x, wT[grp], b, out, n0, n1, grp * Cg, Cg, grp * Fg, Fg, KH, KW,
+                                     *stride, *pad, *dilation)
+
+    _run_chunks(_direct_chunks(x.shape[0], workers), chunk, workers)
+
+
+def _direct_weight_grad(x, dout, G, g, w_shape):
+    """dw (F, C // G, HH, WW) from the direct kernels: per chunk of samples a partial
+    (G, Cg * HH * WW, Fp), summed in chunk order (deterministic)."""
+    kern = _cython_kernels
+    F, Cg, HH, WW = w_shape
+    Fg = F // G
+    Fp = -(-Fg // 32) * 32
+    Ho, Wo = dout.shape[2], dout.shape[3]
+    workers = _workers(kern)
+    chunks = _direct_chunks(x.shape[0], workers)
+    parts = np.zeros((len(chunks), G, Cg * HH * WW, Fp), dtype=x.dtype)
+
+    def chunk(i, n0, n1, nthreads):
+        (doutT,) = _workspace.arrays(x.dtype, (n1 - n0, Ho, Wo, Fp))
+        for grp in range(G):
+            doutT[..., Fg:] = 0
+            doutT[..., :Fg] = dout[n0:n1, grp * Fg : (grp + 1) * Fg].transpose(0, 2, 3, 1)
+            kern.direct_conv_weight_grad(x, doutT, parts[i, grp], n0, n1, grp * Cg, Cg, Fg, HH, WW,
+                                         *g.stride, *g.pad, *g.dilation)
+
+    _run_chunks(chunks, chunk, workers)
+    total = parts[0]
+    for part in parts[1:]:
+        total += part
+    return np.ascontiguousarray(total[:, :, :Fg].transpose(0, 2, 1)).reshape(w_shape)
 
 
 # ----------------------------------------------------------------------------- Winograd

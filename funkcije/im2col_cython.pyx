@@ -281,6 +281,98 @@ def out_to_cols(const floating[:, :, ::1] dout, floating[:, ::1] res,
 
 
 
+# ----------------------------------------------------------------------------- direct convolution
+#
+# float32 kernels in C (_direct_conv.h) that compute a convolution straight from a
+# zero-padded copy of each sample, with register blocks of 8 output columns x 16 or 32
+# filters: no column matrix at all. They need AVX-512F and FMA (checked at run time,
+# `direct_available`); fast_layers uses them where im2col's column traffic dominates.
+
+cdef extern from "_direct_conv.h" nogil:
+    int funk_has_avx512()
+    int funk_direct_fwd(const float *x, int n0, int n1, int C, int H, int W, int c0, int Cg,
+                        int ph, int pw, const float *wT, int Fp, int F, int KH, int KW,
+                        int sh, int sw, int dh, int dw, int Ho, int Wo,
+                        const float *bias, float *out, int Fout, int fo)
+    int funk_direct_dw(const float *x, int n0, int n1, int C, int H, int W, int c0, int Cg,
+                       int ph, int pw, const float *doutT, int Fp, int F, int KH, int KW,
+                       int sh, int sw, int dh, int dw, int Ho, int Wo, float *dwT)
+
+
+def direct_available():
+    """True when this CPU runs the direct float32 kernels (AVX-512F and FMA)."""
+    return bool(funk_has_avx512())
+
+
+cdef _direct_geometry(str name, Py_ssize_t H, Py_ssize_t W, Py_ssize_t KH, Py_ssize_t KW,
+                      Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                      Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t Ho, Py_ssize_t Wo):
+    if min(KH, KW, sh, sw, dh, dw) < 1 or min(ph, pw) < 0 or Ho < 1 or Wo < 1:
+        raise ValueError(f"{name}: invalid geometry")
+    if (Ho - 1) * sh + (KH - 1) * dh >= H + 2 * ph or (Wo - 1) * sw + (KW - 1) * dw >= W + 2 * pw:
+        raise ValueError(f"{name}: windows reach outside the padded input")
+    if not funk_has_avx512():
+        raise RuntimeError(f"{name}: this CPU lacks AVX-512F/FMA")
+
+
+def direct_conv_forward(const float[:, :, :, ::1] x, const float[:, ::1] wT, const float[::1] b,
+                        float[:, :, :, ::1] out, Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t c0,
+                        Py_ssize_t Cg, Py_ssize_t fo, Py_ssize_t F, Py_ssize_t KH, Py_ssize_t KW,
+                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                        Py_ssize_t dh, Py_ssize_t dw):
+    """out[n, fo + f] = b[fo + f] + the convolution of x[n, c0:c0 + Cg] by the filters
+    wT[:, f] (wT: (Cg * KH * KW, Fp), row (c * KH + kh) * KW + kw, Fp a multiple of 32
+    with zeros past F) for n in [n0, n1); b may be empty (no bias)."""
+    cdef Py_ssize_t Ho = out.shape[2], Wo = out.shape[3]
+    cdef Py_ssize_t Fp = wT.shape[1]
+    cdef int rc
+    cdef const float *bp = NULL
+    _direct_geometry("direct_conv_forward", x.shape[2], x.shape[3], KH, KW, sh, sw, ph, pw, dh, dw, Ho, Wo)
+    if not (0 <= n0 <= n1 <= min(x.shape[0], out.shape[0]) and 0 <= c0 and c0 + Cg <= x.shape[1]
+            and 0 <= fo and fo + F <= out.shape[1]):
+        raise ValueError("direct_conv_forward: sample, channel or filter range outside the arrays")
+    if wT.shape[0] != Cg * KH * KW or Fp % 32 != 0 or Fp < F:
+        raise ValueError("direct_conv_forward: wT must be (Cg * KH * KW, Fp) with Fp >= F a multiple of 32")
+    if b.shape[0] > 0:
+        if b.shape[0] < fo + F:
+            raise ValueError("direct_conv_forward: b is too short")
+        bp = &b[0]
+    if n0 == n1 or F == 0:
+        return
+    with nogil:
+        rc = funk_direct_fwd(&x[0, 0, 0, 0], n0, n1, x.shape[1], x.shape[2], x.shape[3], c0, Cg, ph, pw,
+                             &wT[0, 0], Fp, F, KH, KW, sh, sw, dh, dw, Ho, Wo, bp,
+                             &out[0, 0, 0, 0], out.shape[1], fo)
+    if rc:
+        raise MemoryError("direct_conv_forward: no memory for a padded sample")
+
+
+def direct_conv_weight_grad(const float[:, :, :, ::1] x, const float[:, :, :, ::1] doutT,
+                            float[:, ::1] dwT, Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t c0,
+                            Py_ssize_t Cg, Py_ssize_t F, Py_ssize_t KH, Py_ssize_t KW,
+                            Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                            Py_ssize_t dh, Py_ssize_t dw):
+    """dwT[(c * KH + kh) * KW + kw, f] += the weight gradient of one group from samples
+    [n0, n1): x[n, c0 + c] against doutT[n - n0, i, j, f] (the group's upstream
+    gradient with filters last, (n1 - n0, Ho, Wo, Fp), zeros past F). KW <= 8."""
+    cdef Py_ssize_t Ho = doutT.shape[1], Wo = doutT.shape[2], Fp = doutT.shape[3]
+    cdef int rc
+    _direct_geometry("direct_conv_weight_grad", x.shape[2], x.shape[3], KH, KW, sh, sw, ph, pw, dh, dw, Ho, Wo)
+    if KW > 8:
+        raise ValueError("direct_conv_weight_grad: kernels wider than 8 are not supported")
+    if not (0 <= n0 <= n1 <= x.shape[0] and doutT.shape[0] == n1 - n0 and 0 <= c0 and c0 + Cg <= x.shape[1]):
+        raise ValueError("direct_conv_weight_grad: sample or channel range does not match the arrays")
+    if dwT.shape[0] != Cg * KH * KW or dwT.shape[1] != Fp or Fp % 32 != 0 or Fp < F:
+        raise ValueError("direct_conv_weight_grad: dwT must be (Cg * KH * KW, Fp), Fp >= F a multiple of 32")
+    if n0 == n1 or F == 0:
+        return
+    with nogil:
+        rc = funk_direct_dw(&x[0, 0, 0, 0], n0, n1, x.shape[1], x.shape[2], x.shape[3], c0, Cg, ph, pw,
+                            &doutT[0, 0, 0, 0], Fp, F, KH, KW, sh, sw, dh, dw, Ho, Wo, &dwT[0, 0])
+    if rc:
+        raise MemoryError("direct_conv_weight_grad: no memory for a padded sample")
+
+
 # ----------------------------------------------------------------------------- Winograd F(2x2, 3x3)
 #
 # A 3x3, stride-1, undilated convolution computed on 4x4 input tiles that overlap by

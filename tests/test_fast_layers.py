@@ -31,14 +31,19 @@ def impl(request):
     FL.use_implementation(previous)
 
 
-@pytest.fixture(params=["default", "winograd-everywhere"])
+@pytest.fixture(params=["default", "winograd-everywhere", "im2col-only"])
 def algo(request, monkeypatch):
-    """"default": the library's choice of algorithm; "winograd-everywhere": every
+    """"default": the library's choice of algorithm (float32 layers with small
+    C * HH * WW take the direct kernels on AVX-512 CPUs); "winograd-everywhere": every
     3x3 stride-1 undilated convolution takes Winograd F(2x2, 3x3), however few its
-    channels (with the compiled kernels), so the whole grid checks it too."""
+    channels; "im2col-only": neither Winograd nor the direct kernels. So the whole grid
+    checks every algorithm."""
     if request.param == "winograd-everywhere":
         monkeypatch.setattr(FL, "_WINOGRAD_MIN_CHANNELS", 1)
         monkeypatch.setattr(FL, "_winograd_enabled", True)
+    if request.param == "im2col-only":
+        monkeypatch.setattr(FL, "_winograd_enabled", False)
+        monkeypatch.setattr(FL, "_direct_enabled", False)
     return request.param
 
 
@@ -897,3 +902,108 @@ def test_winograd_matches_torch(torch, rng):
     np.testing.assert_allclose(out, tout.detach().numpy(), rtol=1e-10, atol=1e-10)
     for got, t in ((dx, tx), (dw, tw), (db, tb)):
         np.testing.assert_allclose(got, t.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+
+# ----------------------------------------------------------------------------- direct kernels
+
+needs_direct = pytest.mark.skipif(
+    not FL._DIRECT_CPU, reason="the direct float32 kernels need AVX-512F (and the compiled extension)")
+
+# float32 layers for the direct kernels: dx by the flipped convolution needs >= 16 input
+# channels per group and stride 1; the others take GEMM + col2im for dx. Widths that
+# exercise every column block, a kernel 8 wide (the widest dw kernel) and one 9 wide
+# (im2col), 1x1, dilation, groups, filters not a multiple of 16.
+DIRECT_CASES = [
+    ((3, 16, 9, 11), (20, 16, 5, 3), {"stride": 1, "pad": (2, 1), "dilation": (1, 2)}),
+    ((2, 32, 7, 37), (24, 16, 3, 3), {"stride": 1, "pad": 0, "groups": 2}),  # Fg 12: not Winograd
+    ((4, 3, 17, 16), (33, 3, 7, 7), {"stride": 1, "pad": 3}),
+    ((2, 5, 12, 13), (7, 5, 3, 3), {"stride": 2, "pad": 1}),
+    ((2, 2, 6, 30), (17, 2, 2, 8), {"stride": (1, 3), "pad": (1, 4)}),
+    ((2, 2, 6, 30), (6, 2, 2, 9), {"stride": 1, "pad": (0, 4)}),
+    ((3, 16, 5, 1), (48, 16, 1, 1), {"stride": 1, "pad": 0}),
+    ((1, 18, 14, 14), (16, 18, 5, 5), {"stride": 1, "pad": 5}),
+]
+
+
+@needs_direct
+@pytest.mark.parametrize("xs, ws, conv_param", DIRECT_CASES)
+def test_direct_matches_reference(rng, xs, ws, conv_param, monkeypatch):
+    calls = []
+    real = FL._direct_conv
+    monkeypatch.setattr(FL, "_direct_conv", lambda *a: calls.append(1) or real(*a))
+    previous = FL.use_implementation("cython")
+    try:
+        x, w, b = _conv_inputs(rng, xs, ws, np.float32)
+        ref, ref_cache = L.conv_forward_naive(x, w, b, conv_param)
+        out, cache = FL.conv_forward_fast(x, w, b, conv_param)
+        assert bool(calls) == (ws[3] <= 8), "the direct forward was (not) chosen"
+        assert_close(out, ref, np.float32)
+        dout = rng.standard_normal(ref.shape).astype(np.float32)
+        for g_fast, g_ref in zip(FL.conv_backward_fast(dout, cache), L.conv_backward_naive(dout, ref_cache)):
+            assert_close(g_fast, g_ref, np.float32)
+        _, dw, db = FL.conv_backward_fast(dout, cache, need_dx=False)
+        np.testing.assert_array_equal(dw, FL.conv_backward_fast(dout, cache)[1])
+    finally:
+        FL.use_implementation(previous)
+
+
+@needs_direct
+def test_direct_is_deterministic_across_threads(rng):
+    x, w, b = _conv_inputs(rng, (9, 16, 10, 10), (24, 16, 5, 5), np.float32)
+    param = {"stride": 1, "pad": 2}
+    old = FL.get_conv_threads()
+    runs = []
+    try:
+        for threads in ([1, 2, 2] if FL._BLAS_THREADS is not None else [1, 1]):
+            FL.set_conv_threads(threads)
+            out, cache = FL.conv_forward_fast(x, w, b, param)
+            runs.append((out,) + FL.conv_backward_fast(np.ones_like(out), cache))
+    finally:
+        FL.set_conv_threads(old)
+    for other in runs[2:]:
+        for a, c in zip(runs[1], other):
+            np.testing.assert_array_equal(a, c)
+
+
+def test_direct_not_used_without_avx512_or_when_switched_off(rng, monkeypatch):
+    calls = []
+    real = FL._direct_conv
+    monkeypatch.setattr(FL, "_direct_conv", lambda *a: calls.append(1) or real(*a))
+    x, w, b = _conv_inputs(rng, (2, 3, 8, 8), (4, 3, 3, 3), np.float32)
+    monkeypatch.setattr(FL, "_DIRECT_CPU", False)
+    out_off = FL.conv_forward_fast(x, w, b, {"stride": 1, "pad": 1})[0]
+    assert not calls
+    if not real.__module__ or "cython" not in FL.available_implementations():
+        return
+    monkeypatch.setattr(FL, "_DIRECT_CPU", FL._cython_kernels.direct_available())
+    assert FL.use_direct(False) is True
+    try:
+        FL.conv_forward_fast(x, w, b, {"stride": 1, "pad": 1})
+        assert not calls
+    finally:
+        FL.use_direct(True)
+    assert_close(out_off, L.conv_forward_naive(x, w, b, {"stride": 1, "pad": 1})[0], np.float32)
+
+
+def test_direct_env_var():
+    proc = _run_python("import funkcije.fast_layers as FL; print(FL._direct_enabled)", FUNKCIJE_DIRECT="0")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "False"
+
+
+@needs_direct
+def test_direct_kernels_reject_bad_arguments(rng):
+    k = FL._cython_kernels
+    x = np.zeros((2, 3, 5, 5), np.float32)
+    out = np.zeros((2, 4, 5, 5), np.float32)
+    wT = np.zeros((27, 32), np.float32)
+    with pytest.raises(ValueError, match="windows reach outside"):
+        k.direct_conv_forward(x, wT, np.zeros(0, np.float32), out, 0, 2, 0, 3, 0, 4, 3, 3, 1, 1, 0, 0, 1, 1)
+    with pytest.raises(ValueError, match="wT must be"):
+        k.direct_conv_forward(x, np.zeros((27, 16), np.float32), np.zeros(0, np.float32), out, 0, 2, 0, 3, 0, 4, 3, 3, 1, 1, 1, 1, 1, 1)
+    with pytest.raises(ValueError, match="range outside"):
+        k.direct_conv_forward(x, wT, np.zeros(0, np.float32), out, 0, 3, 0, 3, 0, 4, 3, 3, 1, 1, 1, 1, 1, 1)
+    with pytest.raises(ValueError, match="wider than 8"):
+        k.direct_conv_weight_grad(np.zeros((1, 1, 3, 12), np.float32), np.zeros((1, 3, 3, 32), np.float32),
+                                  np.zeros((9, 32), np.float32), 0, 1, 0, 1, 4, 1, 9, 1, 1, 1, 0, 1, 1)
