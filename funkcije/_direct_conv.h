@@ -193,23 +193,30 @@ static const funk_dw_fn funk_dw_fns[2][8] = {
 };
 #endif
 
-/* dw of one group for samples [n0, n1): dwT (Cg * KH * KW, Fp) accumulates; doutT
-   (n1 - n0, Ho, Wo, Fp) holds the group's upstream gradient with filters last (zeros
-   past F). KW <= 8. Returns 0, or -1 when out of memory. */
+/* dw of one group for samples [n0, n1): dwT (Cg * KH * KW, Fp) accumulates; dout
+   (N, Fout, Ho, Wo), the group's filters [fo, fo + F) (copied per sample into a buffer
+   with filters last, zeros past F, so the kernels load 16 filters at once). KW <= 8.
+   Returns 0, or -1 when out of memory. */
 static int funk_direct_dw(const float *x, int n0, int n1, int C, int H, int W, int c0, int Cg,
-                          int ph, int pw, const float *doutT, int Fp, int F, int KH, int KW,
-                          int sh, int sw, int dh, int dw, int Ho, int Wo, float *dwT) {
+                          int ph, int pw, const float *dout, int Fout, int fo, int Fp, int F,
+                          int KH, int KW, int sh, int sw, int dh, int dw, int Ho, int Wo,
+                          float *dwT) {
 #ifdef FUNK_X86
-    int Hp = H + 2 * ph, Wp = W + 2 * pw;
+    int Hp = H + 2 * ph, Wp = W + 2 * pw, P = Ho * Wo;
+    if (KW < 1 || KW > 8) return -1;
     float *xp = (float *)malloc(sizeof(float) * (size_t)Cg * Hp * Wp);
-    if (!xp || KW < 1 || KW > 8) { free(xp); return -1; }
+    float *dT = (float *)calloc((size_t)P * Fp, sizeof(float));
+    if (!xp || !dT) { free(xp); free(dT); return -1; }
     for (int n = n0; n < n1; n++) {
         funk_pad_planes(x + ((size_t)n * C + c0) * H * W, Cg, H, W, ph, pw, Hp, Wp, xp);
-        const float *dn = doutT + (size_t)(n - n0) * Ho * Wo * Fp;
+        const float *dn = dout + ((size_t)n * Fout + fo) * P;
+        for (int f = 0; f < F; f++)
+            for (int q = 0; q < P; q++) dT[(size_t)q * Fp + f] = dn[(size_t)f * P + q];
         for (int f0 = 0; f0 < F; f0 += 32)
-            funk_dw_fns[F - f0 > 16][KW - 1](xp, Cg, Hp, Wp, dn, Fp, f0, KH, sh, sw, dh, dw, Ho, Wo, dwT);
+            funk_dw_fns[F - f0 > 16][KW - 1](xp, Cg, Hp, Wp, dT, Fp, f0, KH, sh, sw, dh, dw, Ho, Wo, dwT);
     }
     free(xp);
+    free(dT);
     return 0;
 #else
     return -1;

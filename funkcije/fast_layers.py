@@ -487,34 +487,29 @@ def conv_backward_fast(dout, cache, *, need_dx=True):
     geo = (HH, WW) + g.stride + g.pad + g.dilation + (Ho, Wo)
 
     db = dout.sum(axis=(0, 2, 3))
-    # dx of a 3x3 stride-1 layer is itself a 3x3 stride-1 convolution of dout (pad
-    # 2 - pad, filters flipped, in and out channels swapped), so with pads up to 2 the
-    # whole backward can go through Winograd
-    dx_pad = (HH - 1 - g.pad[0], WW - 1 - g.pad[1])
+    # dx of a stride-1 layer is itself a stride-1 convolution of dout, padded by the
+    # kernel's reach minus pad, with the filters flipped and in and out channels swapped
+    reach = ((HH - 1) * g.dilation[0], (WW - 1) * g.dilation[1])
+    dx_pad = (reach[0] - g.pad[0], reach[1] - g.pad[1])
     if _winograd_applies(kern, g, F, Cg, HH, WW, dx_pad):
         dx = None
         if need_dx:
             dx = np.empty_like(x)
-            wT = w.reshape(G, Fg, Cg, HH, WW).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1].reshape(G * Cg, Fg, HH, WW)
-            _winograd_conv(dout, _winograd_filters(wT, G), G, dx_pad, dx, np.empty(0, dtype=x.dtype))
+            _winograd_conv(dout, _winograd_filters(_flipped_filters(w, G), G), G, dx_pad, dx, np.empty(0, x.dtype))
         return dx, _winograd_weight_grad(x, dout, G, g.pad, w.shape), db
-    dw_direct = _direct_applies(kern, x, Cg, HH, WW)
-    if dw_direct:
-        dw = _direct_weight_grad(x, dout, G, g, w.shape)
-        if not need_dx:
-            return None, dw, db
-        # dx of a stride-1 layer is the convolution of dout, padded by the kernel's reach
-        # minus pad, with the filters flipped and in and out channels swapped
-        reach = ((HH - 1) * g.dilation[0], (WW - 1) * g.dilation[1])
-        dx_pad = (reach[0] - g.pad[0], reach[1] - g.pad[1])
-        # its filters are the layer's input channels: with fewer than 16 most of the
-        # kernel's 16 vector lanes would idle, and GEMM + col2im is faster
-        if g.stride == (1, 1) and min(dx_pad) >= 0 and Cg >= 16 and _direct_applies(kern, x, Fg, HH, WW):
+    # the direct kernels' filters for dx are the layer's input channels: with fewer than
+    # 16 most of their 16 vector lanes would idle (GEMM + col2im is faster then)
+    dx_direct = (need_dx and g.stride == (1, 1) and min(dx_pad) >= 0 and Cg >= 16
+                 and _direct_applies(kern, x, Fg, HH, WW))
+    # the direct dw only pays when no GEMM pass over dout is needed for dx anyway
+    # (measured: x (100, 3, 31, 31) stride 2 took 4.1 ms that way, 3.3 ms with im2col)
+    if _direct_applies(kern, x, Cg, HH, WW) and (dx_direct or not need_dx):
+        dx = None
+        if need_dx:
             dx = np.empty_like(x)
-            wT = w.reshape(G, Fg, Cg, HH, WW).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1].reshape(G * Cg, Fg, HH, WW)
-            _direct_conv(dout, _direct_filters(wT, G), G, (HH, WW), (1, 1), dx_pad, g.dilation, dx,
-                         np.empty(0, x.dtype))
-            return dx, dw, db
+            _direct_conv(dout, _direct_filters(_flipped_filters(w, G), G), G, (HH, WW), (1, 1), dx_pad,
+                         g.dilation, dx, np.empty(0, x.dtype))
+        return dx, _direct_weight_grad(x, dout, G, g, w.shape), db
     # col2im overwrites every (n, c) plane of dx exactly once: no zeroing pass
     dx = np.empty_like(x) if need_dx else None
     dout3 = dout.reshape(N, F, P)
@@ -524,7 +519,7 @@ def conv_backward_fast(dout, cache, *, need_dx=True):
     chunks = [(n0, min(N, n0 + nb)) for n0 in range(0, N, nb)]
     # one dw^T partial per chunk, summed in chunk order afterwards, so the result does
     # not depend on which thread took which chunk
-    parts = None if dw_direct else np.empty((len(chunks), G, K, Fg), dtype=x.dtype)
+    parts = np.empty((len(chunks), G, K, Fg), dtype=x.dtype)
 
     def chunk(i, n0, n1, nthreads):
         m = (n1 - n0) * P
@@ -532,18 +527,15 @@ def conv_backward_fast(dout, cache, *, need_dx=True):
         for grp in range(G):
             f0, c0 = grp * Fg, grp * Cg
             kern.out_to_cols(dout3, dmat, n0, f0, nthreads)
-            if not dw_direct:
-                kern.im2col(x, cols, n0, n1, c0, c0 + Cg, *geo, nthreads)
-                # dw_g^T = cols @ dmat^T: OpenBLAS runs this orientation up to 3x faster
-                # than dmat @ cols^T when the shared dimension (nb * P) is the long one
-                np.matmul(cols, dmat.T, out=parts[i, grp])
+            kern.im2col(x, cols, n0, n1, c0, c0 + Cg, *geo, nthreads)
+            # dw_g^T = cols @ dmat^T: OpenBLAS runs this orientation up to 3x faster than
+            # dmat @ cols^T when the shared dimension (nb * P) is the long one
+            np.matmul(cols, dmat.T, out=parts[i, grp])
             if need_dx:
                 np.matmul(wmat[f0 : f0 + Fg].T, dmat, out=dcols)
                 kern.col2im(dcols, dx, n0, n1, c0, c0 + Cg, *geo, nthreads)
 
     _run_chunks(chunks, chunk, workers)
-    if dw_direct:
-        return dx, dw, db
     dwT = parts[0]
     for part in parts[1:]:
         dwT += part
@@ -624,17 +616,13 @@ def _direct_weight_grad(x, dout, G, g, w_shape):
     F, Cg, HH, WW = w_shape
     Fg = F // G
     Fp = -(-Fg // 32) * 32
-    Ho, Wo = dout.shape[2], dout.shape[3]
     workers = _workers(kern)
     chunks = _direct_chunks(x.shape[0], workers)
     parts = np.zeros((len(chunks), G, Cg * HH * WW, Fp), dtype=x.dtype)
 
     def chunk(i, n0, n1, nthreads):
-        (doutT,) = _workspace.arrays(x.dtype, (n1 - n0, Ho, Wo, Fp))
         for grp in range(G):
-            doutT[..., Fg:] = 0
-            doutT[..., :Fg] = dout[n0:n1, grp * Fg : (grp + 1) * Fg].transpose(0, 2, 3, 1)
-            kern.direct_conv_weight_grad(x, doutT, parts[i, grp], n0, n1, grp * Cg, Cg, Fg, HH, WW,
+            kern.direct_conv_weight_grad(x, dout, parts[i, grp], n0, n1, grp * Cg, Cg, grp * Fg, Fg, HH, WW,
                                          *g.stride, *g.pad, *g.dilation)
 
     _run_chunks(chunks, chunk, workers)
@@ -642,6 +630,13 @@ def _direct_weight_grad(x, dout, G, g, w_shape):
     for part in parts[1:]:
         total += part
     return np.ascontiguousarray(total[:, :, :Fg].transpose(0, 2, 1)).reshape(w_shape)
+
+
+def _flipped_filters(w, G):
+    """The filters of dx as a convolution of dout: w (F, Cg, HH, WW) in G groups ->
+    (G * Cg, F // G, HH, WW), rotated by 180 degrees, in and out channels swapped."""
+    F, Cg, HH, WW = w.shape
+    return w.reshape(G, F // G, Cg, HH, WW).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1].reshape(G * Cg, F // G, HH, WW)
 
 
 # ----------------------------------------------------------------------------- Winograd
@@ -658,6 +653,7 @@ _winograd_enabled = os.environ.get("FUNKCIJE_WINOGRAD", "1") not in ("0", "")
 # both the input and the output channels of a group must reach this
 _WINOGRAD_MIN_CHANNELS = 16
 _WINOGRAD_TILES = 256
+_WINOGRAD_DW_BYTES = 64 * 2**20  # measured best for the dw products of both issue-3 3x3 layers
 
 
 def use_winograd(enabled: bool) -> bool:
@@ -730,25 +726,43 @@ def _winograd_conv(x, U, G, pad, out, b):
 def _winograd_weight_grad(x, dout, G, pad, w_shape):
     """dw (F, C // G, 3, 3) of the 3x3 stride-1 convolution of x (N, C, H, W) with
     zero padding `pad` and upstream gradient dout (N, F, Ho, Wo): 16 GEMMs
-    Z[xi] = Y[xi] (Fg, tiles) @ V[xi]^T per chunk (kernels: im2col_cython.pyx), summed
-    in chunk order (deterministic whatever thread took a chunk), then G^T Z G."""
+    Z[xi] (Fg, Cg) = Y[xi] (Fg, tiles) @ V[xi]^T (kernels: im2col_cython.pyx), then
+    G^T Z G.
+
+    The transforms V and Y of as many samples as fit the workspace bound (usually the
+    whole batch) are made first, chunk-parallel; then each thread takes whole xi slabs,
+    so every product runs over all those tiles at once (long inner dimension, no
+    per-chunk partials to add up) and the result does not depend on the thread count.
+    Batches beyond the bound are done in parts, added in order."""
     kern = _cython_kernels
+    N = x.shape[0]
     F, Ho, Wo = dout.shape[1:]
     Fg, Cg = F // G, x.shape[1] // G
     th, tw, chunks, workers = _winograd_plan(x, Cg, Fg, Ho, Wo)
-    parts = _padded_slabs(x.dtype, (len(chunks), G), Fg, Cg)
-
-    def chunk(i, n0, n1, nthreads):
-        V, Y = _workspace_slab_pair(x.dtype, Cg, Fg, (n1 - n0) * th * tw)
+    TT = th * tw
+    per_sample = x.itemsize * 16 * TT * (Cg + Fg)
+    ns = max(1, min(N, min(_workspace_limit, _WINOGRAD_DW_BYTES) // per_sample))
+    Z = _padded_slabs(x.dtype, (G,), Fg, Cg)
+    slabs = _split(16, workers, 1)
+    for s0 in range(0, N, ns):
+        s1 = min(N, s0 + ns)
+        V, Y = _workspace_slab_pair(x.dtype, Cg, Fg, (s1 - s0) * TT)
+        parts = [(max(a, s0), min(b, s1)) for a, b in chunks if a < s1 and b > s0]
+        first = s0 == 0
         for grp in range(G):
-            kern.winograd_input(x, V, n0, n1, grp * Cg, (grp + 1) * Cg, pad[0], pad[1], th, tw, nthreads)
-            kern.winograd_dout(dout, Y, n0, n1, grp * Fg, (grp + 1) * Fg, th, tw, nthreads)
-            np.matmul(Y, V.transpose(0, 2, 1), out=parts[i, grp])
+            def transform(i, n0, n1, nthreads, grp=grp):
+                cols = slice((n0 - s0) * TT, (n1 - s0) * TT)
+                kern.winograd_input(x, V[:, :, cols], n0, n1, grp * Cg, (grp + 1) * Cg, pad[0], pad[1], th, tw, nthreads)
+                kern.winograd_dout(dout, Y[:, :, cols], n0, n1, grp * Fg, (grp + 1) * Fg, th, tw, nthreads)
 
-    _run_chunks(chunks, chunk, workers)
-    Z = parts[0]
-    for part in parts[1:]:
-        Z += part
+            def product(i, a, b, nthreads, grp=grp, first=first):
+                if first:
+                    np.matmul(Y[a:b], V[a:b].transpose(0, 2, 1), out=Z[grp, a:b])
+                else:
+                    Z[grp, a:b] += np.matmul(Y[a:b], V[a:b].transpose(0, 2, 1))
+
+            _run_chunks(parts, transform, workers)
+            _run_chunks(slabs, product, workers)
     dw = np.empty(w_shape, dtype=x.dtype)
     kern.winograd_filters_backward(Z, dw)
     return dw

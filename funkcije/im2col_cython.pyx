@@ -295,8 +295,8 @@ cdef extern from "_direct_conv.h" nogil:
                         int sh, int sw, int dh, int dw, int Ho, int Wo,
                         const float *bias, float *out, int Fout, int fo)
     int funk_direct_dw(const float *x, int n0, int n1, int C, int H, int W, int c0, int Cg,
-                       int ph, int pw, const float *doutT, int Fp, int F, int KH, int KW,
-                       int sh, int sw, int dh, int dw, int Ho, int Wo, float *dwT)
+                       int ph, int pw, const float *dout, int Fout, int fo, int Fp, int F,
+                       int KH, int KW, int sh, int sw, int dh, int dw, int Ho, int Wo, float *dwT)
 
 
 def direct_available():
@@ -347,28 +347,30 @@ def direct_conv_forward(const float[:, :, :, ::1] x, const float[:, ::1] wT, con
         raise MemoryError("direct_conv_forward: no memory for a padded sample")
 
 
-def direct_conv_weight_grad(const float[:, :, :, ::1] x, const float[:, :, :, ::1] doutT,
+def direct_conv_weight_grad(const float[:, :, :, ::1] x, const float[:, :, :, ::1] dout,
                             float[:, ::1] dwT, Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t c0,
-                            Py_ssize_t Cg, Py_ssize_t F, Py_ssize_t KH, Py_ssize_t KW,
+                            Py_ssize_t Cg, Py_ssize_t fo, Py_ssize_t F, Py_ssize_t KH, Py_ssize_t KW,
                             Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
                             Py_ssize_t dh, Py_ssize_t dw):
     """dwT[(c * KH + kh) * KW + kw, f] += the weight gradient of one group from samples
-    [n0, n1): x[n, c0 + c] against doutT[n - n0, i, j, f] (the group's upstream
-    gradient with filters last, (n1 - n0, Ho, Wo, Fp), zeros past F). KW <= 8."""
-    cdef Py_ssize_t Ho = doutT.shape[1], Wo = doutT.shape[2], Fp = doutT.shape[3]
+    [n0, n1): x[n, c0 + c] against dout[n, fo + f] (dout: (N, Fout, Ho, Wo); dwT:
+    (Cg * KH * KW, Fp), Fp >= F a multiple of 32). KW <= 8."""
+    cdef Py_ssize_t Ho = dout.shape[2], Wo = dout.shape[3], Fp = dwT.shape[1]
     cdef int rc
     _direct_geometry("direct_conv_weight_grad", x.shape[2], x.shape[3], KH, KW, sh, sw, ph, pw, dh, dw, Ho, Wo)
     if KW > 8:
         raise ValueError("direct_conv_weight_grad: kernels wider than 8 are not supported")
-    if not (0 <= n0 <= n1 <= x.shape[0] and doutT.shape[0] == n1 - n0 and 0 <= c0 and c0 + Cg <= x.shape[1]):
-        raise ValueError("direct_conv_weight_grad: sample or channel range does not match the arrays")
-    if dwT.shape[0] != Cg * KH * KW or dwT.shape[1] != Fp or Fp % 32 != 0 or Fp < F:
+    if not (0 <= n0 <= n1 <= min(x.shape[0], dout.shape[0]) and 0 <= c0 and c0 + Cg <= x.shape[1]
+            and 0 <= fo and fo + F <= dout.shape[1]):
+        raise ValueError("direct_conv_weight_grad: sample, channel or filter range outside the arrays")
+    if dwT.shape[0] != Cg * KH * KW or Fp % 32 != 0 or Fp < F:
         raise ValueError("direct_conv_weight_grad: dwT must be (Cg * KH * KW, Fp), Fp >= F a multiple of 32")
     if n0 == n1 or F == 0:
         return
     with nogil:
         rc = funk_direct_dw(&x[0, 0, 0, 0], n0, n1, x.shape[1], x.shape[2], x.shape[3], c0, Cg, ph, pw,
-                            &doutT[0, 0, 0, 0], Fp, F, KH, KW, sh, sw, dh, dw, Ho, Wo, &dwT[0, 0])
+                            &dout[0, 0, 0, 0], dout.shape[1], fo, Fp, F, KH, KW, sh, sw, dh, dw, Ho, Wo,
+                            &dwT[0, 0])
     if rc:
         raise MemoryError("direct_conv_weight_grad: no memory for a padded sample")
 

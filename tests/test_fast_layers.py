@@ -942,8 +942,11 @@ def test_direct_matches_reference(rng, xs, ws, conv_param, monkeypatch):
         dout = rng.standard_normal(ref.shape).astype(np.float32)
         for g_fast, g_ref in zip(FL.conv_backward_fast(dout, cache), L.conv_backward_naive(dout, ref_cache)):
             assert_close(g_fast, g_ref, np.float32)
-        _, dw, db = FL.conv_backward_fast(dout, cache, need_dx=False)
-        np.testing.assert_array_equal(dw, FL.conv_backward_fast(dout, cache)[1])
+        # without dx the direct dw may be taken where the full backward uses im2col:
+        # equal to rounding
+        dx, dw, db = FL.conv_backward_fast(dout, cache, need_dx=False)
+        assert dx is None
+        assert_close(dw, L.conv_backward_naive(dout, ref_cache)[1], np.float32)
     finally:
         FL.use_implementation(previous)
 
