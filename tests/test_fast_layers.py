@@ -1008,5 +1008,8 @@ def test_direct_kernels_reject_bad_arguments(rng):
     with pytest.raises(ValueError, match="range outside"):
         k.direct_conv_forward(x, wT, np.zeros(0, np.float32), out, 0, 3, 0, 3, 0, 4, 3, 3, 1, 1, 1, 1, 1, 1)
     with pytest.raises(ValueError, match="wider than 8"):
-        k.direct_conv_weight_grad(np.zeros((1, 1, 3, 12), np.float32), np.zeros((1, 3, 3, 32), np.float32),
-                                  np.zeros((9, 32), np.float32), 0, 1, 0, 1, 4, 1, 9, 1, 1, 1, 0, 1, 1)
+        k.direct_conv_weight_grad(np.zeros((1, 1, 3, 12), np.float32), np.zeros((1, 4, 1, 4), np.float32),
+                                  np.zeros((9, 32), np.float32), 0, 1, 0, 1, 0, 4, 1, 9, 1, 1, 1, 0, 1, 1)
+    with pytest.raises(ValueError, match="filter range outside"):
+        k.direct_conv_weight_grad(np.zeros((1, 1, 3, 5), np.float32), np.zeros((1, 4, 1, 3), np.float32),
+                                  np.zeros((9, 32), np.float32), 0, 1, 0, 1, 2, 4, 3, 3, 1, 1, 0, 0, 1, 1)
