@@ -50,6 +50,7 @@ the BLAS threads need.
 from __future__ import annotations
 
 import ctypes
+import functools
 import itertools
 import os
 import threading
@@ -82,6 +83,8 @@ __all__ = [
     "set_conv_threads",
     "use_winograd",
     "use_direct",
+    "use_flush_denormals",
+    "flush_denormals",
 ]
 
 # libgomp threads spin after each parallel region by default; on a machine whose cores
@@ -321,14 +324,68 @@ def _workers(kern) -> int:
     return _conv_threads if kern is _cython_kernels else 1
 
 
+# Subnormal numbers (|x| < 1.2e-38 in float32) cost x86 cores 10-100x per operation.
+# Training makes them: after 5 CIFAR-10 epochs 12 % of ThreeLayerConvNet's dW2 was
+# subnormal (from reg * W2 where W2 had decayed towards zero), `dW2 + reg * W2` took
+# 19.4 ms instead of 4.5 ms and a forward + backward 46.6 ms instead of 31.9 ms. So every chunk
+# of compiled and BLAS work runs with FTZ/DAZ set on its thread (the calling thread's
+# mode is restored afterwards; PyTorch offers the same as torch.set_flush_denormal).
+# Only values below the smallest normal number change: they become zero.
+_flush_denormals = os.environ.get("FUNKCIJE_FLUSH_DENORMALS", "1") not in ("", "0")
+
+
+def use_flush_denormals(enabled: bool) -> bool:
+    """Flush subnormal numbers to zero inside the fast layers (True, the default; env
+    FUNKCIJE_FLUSH_DENORMALS=0 disables); returns the previous setting. Only has an
+    effect with the compiled extension on x86."""
+    global _flush_denormals
+    previous, _flush_denormals = _flush_denormals, bool(enabled)
+    return previous
+
+
+@contextmanager
+def flush_denormals():
+    """Context in which this thread flushes subnormal numbers to zero (FTZ/DAZ), when
+    `use_flush_denormals` is on and the compiled extension is there; the previous mode
+    is restored on exit. The classifiers' `loss` and the Solver's step run inside it:
+    the NumPy work between the layers (the L2 term `reg * W` of a weight decaying
+    towards zero is a typical source of subnormals) is flushed too."""
+    if not _flush_denormals or _cython_kernels is None:
+        yield
+        return
+    old = _cython_kernels.flush_denormals_on()
+    try:
+        yield
+    finally:
+        _cython_kernels.restore_fp_mode(old)
+
+
+def flushes_denormals(fn):
+    """Decorator: run fn inside `flush_denormals()`."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with flush_denormals():
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+def _in_ftz(fn, *args):
+    """fn(*args) inside `flush_denormals()`."""
+    with flush_denormals():
+        return fn(*args)
+
+
 def _run_chunks(chunks, body, workers):
     """body(i, n0, n1, nthreads) for every chunk i = (n0, n1). With several workers the
     chunks are pulled dynamically by the calling thread and workers - 1 pool threads;
-    kernels then run single-threaded (nthreads=1) and BLAS on one thread."""
+    kernels then run single-threaded (nthreads=1) and BLAS on one thread. Subnormals
+    are flushed to zero meanwhile (`use_flush_denormals`)."""
     workers = min(workers, len(chunks))
     if workers <= 1:
-        for i, (n0, n1) in enumerate(chunks):
-            body(i, n0, n1, 0)
+        def serial():
+            for i, (n0, n1) in enumerate(chunks):
+                body(i, n0, n1, 0)
+        _in_ftz(serial)
         return
     global _pool
     with _pool_lock:
@@ -345,9 +402,9 @@ def _run_chunks(chunks, body, workers):
             body(i, *chunks[i], 1)
 
     with _single_threaded_blas():
-        futures = [pool.submit(drain) for _ in range(workers - 1)]
+        futures = [pool.submit(_in_ftz, drain) for _ in range(workers - 1)]
         try:
-            drain()
+            _in_ftz(drain)
         finally:
             for f in futures:
                 f.result()

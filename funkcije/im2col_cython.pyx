@@ -27,6 +27,42 @@ include "_openmp.pxi"
 
 ctypedef int int32
 
+cdef extern from *:
+    """
+    #if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
+    #include <xmmintrin.h>
+    /* FTZ (bit 15): subnormal results become 0; DAZ (bit 6): subnormal inputs read as 0 */
+    static unsigned int funk_ftz_on(void) { unsigned int old = _mm_getcsr(); _mm_setcsr(old | 0x8040u); return old; }
+    static void funk_fp_restore(unsigned int old) { _mm_setcsr(old); }
+    static int funk_ftz_supported(void) { return 1; }
+    #else
+    static unsigned int funk_ftz_on(void) { return 0; }
+    static void funk_fp_restore(unsigned int old) { (void)old; }
+    static int funk_ftz_supported(void) { return 0; }
+    #endif
+    """
+    unsigned int funk_ftz_on() nogil
+    void funk_fp_restore(unsigned int old) nogil
+    int funk_ftz_supported() nogil
+
+
+def flush_denormals_on():
+    """Make this thread's x86 floating-point unit flush subnormal numbers to zero (FTZ
+    and DAZ); returns the previous control word for `restore_fp_mode`. A no-op
+    returning 0 elsewhere (see `ftz_supported`)."""
+    return funk_ftz_on()
+
+
+def restore_fp_mode(unsigned int old):
+    """Restore the control word `flush_denormals_on` returned."""
+    if funk_ftz_supported():
+        funk_fp_restore(old)
+
+
+def ftz_supported():
+    """True where `flush_denormals_on` has an effect (x86)."""
+    return bool(funk_ftz_supported())
+
 
 # Below this many touched elements a kernel runs on one thread. Waking the OpenMP
 # pool costs microseconds on an idle machine, but on a busy one every parallel region

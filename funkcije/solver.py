@@ -98,6 +98,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import optim
+from .fast_layers import flush_denormals
 
 __all__ = [
     "Solver",
@@ -505,6 +506,12 @@ class Solver:
         """One gradient update on the next minibatch; returns the loss (a float).
         Raises TrainingDiverged, without updating, if the loss is not finite."""
         idx = self._next_batch()
+        # subnormals flushed to zero for the whole step, model and update rule alike
+        # (fast_layers.flush_denormals: 3-4x slower steps otherwise, late in training)
+        with flush_denormals():
+            return self._step_on(idx)
+
+    def _step_on(self, idx):
         loss, grads = self.model.loss(self.X_train[idx], self.y_train[idx])
         loss = float(loss)
         self.loss_history.append(loss)

@@ -1013,3 +1013,72 @@ def test_direct_kernels_reject_bad_arguments(rng):
     with pytest.raises(ValueError, match="filter range outside"):
         k.direct_conv_weight_grad(np.zeros((1, 1, 3, 5), np.float32), np.zeros((1, 4, 1, 3), np.float32),
                                   np.zeros((9, 32), np.float32), 0, 1, 0, 1, 2, 4, 3, 3, 1, 1, 0, 0, 1, 1)
+
+
+# ----------------------------------------------------------------------------- subnormals
+
+needs_ftz = pytest.mark.skipif(
+    "cython" not in FL.available_implementations() or not FL._cython_kernels.ftz_supported(),
+    reason="flushing subnormals needs the compiled extension on x86")
+TINY32 = np.finfo(np.float32).tiny
+
+
+def _subnormal_survives():
+    """True when this thread's arithmetic still produces subnormal float32 results."""
+    return float((np.array([TINY32], np.float32) * np.float32(0.25))[0]) != 0.0
+
+
+@needs_ftz
+def test_flush_denormals_context_flushes_and_restores():
+    assert _subnormal_survives()
+    with FL.flush_denormals():
+        assert not _subnormal_survives()
+        with FL.flush_denormals():  # nested: the inner exit must not switch it off
+            pass
+        assert not _subnormal_survives()
+    assert _subnormal_survives()
+    previous = FL.use_flush_denormals(False)
+    try:
+        with FL.flush_denormals():
+            assert _subnormal_survives()
+    finally:
+        FL.use_flush_denormals(previous)
+
+
+@needs_ftz
+def test_fast_layers_leave_the_callers_fp_mode_alone(rng):
+    x, w, b = _conv_inputs(rng, (4, 16, 9, 9), (16, 16, 3, 3), np.float32)
+    out, cache = FL.conv_forward_fast(x, w, b, {"stride": 1, "pad": 1})
+    FL.conv_backward_fast(out, cache)
+    h = rng.standard_normal((8, 3000)).astype(np.float32)
+    FL.affine_backward_fast(np.ones((8, 200), np.float32),
+                            FL.affine_forward_fast(h, np.ones((3000, 200), np.float32), np.zeros(200, np.float32))[1])
+    assert _subnormal_survives()
+
+
+@needs_ftz
+def test_model_gradients_carry_no_subnormals():
+    """A weight decayed to just above the smallest normal float32: reg * W is subnormal,
+    and the model's loss (run with subnormals flushed) returns zeros there instead."""
+    from funkcije.classifiers import ThreeLayerConvNet
+
+    model = ThreeLayerConvNet(input_dim=(3, 8, 8), num_filters=4, filter_size=3, hidden_dim=6, reg=1e-3, seed=0)
+    model.params["W2"][0, :] = 2 * TINY32
+    X = np.random.default_rng(0).standard_normal((5, 3, 8, 8)).astype(np.float32)
+    _, grads = model.loss(X, np.arange(5) % 10)
+    g = np.abs(grads["W2"])
+    assert not ((g > 0) & (g < TINY32)).any()
+    assert _subnormal_survives()
+    previous = FL.use_flush_denormals(False)
+    try:
+        _, grads = model.loss(X, np.arange(5) % 10)
+    finally:
+        FL.use_flush_denormals(previous)
+    g = np.abs(grads["W2"])
+    assert ((g > 0) & (g < TINY32)).any(), "without flushing, reg * W is subnormal here"
+
+
+def test_flush_denormals_env_var():
+    proc = _run_python("import funkcije.fast_layers as FL; print(FL._flush_denormals)", FUNKCIJE_FLUSH_DENORMALS="0")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "False"

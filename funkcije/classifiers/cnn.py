@@ -12,7 +12,7 @@ from ..layer_utils import (
     conv_relu_pool_backward,
     conv_relu_pool_forward,
 )
-from ..fast_layers import affine_backward_fast as affine_backward, affine_forward_fast as affine_forward
+from ..fast_layers import affine_backward_fast as affine_backward, affine_forward_fast as affine_forward, flushes_denormals
 from ..layers import softmax_loss
 from .fc_net import (
     _add_l2_grads,
@@ -82,6 +82,7 @@ class ThreeLayerConvNet:
             "b3": np.zeros(self.num_classes, dtype=self.dtype),
         }
 
+    @flushes_denormals
     def loss(self, X, y=None):
         """X: (N, C, H, W) matching input_dim; y: (N,) labels in [0, num_classes) or None.
 
