@@ -645,8 +645,7 @@ def _direct_filters(w, G):
 
 def _direct_chunks(N, workers):
     # two chunks per worker so a worker slowed by another process is covered
-    parts = max(1, min(N, 2 * workers)) if workers > 1 else 1
-    return [(N * k // parts, N * (k + 1) // parts) for k in range(parts) if N * k // parts < N * (k + 1) // parts]
+    return _split(N, 2 * workers if workers > 1 else 1, 1)
 
 
 def _direct_conv(x, wT, G, kernel, stride, pad, dilation, out, b):
@@ -759,7 +758,7 @@ def _workspace_slab_pair(dtype, rows_a, rows_b, cols):
     """Two arrays (16, rows_a, cols) and (16, rows_b, cols) with padded-apart slabs (as
     `_padded_slabs` makes them), carved from this thread's workspace."""
     a, b = _workspace.arrays(dtype, (16, rows_a * cols + 16), (16, rows_b * cols + 16))
-    return a[:, : rows_a * cols].reshape(16, rows_a, cols), b[:, : rows_b * cols].reshape(16, rows_b, cols)
+    return _slabs_of(a, rows_a, cols), _slabs_of(b, rows_b, cols)
 
 
 def _winograd_conv(x, U, G, pad, out, b):
@@ -830,8 +829,12 @@ def _padded_slabs(dtype, lead, rows, cols):
     slabs are C-contiguous but 16 elements further apart than packed: the Winograd
     transforms touch all 16 slabs per tile, and slabs a multiple of 4 KiB apart would
     all fall into the same L1 cache set (measured: 4x slower transforms)."""
-    buf = np.empty(tuple(lead) + (16, rows * cols + 16), dtype=dtype)
-    return buf[..., : rows * cols].reshape(tuple(lead) + (16, rows, cols))
+    return _slabs_of(np.empty(tuple(lead) + (16, rows * cols + 16), dtype=dtype), rows, cols)
+
+
+def _slabs_of(buf, rows, cols):
+    """View (..., 16, rows, cols) of buf (..., 16, rows * cols + 16): the padded slabs."""
+    return buf[..., : rows * cols].reshape(buf.shape[:-1] + (rows, cols))
 
 
 # ----------------------------------------------------------------------------- affine
