@@ -554,9 +554,9 @@ def conv_backward_fast(dout, cache, *, need_dx=True):
             dx = np.empty_like(x)
             _winograd_conv(dout, _winograd_filters(_flipped_filters(w, G), G), G, dx_pad, dx, np.empty(0, x.dtype))
         return dx, _winograd_weight_grad(x, dout, G, g.pad, w.shape), db
-    # the direct kernels' filters for dx are the layer's input channels: with fewer than
-    # 16 most of their 16 vector lanes would idle (GEMM + col2im is faster then)
-    dx_direct = (need_dx and g.stride == (1, 1) and min(dx_pad) >= 0 and Cg >= 16
+    # the direct kernels' "filters" for dx are the layer's input channels; with few of
+    # them (an RGB or grey first layer) the row kernels keep the vector lanes busy
+    dx_direct = (need_dx and g.stride == (1, 1) and min(dx_pad) >= 0
                  and _direct_applies(kern, x, Fg, HH, WW))
     # the direct dw only pays when no GEMM pass over dout is needed for dx anyway
     # (measured: x (100, 3, 31, 31) stride 2 took 4.1 ms that way, 3.3 ms with im2col)

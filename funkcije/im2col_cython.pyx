@@ -333,6 +333,24 @@ cdef extern from "_direct_conv.h" nogil:
     int funk_direct_dw(const float *x, int n0, int n1, int C, int H, int W, int c0, int Cg,
                        int ph, int pw, const float *dout, int Fout, int fo, int Fp, int F,
                        int KH, int KW, int sh, int sw, int dh, int dw, int Ho, int Wo, float *dwT)
+    int funk_row_mode
+
+
+_ROW_MODES = ("columns", "auto", "rows")
+
+
+def direct_layout(str mode=None):
+    """The direct forward kernels' vector layout: "columns" (16 or 32 filters per
+    vector), "rows" (16 output columns per vector, for unit column stride, wherever a
+    row block fits) or "auto" (the default: a cost model picks per layer). With a mode,
+    sets it and returns the previous one."""
+    global funk_row_mode
+    previous = _ROW_MODES[funk_row_mode]
+    if mode is not None:
+        if mode not in _ROW_MODES:
+            raise ValueError(f"direct_layout: mode must be one of {_ROW_MODES}, got {mode!r}")
+        funk_row_mode = _ROW_MODES.index(mode)
+    return previous
 
 
 def direct_available():

@@ -6,6 +6,7 @@ results to 1e-4 relative to the array's scale (|fast - ref| <= 1e-4 * (|ref| + m
 since float32 sums taken in a different order legitimately differ by a few ulps of the
 largest terms, which is large relative to entries that cancel to near zero.
 """
+import contextlib
 import os
 import subprocess
 import sys
@@ -31,20 +32,40 @@ def impl(request):
     FL.use_implementation(previous)
 
 
-@pytest.fixture(params=["default", "winograd-everywhere", "im2col-only"])
+@contextlib.contextmanager
+def direct_layout(mode):
+    """The direct kernels' vector layout ("columns", "auto", "rows") inside the block."""
+    k = FL._cython_kernels
+    if k is None:
+        yield
+        return
+    previous = k.direct_layout(mode)
+    try:
+        yield
+    finally:
+        k.direct_layout(previous)
+
+
+@pytest.fixture(params=["default", "winograd-everywhere", "im2col-only", "direct-rows", "direct-columns"])
 def algo(request, monkeypatch):
     """"default": the library's choice of algorithm (float32 layers with small
     C * HH * WW take the direct kernels on AVX-512 CPUs); "winograd-everywhere": every
     3x3 stride-1 undilated convolution takes Winograd F(2x2, 3x3), however few its
-    channels; "im2col-only": neither Winograd nor the direct kernels. So the whole grid
-    checks every algorithm."""
+    channels; "im2col-only": neither Winograd nor the direct kernels; "direct-rows" /
+    "direct-columns": the direct forward kernels with vectors along output rows
+    wherever those apply / always along filters. So the whole grid checks every
+    algorithm."""
     if request.param == "winograd-everywhere":
         monkeypatch.setattr(FL, "_WINOGRAD_MIN_CHANNELS", 1)
         monkeypatch.setattr(FL, "_winograd_enabled", True)
     if request.param == "im2col-only":
         monkeypatch.setattr(FL, "_winograd_enabled", False)
         monkeypatch.setattr(FL, "_direct_enabled", False)
-    return request.param
+    if request.param.startswith("direct-"):
+        with direct_layout(request.param[len("direct-"):]):
+            yield request.param
+        return
+    yield request.param
 
 
 @pytest.fixture
@@ -910,11 +931,19 @@ def test_winograd_matches_torch(torch, rng):
 needs_direct = pytest.mark.skipif(
     not FL._DIRECT_CPU, reason="the direct float32 kernels need AVX-512F (and the compiled extension)")
 
-# float32 layers for the direct kernels: dx by the flipped convolution needs >= 16 input
-# channels per group and stride 1; the others take GEMM + col2im for dx. Widths that
-# exercise every column block, a kernel 8 wide (the widest dw kernel) and one 9 wide
-# (im2col), 1x1, dilation, groups, filters not a multiple of 16.
+# float32 layers for the direct kernels: dx by the flipped convolution needs stride 1;
+# the others take GEMM + col2im for dx. Widths that exercise every column block of both
+# layouts (rows: below 16, 16, 32, and overlapping last vectors), a kernel 8 wide (the
+# widest dw kernel) and one 9 wide (im2col), 1x1, dilation, groups, filters not a
+# multiple of 16, one or three filters or input channels (row layout; dx of RGB and grey
+# layers), heights below every row block (column layout only), row strides.
 DIRECT_CASES = [
+    ((2, 3, 32, 32), (32, 3, 7, 7), {"stride": 1, "pad": 3}),
+    ((3, 1, 28, 28), (16, 1, 5, 5), {"stride": 1, "pad": 2}),
+    ((2, 16, 9, 20), (1, 16, 3, 5), {"stride": 1, "pad": (1, 2)}),
+    ((2, 4, 2, 40), (5, 4, 1, 3), {"stride": 1, "pad": 0}),
+    ((2, 6, 15, 18), (9, 6, 3, 3), {"stride": (2, 1), "pad": 1, "dilation": (1, 2)}),
+    ((2, 32, 10, 16), (3, 32, 3, 3), {"stride": 1, "pad": 1}),
     ((3, 16, 9, 11), (20, 16, 5, 3), {"stride": 1, "pad": (2, 1), "dilation": (1, 2)}),
     ((2, 32, 7, 37), (24, 16, 3, 3), {"stride": 1, "pad": 0, "groups": 2}),  # Fg 12: not Winograd
     ((4, 3, 17, 16), (33, 3, 7, 7), {"stride": 1, "pad": 3}),
@@ -927,13 +956,15 @@ DIRECT_CASES = [
 
 
 @needs_direct
+@pytest.mark.parametrize("layout", ["auto", "rows", "columns"])
 @pytest.mark.parametrize("xs, ws, conv_param", DIRECT_CASES)
-def test_direct_matches_reference(rng, xs, ws, conv_param, monkeypatch):
+def test_direct_matches_reference(rng, xs, ws, conv_param, layout, monkeypatch):
     calls = []
     real = FL._direct_conv
     monkeypatch.setattr(FL, "_direct_conv", lambda *a: calls.append(1) or real(*a))
     previous = FL.use_implementation("cython")
     try:
+        FL._cython_kernels.direct_layout(layout)
         x, w, b = _conv_inputs(rng, xs, ws, np.float32)
         ref, ref_cache = L.conv_forward_naive(x, w, b, conv_param)
         out, cache = FL.conv_forward_fast(x, w, b, conv_param)
@@ -948,7 +979,22 @@ def test_direct_matches_reference(rng, xs, ws, conv_param, monkeypatch):
         assert dx is None
         assert_close(dw, L.conv_backward_naive(dout, ref_cache)[1], np.float32)
     finally:
+        FL._cython_kernels.direct_layout("auto")
         FL.use_implementation(previous)
+
+
+@needs_direct
+def test_direct_layout_switch():
+    k = FL._cython_kernels
+    assert k.direct_layout() == "auto"
+    assert k.direct_layout("rows") == "auto"
+    try:
+        assert k.direct_layout() == "rows"
+        with pytest.raises(ValueError, match="direct_layout: mode must be one of"):
+            k.direct_layout("diagonal")
+        assert k.direct_layout() == "rows"
+    finally:
+        k.direct_layout("auto")
 
 
 @needs_direct
