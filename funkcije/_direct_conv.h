@@ -301,40 +301,57 @@ static int funk_direct_fwd(const float *x, int n0, int n1, int C, int H, int W, 
 #ifdef FUNK_X86
 /* dwT[(c * KH + kh) * KW + kw][f] += sum over i, j of one sample's
    doutT[i][j][f] * xp[c][i * sh + kh * dh][j * sw + kw * dw], filters [f0, f0 + 16 NV),
-   for a kernel KW columns wide (a compile-time constant, so the NV * KW accumulators
-   stay in registers). */
-#define FUNK_DW_BLOCK(NV, KWC)                                                                \
+   for a kernel KW columns wide (a compile-time constant, so the accumulators stay in
+   registers). FUNK_DW_ROWS does KHB kernel rows kh .. kh + KHB - 1 of channel c at once:
+   with one filter vector, a single row has only KW accumulators, too few to cover the
+   FMA latency, so those kernels take kernel rows in pairs. */
+#define FUNK_DW_ROWS(NV, KWC, KHB)                                                            \
+__attribute__((target("avx512f,fma"))) static inline void                                     \
+funk_dwr_##NV##_##KWC##_##KHB(const float *xp, int c, int kh, int KH, int Hp, int Wp,          \
+                              const float *dT, int Fp, int f0, int sh, int sw, int dh, int dw, \
+                              int Ho, int Wo, float *dwT) {                                    \
+    __m512 acc[KHB][KWC][NV];                                                                  \
+    for (int b = 0; b < KHB; b++)                                                              \
+        for (int k = 0; k < KWC; k++)                                                          \
+            for (int v = 0; v < NV; v++) acc[b][k][v] = _mm512_setzero_ps();                   \
+    for (int i = 0; i < Ho; i++) {                                                             \
+        const float *xr = xp + ((size_t)c * Hp + i * sh + kh * dh) * Wp;                       \
+        const float *dr = dT + (size_t)i * Wo * Fp + f0;                                       \
+        for (int j = 0; j < Wo; j++, dr += Fp) {                                               \
+            __m512 dv[NV];                                                                     \
+            for (int v = 0; v < NV; v++) dv[v] = _mm512_loadu_ps(dr + 16 * v);                 \
+            for (int b = 0; b < KHB; b++) {                                                    \
+                const float *xx = xr + (size_t)b * dh * Wp + j * sw;                           \
+                for (int k = 0; k < KWC; k++) {                                                \
+                    __m512 xb = _mm512_set1_ps(xx[k * dw]);                                    \
+                    for (int v = 0; v < NV; v++)                                               \
+                        acc[b][k][v] = _mm512_fmadd_ps(xb, dv[v], acc[b][k][v]);               \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+    }                                                                                          \
+    for (int b = 0; b < KHB; b++)                                                              \
+        for (int k = 0; k < KWC; k++) {                                                        \
+            float *o = dwT + ((size_t)(c * KH + kh + b) * KWC + k) * Fp + f0;                  \
+            for (int v = 0; v < NV; v++)                                                       \
+                _mm512_storeu_ps(o + 16 * v, _mm512_add_ps(_mm512_loadu_ps(o + 16 * v), acc[b][k][v])); \
+        }                                                                                      \
+}
+#define FUNK_DW_BLOCK(NV, KWC, KHB)                                                            \
 __attribute__((target("avx512f,fma")))                                                         \
 static void funk_dw_##NV##_##KWC(const float *xp, int Cg, int Hp, int Wp, const float *dT, int Fp, \
                                  int f0, int KH, int sh, int sw, int dh, int dw,              \
                                  int Ho, int Wo, float *dwT) {                                 \
-    for (int c = 0; c < Cg; c++)                                                               \
-        for (int kh = 0; kh < KH; kh++) {                                                      \
-            __m512 acc[KWC][NV];                                                               \
-            for (int k = 0; k < KWC; k++)                                                      \
-                for (int v = 0; v < NV; v++) acc[k][v] = _mm512_setzero_ps();                  \
-            for (int i = 0; i < Ho; i++) {                                                     \
-                const float *xr = xp + ((size_t)c * Hp + i * sh + kh * dh) * Wp;               \
-                const float *dr = dT + (size_t)i * Wo * Fp + f0;                               \
-                for (int j = 0; j < Wo; j++, dr += Fp) {                                       \
-                    __m512 dv[NV];                                                             \
-                    for (int v = 0; v < NV; v++) dv[v] = _mm512_loadu_ps(dr + 16 * v);         \
-                    const float *xx = xr + j * sw;                                             \
-                    for (int k = 0; k < KWC; k++) {                                            \
-                        __m512 xb = _mm512_set1_ps(xx[k * dw]);                                \
-                        for (int v = 0; v < NV; v++)                                           \
-                            acc[k][v] = _mm512_fmadd_ps(xb, dv[v], acc[k][v]);                 \
-                    }                                                                          \
-                }                                                                              \
-            }                                                                                  \
-            for (int k = 0; k < KWC; k++) {                                                    \
-                float *o = dwT + ((size_t)(c * KH + kh) * KWC + k) * Fp + f0;                  \
-                for (int v = 0; v < NV; v++)                                                   \
-                    _mm512_storeu_ps(o + 16 * v, _mm512_add_ps(_mm512_loadu_ps(o + 16 * v), acc[k][v])); \
-            }                                                                                  \
-        }                                                                                      \
+    for (int c = 0; c < Cg; c++) {                                                             \
+        int kh = 0;                                                                            \
+        for (; kh + KHB <= KH; kh += KHB)                                                      \
+            funk_dwr_##NV##_##KWC##_##KHB(xp, c, kh, KH, Hp, Wp, dT, Fp, f0, sh, sw, dh, dw, Ho, Wo, dwT); \
+        for (; kh < KH; kh++)                                                                  \
+            funk_dwr_##NV##_##KWC##_1(xp, c, kh, KH, Hp, Wp, dT, Fp, f0, sh, sw, dh, dw, Ho, Wo, dwT); \
+    }                                                                                          \
 }
-#define FUNK_DW_KW(KWC) FUNK_DW_BLOCK(1, KWC) FUNK_DW_BLOCK(2, KWC)
+#define FUNK_DW_KW(KWC) FUNK_DW_ROWS(1, KWC, 1) FUNK_DW_ROWS(1, KWC, 2) FUNK_DW_ROWS(2, KWC, 1) \
+    FUNK_DW_BLOCK(1, KWC, 2) FUNK_DW_BLOCK(2, KWC, 1)
 FUNK_DW_KW(1) FUNK_DW_KW(2) FUNK_DW_KW(3) FUNK_DW_KW(4)
 FUNK_DW_KW(5) FUNK_DW_KW(6) FUNK_DW_KW(7) FUNK_DW_KW(8)
 
@@ -345,6 +362,69 @@ static const funk_dw_fn funk_dw_fns[2][8] = {
     {funk_dw_2_1, funk_dw_2_2, funk_dw_2_3, funk_dw_2_4, funk_dw_2_5, funk_dw_2_6, funk_dw_2_7, funk_dw_2_8},
 };
 #endif
+
+#ifdef FUNK_X86
+/* Row dw kernels, for unit column stride: vectors along an output row of dout and the
+   matching input row, so dout needs no transposing (for a layer with one or three input
+   channels that transpose cost more than the FMAs). For channel c, kernel row kh and
+   filters [f0, f0 + FB): dwT[(c * KH + kh) * KW + kw][f0 + q] += sum over i, j of
+   dout_n[f0 + q][i][j] * xp[c][i * sh + kh * dh][j + kw * dw]; FB * KW accumulators of
+   16 columns each, summed across lanes at the end. The last column vector of a row is
+   masked (loads as well: lanes past the row must not bring in NaN or Inf). */
+#define FUNK_DWROW(FB, KWC)                                                                    \
+__attribute__((target("avx512f,fma")))                                                         \
+static void funk_dwrow_##FB##_##KWC(const float *xp, int c, int kh, int KH, int Hp, int Wp,    \
+                                    const float *dn, int P, int sh, int dh, int dw, int Ho,    \
+                                    int Wo, int Fp, int f0, float *dwT) {                      \
+    __m512 acc[FB][KWC];                                                                       \
+    for (int q = 0; q < FB; q++)                                                               \
+        for (int k = 0; k < KWC; k++) acc[q][k] = _mm512_setzero_ps();                         \
+    for (int i = 0; i < Ho; i++) {                                                             \
+        const float *xr = xp + ((size_t)c * Hp + i * sh + kh * dh) * Wp;                       \
+        const float *dr = dn + (size_t)f0 * P + (size_t)i * Wo;                                \
+        for (int j0 = 0; j0 < Wo; j0 += 16) {                                                  \
+            __mmask16 m = Wo - j0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (Wo - j0)) - 1); \
+            __m512 dv[FB];                                                                     \
+            for (int q = 0; q < FB; q++) dv[q] = _mm512_maskz_loadu_ps(m, dr + (size_t)q * P + j0); \
+            for (int k = 0; k < KWC; k++) {                                                    \
+                __m512 xv = _mm512_maskz_loadu_ps(m, xr + j0 + k * dw);                        \
+                __asm__("" : "+v"(xv));                                                        \
+                for (int q = 0; q < FB; q++) acc[q][k] = _mm512_fmadd_ps(xv, dv[q], acc[q][k]); \
+            }                                                                                  \
+        }                                                                                      \
+    }                                                                                          \
+    for (int k = 0; k < KWC; k++) {                                                            \
+        float *o = dwT + ((size_t)(c * KH + kh) * KWC + k) * Fp + f0;                          \
+        for (int q = 0; q < FB; q++) o[q] += _mm512_reduce_add_ps(acc[q][k]);                  \
+    }                                                                                          \
+}
+/* FB filters per call: 4 while 4 * KW accumulators fit, else 3; single filters for the rest */
+#define FUNK_DWROW_KW(KWC, FB) FUNK_DWROW(FB, KWC) FUNK_DWROW(1, KWC)
+FUNK_DWROW_KW(1, 4) FUNK_DWROW_KW(2, 4) FUNK_DWROW_KW(3, 4) FUNK_DWROW_KW(4, 4)
+FUNK_DWROW_KW(5, 4) FUNK_DWROW_KW(6, 4) FUNK_DWROW_KW(7, 3) FUNK_DWROW_KW(8, 3)
+
+typedef void (*funk_dwrow_fn)(const float *, int, int, int, int, int, const float *, int, int, int,
+                              int, int, int, int, int, float *);
+static const funk_dwrow_fn funk_dwrow_fns[8] = {funk_dwrow_4_1, funk_dwrow_4_2, funk_dwrow_4_3,
+    funk_dwrow_4_4, funk_dwrow_4_5, funk_dwrow_4_6, funk_dwrow_3_7, funk_dwrow_3_8};
+static const funk_dwrow_fn funk_dwrow1_fns[8] = {funk_dwrow_1_1, funk_dwrow_1_2, funk_dwrow_1_3,
+    funk_dwrow_1_4, funk_dwrow_1_5, funk_dwrow_1_6, funk_dwrow_1_7, funk_dwrow_1_8};
+#endif
+
+/* Whether dw takes the row kernels (unit column stride only), by funk_row_mode: 2 always,
+   0 never, 1 by a rule from measurements on the issue-3 layers (one thread, x (50, 1,
+   28, 28) x w (16, 1, 5, 5): 1.5 ms with filters along the vectors, 0.65 ms by rows;
+   (100, 3, 31, 31) x (25, 3, 3, 3), stride 1: 8.4 / 2.9 ms; but (50, 3, 32, 32) x (32, 3,
+   7, 7): 6.2 / 9.1 ms and (50, 16, 14, 14) x (32, 16, 5, 5): 2.0 / 6.6 ms). The filter
+   kernels lose when they have fewer than 8 accumulators (KW x filter vectors) or only
+   16 filters (dout's transpose then costs as much as the FMAs); the row kernels lose
+   on small planes, where each accumulator gets few FMAs before its sum across lanes. */
+static int funk_dw_by_rows(int F, int KW, int sw, int Ho, int Wo) {
+    if (sw != 1 || funk_row_mode == 0) return 0;
+    if (funk_row_mode == 2) return 1;
+    int nv = (F + 15) / 16;
+    return Ho * ((Wo + 15) / 16) >= 24 && (nv == 1 || nv * KW < 8);
+}
 
 /* dw of one group for samples [n0, n1): dwT (Cg * KH * KW, Fp) accumulates; dout
    (N, Fout, Ho, Wo), the group's filters [fo, fo + F) (copied per sample into a buffer
@@ -357,6 +437,27 @@ static int funk_direct_dw(const float *x, int n0, int n1, int C, int H, int W, i
 #ifdef FUNK_X86
     int Hp = H + 2 * ph, Wp = W + 2 * pw, P = Ho * Wo;
     if (KW < 1 || KW > 8) return -1;
+    if (funk_dw_by_rows(F, KW, sw, Ho, Wo)) {
+        /* slack: the masked lanes of a row's last vector are not read, but keep the
+           address range of every vector load inside the buffer */
+        float *xr = (float *)calloc((size_t)Cg * Hp * Wp + 32, sizeof(float));
+        if (!xr) return -1;
+        int fb = KW <= 6 ? 4 : 3;
+        for (int n = n0; n < n1; n++) {
+            funk_pad_planes(x + ((size_t)n * C + c0) * H * W, Cg, H, W, ph, pw, Hp, Wp, xr);
+            const float *dn = dout + ((size_t)n * Fout + fo) * P;
+            for (int c = 0; c < Cg; c++)
+                for (int kh = 0; kh < KH; kh++) {
+                    int f0 = 0;
+                    for (; f0 + fb <= F; f0 += fb)
+                        funk_dwrow_fns[KW - 1](xr, c, kh, KH, Hp, Wp, dn, P, sh, dh, dw, Ho, Wo, Fp, f0, dwT);
+                    for (; f0 < F; f0++)
+                        funk_dwrow1_fns[KW - 1](xr, c, kh, KH, Hp, Wp, dn, P, sh, dh, dw, Ho, Wo, Fp, f0, dwT);
+                }
+        }
+        free(xr);
+        return 0;
+    }
     float *xp = (float *)malloc(sizeof(float) * (size_t)Cg * Hp * Wp);
     float *dT = (float *)calloc((size_t)P * Fp, sizeof(float));
     if (!xp || !dT) { free(xp); free(dT); return -1; }
