@@ -38,6 +38,40 @@ static void funk_pad_planes(const float *xn, int Cg, int H, int W, int ph, int p
         }
 }
 
+/* The padded planes for the row kernels, with column stride sw folded in: each padded
+   row (Wp columns) is stored as sw phases of Wq = ceil(Wp / sw) columns, phase p holding
+   columns p, p + sw, p + 2 sw, ... So padded column j * sw + t is at phase t % sw, index
+   j + t / sw: consecutive output columns read consecutive floats (one vector load) for
+   any stride. sw = 1 is funk_pad_planes with Wp = Wq. Rows are sw * Wq floats long. */
+static void funk_pad_phased(const float *xn, int Cg, int H, int W, int ph, int pw, int Hp,
+                            int Wp, int sw, int Wq, float *xp) {
+    if (sw == 1) {
+        funk_pad_planes(xn, Cg, H, W, ph, pw, Hp, Wq, xp);
+        return;
+    }
+    size_t Wr = (size_t)sw * Wq;
+    for (int c = 0; c < Cg; c++)
+        for (int hh = 0; hh < Hp; hh++) {
+            float *dst = xp + ((size_t)c * Hp + hh) * Wr;
+            memset(dst, 0, sizeof(float) * Wr);
+            int h = hh - ph;
+            if (h < 0 || h >= H) continue;
+            const float *src = xn + ((size_t)c * H + h) * W;
+            /* phase by phase, no division per element: padded column q * sw + p is
+               input column q * sw + p - pw */
+            for (int p = 0; p < sw; p++) {
+                float *d = dst + (size_t)p * Wq;
+                for (int q = 0, w = p - pw; q < Wq; q++, w += sw)
+                    if (w >= 0 && w < W) d[q] = src[w];
+            }
+        }
+}
+
+/* Offsets, within a phased row, of kernel columns kw = 0 .. KW - 1 (dilation dw). */
+static void funk_phase_offsets(int KW, int dw, int sw, int Wq, int *koff) {
+    for (int kw = 0; kw < KW; kw++) koff[kw] = (kw * dw) % sw * Wq + (kw * dw) / sw;
+}
+
 #ifdef FUNK_X86
 /* One sample, filters [f0, f0 + 16 * NV), output columns in blocks of JB (NV * JB
    accumulator registers): out[f][i][j] = bias[f] + sum over c, kh, kw of
@@ -110,16 +144,17 @@ static int funk_pick_jb(int NV, int Wo, funk_fwd_fn *fn) {
 #endif
 
 #ifdef FUNK_X86
-/* Row kernels, for layers with unit column stride: vectors run along an output row
-   (16 columns), so filters need not fill the lanes (dx of a layer with 1 or 3 input
-   channels has 1 or 3 "filters"). One call computes an FB filters x RB rows x 16
-   columns block: out[f][i0 + r][j0 + t] for the lanes in `mask`, from xp (Cg, Hp, Wp)
-   and wB (Cg * KH * KW, FB), the block's filters packed side by side. Lanes outside the
-   mask read past the row (into the next row, or the buffer's slack) and are not stored. */
+/* Row kernels: vectors run along an output row (16 columns), so filters need not fill
+   the lanes (dx of a layer with 1 or 3 input channels has 1 or 3 "filters"). One call
+   computes an FB filters x RB rows x 16 columns block: out[f][i0 + r][j0 + t] for the
+   lanes in `mask`, from the phased planes xp (Cg, Hp, Wr) (funk_pad_phased; kernel
+   column kw at offset koff[kw]) and wB (Cg * KH * KW, FB), the block's filters packed
+   side by side. Lanes outside the mask read past the row (into the next row, or the
+   buffer's slack) and are not stored. */
 #define FUNK_ROW_BLOCK(FB, RB)                                                                 \
 __attribute__((target("avx512f,fma")))                                                         \
 static void funk_row_##FB##_##RB(const float *xp, int Cg, int Hp, int Wp, const float *wB,     \
-                                 int KH, int KW, int sh, int dh, int dw, int i0, int j0,      \
+                                 int KH, int KW, int sh, int dh, const int *koff, int i0, int j0, \
                                  __mmask16 mask, const float *bias, float *out, int Ho, int Wo) { \
     __m512 acc[FB][RB];                                                                        \
     for (int f = 0; f < FB; f++) {                                                             \
@@ -134,7 +169,7 @@ static void funk_row_##FB##_##RB(const float *xp, int Cg, int Hp, int Wp, const 
             for (int kw = 0; kw < KW; kw++, wr += FB) {                                        \
                 __m512 wv[FB];                                                                 \
                 for (int f = 0; f < FB; f++) wv[f] = _mm512_set1_ps(wr[f]);                   \
-                const float *xx = xr + kw * dw;                                                \
+                const float *xx = xr + koff[kw];                                               \
                 for (int r = 0; r < RB; r++) {                                                 \
                     __m512 xv = _mm512_loadu_ps(xx + r * rs);                                  \
                     /* one load per row, reused by the FB filters: without this gcc folds \
@@ -161,7 +196,7 @@ FUNK_ROW_BLOCK(6, 4)
 FUNK_ROW_BLOCK(8, 3)
 
 typedef void (*funk_row_fn)(const float *, int, int, int, const float *, int, int, int, int,
-                            int, int, int, __mmask16, const float *, float *, int, int);
+                            const int *, int, int, __mmask16, const float *, float *, int, int);
 typedef struct { int fb, rb; funk_row_fn fn; } funk_row_kernel;
 static const funk_row_kernel funk_row_kernels[] = {
     {1, 8, funk_row_1_8}, {1, 14, funk_row_1_14}, {2, 7, funk_row_2_7}, {2, 8, funk_row_2_8},
@@ -175,28 +210,31 @@ static const funk_row_kernel funk_row_kernels[] = {
 static int funk_blocks(int n, int b) { return (n + b - 1) / b; }
 static int funk_block_start(int k, int n, int b) { int s = k * b; return s + b > n ? n - b : s; }
 
-/* Estimated cycles per (c, kh, kw) step for the whole output of one sample: two FMAs
-   and two loads per cycle, plus a cycle of loop overhead per block step. */
-static double funk_row_cost(int fb, int rb, int F, int Ho, int Wo) {
+/* Estimated cycles for the whole output of one sample, K = Cg * KH * KW steps per
+   block: two FMAs and two loads per cycle, a cycle of loop overhead per step, and the
+   block's stores (the column kernels transpose theirs through scalar copies, which is
+   what makes them lose on layers with a short K). */
+static double funk_row_cost(int fb, int rb, int F, int Ho, int Wo, int K) {
     /* the row loads are unaligned: most cross a cache line and take two load slots */
     double fma = fb * rb / 2.0, ld = (fb + 2.0 * rb) / 2.0;
     double per = (fma > ld ? fma : ld) + 1.0;
-    return per * funk_blocks(F, fb) * funk_blocks(Ho, rb) * funk_blocks(Wo, 16);
+    return (per * K + fb * rb) * funk_blocks(F, fb) * funk_blocks(Ho, rb) * funk_blocks(Wo, 16);
 }
-static double funk_col_cost(int F, int Ho, int Wo, int jb, int nv) {
+static double funk_col_cost(int F, int Ho, int Wo, int jb, int nv, int K) {
+    /* two cycles of overhead per step: measured on the issue-3 layers, the column
+       kernels reach 60-65 % of the FMA peak where the row kernels reach 70-75 % */
     double fma = nv * jb / 2.0, ld = (nv + jb) / 2.0;
-    /* the transposed scalar stores of each block, spread over the Cg*KH*KW steps, are
-       not counted: the caller compares at equal K */
-    double per = (fma > ld ? fma : ld) + 1.0;
-    return per * (double)Ho * funk_blocks(Wo, jb) * funk_blocks(F, 16 * nv);
+    double per = (fma > ld ? fma : ld) + 2.0;
+    int nf = F < 16 * nv ? F : 16 * nv;
+    return (per * K + jb * nf) * (double)Ho * funk_blocks(Wo, jb) * funk_blocks(F, 16 * nv);
 }
-static int funk_pick_row(int F, int Ho, int Wo) {
+static int funk_pick_row(int F, int Ho, int Wo, int K) {
     int best = -1;
     double bc = 0;
     for (int k = 0; k < FUNK_N_ROW_KERNELS; k++) {
         const funk_row_kernel *kk = &funk_row_kernels[k];
         if (kk->fb > F || kk->rb > Ho) continue;
-        double c = funk_row_cost(kk->fb, kk->rb, F, Ho, Wo);
+        double c = funk_row_cost(kk->fb, kk->rb, F, Ho, Wo, K);
         if (best < 0 || c < bc) { best = k; bc = c; }
     }
     return best;
@@ -208,17 +246,19 @@ static int funk_pick_row(int F, int Ho, int Wo) {
 static int funk_row_mode = 1;
 
 #ifdef FUNK_X86
-/* funk_direct_fwd with the row kernel kk (unit column stride). */
+/* funk_direct_fwd with the row kernel kk. */
 static int funk_direct_fwd_rows(const funk_row_kernel *kk, const float *x, int n0, int n1, int C,
                                 int H, int W, int c0, int Cg, int ph, int pw, const float *wT,
-                                int Fp, int F, int KH, int KW, int sh, int dh, int dw, int Ho,
-                                int Wo, const float *bias, float *out, int Fout, int fo) {
+                                int Fp, int F, int KH, int KW, int sh, int sw, int dh, int dw,
+                                int Ho, int Wo, const float *bias, float *out, int Fout, int fo) {
     int fb = kk->fb, rb = kk->rb, nfb = funk_blocks(F, fb), K = Cg * KH * KW;
-    int Hp = H + 2 * ph, Wp = W + 2 * pw;
-    size_t plane = (size_t)Cg * Hp * Wp, slack = 32;
+    int Hp = H + 2 * ph, Wp = W + 2 * pw, Wq = (Wp + sw - 1) / sw, Wr = sw * Wq;
+    size_t plane = (size_t)Cg * Hp * Wr, slack = 32;
     float *wB = (float *)malloc(sizeof(float) * (size_t)nfb * K * fb);
     float *xp = (float *)malloc(sizeof(float) * (plane + slack));
-    if (!wB || !xp) { free(wB); free(xp); return -1; }
+    int *koff = (int *)malloc(sizeof(int) * KW);
+    if (!wB || !xp || !koff) { free(wB); free(xp); free(koff); return -1; }
+    funk_phase_offsets(KW, dw, sw, Wq, koff);
     for (int b = 0; b < nfb; b++) {
         int f0 = funk_block_start(b, F, fb);
         for (int k = 0; k < K; k++)
@@ -228,7 +268,7 @@ static int funk_direct_fwd_rows(const funk_row_kernel *kk, const float *x, int n
     int nj = Wo >= 16 ? funk_blocks(Wo, 16) : 1;
     __mmask16 mask = Wo >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << Wo) - 1);
     for (int n = n0; n < n1; n++) {
-        funk_pad_planes(x + ((size_t)n * C + c0) * H * W, Cg, H, W, ph, pw, Hp, Wp, xp);
+        funk_pad_phased(x + ((size_t)n * C + c0) * H * W, Cg, H, W, ph, pw, Hp, Wp, sw, Wq, xp);
         float *on = out + ((size_t)n * Fout + fo) * Ho * Wo;
         /* filter blocks innermost: the block's input rows (unaligned vector loads, the
            costly ones) stay in L1 while the packed filters (scalar broadcasts) stream.
@@ -240,7 +280,7 @@ static int funk_direct_fwd_rows(const funk_row_kernel *kk, const float *x, int n
                 int j0 = Wo >= 16 ? funk_block_start(jv, Wo, 16) : 0;
                 for (int b = 0; b < nfb; b++) {
                     int f0 = funk_block_start(b, F, fb);
-                    kk->fn(xp, Cg, Hp, Wp, wB + (size_t)b * K * fb, KH, KW, sh, dh, dw, i0, j0, mask,
+                    kk->fn(xp, Cg, Hp, Wr, wB + (size_t)b * K * fb, KH, KW, sh, dh, koff, i0, j0, mask,
                            bias ? bias + fo + f0 : NULL, on + (size_t)f0 * Ho * Wo, Ho, Wo);
                 }
             }
@@ -248,6 +288,7 @@ static int funk_direct_fwd_rows(const funk_row_kernel *kk, const float *x, int n
     }
     free(wB);
     free(xp);
+    free(koff);
     return 0;
 }
 #endif
@@ -264,13 +305,13 @@ static int funk_direct_fwd(const float *x, int n0, int n1, int C, int H, int W, 
     int jb1 = funk_pick_jb(1, Wo, &fn1), jb2 = funk_pick_jb(2, Wo, &fn2);
     int jb = jb1 > jb2 ? jb1 : jb2;
     int Hp = H + 2 * ph, Wp = W + 2 * pw;
-    if (sw == 1 && funk_row_mode) {
-        int k = funk_pick_row(F, Ho, Wo);
-        double col = F > 16 ? funk_col_cost(F, Ho, Wo, jb2, 2) : funk_col_cost(F, Ho, Wo, jb1, 1);
+    if (funk_row_mode) {
+        int K = Cg * KH * KW, k = funk_pick_row(F, Ho, Wo, K);
+        double col = F > 16 ? funk_col_cost(F, Ho, Wo, jb2, 2, K) : funk_col_cost(F, Ho, Wo, jb1, 1, K);
         if (k >= 0 && (funk_row_mode == 2 ||
-                       funk_row_cost(funk_row_kernels[k].fb, funk_row_kernels[k].rb, F, Ho, Wo) < col))
+                       funk_row_cost(funk_row_kernels[k].fb, funk_row_kernels[k].rb, F, Ho, Wo, K) < col))
             return funk_direct_fwd_rows(&funk_row_kernels[k], x, n0, n1, C, H, W, c0, Cg, ph, pw, wT, Fp, F,
-                                        KH, KW, sh, dh, dw, Ho, Wo, bias, out, Fout, fo);
+                                        KH, KW, sh, sw, dh, dw, Ho, Wo, bias, out, Fout, fo);
     }
     /* the last column block may compute past Wo: room for its reads */
     int need_w = ((Wo + jb - 1) / jb * jb - 1) * sw + (KW - 1) * dw + 1;
@@ -364,8 +405,8 @@ static const funk_dw_fn funk_dw_fns[2][8] = {
 #endif
 
 #ifdef FUNK_X86
-/* Row dw kernels, for unit column stride: vectors along an output row of dout and the
-   matching input row, so dout needs no transposing (for a layer with one or three input
+/* Row dw kernels: vectors along an output row of dout and the matching phased input
+   row (funk_pad_phased), so dout needs no transposing (for a layer with one or three input
    channels that transpose cost more than the FMAs). For channel c, kernel row kh and
    filters [f0, f0 + FB): dwT[(c * KH + kh) * KW + kw][f0 + q] += sum over i, j of
    dout_n[f0 + q][i][j] * xp[c][i * sh + kh * dh][j + kw * dw]; FB * KW accumulators of
@@ -374,7 +415,7 @@ static const funk_dw_fn funk_dw_fns[2][8] = {
 #define FUNK_DWROW(FB, KWC)                                                                    \
 __attribute__((target("avx512f,fma")))                                                         \
 static void funk_dwrow_##FB##_##KWC(const float *xp, int c, int kh, int KH, int Hp, int Wp,    \
-                                    const float *dn, int P, int sh, int dh, int dw, int Ho,    \
+                                    const float *dn, int P, int sh, int dh, const int *koff, int Ho, \
                                     int Wo, int Fp, int f0, float *dwT) {                      \
     __m512 acc[FB][KWC];                                                                       \
     for (int q = 0; q < FB; q++)                                                               \
@@ -387,7 +428,7 @@ static void funk_dwrow_##FB##_##KWC(const float *xp, int c, int kh, int KH, int 
             __m512 dv[FB];                                                                     \
             for (int q = 0; q < FB; q++) dv[q] = _mm512_maskz_loadu_ps(m, dr + (size_t)q * P + j0); \
             for (int k = 0; k < KWC; k++) {                                                    \
-                __m512 xv = _mm512_maskz_loadu_ps(m, xr + j0 + k * dw);                        \
+                __m512 xv = _mm512_maskz_loadu_ps(m, xr + j0 + koff[k]);                       \
                 __asm__("" : "+v"(xv));                                                        \
                 for (int q = 0; q < FB; q++) acc[q][k] = _mm512_fmadd_ps(xv, dv[q], acc[q][k]); \
             }                                                                                  \
@@ -404,14 +445,14 @@ FUNK_DWROW_KW(1, 4) FUNK_DWROW_KW(2, 4) FUNK_DWROW_KW(3, 4) FUNK_DWROW_KW(4, 4)
 FUNK_DWROW_KW(5, 4) FUNK_DWROW_KW(6, 4) FUNK_DWROW_KW(7, 3) FUNK_DWROW_KW(8, 3)
 
 typedef void (*funk_dwrow_fn)(const float *, int, int, int, int, int, const float *, int, int, int,
-                              int, int, int, int, int, float *);
+                              const int *, int, int, int, int, float *);
 static const funk_dwrow_fn funk_dwrow_fns[8] = {funk_dwrow_4_1, funk_dwrow_4_2, funk_dwrow_4_3,
     funk_dwrow_4_4, funk_dwrow_4_5, funk_dwrow_4_6, funk_dwrow_3_7, funk_dwrow_3_8};
 static const funk_dwrow_fn funk_dwrow1_fns[8] = {funk_dwrow_1_1, funk_dwrow_1_2, funk_dwrow_1_3,
     funk_dwrow_1_4, funk_dwrow_1_5, funk_dwrow_1_6, funk_dwrow_1_7, funk_dwrow_1_8};
 #endif
 
-/* Whether dw takes the row kernels (unit column stride only), by funk_row_mode: 2 always,
+/* Whether dw takes the row kernels, by funk_row_mode: 2 always,
    0 never, 1 by a rule from measurements on the issue-3 layers (one thread, x (50, 1,
    28, 28) x w (16, 1, 5, 5): 1.5 ms with filters along the vectors, 0.65 ms by rows;
    (100, 3, 31, 31) x (25, 3, 3, 3), stride 1: 8.4 / 2.9 ms; but (50, 3, 32, 32) x (32, 3,
@@ -419,8 +460,8 @@ static const funk_dwrow_fn funk_dwrow1_fns[8] = {funk_dwrow_1_1, funk_dwrow_1_2,
    kernels lose when they have fewer than 8 accumulators (KW x filter vectors) or only
    16 filters (dout's transpose then costs as much as the FMAs); the row kernels lose
    on small planes, where each accumulator gets few FMAs before its sum across lanes. */
-static int funk_dw_by_rows(int F, int KW, int sw, int Ho, int Wo) {
-    if (sw != 1 || funk_row_mode == 0) return 0;
+static int funk_dw_by_rows(int F, int KW, int Ho, int Wo) {
+    if (funk_row_mode == 0) return 0;
     if (funk_row_mode == 2) return 1;
     int nv = (F + 15) / 16;
     return Ho * ((Wo + 15) / 16) >= 24 && (nv == 1 || nv * KW < 8);
@@ -437,22 +478,24 @@ static int funk_direct_dw(const float *x, int n0, int n1, int C, int H, int W, i
 #ifdef FUNK_X86
     int Hp = H + 2 * ph, Wp = W + 2 * pw, P = Ho * Wo;
     if (KW < 1 || KW > 8) return -1;
-    if (funk_dw_by_rows(F, KW, sw, Ho, Wo)) {
+    if (funk_dw_by_rows(F, KW, Ho, Wo)) {
+        int Wq = (Wp + sw - 1) / sw, koff[8];
+        funk_phase_offsets(KW, dw, sw, Wq, koff);
         /* slack: the masked lanes of a row's last vector are not read, but keep the
            address range of every vector load inside the buffer */
-        float *xr = (float *)calloc((size_t)Cg * Hp * Wp + 32, sizeof(float));
+        float *xr = (float *)calloc((size_t)Cg * Hp * sw * Wq + 32, sizeof(float));
         if (!xr) return -1;
         int fb = KW <= 6 ? 4 : 3;
         for (int n = n0; n < n1; n++) {
-            funk_pad_planes(x + ((size_t)n * C + c0) * H * W, Cg, H, W, ph, pw, Hp, Wp, xr);
+            funk_pad_phased(x + ((size_t)n * C + c0) * H * W, Cg, H, W, ph, pw, Hp, Wp, sw, Wq, xr);
             const float *dn = dout + ((size_t)n * Fout + fo) * P;
             for (int c = 0; c < Cg; c++)
                 for (int kh = 0; kh < KH; kh++) {
                     int f0 = 0;
                     for (; f0 + fb <= F; f0 += fb)
-                        funk_dwrow_fns[KW - 1](xr, c, kh, KH, Hp, Wp, dn, P, sh, dh, dw, Ho, Wo, Fp, f0, dwT);
+                        funk_dwrow_fns[KW - 1](xr, c, kh, KH, Hp, sw * Wq, dn, P, sh, dh, koff, Ho, Wo, Fp, f0, dwT);
                     for (; f0 < F; f0++)
-                        funk_dwrow1_fns[KW - 1](xr, c, kh, KH, Hp, Wp, dn, P, sh, dh, dw, Ho, Wo, Fp, f0, dwT);
+                        funk_dwrow1_fns[KW - 1](xr, c, kh, KH, Hp, sw * Wq, dn, P, sh, dh, koff, Ho, Wo, Fp, f0, dwT);
                 }
         }
         free(xr);

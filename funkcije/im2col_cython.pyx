@@ -341,8 +341,8 @@ _ROW_MODES = ("columns", "auto", "rows")
 
 def direct_layout(str mode=None):
     """The direct kernels' vector layout: "columns" (16 or 32 filters per vector),
-    "rows" (16 output columns per vector, for unit column stride, wherever a row block
-    fits; for dw, wherever the column stride is 1) or "auto" (the default: a cost model
+    "rows" (16 output columns per vector, any stride, wherever a row block fits; for
+    dw, always) or "auto" (the default: a cost model
     picks the forward's, a measured rule dw's, per layer). With a mode, sets it and
     returns the previous one."""
     global funk_row_mode

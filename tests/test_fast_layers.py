@@ -936,7 +936,8 @@ needs_direct = pytest.mark.skipif(
 # layouts (rows: below 16, 16, 32, and overlapping last vectors), a kernel 8 wide (the
 # widest dw kernel) and one 9 wide (im2col), 1x1, dilation, groups, filters not a
 # multiple of 16, one or three filters or input channels (row layout; dx of RGB and grey
-# layers), heights below every row block (column layout only), row strides.
+# layers), heights below every row block (column layout only), row and column strides
+# (the row layout's phased planes).
 DIRECT_CASES = [
     ((2, 3, 32, 32), (32, 3, 7, 7), {"stride": 1, "pad": 3}),
     ((3, 1, 28, 28), (16, 1, 5, 5), {"stride": 1, "pad": 2}),
@@ -944,6 +945,8 @@ DIRECT_CASES = [
     ((2, 4, 2, 40), (5, 4, 1, 3), {"stride": 1, "pad": 0}),
     ((2, 6, 15, 18), (9, 6, 3, 3), {"stride": (2, 1), "pad": 1, "dilation": (1, 2)}),
     ((2, 32, 10, 16), (3, 32, 3, 3), {"stride": 1, "pad": 1}),
+    ((3, 3, 31, 31), (25, 3, 3, 3), {"stride": 2, "pad": 1}),
+    ((2, 4, 11, 40), (6, 4, 3, 4), {"stride": (1, 3), "pad": (1, 2), "dilation": (1, 2)}),
     ((3, 16, 9, 11), (20, 16, 5, 3), {"stride": 1, "pad": (2, 1), "dilation": (1, 2)}),
     ((2, 32, 7, 37), (24, 16, 3, 3), {"stride": 1, "pad": 0, "groups": 2}),  # Fg 12: not Winograd
     ((4, 3, 17, 16), (33, 3, 7, 7), {"stride": 1, "pad": 3}),
