@@ -391,10 +391,13 @@ static void funk_dw_##NV##_##KWC(const float *xp, int Cg, int Hp, int Wp, const 
             funk_dwr_##NV##_##KWC##_1(xp, c, kh, KH, Hp, Wp, dT, Fp, f0, sh, sw, dh, dw, Ho, Wo, dwT); \
     }                                                                                          \
 }
+/* kernel rows in pairs while 2 * NV * KW accumulators fit in the registers */
 #define FUNK_DW_KW(KWC) FUNK_DW_ROWS(1, KWC, 1) FUNK_DW_ROWS(1, KWC, 2) FUNK_DW_ROWS(2, KWC, 1) \
+    FUNK_DW_ROWS(2, KWC, 2) FUNK_DW_BLOCK(1, KWC, 2) FUNK_DW_BLOCK(2, KWC, 2)
+#define FUNK_DW_KW_WIDE(KWC) FUNK_DW_ROWS(1, KWC, 1) FUNK_DW_ROWS(1, KWC, 2) FUNK_DW_ROWS(2, KWC, 1) \
     FUNK_DW_BLOCK(1, KWC, 2) FUNK_DW_BLOCK(2, KWC, 1)
 FUNK_DW_KW(1) FUNK_DW_KW(2) FUNK_DW_KW(3) FUNK_DW_KW(4)
-FUNK_DW_KW(5) FUNK_DW_KW(6) FUNK_DW_KW(7) FUNK_DW_KW(8)
+FUNK_DW_KW(5) FUNK_DW_KW(6) FUNK_DW_KW(7) FUNK_DW_KW_WIDE(8)
 
 typedef void (*funk_dw_fn)(const float *, int, int, int, const float *, int, int, int, int, int,
                            int, int, int, int, float *);
@@ -404,68 +407,52 @@ static const funk_dw_fn funk_dw_fns[2][8] = {
 };
 #endif
 
+
 #ifdef FUNK_X86
-/* Row dw kernels: vectors along an output row of dout and the matching phased input
-   row (funk_pad_phased), so dout needs no transposing (for a layer with one or three input
-   channels that transpose cost more than the FMAs). For channel c, kernel row kh and
-   filters [f0, f0 + FB): dwT[(c * KH + kh) * KW + kw][f0 + q] += sum over i, j of
-   dout_n[f0 + q][i][j] * xp[c][i * sh + kh * dh][j + kw * dw]; FB * KW accumulators of
-   16 columns each, summed across lanes at the end. The last column vector of a row is
-   masked (loads as well: lanes past the row must not bring in NaN or Inf). */
-#define FUNK_DWROW(FB, KWC)                                                                    \
-__attribute__((target("avx512f,fma")))                                                         \
-static void funk_dwrow_##FB##_##KWC(const float *xp, int c, int kh, int KH, int Hp, int Wp,    \
-                                    const float *dn, int P, int sh, int dh, const int *koff, int Ho, \
-                                    int Wo, int Fp, int f0, float *dwT) {                      \
-    __m512 acc[FB][KWC];                                                                       \
-    for (int q = 0; q < FB; q++)                                                               \
-        for (int k = 0; k < KWC; k++) acc[q][k] = _mm512_setzero_ps();                         \
-    for (int i = 0; i < Ho; i++) {                                                             \
-        const float *xr = xp + ((size_t)c * Hp + i * sh + kh * dh) * Wp;                       \
-        const float *dr = dn + (size_t)f0 * P + (size_t)i * Wo;                                \
-        for (int j0 = 0; j0 < Wo; j0 += 16) {                                                  \
-            __mmask16 m = Wo - j0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (Wo - j0)) - 1); \
-            __m512 dv[FB];                                                                     \
-            for (int q = 0; q < FB; q++) dv[q] = _mm512_maskz_loadu_ps(m, dr + (size_t)q * P + j0); \
-            for (int k = 0; k < KWC; k++) {                                                    \
-                __m512 xv = _mm512_maskz_loadu_ps(m, xr + j0 + koff[k]);                       \
-                __asm__("" : "+v"(xv));                                                        \
-                for (int q = 0; q < FB; q++) acc[q][k] = _mm512_fmadd_ps(xv, dv[q], acc[q][k]); \
-            }                                                                                  \
-        }                                                                                      \
-    }                                                                                          \
-    for (int k = 0; k < KWC; k++) {                                                            \
-        float *o = dwT + ((size_t)(c * KH + kh) * KWC + k) * Fp + f0;                          \
-        for (int q = 0; q < FB; q++) o[q] += _mm512_reduce_add_ps(acc[q][k]);                  \
-    }                                                                                          \
+/* dT[q][f] = dn[f][q] for f < F, q < P (dT rows Fp floats apart, Fp a multiple of 16;
+   columns F .. Fp - 1 are left alone): 16 x 16 blocks transposed in registers (unpack
+   32-bit, unpack 64-bit, then two 128-bit lane shuffles), several times faster than
+   element by element, which cost 10-30 % of dw for the issue-3 layers. */
+__attribute__((target("avx512f")))
+static void funk_transpose_dout(const float *dn, int F, int P, float *dT, int Fp) {
+    for (int f0 = 0; f0 < F; f0 += 16) {
+        int nf = F - f0 < 16 ? F - f0 : 16;
+        for (int q0 = 0; q0 < P; q0 += 16) {
+            int nq = P - q0 < 16 ? P - q0 : 16;
+            __mmask16 m = nq == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nq) - 1);
+            __m512 r[16], t[16];
+            for (int k = 0; k < 16; k++)
+                r[k] = k < nf ? _mm512_maskz_loadu_ps(m, dn + (size_t)(f0 + k) * P + q0) : _mm512_setzero_ps();
+            for (int k = 0; k < 16; k += 2) {
+                t[k] = _mm512_unpacklo_ps(r[k], r[k + 1]);
+                t[k + 1] = _mm512_unpackhi_ps(r[k], r[k + 1]);
+            }
+            for (int k = 0; k < 16; k += 4) {
+                r[k] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[k]), _mm512_castps_pd(t[k + 2])));
+                r[k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[k]), _mm512_castps_pd(t[k + 2])));
+                r[k + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[k + 1]), _mm512_castps_pd(t[k + 3])));
+                r[k + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[k + 1]), _mm512_castps_pd(t[k + 3])));
+            }
+            /* each 128-bit lane now holds a 4 x 4 block transposed; the lane shuffles
+               put the blocks in place, leaving column k of the input in r[k] */
+            for (int k = 0; k < 4; k++) {
+                t[k] = _mm512_shuffle_f32x4(r[k], r[k + 4], 0x88);
+                t[k + 4] = _mm512_shuffle_f32x4(r[k], r[k + 4], 0xdd);
+                t[k + 8] = _mm512_shuffle_f32x4(r[k + 8], r[k + 12], 0x88);
+                t[k + 12] = _mm512_shuffle_f32x4(r[k + 8], r[k + 12], 0xdd);
+            }
+            for (int k = 0; k < 4; k++) {
+                r[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88);
+                r[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xdd);
+                r[k + 4] = _mm512_shuffle_f32x4(t[k + 4], t[k + 12], 0x88);
+                r[k + 12] = _mm512_shuffle_f32x4(t[k + 4], t[k + 12], 0xdd);
+            }
+            __mmask16 fm = nf == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nf) - 1);
+            for (int k = 0; k < nq; k++) _mm512_mask_storeu_ps(dT + (size_t)(q0 + k) * Fp + f0, fm, r[k]);
+        }
+    }
 }
-/* FB filters per call: 4 while 4 * KW accumulators fit, else 3; single filters for the rest */
-#define FUNK_DWROW_KW(KWC, FB) FUNK_DWROW(FB, KWC) FUNK_DWROW(1, KWC)
-FUNK_DWROW_KW(1, 4) FUNK_DWROW_KW(2, 4) FUNK_DWROW_KW(3, 4) FUNK_DWROW_KW(4, 4)
-FUNK_DWROW_KW(5, 4) FUNK_DWROW_KW(6, 4) FUNK_DWROW_KW(7, 3) FUNK_DWROW_KW(8, 3)
-
-typedef void (*funk_dwrow_fn)(const float *, int, int, int, int, int, const float *, int, int, int,
-                              const int *, int, int, int, int, float *);
-static const funk_dwrow_fn funk_dwrow_fns[8] = {funk_dwrow_4_1, funk_dwrow_4_2, funk_dwrow_4_3,
-    funk_dwrow_4_4, funk_dwrow_4_5, funk_dwrow_4_6, funk_dwrow_3_7, funk_dwrow_3_8};
-static const funk_dwrow_fn funk_dwrow1_fns[8] = {funk_dwrow_1_1, funk_dwrow_1_2, funk_dwrow_1_3,
-    funk_dwrow_1_4, funk_dwrow_1_5, funk_dwrow_1_6, funk_dwrow_1_7, funk_dwrow_1_8};
 #endif
-
-/* Whether dw takes the row kernels, by funk_row_mode: 2 always,
-   0 never, 1 by a rule from measurements on the issue-3 layers (one thread, x (50, 1,
-   28, 28) x w (16, 1, 5, 5): 1.5 ms with filters along the vectors, 0.65 ms by rows;
-   (100, 3, 31, 31) x (25, 3, 3, 3), stride 1: 8.4 / 2.9 ms; but (50, 3, 32, 32) x (32, 3,
-   7, 7): 6.2 / 9.1 ms and (50, 16, 14, 14) x (32, 16, 5, 5): 2.0 / 6.6 ms). The filter
-   kernels lose when they have fewer than 8 accumulators (KW x filter vectors) or only
-   16 filters (dout's transpose then costs as much as the FMAs); the row kernels lose
-   on small planes, where each accumulator gets few FMAs before its sum across lanes. */
-static int funk_dw_by_rows(int F, int KW, int Ho, int Wo) {
-    if (funk_row_mode == 0) return 0;
-    if (funk_row_mode == 2) return 1;
-    int nv = (F + 15) / 16;
-    return Ho * ((Wo + 15) / 16) >= 24 && (nv == 1 || nv * KW < 8);
-}
 
 /* dw of one group for samples [n0, n1): dwT (Cg * KH * KW, Fp) accumulates; dout
    (N, Fout, Ho, Wo), the group's filters [fo, fo + F) (copied per sample into a buffer
@@ -478,37 +465,13 @@ static int funk_direct_dw(const float *x, int n0, int n1, int C, int H, int W, i
 #ifdef FUNK_X86
     int Hp = H + 2 * ph, Wp = W + 2 * pw, P = Ho * Wo;
     if (KW < 1 || KW > 8) return -1;
-    if (funk_dw_by_rows(F, KW, Ho, Wo)) {
-        int Wq = (Wp + sw - 1) / sw, koff[8];
-        funk_phase_offsets(KW, dw, sw, Wq, koff);
-        /* slack: the masked lanes of a row's last vector are not read, but keep the
-           address range of every vector load inside the buffer */
-        float *xr = (float *)calloc((size_t)Cg * Hp * sw * Wq + 32, sizeof(float));
-        if (!xr) return -1;
-        int fb = KW <= 6 ? 4 : 3;
-        for (int n = n0; n < n1; n++) {
-            funk_pad_phased(x + ((size_t)n * C + c0) * H * W, Cg, H, W, ph, pw, Hp, Wp, sw, Wq, xr);
-            const float *dn = dout + ((size_t)n * Fout + fo) * P;
-            for (int c = 0; c < Cg; c++)
-                for (int kh = 0; kh < KH; kh++) {
-                    int f0 = 0;
-                    for (; f0 + fb <= F; f0 += fb)
-                        funk_dwrow_fns[KW - 1](xr, c, kh, KH, Hp, sw * Wq, dn, P, sh, dh, koff, Ho, Wo, Fp, f0, dwT);
-                    for (; f0 < F; f0++)
-                        funk_dwrow1_fns[KW - 1](xr, c, kh, KH, Hp, sw * Wq, dn, P, sh, dh, koff, Ho, Wo, Fp, f0, dwT);
-                }
-        }
-        free(xr);
-        return 0;
-    }
     float *xp = (float *)malloc(sizeof(float) * (size_t)Cg * Hp * Wp);
     float *dT = (float *)calloc((size_t)P * Fp, sizeof(float));
     if (!xp || !dT) { free(xp); free(dT); return -1; }
     for (int n = n0; n < n1; n++) {
         funk_pad_planes(x + ((size_t)n * C + c0) * H * W, Cg, H, W, ph, pw, Hp, Wp, xp);
         const float *dn = dout + ((size_t)n * Fout + fo) * P;
-        for (int f = 0; f < F; f++)
-            for (int q = 0; q < P; q++) dT[(size_t)q * Fp + f] = dn[(size_t)f * P + q];
+        funk_transpose_dout(dn, F, P, dT, Fp);
         for (int f0 = 0; f0 < F; f0 += 32)
             funk_dw_fns[F - f0 > 16][KW - 1](xp, Cg, Hp, Wp, dT, Fp, f0, KH, sh, sw, dh, dw, Ho, Wo, dwT);
     }

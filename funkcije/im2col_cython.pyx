@@ -340,11 +340,10 @@ _ROW_MODES = ("columns", "auto", "rows")
 
 
 def direct_layout(str mode=None):
-    """The direct kernels' vector layout: "columns" (16 or 32 filters per vector),
-    "rows" (16 output columns per vector, any stride, wherever a row block fits; for
-    dw, always) or "auto" (the default: a cost model
-    picks the forward's, a measured rule dw's, per layer). With a mode, sets it and
-    returns the previous one."""
+    """The direct forward kernels' vector layout: "columns" (16 or 32 filters per
+    vector), "rows" (16 output columns per vector, any stride, wherever a row block
+    fits) or "auto" (the default: a cost model picks per layer). With a mode, sets it
+    and returns the previous one. (dw always has filters along the vectors.)"""
     global funk_row_mode
     previous = _ROW_MODES[funk_row_mode]
     if mode is not None:
