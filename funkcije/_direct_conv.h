@@ -293,6 +293,32 @@ static int funk_direct_fwd_rows(const funk_row_kernel *kk, const float *x, int n
 }
 #endif
 
+/* The row kernel (index into funk_row_kernels) the forward of a group with F filters,
+   an (Ho, Wo) output and K = Cg * KH * KW takes, or -1 for the column kernels. */
+static int funk_fwd_row_kernel(int F, int Ho, int Wo, int K) {
+#ifdef FUNK_X86
+    if (!funk_row_mode) return -1;
+    funk_fwd_fn fn1, fn2;
+    int jb1 = funk_pick_jb(1, Wo, &fn1), jb2 = funk_pick_jb(2, Wo, &fn2);
+    int k = funk_pick_row(F, Ho, Wo, K);
+    if (k < 0 || funk_row_mode == 2) return k;
+    double col = F > 16 ? funk_col_cost(F, Ho, Wo, jb2, 2, K) : funk_col_cost(F, Ho, Wo, jb1, 1, K);
+    return funk_row_cost(funk_row_kernels[k].fb, funk_row_kernels[k].rb, F, Ho, Wo, K) < col ? k : -1;
+#else
+    return -1;
+#endif
+}
+
+/* The register block (filters, rows) of row kernel k. */
+static void funk_row_kernel_shape(int k, int *fb, int *rb) {
+#ifdef FUNK_X86
+    *fb = funk_row_kernels[k].fb;
+    *rb = funk_row_kernels[k].rb;
+#else
+    *fb = *rb = 0;
+#endif
+}
+
 /* Forward for samples [n0, n1) of x (N, C, H, W), channels [c0, c0 + Cg), into out
    (N, Fout, Ho, Wo) filters [fo, fo + F) (one group): wT (Cg * KH * KW, Fp) with Fp a
    multiple of 16 and zeros past F. Returns 0, or -1 when out of memory. */
@@ -305,14 +331,10 @@ static int funk_direct_fwd(const float *x, int n0, int n1, int C, int H, int W, 
     int jb1 = funk_pick_jb(1, Wo, &fn1), jb2 = funk_pick_jb(2, Wo, &fn2);
     int jb = jb1 > jb2 ? jb1 : jb2;
     int Hp = H + 2 * ph, Wp = W + 2 * pw;
-    if (funk_row_mode) {
-        int K = Cg * KH * KW, k = funk_pick_row(F, Ho, Wo, K);
-        double col = F > 16 ? funk_col_cost(F, Ho, Wo, jb2, 2, K) : funk_col_cost(F, Ho, Wo, jb1, 1, K);
-        if (k >= 0 && (funk_row_mode == 2 ||
-                       funk_row_cost(funk_row_kernels[k].fb, funk_row_kernels[k].rb, F, Ho, Wo, K) < col))
-            return funk_direct_fwd_rows(&funk_row_kernels[k], x, n0, n1, C, H, W, c0, Cg, ph, pw, wT, Fp, F,
-                                        KH, KW, sh, sw, dh, dw, Ho, Wo, bias, out, Fout, fo);
-    }
+    int k = funk_fwd_row_kernel(F, Ho, Wo, Cg * KH * KW);
+    if (k >= 0)
+        return funk_direct_fwd_rows(&funk_row_kernels[k], x, n0, n1, C, H, W, c0, Cg, ph, pw, wT, Fp, F,
+                                    KH, KW, sh, sw, dh, dw, Ho, Wo, bias, out, Fout, fo);
     /* the last column block may compute past Wo: room for its reads */
     int need_w = ((Wo + jb - 1) / jb * jb - 1) * sw + (KW - 1) * dw + 1;
     int need_w2 = ((Wo + jb1 - 1) / jb1 * jb1 - 1) * sw + (KW - 1) * dw + 1;

@@ -334,6 +334,8 @@ cdef extern from "_direct_conv.h" nogil:
                        int ph, int pw, const float *dout, int Fout, int fo, int Fp, int F,
                        int KH, int KW, int sh, int sw, int dh, int dw, int Ho, int Wo, float *dwT)
     int funk_row_mode
+    int funk_fwd_row_kernel(int F, int Ho, int Wo, int K)
+    void funk_row_kernel_shape(int k, int *fb, int *rb)
 
 
 _ROW_MODES = ("columns", "auto", "rows")
@@ -351,6 +353,18 @@ def direct_layout(str mode=None):
             raise ValueError(f"direct_layout: mode must be one of {_ROW_MODES}, got {mode!r}")
         funk_row_mode = _ROW_MODES.index(mode)
     return previous
+
+
+def direct_forward_kernel(Py_ssize_t F, Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t K):
+    """The register block the direct forward of one group takes under the current
+    `direct_layout`: ("rows", filters, rows) or ("columns",), for F filters, an (Ho, Wo)
+    output and K = Cg * HH * WW (for inspection and tests)."""
+    cdef int k = funk_fwd_row_kernel(F, Ho, Wo, K)
+    cdef int fb, rb
+    if k < 0:
+        return ("columns",)
+    funk_row_kernel_shape(k, &fb, &rb)
+    return ("rows", fb, rb)
 
 
 def direct_available():

@@ -996,6 +996,14 @@ def test_direct_layout_switch():
         with pytest.raises(ValueError, match="direct_layout: mode must be one of"):
             k.direct_layout("diagonal")
         assert k.direct_layout() == "rows"
+        assert k.direct_forward_kernel(32, 14, 14, 400)[0] == "rows"
+        assert k.direct_forward_kernel(48, 2, 40, 12) == ("columns",), "no row block fits 2 rows"
+        k.direct_layout("columns")
+        assert k.direct_forward_kernel(3, 32, 32, 1568) == ("columns",)
+        k.direct_layout("auto")
+        # dx of an RGB layer has 3 "filters": 13 of 16 lanes would idle in the column layout
+        layout, fb, rb = k.direct_forward_kernel(3, 32, 32, 1568)
+        assert layout == "rows" and fb <= 3
     finally:
         k.direct_layout("auto")
 
