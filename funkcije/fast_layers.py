@@ -604,7 +604,11 @@ def conv_backward_fast(dout, cache, *, need_dx=True):
 # little arithmetic per column of im2col's matrix, so writing and reading that matrix
 # costs as much as the GEMM. With AVX-512 the compiled direct kernels
 # (_direct_conv.h) skip it: forward, dw, and dx for stride 1 (a convolution of dout).
-# Measured on x (50, 16, 14, 14), w (32, 16, 5, 5): see benchmarks/RESULTS.md.
+# The forward (and so dx) picks per layer between vectors along filters and vectors
+# along output rows (`im2col_cython.direct_layout`, `direct_forward_kernel`); the rows
+# keep the lanes busy when there are few filters, as in dx of an RGB or grey layer
+# (x (50, 3, 32, 32) x w (32, 3, 7, 7): dx 24 ms by filters, 4 ms by rows, one thread).
+# Measured per layer: benchmarks/README.md and RESULTS.md.
 
 _direct_enabled = os.environ.get("FUNKCIJE_DIRECT", "1") not in ("", "0")
 _DIRECT_MAX_K = 1600  # the largest Cg * HH * WW that takes the direct kernels
