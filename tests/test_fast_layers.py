@@ -807,6 +807,11 @@ WINOGRAD_CASES = [
     ((1, 16, 1, 1), (17, 16, 3, 3), {"stride": 1, "pad": 1}),
     ((2, 16, 6, 5), (16, 16, 3, 3), {"stride": 1, "pad": 3}),
     ((5, 18, 11, 4), (16, 18, 3, 3), {"stride": 1, "pad": (2, 1)}),
+    # output planes with one tile row per 256-tile block (tw = 129), several rows per
+    # block with an odd width, and wider than one block (tw = 257: tile-by-tile path)
+    ((1, 16, 5, 258), (16, 16, 3, 3), {"stride": 1, "pad": 1}),
+    ((2, 16, 9, 31), (16, 16, 3, 3), {"stride": 1, "pad": 1}),
+    ((1, 16, 2, 514), (16, 16, 3, 3), {"stride": 1, "pad": 1}),
 ]
 
 
