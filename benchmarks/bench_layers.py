@@ -55,6 +55,7 @@ POOL_CASES = [
     ((50, 32, 32, 32), 2, 2),
     ((50, 16, 28, 28), 3, 2),
 ]
+WARMUPS = 5
 TARGETS = {
     "conv": {"geomean": 1.0, "worst": 1.5},
     "pool": {"geomean": 0.5, "worst": 1.0},
@@ -141,7 +142,11 @@ def worker(kind, side, case, reps, threads):
         step, info = _step_torch(kind, arrays, param, threads)
     else:
         step, info = _step_numpy(kind, side, arrays, param)
-    warm = 0 if side == "reference" and kind == "conv" else 2
+    # 5 warm-ups: a fresh process's first steps pay for page faults until glibc's
+    # allocator has adapted to the step's array sizes (measured: 2233, 876, 625, 343, 0
+    # faults in the first five steps of x (100, 3, 31, 31); PyTorch's first step takes
+    # 0.3-0.5 s), and the table is about steady-state steps, as in training
+    warm = 0 if side == "reference" and kind == "conv" else WARMUPS
     for _ in range(warm):
         step()
     times = []
@@ -357,7 +362,7 @@ def main(argv=None):
         f"Threads per side: {args.threads}. Load average (1, 5, 15 min) before {load_before}, after {load_after}.",
         "",
         f"Each side runs in its own process; {args.rounds} rounds alternate the order of fast and PyTorch; "
-        "a round's time is the median of 5 (conv) or 20 (pool) repetitions after 2 warm-ups; "
+        f"a round's time is the median of 5 (conv) or 20 (pool) repetitions after {WARMUPS} warm-ups; "
         "fast / PyTorch is the median over rounds of the per-round ratio. The reference convolution is "
         "timed once (one forward + backward on the full batch, in the first round); the reference "
         "max-pool in every round (median of 3, best round).",
