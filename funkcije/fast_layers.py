@@ -473,6 +473,15 @@ def _conv_setup(layer, x, w, conv_param):
     return g, F, Cg, HH, WW
 
 
+def _gemm_sizes(g, w_shape):
+    """(G, Fg, K, P, geo) of a convolution's im2col GEMMs: groups, filters per group,
+    rows of the column matrix (Cg * HH * WW), output positions per sample and the
+    geometry tuple the im2col/col2im kernels take."""
+    F, Cg, HH, WW = w_shape
+    geo = (HH, WW) + g.stride + g.pad + g.dilation + (g.out_h, g.out_w)
+    return g.groups, F // g.groups, Cg * HH * WW, g.out_h * g.out_w, geo
+
+
 def conv_forward_fast(x, w, b, conv_param):
     """Convolution (cross-correlation) with zero padding, as `conv_forward_naive`.
 
@@ -499,11 +508,7 @@ def conv_forward_fast(x, w, b, conv_param):
     if _direct_applies(kern, x, Cg, HH, WW):
         _direct_conv(x, _direct_filters(w, g.groups), g.groups, (HH, WW), g.stride, g.pad, g.dilation, out, b)
         return out, ConvCache((x, w, b, conv_param))
-    P = Ho * Wo
-    G = g.groups
-    Fg, K = F // G, Cg * HH * WW
-    geo = (HH, WW) + g.stride + g.pad + g.dilation + (Ho, Wo)
-
+    G, Fg, K, P, geo = _gemm_sizes(g, w.shape)
     out3 = out.reshape(N, F, P)
     wmat = w.reshape(F, K)
     workers = _workers(kern)
@@ -538,10 +543,7 @@ def conv_backward_fast(dout, cache, *, need_dx=True):
     w = np.ascontiguousarray(w)
     dout = np.ascontiguousarray(dout)
     kern = _kernels(x.dtype)
-    P = Ho * Wo
-    G = g.groups
-    Fg, K = F // G, Cg * HH * WW
-    geo = (HH, WW) + g.stride + g.pad + g.dilation + (Ho, Wo)
+    G, Fg, K, P, geo = _gemm_sizes(g, w.shape)
 
     # dx of a stride-1 layer is itself a stride-1 convolution of dout, padded by the
     # kernel's reach minus pad, with the filters flipped and in and out channels swapped
@@ -606,11 +608,9 @@ def _gemm_dx(dout, w, g, kern, x_shape):
     """dx (x_shape: N, C, H, W) by GEMM + col2im alone, chunked over the batch like
     im2col: dcols = w_g^T @ dout_g, scattered back into dx (col2im overwrites every
     plane). For layers whose dw comes from the direct kernels but whose dx cannot."""
-    N, F, Ho, Wo = dout.shape
-    _, Cg, HH, WW = w.shape
-    G = g.groups
-    Fg, K, P = F // G, Cg * HH * WW, Ho * Wo
-    geo = (HH, WW) + g.stride + g.pad + g.dilation + (Ho, Wo)
+    N, F = dout.shape[:2]
+    Cg = w.shape[1]
+    G, Fg, K, P, geo = _gemm_sizes(g, w.shape)
     dx = np.empty(x_shape, dtype=dout.dtype)
     dout3 = dout.reshape(N, F, P)
     wmat = w.reshape(F, K)
