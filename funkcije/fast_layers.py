@@ -728,14 +728,14 @@ def _direct_weight_grad(x, dout, G, g, w_shape, dx_job=None):
     parts = np.zeros((len(chunks), G, Cg * HH * WW, Fp), dtype=x.dtype)
     db_parts = np.empty((len(chunks), F), dtype=x.dtype)
     no_bias = np.empty(0, x.dtype)
+    wTf, dx, dx_pad = dx_job if dx_job is not None else (None, None, None)
 
     def chunk(i, n0, n1, nthreads):
         db_parts[i] = dout[n0:n1].sum(axis=(0, 2, 3))
         for grp in range(G):
             kern.direct_conv_weight_grad(x, dout, parts[i, grp], n0, n1, grp * Cg, Cg, grp * Fg, Fg, HH, WW,
                                          *g.stride, *g.pad, *g.dilation)
-            if dx_job is not None:
-                wTf, dx, dx_pad = dx_job
+            if dx is not None:
                 kern.direct_conv_forward(dout, wTf[grp], no_bias, dx, n0, n1, grp * Fg, Fg, grp * Cg, Cg, HH, WW,
                                          1, 1, *dx_pad, *g.dilation)
 
