@@ -61,6 +61,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from . import _numpy_kernels
+from .config import ENV as _ENV, check_bool as _check_bool
 from .checks import affine_shapes, check_array, check_dout, check_same_dtype, conv_geometry, pool_geometry
 
 __all__ = [
@@ -106,7 +107,7 @@ _KERNELS = {"numpy": _numpy_kernels}
 if _cython_kernels is not None:
     _KERNELS["cython"] = _cython_kernels
 
-if os.environ.get("FUNKCIJE_FORCE_NUMPY", "") not in ("", "0"):
+if _ENV["force_numpy"]:
     IMPLEMENTATION = "numpy"
 elif _cython_kernels is not None:
     IMPLEMENTATION = "cython"
@@ -152,20 +153,7 @@ def _kernels(dtype):
     return _numpy_kernels
 
 
-def _parse_workspace_env():
-    raw = os.environ.get("FUNKCIJE_WORKSPACE_MB")
-    if raw is None:
-        return 256 * 2**20
-    try:
-        mb = float(raw)
-    except ValueError:
-        raise ValueError(f"FUNKCIJE_WORKSPACE_MB must be a number of MiB, got {raw!r}") from None
-    if mb <= 0:
-        raise ValueError(f"FUNKCIJE_WORKSPACE_MB must be positive, got {raw!r}")
-    return int(mb * 2**20)
-
-
-_workspace_limit = _parse_workspace_env()
+_workspace_limit = int(_ENV["workspace_mb"] * 2**20)
 
 
 def get_workspace_limit() -> int:
@@ -277,6 +265,8 @@ def _single_threaded_blas():
 def _default_conv_threads():
     if _BLAS_THREADS is None or _cython_kernels is None:
         return 1
+    if _ENV["conv_threads"] is not None:
+        return _ENV["conv_threads"]
     return max(1, min(os.cpu_count() or 1, _cython_kernels.max_threads()))
 
 
@@ -331,7 +321,7 @@ def _workers(kern) -> int:
 # of compiled and BLAS work runs with FTZ/DAZ set on its thread (the calling thread's
 # mode is restored afterwards; PyTorch offers the same as torch.set_flush_denormal).
 # Only values below the smallest normal number change: they become zero.
-_flush_denormals = os.environ.get("FUNKCIJE_FLUSH_DENORMALS", "1") not in ("", "0")
+_flush_denormals = _ENV["flush_denormals"]
 
 
 def use_flush_denormals(enabled: bool) -> bool:
@@ -339,7 +329,7 @@ def use_flush_denormals(enabled: bool) -> bool:
     FUNKCIJE_FLUSH_DENORMALS=0 disables); returns the previous setting. Only has an
     effect with the compiled extension on x86."""
     global _flush_denormals
-    previous, _flush_denormals = _flush_denormals, bool(enabled)
+    previous, _flush_denormals = _flush_denormals, _check_bool("use_flush_denormals", "enabled", enabled)
     return previous
 
 
@@ -641,7 +631,7 @@ def _gemm_dx(dout, w, g, kern, x_shape):
 # (x (50, 3, 32, 32) x w (32, 3, 7, 7): dx 24 ms by filters, 4 ms by rows, one thread).
 # Measured per layer: benchmarks/README.md and RESULTS.md.
 
-_direct_enabled = os.environ.get("FUNKCIJE_DIRECT", "1") not in ("", "0")
+_direct_enabled = _ENV["direct"]
 _DIRECT_MAX_K = 1600  # the largest Cg * HH * WW that takes the direct kernels
 _DIRECT_CPU = _cython_kernels is not None and _cython_kernels.direct_available()
 
@@ -650,7 +640,7 @@ def use_direct(enabled: bool) -> bool:
     """Allow (True, the default; env FUNKCIJE_DIRECT=0 disables) or forbid the direct
     float32 kernels; returns the previous setting. They run only on CPUs with AVX-512F."""
     global _direct_enabled
-    previous, _direct_enabled = _direct_enabled, bool(enabled)
+    previous, _direct_enabled = _direct_enabled, _check_bool("use_direct", "enabled", enabled)
     return previous
 
 
@@ -761,7 +751,7 @@ def _flipped_filters(w, G):
 # by rounding (the transforms add and halve; float32 agrees with the reference to
 # about 1e-6 relative).
 
-_winograd_enabled = os.environ.get("FUNKCIJE_WINOGRAD", "1") not in ("0", "")
+_winograd_enabled = _ENV["winograd"]
 # both the input and the output channels of a group must reach this
 _WINOGRAD_MIN_CHANNELS = 16
 _WINOGRAD_TILES = 256
@@ -772,7 +762,7 @@ def use_winograd(enabled: bool) -> bool:
     """Allow (True, the default; env FUNKCIJE_WINOGRAD=0 disables) or forbid Winograd
     F(2x2, 3x3) for 3x3 stride-1 convolutions; returns the previous setting."""
     global _winograd_enabled
-    previous, _winograd_enabled = _winograd_enabled, bool(enabled)
+    previous, _winograd_enabled = _winograd_enabled, _check_bool("use_winograd", "enabled", enabled)
     return previous
 
 

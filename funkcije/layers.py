@@ -62,16 +62,208 @@ def relu_backward(dout, cache):
     return dout * (x > 0)
 
 
+def leaky_relu_forward(x, negative_slope=0.01):
+    """out = x where x > 0, negative_slope * x elsewhere; any shape. cache is (x, slope)."""
+    check_array("leaky_relu_forward", "x", x)
+    a = _check_real_param("leaky_relu_forward", "negative_slope", negative_slope)
+    out = np.where(x > 0, x, x * x.dtype.type(a))
+    return out, (x, a)
+
+
+def leaky_relu_backward(dout, cache):
+    """dx = dout where x > 0, negative_slope * dout elsewhere."""
+    x, a = cache
+    check_dout("leaky_relu_backward", dout, x.shape, x.dtype)
+    return np.where(x > 0, dout, dout * x.dtype.type(a))
+
+
+def sigmoid_forward(x):
+    """out = 1 / (1 + exp(-x)), elementwise, computed without overflow for large |x|.
+    cache is out."""
+    check_array("sigmoid_forward", "x", x)
+    # exp of a non-positive number only: exp(-|x|) never overflows
+    e = np.exp(-np.abs(x))
+    out = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+    return out, out
+
+
+def sigmoid_backward(dout, cache):
+    """dx = dout * s * (1 - s) with s the forward output."""
+    s = cache
+    check_dout("sigmoid_backward", dout, s.shape, s.dtype)
+    return dout * s * (1 - s)
+
+
+def tanh_forward(x):
+    """out = tanh(x), elementwise. cache is out."""
+    check_array("tanh_forward", "x", x)
+    out = np.tanh(x)
+    return out, out
+
+
+def tanh_backward(dout, cache):
+    """dx = dout * (1 - tanh(x)^2)."""
+    t = cache
+    check_dout("tanh_backward", dout, t.shape, t.dtype)
+    return dout * (1 - t * t)
+
+
+_SQRT_2 = np.sqrt(2.0)
+_SQRT_2_OVER_PI = np.sqrt(2.0 / np.pi)
+_INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
+
+
+def _erf_series(t):
+    """erf(t) by its Maclaurin series, for 0 <= t < 2 (60 terms: below 1e-16 there)."""
+    t2 = t * t
+    term = t.copy()
+    total = t.copy()
+    for n in range(1, 60):
+        term = term * (-t2) / n
+        total += term / (2 * n + 1)
+    return total * (2 / np.sqrt(np.pi))
+
+
+def _erfc_fraction(t):
+    """erfc(t) for t >= 2 by its continued fraction (modified Lentz), to a relative 1e-15:
+    erfc(t) = exp(-t^2) / sqrt(pi) / (t + (1/2) / (t + 1 / (t + (3/2) / (t + 2 / (t + ...)))))."""
+    f = t.copy()
+    C, D = t.copy(), np.zeros_like(t)
+    for k in range(1, 200):
+        coef = k / 2.0
+        D = 1 / (t + coef * D)
+        C = t + coef / C
+        f = f * C * D
+    return np.exp(-t * t) / np.sqrt(np.pi) / f
+
+
+def _erfc(z):
+    """erfc for float64 arrays, to about 1e-14 relative also where erfc is tiny (NumPy
+    has neither erf nor erfc): the series below 2, the continued fraction above."""
+    z = np.asarray(z, dtype=np.float64)
+    a = np.abs(z)
+    out = np.zeros_like(a)
+    small = a < 2
+    out[small] = 1 - _erf_series(a[small])
+    big = ~small & (a < 27)  # erfc(27) is below the smallest float64
+    out[big] = _erfc_fraction(a[big])
+    return np.where(z < 0, 2 - out, out)
+
+
+def _erf(z):
+    """erf for float64 arrays, to about 1e-14."""
+    z = np.asarray(z, dtype=np.float64)
+    a = np.abs(z)
+    out = np.empty_like(a)
+    small = a < 2
+    out[small] = _erf_series(a[small])
+    out[~small] = 1 - _erfc(a[~small])
+    return np.copysign(out, z)
+
+
+def _normal_cdf(x):
+    """Phi(x) = erfc(-x / sqrt(2)) / 2, accurate in relative terms in the lower tail too."""
+    return 0.5 * _erfc(-x / _SQRT_2)
+
+
+def gelu_forward(x, approximate="none"):
+    """GELU: out = x * Phi(x), Phi the standard normal CDF (approximate="none", as
+    PyTorch's default), or x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) with
+    approximate="tanh". Any shape; dtype kept (Phi is evaluated in float64).
+    cache is (x, approximate)."""
+    layer = "gelu_forward"
+    check_array(layer, "x", x)
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"{layer}: approximate must be 'none' or 'tanh', got {approximate!r}")
+    x64 = x.astype(np.float64, copy=False)
+    if approximate == "none":
+        phi = _normal_cdf(x64)
+    else:
+        phi = 0.5 * (1 + np.tanh(_SQRT_2_OVER_PI * (x64 + 0.044715 * x64**3)))
+    return (x64 * phi).astype(x.dtype, copy=False), (x, approximate)
+
+
+def gelu_backward(dout, cache):
+    """dx = dout * d/dx [x Phi(x)] = dout * (Phi(x) + x phi(x)) (or the tanh form's derivative)."""
+    x, approximate = cache
+    check_dout("gelu_backward", dout, x.shape, x.dtype)
+    x64 = x.astype(np.float64, copy=False)
+    if approximate == "none":
+        grad = _normal_cdf(x64) + x64 * _INV_SQRT_2PI * np.exp(-0.5 * x64 * x64)
+    else:
+        u = _SQRT_2_OVER_PI * (x64 + 0.044715 * x64**3)
+        th = np.tanh(u)
+        du = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x64 * x64)
+        grad = 0.5 * (1 + th) + 0.5 * x64 * (1 - th * th) * du
+    return (dout * grad).astype(x.dtype, copy=False)
+
+
+def scale_forward(x, c):
+    """out = c * x for a constant c (a Python or NumPy real number); dtype kept. cache is (shape, dtype, c)."""
+    check_array("scale_forward", "x", x)
+    c = _check_real_param("scale_forward", "c", c)
+    return x * x.dtype.type(c), (x.shape, x.dtype, c)
+
+
+def scale_backward(dout, cache):
+    """dx = c * dout."""
+    shape, dtype, c = cache
+    check_dout("scale_backward", dout, shape, dtype)
+    return dout * dtype.type(c)
+
+
+def flatten_forward(x):
+    """(N, d1, ..., dk) -> (N, d1 * ... * dk), a view when x is contiguous. cache is x's shape and dtype."""
+    check_array("flatten_forward", "x", x)
+    if x.ndim < 1:
+        raise ValueError(f"flatten_forward: x must have a batch dimension, got shape {x.shape}")
+    return x.reshape(x.shape[0], -1), (x.shape, x.dtype)
+
+
+def flatten_backward(dout, cache):
+    """dout (N, D) -> dx of the forward input's shape."""
+    shape, dtype = cache
+    N = shape[0]
+    check_dout("flatten_backward", dout, (N, int(np.prod(shape[1:], dtype=np.int64))), dtype)
+    return dout.reshape(shape)
+
+
+def global_avg_pool_forward(x):
+    """Mean over each channel's H x W map. x: (N, C, H, W) -> out (N, C). cache is x's shape and dtype."""
+    check_array("global_avg_pool_forward", "x", x, 4)
+    return x.mean(axis=(2, 3)), (x.shape, x.dtype)
+
+
+def global_avg_pool_backward(dout, cache):
+    """dout (N, C) -> dx (N, C, H, W), each position getting dout / (H W)."""
+    shape, dtype = cache
+    N, C, H, W = shape
+    check_dout("global_avg_pool_backward", dout, (N, C), dtype)
+    dx = np.empty(shape, dtype=dtype)
+    dx[...] = (dout * dtype.type(1.0 / (H * W)))[:, :, None, None]
+    return dx
+
+
+def _check_real_param(layer, name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value):
+        raise ValueError(f"{layer}: {name} must be a finite real number, got {value!r}")
+    return float(value)
+
+
 # ----------------------------------------------------------------------------- losses
 
 
-def softmax_loss(x, y):
+def softmax_loss(x, y, label_smoothing=0.0):
     """Cross-entropy of softmax(x) against labels.
 
     x: (N, C) scores; y: (N,) integer labels in [0, C). Returns (loss, dx), loss a
     scalar of x's dtype averaged over the batch. Logits are shifted by their row
     maximum and the log-sum-exp is taken in log space, so scores of magnitude 1e4
     and beyond neither overflow nor produce NaN.
+
+    label_smoothing e in [0, 1): the target is (1 - e) one_hot(y) + e / C, as in
+    PyTorch's `cross_entropy(..., label_smoothing=e)`; dx = (softmax(x) - target) / N.
     """
     layer = "softmax_loss"
     check_array(layer, "x", x, 2)
@@ -79,12 +271,21 @@ def softmax_loss(x, y):
     if N == 0:
         raise ValueError(f"{layer}: x must hold at least one sample (the loss is a batch mean), got shape {x.shape}")
     y = check_labels(layer, y, N, C)
+    eps = _check_real_param(layer, "label_smoothing", label_smoothing)
+    if not 0 <= eps < 1:
+        raise ValueError(f"{layer}: label_smoothing must lie in [0, 1), got {label_smoothing!r}")
     shifted = x - x.max(axis=1, keepdims=True)
     log_z = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     log_probs = shifted - log_z
-    loss = -log_probs[np.arange(N), y].sum() / N
+    rows = np.arange(N)
+    loss = -log_probs[rows, y].sum() / N
     dx = np.exp(log_probs)
-    dx[np.arange(N), y] -= 1
+    if eps:
+        loss = (1 - eps) * loss - eps / C * log_probs.sum() / N
+        dx -= x.dtype.type(eps / C)
+        dx[rows, y] -= x.dtype.type(1 - eps)
+    else:
+        dx[rows, y] -= 1
     dx /= N
     return x.dtype.type(loss), dx
 
@@ -138,7 +339,8 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     x: (N, D); gamma, beta: (D,). bn_param: `mode` 'train'|'test' (required), `eps`
     (1e-5), `momentum` (0.9), `running_mean`, `running_var` (D,) — created if absent
     and written back in train mode as momentum * old + (1 - momentum) * batch value
-    (the batch variance is the biased one, as in cs231n).
+    (the batch variance is the biased one, as in cs231n; `unbiased=True` tracks
+    N / (N - 1) times it, as PyTorch does, whose momentum is 1 - this one).
     """
     layer = "batchnorm_forward"
     mode = check_mode(layer, bn_param, "bn_param")
@@ -155,6 +357,7 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     # Python floats, so that a NumPy float64 scalar in bn_param cannot upcast float32 data
     eps = float(bn_param.get("eps", 1e-5))
     momentum = float(bn_param.get("momentum", 0.9))
+    unbiased = bool(bn_param.get("unbiased", False))
     running_mean, running_var = _bn_state(bn_param, D, x.dtype)
     if mode == "train":
         if N < 1:
@@ -165,7 +368,9 @@ def batchnorm_forward(x, gamma, beta, bn_param):
         inv_std = 1.0 / np.sqrt(var + eps)
         xhat = xc * inv_std
         running_mean = momentum * running_mean + (1 - momentum) * mu
-        running_var = momentum * running_var + (1 - momentum) * var
+        # PyTorch tracks the unbiased variance N / (N - 1) var; the normalisation uses the biased one
+        tracked = var * (N / (N - 1)) if unbiased and N > 1 else var
+        running_var = momentum * running_var + (1 - momentum) * tracked
     else:
         inv_std = 1.0 / np.sqrt(running_var + eps)
         xc = x - running_mean

@@ -2,6 +2,12 @@
 
     python -m funkcije.train --model three_layer --dataset cifar10 --epochs 1 \
         --hidden-dim 500 --reg 1e-3 --lr 1e-3 --batch-size 50 --out runs/cifar10
+    python -m funkcije.train --model vgg7 --width 0.5 --init torch --epochs 1
+
+Models: cs231n's three_layer (ThreeLayerConvNet) and fc (FullyConnectedNet), and
+the zoo (funkcije.classifiers.zoo): fer_mnist, fer_cifar, vgg7, vgg7bn, resnet9
+(`--width` scales the VGG and ResNet channels; `--init` kaiming, torch or
+gaussian, the last with `--weight-scale`).
 
 trains with the Solver (progress bar), evaluates on the test set and writes into
 `--out`: `run_config.json` (the arguments), `history.json` (per-epoch history and
@@ -25,7 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from . import data_utils, metrics, vis_utils
+from . import optim
 from .classifiers import FullyConnectedNet, ThreeLayerConvNet
+from .classifiers.zoo import ZOO
 from .solver import Solver, TrainingDiverged
 
 DATASETS = {
@@ -36,13 +44,20 @@ DATASETS = {
 RUN_KEYS = (
     "model", "dataset", "num_train", "num_val", "batch_size", "update_rule", "lr", "lr_decay",
     "lr_schedule", "reg", "weight_scale", "num_filters", "filter_size", "hidden_dim", "hidden_dims",
-    "normalization", "dropout_keep", "dtype", "seed",
+    "normalization", "dropout_keep", "dtype", "seed", "width", "init",
 )
+MODELS = ["three_layer", "fc"] + list(ZOO)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # one line, no usage dump and no traceback; exit code 2 as argparse's own errors
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m funkcije.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", choices=["three_layer", "fc"], default="three_layer")
+    p = _Parser(prog="python -m funkcije.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", choices=MODELS, default="three_layer")
     p.add_argument("--dataset", choices=sorted(DATASETS), default="cifar10")
     p.add_argument("--epochs", type=int, default=1, help="total epochs (also when resuming)")
     p.add_argument("--batch-size", type=int, default=50)
@@ -53,7 +68,11 @@ def build_parser():
     p.add_argument("--lr-gamma", type=float, default=0.1, help="factor for step/exponential schedules")
     p.add_argument("--lr-step", type=int, default=5, help="epochs per step for the step schedule")
     p.add_argument("--reg", type=float, default=1e-3)
-    p.add_argument("--weight-scale", type=float, default=1e-3)
+    p.add_argument("--weight-scale", type=float, default=1e-3,
+                   help="three_layer / fc: the weights' std; zoo models: with --init gaussian")
+    p.add_argument("--width", type=float, default=1.0, help="vgg7 / vgg7bn / resnet9: channel multiplier")
+    p.add_argument("--init", choices=["kaiming", "torch", "gaussian"], default=None,
+                   help="zoo models' initialisation (default kaiming); three_layer and fc are gaussian")
     p.add_argument("--num-filters", type=int, default=32)
     p.add_argument("--filter-size", type=int, default=7)
     p.add_argument("--hidden-dim", type=int, default=500, help="three_layer: hidden units")
@@ -81,8 +100,72 @@ def _schedule(args):
     return {"type": "exponential", "gamma": args.lr_gamma}
 
 
+def check_args(p, args):
+    """Every argument error before any data is loaded: one line and exit code 2."""
+    def positive(name, value, allow_none=False):
+        if value is None and allow_none:
+            return
+        if value is None or value < 1:
+            p.error(f"--{name} must be a positive integer, got {value}")
+
+    def finite(name, value, low=None, strict=False):
+        if not np.isfinite(value) or (low is not None and (value < low or (strict and value == low))):
+            bound = "" if low is None else f" {'>' if strict else '>='} {low}"
+            p.error(f"--{name} must be a finite number{bound}, got {value}")
+
+    if args.epochs < 0:
+        p.error(f"--epochs must be >= 0, got {args.epochs}")
+    if args.resume:
+        path = Path(args.resume)
+        if not path.is_file():
+            p.error(f"--resume: no checkpoint file {path}")
+        if not (path.resolve().parent / "run_config.json").is_file():
+            p.error(f"--resume: {path.resolve().parent / 'run_config.json'} not found; resume a checkpoint "
+                    "inside a funkcije.train output folder")
+        return
+    positive("batch-size", args.batch_size)
+    positive("num-train", args.num_train, allow_none=True)
+    positive("num-val", args.num_val)
+    positive("num-test", args.num_test)
+    positive("num-filters", args.num_filters)
+    positive("filter-size", args.filter_size)
+    positive("hidden-dim", args.hidden_dim)
+    positive("lr-step", args.lr_step)
+    for h in args.hidden_dims:
+        positive("hidden-dims", h)
+    if args.update_rule not in optim.UPDATE_RULES:
+        p.error(f"--update-rule must be one of {', '.join(optim.UPDATE_RULES)}, got {args.update_rule!r}")
+    finite("lr", args.lr, 0, strict=True)
+    finite("lr-decay", args.lr_decay, 0, strict=True)
+    finite("lr-gamma", args.lr_gamma, 0, strict=True)
+    finite("reg", args.reg, 0)
+    finite("weight-scale", args.weight_scale, 0, strict=True)
+    finite("width", args.width, 0, strict=True)
+    if not (0 < args.dropout_keep <= 1):
+        p.error(f"--dropout-keep is a keep probability in (0, 1], got {args.dropout_keep}")
+    if args.seed < 0:
+        p.error(f"--seed must be >= 0, got {args.seed}")
+    if args.model in ("three_layer", "fc") and args.init not in (None, "gaussian"):
+        p.error(f"--init {args.init} applies to the zoo models; {args.model} is initialised with --weight-scale")
+    if args.width != 1.0 and args.model not in ("vgg7", "vgg7bn", "resnet9"):
+        p.error(f"--width applies to vgg7, vgg7bn and resnet9, not {args.model}")
+    if args.lr_schedule != "none" and args.lr_decay != 1.0:
+        p.error("give either --lr-decay or --lr-schedule, not both")
+    root = data_utils.data_root()
+    folder = {"cifar10": "cifar-10-batches-py", "fashion-mnist": "fashion-mnist"}[args.dataset]
+    if not (root / folder).is_dir():
+        p.error(f"no {folder}/ under the data folder {root} (set FUNKCIJE_DATA to the folder that holds it)")
+
+
 def build_model(cfg, input_shape, num_classes):
     dtype = np.dtype(cfg["dtype"])
+    if cfg["model"] in ZOO:
+        init = cfg.get("init") or "kaiming"
+        kwargs = dict(num_classes=num_classes, input_shape=tuple(input_shape), reg=cfg["reg"], dtype=dtype,
+                      seed=cfg["seed"], init=("gaussian", cfg["weight_scale"]) if init == "gaussian" else init)
+        if cfg["model"] in ("vgg7", "vgg7bn", "resnet9"):
+            kwargs["width"] = cfg.get("width", 1.0)
+        return ZOO[cfg["model"]](**kwargs)
     if cfg["model"] == "three_layer":
         return ThreeLayerConvNet(
             input_dim=tuple(input_shape), num_filters=cfg["num_filters"], filter_size=cfg["filter_size"],
@@ -102,7 +185,7 @@ def build_model(cfg, input_shape, num_classes):
 def first_layer_filters(model, input_shape):
     """W1 as (F, C, HH, WW): a conv net's filters, or a fully connected net's first
     weights seen as images of `input_shape` (C, H, W), one per hidden unit, at most 64."""
-    W1 = model.params["W1"]
+    W1 = model.params["W1"] if "W1" in model.params else model.params["conv1.W"]
     if W1.ndim == 4:
         return W1
     return W1.T[:64].reshape((-1,) + tuple(input_shape))
@@ -114,15 +197,18 @@ def peak_rss_mb():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
     t0 = time.perf_counter()
     out = Path(args.out)
     if args.resume:
         out = Path(args.resume).resolve().parent
         cfg_path = out / "run_config.json"
-        if not cfg_path.is_file():
-            sys.exit(f"--resume: {cfg_path} not found; resume a checkpoint inside a funkcije.train output folder")
-        cfg = json.loads(cfg_path.read_text())
+        try:
+            cfg = json.loads(cfg_path.read_text())
+        except (OSError, ValueError) as exc:
+            parser.error(f"--resume: cannot read {cfg_path}: {exc}")
     else:
         cfg = {
             "model": args.model, "dataset": args.dataset, "num_train": args.num_train,
@@ -131,7 +217,7 @@ def main(argv=None):
             "weight_scale": args.weight_scale, "num_filters": args.num_filters,
             "filter_size": args.filter_size, "hidden_dim": args.hidden_dim, "hidden_dims": args.hidden_dims,
             "normalization": args.normalization, "dropout_keep": args.dropout_keep, "dtype": args.dtype,
-            "seed": args.seed,
+            "seed": args.seed, "width": args.width, "init": args.init,
         }
         out.mkdir(parents=True, exist_ok=True)
         (out / "run_config.json").write_text(json.dumps(cfg, indent=2))
@@ -151,7 +237,10 @@ def main(argv=None):
         print_every=0, num_train_samples=1000, num_val_samples=None,
     )
     if args.resume:
-        solver = Solver(model, data, resume=args.resume, **solver_kwargs)
+        try:
+            solver = Solver(model, data, resume=args.resume, **solver_kwargs)
+        except (ValueError, TypeError, OSError, KeyError) as exc:
+            parser.error(f"--resume: {exc}")
         print(f"resumed from {args.resume} at epoch {solver.epoch}")
     else:
         solver = Solver(
@@ -183,7 +272,8 @@ def main(argv=None):
     (out / "history.json").write_text(json.dumps(
         {"config": cfg, "history": solver.history, "loss_history": [float(v) for v in solver.loss_history],
          "results": results}, indent=2))
-    vis_utils.plot_training(solver, path=out / "training.png")
+    if solver.loss_history:  # --epochs 0 evaluates the initial model: no curves to draw
+        vis_utils.plot_training(solver, path=out / "training.png")
     vis_utils.show_filters(first_layer_filters(model, input_shape), path=out / "filters.png")
     vis_utils.plot_confusion_matrix(test.confusion, class_names, normalize=True, path=out / "confusion.png")
 

@@ -14,15 +14,15 @@ from ..layer_utils import (
 )
 from ..fast_layers import affine_backward_fast as affine_backward, affine_forward_fast as affine_forward, flushes_denormals
 from ..layers import softmax_loss
-from .fc_net import (
-    _add_l2_grads,
-    _as_model_input,
-    _check_positive_int,
-    _check_reg,
-    _gaussian,
-    _l2_penalty,
-    _model_dtype,
-    _rng_from_seed,
+from .base import (
+    add_l2_grads as _add_l2_grads,
+    as_model_input as _as_model_input,
+    check_positive_int as _check_positive_int,
+    check_reg as _check_reg,
+    gaussian as _gaussian,
+    l2_penalty as _l2_penalty,
+    model_dtype as _model_dtype,
+    rng_from_seed as _rng_from_seed,
 )
 
 __all__ = ["ThreeLayerConvNet"]

@@ -23,86 +23,18 @@ from ..layer_utils import (
 )
 from ..fast_layers import affine_backward_fast as affine_backward, affine_forward_fast as affine_forward, flushes_denormals
 from ..layers import dropout_backward, dropout_forward, softmax_loss
+from .base import (
+    add_l2_grads as _add_l2_grads,
+    as_model_input as _as_model_input,
+    check_positive_int as _check_positive_int,
+    check_reg as _check_reg,
+    gaussian as _gaussian,
+    l2_penalty as _l2_penalty,
+    model_dtype as _model_dtype,
+    rng_from_seed as _rng_from_seed,
+)
 
 __all__ = ["TwoLayerNet", "FullyConnectedNet"]
-
-
-# ----------------------------------------------------------------------------- helpers shared with cnn.py
-
-
-def _rng_from_seed(seed):
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
-        return np.random.default_rng(seed)
-    raise TypeError(f"seed must be None, an int or a numpy.random.Generator, got {type(seed).__name__}")
-
-
-def _model_dtype(model, dtype):
-    dt = np.dtype(dtype)
-    if dt not in (np.float32, np.float64):
-        raise TypeError(f"{model}: dtype must be float32 or float64, got {dt}")
-    return dt
-
-
-def _check_positive_int(model, name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{model}: {name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def _check_reg(model, reg):
-    # stored as a Python float: a NumPy float64 scalar would upcast float32 arrays (NEP 50)
-    if isinstance(reg, bool) or not isinstance(reg, numbers.Real) or not reg >= 0:
-        raise ValueError(f"{model}: reg must be a non-negative number, got {reg!r}")
-    return float(reg)
-
-
-def _gaussian(rng, shape, scale, dtype):
-    # drawn in float64 and then cast, so float32 and float64 models built from the
-    # same seed hold the same weights up to rounding
-    return (rng.standard_normal(shape) * scale).astype(dtype)
-
-
-def _as_model_input(model, X, dtype):
-    """Cast X to the model dtype (no copy when it already is) and check it is batched."""
-    X = np.asarray(X)
-    if not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_):
-        raise TypeError(f"{model}: X must be numeric, got dtype {X.dtype}")
-    if X.ndim < 2:
-        raise ValueError(f"{model}: X must be a batch of shape (N, ...), got shape {X.shape}")
-    return X.astype(dtype, copy=False)
-
-
-def _l2_penalty(params, names, reg, dtype):
-    """0.5 * reg * sum over `names` of sum(W ** 2), as a scalar of `dtype`."""
-    total = dtype.type(0)
-    for name in names:
-        w = params[name].ravel()
-        total += np.dot(w, w)  # BLAS dot: no W ** 2 temporary the size of the weights
-    return dtype.type(0.5 * reg * total)
-
-
-_L2_BLOCK = 1 << 16
-
-
-def _add_l2_grads(grads, params, names, reg):
-    """grads[name] += reg * params[name], in place. reg is a Python float, so the
-    float32 path stays float32."""
-    for name in names:
-        g, w = grads[name], params[name]
-        if g.size <= _L2_BLOCK or not (g.flags.c_contiguous and w.flags.c_contiguous):
-            g += reg * w
-            continue
-        # block by block, so the reg * W temporary stays in cache instead of being
-        # another weight-sized array (W2 of the cs231n conv net is 16 MB)
-        fg, fw = g.reshape(-1), w.reshape(-1)
-        tmp = np.empty(_L2_BLOCK, dtype=g.dtype)
-        for s in range(0, fg.size, _L2_BLOCK):
-            e = min(fg.size, s + _L2_BLOCK)
-            t = tmp[: e - s]
-            np.multiply(fw[s:e], reg, out=t)
-            fg[s:e] += t
 
 
 # ----------------------------------------------------------------------------- TwoLayerNet

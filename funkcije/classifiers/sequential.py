@@ -1,0 +1,797 @@
+"""Models as compositions of layer objects (DESIGN.md, "Models as compositions").
+
+    from funkcije.classifiers.sequential import Sequential, Conv2d, BatchNorm2d, ReLU, MaxPool2d, Flatten, Affine
+    model = Sequential(
+        Conv2d(16, 3, pad=1), BatchNorm2d(), ReLU(), MaxPool2d(2),
+        Flatten(), Affine(10),
+        input_shape=(3, 32, 32), reg=5e-4, seed=0,
+    )
+    scores = model.loss(X)              # X: (N, 3, 32, 32) -> (N, 10), test mode
+    loss, grads = model.loss(X, y)      # train mode; grads keyed like model.params
+
+Each layer object is a thin adaptor over one functional pair of `funkcije.layers`
+(the reference) or `funkcije.fast_layers` (the fast path), with three methods:
+
+    init(rng, in_shape, dtype, scheme) -> (params, state, out_shape)
+    forward(x, params, state, train)  -> (out, cache)
+    backward(dout, cache, need_dx=True) -> (dx, grads)
+
+`in_shape`/`out_shape` are per-sample shapes ((C, H, W) or (D,)); `params` and
+`grads` are the layer's own dicts ({"W", "b"}, {"gamma", "beta"}); `state` is the
+layer's state dict (batch-norm running statistics) or None. Which functions run is
+a configuration, not a different model: `config.using(layers="reference")` runs
+every layer through `funkcije.layers`, so a float64 gradient check of any model
+checks the specification.
+
+`Sequential` gives cs231n's model interface, so `funkcije.solver.Solver` trains it
+unchanged: `.params` (a flat dict with names such as "conv1.W", "bn1.gamma",
+"fc2.b"; parametric layers are numbered per kind through the whole model, blocks
+included), `.loss(X, y=None)`, `.reg` (L2 on convolution and affine weights, not
+on biases or normalisation parameters), `.dtype`. Running statistics are state,
+not params (Contract 5): `model.state` maps a layer name to its dict and
+`model.bn_params` lists the same dicts (what the Solver checkpoints and what
+evaluation holds in test mode). Dropout masks come from `model.dropout_param['seed']`,
+a Generator derived from the model's seed (the Solver checkpoints its state).
+"""
+from __future__ import annotations
+
+import copy
+import numbers
+
+import numpy as np
+
+from .. import config
+from .. import fast_layers as FL
+from .. import layers as L
+from ..checks import as_pair, conv_output_size
+from ..fast_layers import flushes_denormals
+from .base import add_l2_grads, as_model_input, check_positive_int, check_reg, l2_penalty, model_dtype, rng_from_seed
+
+__all__ = [
+    "Layer", "Sequential", "Residual",
+    "Conv2d", "BatchNorm2d", "GroupNorm", "BatchNorm1d", "LayerNorm",
+    "ReLU", "LeakyReLU", "GELU", "Sigmoid", "Tanh",
+    "MaxPool2d", "AvgPool2d", "GlobalAvgPool", "Flatten", "Affine", "Dropout", "Scale",
+    "INIT_SCHEMES", "LOSSES",
+]
+
+INIT_SCHEMES = ("kaiming", "torch", "gaussian")
+LOSSES = ("softmax", "hinge")
+
+# The functions each configuration runs (config switch "layers").
+_FUNCTIONS = {
+    "fast": {
+        "conv": (FL.conv_forward_fast, FL.conv_backward_fast),
+        "affine": (FL.affine_forward_fast, FL.affine_backward_fast),
+        "max_pool": (FL.max_pool_forward_fast, FL.max_pool_backward_fast),
+        "avg_pool": (FL.avg_pool_forward_fast, FL.avg_pool_backward_fast),
+    },
+    "reference": {
+        "conv": (L.conv_forward_naive, L.conv_backward_naive),
+        "affine": (L.affine_forward, L.affine_backward),
+        "max_pool": (L.max_pool_forward_naive, L.max_pool_backward_naive),
+        "avg_pool": (L.avg_pool_forward_naive, L.avg_pool_backward_naive),
+    },
+}
+
+
+def _pair_fns(op):
+    return _FUNCTIONS[config.get("layers")][op]
+
+
+def _spatial(layer, in_shape):
+    if len(in_shape) != 3:
+        raise ValueError(f"{layer}: needs (C, H, W) inputs, got per-sample shape {tuple(in_shape)}")
+    return in_shape
+
+
+def _draw_weight(rng, shape, fan_in, scheme, dtype):
+    """Weights by scheme: kaiming N(0, 2 / fan_in); torch U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    (PyTorch's default for Conv2d and Linear); ("gaussian", s) N(0, s^2). Drawn in float64
+    and cast, so float32 and float64 models of one seed agree to rounding."""
+    name, arg = scheme
+    if name == "kaiming":
+        w = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+    elif name == "torch":
+        bound = 1.0 / np.sqrt(fan_in)
+        w = rng.uniform(-bound, bound, size=shape)
+    else:
+        w = rng.standard_normal(shape) * arg
+    return w.astype(dtype)
+
+
+def _draw_bias(rng, n, fan_in, scheme, dtype):
+    if scheme[0] == "torch":
+        bound = 1.0 / np.sqrt(fan_in)
+        return rng.uniform(-bound, bound, size=n).astype(dtype)
+    return np.zeros(n, dtype=dtype)
+
+
+def _check_scheme(where, init):
+    if isinstance(init, str) and init in ("kaiming", "torch"):
+        return (init, None)
+    if isinstance(init, (tuple, list)) and len(init) == 2 and init[0] == "gaussian":
+        s = init[1]
+        if isinstance(s, bool) or not isinstance(s, numbers.Real) or not np.isfinite(s) or s <= 0:
+            raise ValueError(f"{where}: the gaussian scale must be a positive number, got {s!r}")
+        return ("gaussian", float(s))
+    raise ValueError(f"{where}: init must be 'kaiming', 'torch' or ('gaussian', scale), got {init!r}")
+
+
+def _check_real(where, name, value, low=None, high=None, low_open=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        raise ValueError(f"{where}: {name} must be a finite number, got {value!r}")
+    value = float(value)
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{where}: {name} must be {'>' if low_open else '>='} {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{where}: {name} must be <= {high}, got {value!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------- the layer protocol
+
+
+class Layer:
+    """Base of the layer objects. `kind` prefixes the layer's name in a model
+    ("conv" -> "conv1", "conv2", ...); parametric layers name their params after it."""
+
+    kind = "layer"
+
+    def init(self, rng, in_shape, dtype, scheme):
+        """Returns (params, state, out_shape); the default has neither and keeps the shape."""
+        return {}, None, tuple(in_shape)
+
+    def forward(self, x, params, state, train):
+        raise NotImplementedError
+
+    def backward(self, dout, cache, need_dx=True):
+        raise NotImplementedError
+
+    def receptive(self):
+        """(kernel span h, w, stride h, w) of a spatial layer, for receptive fields;
+        None where the output no longer has positions (Flatten, Affine, global pooling)."""
+        return (1, 1, 1, 1)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self._repr_args().items())
+        return f"{type(self).__name__}({args})"
+
+    def _repr_args(self):
+        return {}
+
+
+class _Elementwise(Layer):
+    """A parameter-free layer around one functional pair f(x) -> (out, cache)."""
+
+    def forward(self, x, params, state, train):
+        return self._fwd(x)
+
+    def backward(self, dout, cache, need_dx=True):
+        return self._bwd(dout, cache), {}
+
+
+class Conv2d(Layer):
+    """Convolution. x (N, C, H, W) -> (N, F, H', W'); params W (F, C // groups, HH, WW),
+    b (F,) unless bias=False. kernel, stride, pad, dilation: an int or an (h, w) pair."""
+
+    kind = "conv"
+
+    def __init__(self, out_channels, kernel, stride=1, pad=0, dilation=1, groups=1, bias=True):
+        where = "Conv2d"
+        self.out_channels = check_positive_int(where, "out_channels", out_channels)
+        self.kernel = as_pair(kernel, "kernel", where)
+        self.stride = as_pair(stride, "stride", where)
+        self.pad = as_pair(pad, "pad", where)
+        self.dilation = as_pair(dilation, "dilation", where)
+        self.groups = check_positive_int(where, "groups", groups)
+        if min(self.kernel) < 1 or min(self.stride) < 1 or min(self.dilation) < 1 or min(self.pad) < 0:
+            raise ValueError(
+                f"{where}: kernel, stride and dilation must be >= 1 and pad >= 0, got kernel={self.kernel}, "
+                f"stride={self.stride}, pad={self.pad}, dilation={self.dilation}"
+            )
+        if not isinstance(bias, bool):
+            raise TypeError(f"{where}: bias must be True or False, got {bias!r}")
+        self.bias = bias
+        self.conv_param = {"stride": self.stride, "pad": self.pad, "dilation": self.dilation, "groups": self.groups}
+
+    def init(self, rng, in_shape, dtype, scheme):
+        C, H, W = _spatial("Conv2d", in_shape)
+        F, G = self.out_channels, self.groups
+        if C % G or F % G:
+            raise ValueError(f"Conv2d: groups={G} must divide the input channels {C} and out_channels {F}")
+        kh, kw = self.kernel
+        detail = f"kernel={self.kernel}, stride={self.stride}, pad={self.pad}, dilation={self.dilation}"
+        Ho = conv_output_size("Conv2d", H, kh, self.stride[0], self.pad[0], self.dilation[0], (None,) + tuple(in_shape), detail)
+        Wo = conv_output_size("Conv2d", W, kw, self.stride[1], self.pad[1], self.dilation[1], (None,) + tuple(in_shape), detail)
+        fan_in = (C // G) * kh * kw
+        params = {"W": _draw_weight(rng, (F, C // G, kh, kw), fan_in, scheme, dtype)}
+        if self.bias:
+            params["b"] = _draw_bias(rng, F, fan_in, scheme, dtype)
+        else:
+            self._zeros = np.zeros(F, dtype=dtype)
+        return params, None, (F, Ho, Wo)
+
+    def forward(self, x, params, state, train):
+        fwd, bwd = _pair_fns("conv")
+        b = params["b"] if self.bias else self._zeros.astype(x.dtype, copy=False)
+        out, cache = fwd(x, params["W"], b, self.conv_param)
+        return out, (bwd, cache)
+
+    def backward(self, dout, cache, need_dx=True):
+        bwd, c = cache
+        if bwd is FL.conv_backward_fast:
+            dx, dw, db = bwd(dout, c, need_dx=need_dx)
+        else:
+            dx, dw, db = bwd(dout, c)
+        grads = {"W": dw}
+        if self.bias:
+            grads["b"] = db
+        return dx, grads
+
+    def receptive(self):
+        (kh, kw), (dh, dw) = self.kernel, self.dilation
+        return (dh * (kh - 1) + 1, dw * (kw - 1) + 1) + self.stride
+
+    def _repr_args(self):
+        args = {"out_channels": self.out_channels, "kernel": self.kernel}
+        for k, default in (("stride", (1, 1)), ("pad", (0, 0)), ("dilation", (1, 1))):
+            if getattr(self, k) != default:
+                args[k] = getattr(self, k)
+        if self.groups != 1:
+            args["groups"] = self.groups
+        if not self.bias:
+            args["bias"] = False
+        return args
+
+
+class Affine(Layer):
+    """x (N, d1, ..., dk) -> (N, M); params W (D, M) with D = d1 * ... * dk, b (M,)."""
+
+    kind = "fc"
+
+    def __init__(self, out_features, bias=True):
+        self.out_features = check_positive_int("Affine", "out_features", out_features)
+        if not isinstance(bias, bool):
+            raise TypeError(f"Affine: bias must be True or False, got {bias!r}")
+        self.bias = bias
+
+    def init(self, rng, in_shape, dtype, scheme):
+        D = int(np.prod(in_shape))
+        params = {"W": _draw_weight(rng, (D, self.out_features), D, scheme, dtype)}
+        if self.bias:
+            params["b"] = _draw_bias(rng, self.out_features, D, scheme, dtype)
+        else:
+            self._zeros = np.zeros(self.out_features, dtype=dtype)
+        return params, None, (self.out_features,)
+
+    def forward(self, x, params, state, train):
+        fwd, bwd = _pair_fns("affine")
+        b = params["b"] if self.bias else self._zeros.astype(x.dtype, copy=False)
+        out, cache = fwd(x, params["W"], b)
+        return out, (bwd, cache)
+
+    def backward(self, dout, cache, need_dx=True):
+        bwd, c = cache
+        dx, dw, db = bwd(dout, c)
+        grads = {"W": dw}
+        if self.bias:
+            grads["b"] = db
+        return dx, grads
+
+    def receptive(self):
+        return None
+
+    def _repr_args(self):
+        return {"out_features": self.out_features} | ({} if self.bias else {"bias": False})
+
+
+class _Norm(Layer):
+    """gamma (ones) and beta (zeros) of `channels` entries."""
+
+    def _affine_params(self, n, dtype):
+        return {"gamma": np.ones(n, dtype=dtype), "beta": np.zeros(n, dtype=dtype)}
+
+
+class BatchNorm2d(_Norm):
+    """Spatial batch norm: per channel over (N, H, W). params gamma, beta (C,); state
+    is a bn_param dict (running_mean, running_var, eps, momentum: cs231n's convention,
+    running = momentum * running + (1 - momentum) * batch). unbiased=True tracks the
+    unbiased batch variance, as PyTorch does; None follows the model's setting."""
+
+    kind = "bn"
+    _functions = (L.spatial_batchnorm_forward, L.spatial_batchnorm_backward)
+    _rank = 3
+
+    def __init__(self, eps=1e-5, momentum=0.9, unbiased=None):
+        where = type(self).__name__
+        self.eps = _check_real(where, "eps", eps, 0, low_open=True)
+        self.momentum = _check_real(where, "momentum", momentum, 0, 1)
+        if unbiased is not None and not isinstance(unbiased, bool):
+            raise TypeError(f"{where}: unbiased must be True, False or None, got {unbiased!r}")
+        self.unbiased = unbiased
+
+    def init(self, rng, in_shape, dtype, scheme):
+        if len(in_shape) != self._rank:
+            want = "(C, H, W)" if self._rank == 3 else "(D,)"
+            raise ValueError(f"{type(self).__name__}: needs {want} inputs, got per-sample shape {tuple(in_shape)}")
+        C = in_shape[0]
+        state = {"mode": "train", "eps": self.eps, "momentum": self.momentum,
+                 "running_mean": np.zeros(C, dtype=dtype), "running_var": np.ones(C, dtype=dtype)}
+        if self.unbiased:
+            state["unbiased"] = True
+        return self._affine_params(C, dtype), state, tuple(in_shape)
+
+    def forward(self, x, params, state, train):
+        state["mode"] = "train" if train else "test"
+        return self._functions[0](x, params["gamma"], params["beta"], state)
+
+    def backward(self, dout, cache, need_dx=True):
+        dx, dgamma, dbeta = self._functions[1](dout, cache)
+        return dx, {"gamma": dgamma, "beta": dbeta}
+
+    def _repr_args(self):
+        return {k: getattr(self, k) for k in ("eps", "momentum") if getattr(self, k) != {"eps": 1e-5, "momentum": 0.9}[k]}
+
+
+class BatchNorm1d(BatchNorm2d):
+    """Batch norm of (N, D) features; as BatchNorm2d otherwise."""
+
+    _functions = (L.batchnorm_forward, L.batchnorm_backward_alt)
+    _rank = 1
+
+
+class LayerNorm(_Norm):
+    """Layer norm of (N, D) features: params gamma, beta (D,)."""
+
+    kind = "ln"
+
+    def __init__(self, eps=1e-5):
+        self.eps = _check_real("LayerNorm", "eps", eps, 0, low_open=True)
+
+    def init(self, rng, in_shape, dtype, scheme):
+        if len(in_shape) != 1:
+            raise ValueError(f"LayerNorm: needs (D,) inputs (put a Flatten before it), got {tuple(in_shape)}")
+        return self._affine_params(in_shape[0], dtype), None, tuple(in_shape)
+
+    def forward(self, x, params, state, train):
+        return L.layernorm_forward(x, params["gamma"], params["beta"], {"eps": self.eps})
+
+    def backward(self, dout, cache, need_dx=True):
+        dx, dgamma, dbeta = L.layernorm_backward(dout, cache)
+        return dx, {"gamma": dgamma, "beta": dbeta}
+
+
+class GroupNorm(_Norm):
+    """Group norm with G groups of channels: params gamma, beta (C,)."""
+
+    kind = "gn"
+
+    def __init__(self, G, eps=1e-5):
+        self.G = check_positive_int("GroupNorm", "G", G)
+        self.eps = _check_real("GroupNorm", "eps", eps, 0, low_open=True)
+
+    def init(self, rng, in_shape, dtype, scheme):
+        C = _spatial("GroupNorm", in_shape)[0]
+        if C % self.G:
+            raise ValueError(f"GroupNorm: G={self.G} must divide the channels C={C}")
+        return self._affine_params(C, dtype), None, tuple(in_shape)
+
+    def forward(self, x, params, state, train):
+        C = params["gamma"].shape[0]
+        out, cache = L.spatial_groupnorm_forward(
+            x, params["gamma"].reshape(1, C, 1, 1), params["beta"].reshape(1, C, 1, 1), self.G, {"eps": self.eps})
+        return out, cache
+
+    def backward(self, dout, cache, need_dx=True):
+        dx, dgamma, dbeta = L.spatial_groupnorm_backward(dout, cache)
+        return dx, {"gamma": dgamma.reshape(-1), "beta": dbeta.reshape(-1)}
+
+    def _repr_args(self):
+        return {"G": self.G}
+
+
+class ReLU(_Elementwise):
+    kind = "relu"
+    _fwd = staticmethod(L.relu_forward)
+    _bwd = staticmethod(L.relu_backward)
+
+
+class Sigmoid(_Elementwise):
+    kind = "sigmoid"
+    _fwd = staticmethod(L.sigmoid_forward)
+    _bwd = staticmethod(L.sigmoid_backward)
+
+
+class Tanh(_Elementwise):
+    kind = "tanh"
+    _fwd = staticmethod(L.tanh_forward)
+    _bwd = staticmethod(L.tanh_backward)
+
+
+class LeakyReLU(Layer):
+    """x where x > 0, a * x elsewhere."""
+
+    kind = "lrelu"
+
+    def __init__(self, a=0.01):
+        self.a = _check_real("LeakyReLU", "a", a)
+
+    def forward(self, x, params, state, train):
+        return L.leaky_relu_forward(x, self.a)
+
+    def backward(self, dout, cache, need_dx=True):
+        return L.leaky_relu_backward(dout, cache), {}
+
+    def _repr_args(self):
+        return {"a": self.a}
+
+
+class GELU(Layer):
+    """x * Phi(x) (approximate="none", PyTorch's default) or its tanh approximation."""
+
+    kind = "gelu"
+
+    def __init__(self, approximate="none"):
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x, params, state, train):
+        return L.gelu_forward(x, self.approximate)
+
+    def backward(self, dout, cache, need_dx=True):
+        return L.gelu_backward(dout, cache), {}
+
+
+class Scale(Layer):
+    """Multiply by a constant c (e.g. the scaled output layer of fast CIFAR recipes)."""
+
+    kind = "scale"
+
+    def __init__(self, c):
+        self.c = _check_real("Scale", "c", c)
+
+    def forward(self, x, params, state, train):
+        return L.scale_forward(x, self.c)
+
+    def backward(self, dout, cache, need_dx=True):
+        return L.scale_backward(dout, cache), {}
+
+    def _repr_args(self):
+        return {"c": self.c}
+
+
+class _Pool(Layer):
+    op = None
+
+    def __init__(self, k, stride=None):
+        where = type(self).__name__
+        self.k = as_pair(k, "k", where)
+        self.stride = self.k if stride is None else as_pair(stride, "stride", where)
+        if min(self.k) < 1 or min(self.stride) < 1:
+            raise ValueError(f"{where}: k and stride must be >= 1, got k={self.k}, stride={self.stride}")
+        self.pool_param = {"pool_height": self.k[0], "pool_width": self.k[1], "stride": self.stride}
+
+    def init(self, rng, in_shape, dtype, scheme):
+        where = type(self).__name__
+        C, H, W = _spatial(where, in_shape)
+        detail = f"k={self.k}, stride={self.stride}"
+        Ho = conv_output_size(where, H, self.k[0], self.stride[0], 0, 1, (None,) + tuple(in_shape), detail)
+        Wo = conv_output_size(where, W, self.k[1], self.stride[1], 0, 1, (None,) + tuple(in_shape), detail)
+        return {}, None, (C, Ho, Wo)
+
+    def forward(self, x, params, state, train):
+        fwd, bwd = _pair_fns(self.op)
+        out, cache = fwd(x, self.pool_param)
+        return out, (bwd, cache)
+
+    def backward(self, dout, cache, need_dx=True):
+        bwd, c = cache
+        return bwd(dout, c), {}
+
+    def receptive(self):
+        return self.k + self.stride
+
+    def _repr_args(self):
+        return {"k": self.k} | ({} if self.stride == self.k else {"stride": self.stride})
+
+
+class MaxPool2d(_Pool):
+    """Max pooling with a k x k (or (kh, kw)) window; stride defaults to k."""
+
+    kind = "pool"
+    op = "max_pool"
+
+
+class AvgPool2d(_Pool):
+    """Average pooling with a k x k (or (kh, kw)) window; stride defaults to k."""
+
+    kind = "avgpool"
+    op = "avg_pool"
+
+
+class GlobalAvgPool(Layer):
+    """(N, C, H, W) -> (N, C): the mean of each channel's map."""
+
+    kind = "gap"
+
+    def init(self, rng, in_shape, dtype, scheme):
+        return {}, None, (_spatial("GlobalAvgPool", in_shape)[0],)
+
+    def forward(self, x, params, state, train):
+        return L.global_avg_pool_forward(x)
+
+    def backward(self, dout, cache, need_dx=True):
+        return L.global_avg_pool_backward(dout, cache), {}
+
+    def receptive(self):
+        return None
+
+
+class Flatten(Layer):
+    """(N, d1, ..., dk) -> (N, d1 * ... * dk)."""
+
+    kind = "flatten"
+
+    def init(self, rng, in_shape, dtype, scheme):
+        return {}, None, (int(np.prod(in_shape)),)
+
+    def forward(self, x, params, state, train):
+        return L.flatten_forward(x)
+
+    def backward(self, dout, cache, need_dx=True):
+        return L.flatten_backward(dout, cache), {}
+
+    def receptive(self):
+        return None
+
+
+class Dropout(Layer):
+    """Inverted dropout with keep probability `keep` in train mode, identity in test
+    mode. Masks are drawn from the model's dropout Generator (its `dropout_param['seed']`)."""
+
+    kind = "dropout"
+
+    def __init__(self, keep=0.5):
+        self.keep = _check_real("Dropout", "keep", keep, 0, 1, low_open=True)
+
+    def forward(self, x, params, state, train):
+        if not train:
+            return x, None
+        return L.dropout_forward(x, {"mode": "train", "p": self.keep, "seed": state["seed"]})
+
+    def backward(self, dout, cache, need_dx=True):
+        if cache is None:
+            return dout, {}
+        return L.dropout_backward(dout, cache), {}
+
+    def _repr_args(self):
+        return {"keep": self.keep}
+
+
+class Residual(Layer):
+    """x + block(x), block the given layers in order; its output shape must be the input's.
+    The backward adds the gradient of the skip path to the block's."""
+
+    kind = "res"
+
+    def __init__(self, *layers):
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        _check_layers("Residual", layers)
+        self.layers = list(layers)
+
+    def forward(self, x, params, state, train):
+        h, caches = _chain_forward(self.layers, x, params, state, train)
+        if h.shape != x.shape:
+            raise ValueError(f"Residual: the block maps {x.shape} to {h.shape}; x + block(x) needs equal shapes")
+        return x + h, caches
+
+    def backward(self, dout, cache, need_dx=True):
+        dh, grads = _chain_backward(self.layers, dout, cache, need_dx)
+        return (None if dh is None else dout + dh), grads
+
+    def receptive(self):
+        kh = kw = jh = jw = 1
+        for layer in self.layers:
+            r = layer.receptive()
+            if r is None:
+                return None
+            kh, kw = kh + (r[0] - 1) * jh, kw + (r[1] - 1) * jw
+            jh, jw = jh * r[2], jw * r[3]
+        return (kh, kw, jh, jw)
+
+    def __repr__(self):
+        return f"Residual({', '.join(map(repr, self.layers))})"
+
+
+def _check_layers(where, layers):
+    if not layers:
+        raise ValueError(f"{where}: needs at least one layer")
+    for layer in layers:
+        if not isinstance(layer, Layer):
+            raise TypeError(f"{where}: every layer must be a funkcije layer object (Conv2d, ReLU, ...), got {layer!r}")
+
+
+def _chain_forward(layers, x, params, states, train):
+    """Run layers in order; params[i] / states[i] belong to layers[i]."""
+    caches = []
+    for layer, p, s in zip(layers, params, states):
+        x, c = layer.forward(x, p, s, train)
+        caches.append(c)
+    return x, caches
+
+
+def _chain_backward(layers, dout, caches, need_dx):
+    grads = [None] * len(layers)
+    for i in range(len(layers) - 1, -1, -1):
+        dout, grads[i] = layers[i].backward(dout, caches[i], need_dx=need_dx or i > 0)
+    return dout, grads
+
+
+# ----------------------------------------------------------------------------- Sequential
+
+
+class Sequential:
+    """A model: data through `layers` in order, then the loss.
+
+    Sequential(*layers, input_shape=(C, H, W), loss="softmax", label_smoothing=0.0,
+               reg=0.0, dtype=np.float32, seed=None, init="kaiming", unbiased_running_var=False)
+
+    input_shape: one sample's shape, (C, H, W) or (D,). loss: "softmax" (cross-entropy,
+    with optional label smoothing) or "hinge" (multiclass SVM, margin 1). reg: L2
+    strength, 0.5 * reg * sum(W^2) over conv and affine weights. init: "kaiming"
+    (N(0, 2 / fan_in) weights, zero biases), "torch" (PyTorch's default uniform for
+    weights and biases) or ("gaussian", scale) (cs231n's weight_scale). seed: int,
+    Generator, or None (drawn from NumPy's global RNG). unbiased_running_var: every
+    BatchNorm that does not say otherwise tracks PyTorch's unbiased running variance.
+
+    X: (N,) + input_shape, cast to `dtype`. `loss(X)` returns scores (N, K) in test
+    mode; `loss(X, y)` returns (loss, grads) in train mode (batch statistics, dropout).
+    """
+
+    def __init__(self, *layers, input_shape, loss="softmax", label_smoothing=0.0, reg=0.0, dtype=np.float32,
+                 seed=None, init="kaiming", unbiased_running_var=False):
+        where = type(self).__name__
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        _check_layers(where, layers)
+        # the model owns its layer objects: one object given twice becomes two layers
+        self.layers = [copy.deepcopy(layer) for layer in layers]
+        if isinstance(input_shape, numbers.Integral) and not isinstance(input_shape, bool):
+            input_shape = (input_shape,)
+        if not isinstance(input_shape, (tuple, list)) or len(input_shape) not in (1, 3):
+            raise ValueError(f"{where}: input_shape must be (C, H, W) or (D,), got {input_shape!r}")
+        self.input_shape = tuple(check_positive_int(where, "each of input_shape", d) for d in input_shape)
+        if loss not in LOSSES:
+            raise ValueError(f"{where}: loss must be one of {LOSSES}, got {loss!r}")
+        self.loss_name = loss
+        self.label_smoothing = _check_real(where, "label_smoothing", label_smoothing, 0, 1)
+        if self.label_smoothing >= 1 or (self.label_smoothing and loss != "softmax"):
+            raise ValueError(f"{where}: label_smoothing must lie in [0, 1) and needs loss='softmax'")
+        self.reg = check_reg(where, reg)
+        self.dtype = model_dtype(where, dtype)
+        self.init_scheme = _check_scheme(where, init)
+        if not isinstance(unbiased_running_var, bool):
+            raise TypeError(f"{where}: unbiased_running_var must be True or False, got {unbiased_running_var!r}")
+        rng = rng_from_seed(seed)
+
+        self.params = {}
+        self.state = {}
+        self._decayed = []
+        self._counts = {}
+        self._has_dropout = False
+        self.shapes = []  # (name, layer, out_shape) of every layer, blocks' layers included, in order
+        # Dropout masks: a Generator of their own, spawned from the initialisation stream
+        self.dropout_param = {"mode": "train", "seed": np.random.default_rng(rng.integers(0, 2**63 - 1))}
+        shape = self.input_shape
+        for layer in self.layers:
+            shape = self._build(layer, rng, shape, unbiased_running_var)
+        if len(shape) != 1:
+            raise ValueError(f"{where}: the last layer must give (N, K) scores, it gives per-sample shape {shape}")
+        self.num_classes = shape[0]
+        if not self._has_dropout:
+            del self.dropout_param
+        self.bn_params = [s for s in self.state.values() if "running_mean" in s]
+
+    def _build(self, layer, rng, in_shape, unbiased):
+        n = self._counts[layer.kind] = self._counts.get(layer.kind, 0) + 1
+        layer.name = f"{layer.kind}{n}"
+        if isinstance(layer, Residual):
+            shape = in_shape
+            for child in layer.layers:
+                shape = self._build(child, rng, shape, unbiased)
+            if shape != tuple(in_shape):
+                raise ValueError(
+                    f"Sequential: {layer.name}'s block maps {tuple(in_shape)} to {shape}; a Residual needs equal shapes")
+            self.shapes.append((layer.name, layer, shape))
+            return shape
+        if isinstance(layer, BatchNorm2d) and layer.unbiased is None:
+            layer.unbiased = unbiased
+        params, state, out_shape = layer.init(rng, in_shape, self.dtype, self.init_scheme)
+        layer.param_names = {k: f"{layer.name}.{k}" for k in params}
+        for k, v in params.items():
+            self.params[layer.param_names[k]] = v
+        if isinstance(layer, (Conv2d, Affine)):
+            self._decayed.append(layer.param_names["W"])
+        if state is not None:
+            self.state[layer.name] = state
+        if isinstance(layer, Dropout):
+            self._has_dropout = True
+        self.shapes.append((layer.name, layer, tuple(out_shape)))
+        return tuple(out_shape)
+
+    # -- the parameters and state of each layer, nested like the layers
+    def _gather(self, layers):
+        params, states = [], []
+        for layer in layers:
+            if isinstance(layer, Residual):
+                p, s = self._gather(layer.layers)
+            else:
+                p = {k: self.params[full] for k, full in layer.param_names.items()}
+                s = self.dropout_param if isinstance(layer, Dropout) else self.state.get(layer.name)
+            params.append(p)
+            states.append(s)
+        return params, states
+
+    def _scatter(self, layers, grads, out):
+        for layer, g in zip(layers, grads):
+            if isinstance(layer, Residual):
+                self._scatter(layer.layers, g, out)
+            else:
+                for k, v in g.items():
+                    out[layer.param_names[k]] = v
+
+    def _check_input(self, X):
+        where = type(self).__name__
+        X = as_model_input(where, X, self.dtype)
+        if X.shape[1:] != self.input_shape:
+            raise ValueError(
+                f"{where}: X must have shape (N,) + input_shape = (N, {', '.join(map(str, self.input_shape))}), "
+                f"got {X.shape}")
+        return X
+
+    def forward(self, X, train=False):
+        """Scores (N, K) and the caches of every layer (what `backward` needs)."""
+        X = self._check_input(X)
+        params, states = self._gather(self.layers)
+        return _chain_forward(self.layers, X, params, states, train)
+
+    def backward(self, dscores, caches, need_dx=False):
+        """Gradients of every param (a dict keyed like params), and dx when need_dx."""
+        dx, grads = _chain_backward(self.layers, dscores, caches, need_dx)
+        out = {}
+        self._scatter(self.layers, grads, out)
+        return dx, out
+
+    @flushes_denormals
+    def loss(self, X, y=None):
+        """Scores (N, K) when y is None (test mode), else (loss, grads) (train mode)."""
+        scores, caches = self.forward(X, train=y is not None)
+        if y is None:
+            return scores
+        if self.loss_name == "softmax":
+            loss, dscores = L.softmax_loss(scores, y, self.label_smoothing)
+        else:
+            loss, dscores = L.svm_loss(scores, y)
+        # the images need no gradient: the first layer skips its dx
+        _, grads = self.backward(dscores, caches, need_dx=False)
+        if self.reg:
+            loss = loss + l2_penalty(self.params, self._decayed, self.reg, self.dtype)
+            add_l2_grads(grads, self.params, self._decayed, self.reg)
+        return self.dtype.type(loss), grads
+
+    def num_params(self) -> int:
+        return int(sum(p.size for p in self.params.values()))
+
+    def summary(self, batch_size=50):
+        """The layer table (`funkcije.summary.summary`)."""
+        from ..summary import summary
+
+        return summary(self, batch_size=batch_size)
+
+    def __repr__(self):
+        inner = ",\n    ".join(repr(layer) for layer in self.layers)
+        return f"{type(self).__name__}(\n    {inner},\n    input_shape={self.input_shape}, loss={self.loss_name!r}, " \
+               f"reg={self.reg}, dtype={self.dtype.name})"

@@ -1,0 +1,119 @@
+"""The seed model zoo: the course networks, one constructor each, built on Sequential.
+
+    FERMnistNet, FERCifarNet     Zagreb FER deep-learning lab 2
+    VGG7, VGG7BN, ResNet9        Prague `ans` course
+
+Each is `Model(num_classes=10, input_shape=..., **Sequential kwargs)` (reg, dtype,
+seed, init, loss, label_smoothing, unbiased_running_var); the VGG and ResNet
+variants take `width`, a multiplier on every hidden channel count and hidden
+width (at least 1 each), so a quick test can use width=1/16.
+
+Notation of the docstrings: C(n) a 3x3 pad-1 convolution with n filters, N batch
+norm, R ReLU, M(k) k x k max pooling, L(n) an affine layer.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .sequential import (
+    Affine,
+    BatchNorm2d,
+    Conv2d,
+    Flatten,
+    MaxPool2d,
+    ReLU,
+    Residual,
+    Sequential,
+)
+
+__all__ = ["FERMnistNet", "FERCifarNet", "VGG7", "VGG7BN", "ResNet9", "ZOO", "build"]
+
+
+def _scaled(where, width):
+    if isinstance(width, bool) or not isinstance(width, numbers.Real) or not np.isfinite(width) or width <= 0:
+        raise ValueError(f"{where}: width must be a positive number, got {width!r}")
+    return lambda n: max(1, int(round(n * width)))
+
+
+def FERMnistNet(num_classes=10, input_shape=(1, 28, 28), **kwargs):
+    """conv 16 5x5 pad 2 - pool 2 - ReLU - conv 32 5x5 pad 2 - pool 2 - ReLU - flatten -
+    affine 512 - ReLU - affine num_classes (FER lab 2, the MNIST network)."""
+    return Sequential(
+        Conv2d(16, 5, pad=2), MaxPool2d(2), ReLU(),
+        Conv2d(32, 5, pad=2), MaxPool2d(2), ReLU(),
+        Flatten(), Affine(512), ReLU(), Affine(num_classes),
+        input_shape=input_shape, **kwargs,
+    )
+
+
+def FERCifarNet(num_classes=10, input_shape=(3, 32, 32), **kwargs):
+    """conv 16 5x5 pad 2 - ReLU - pool 3 stride 2 - conv 32 5x5 pad 2 - ReLU - pool 3 stride 2 -
+    flatten - affine 256 - ReLU - affine 128 - ReLU - affine num_classes (FER lab 2, CIFAR-10)."""
+    return Sequential(
+        Conv2d(16, 5, pad=2), ReLU(), MaxPool2d(3, stride=2),
+        Conv2d(32, 5, pad=2), ReLU(), MaxPool2d(3, stride=2),
+        Flatten(), Affine(256), ReLU(), Affine(128), ReLU(), Affine(num_classes),
+        input_shape=input_shape, **kwargs,
+    )
+
+
+def _vgg7(where, batchnorm, num_classes, input_shape, width, kwargs):
+    w = _scaled(where, width)
+    layers = []
+    for n in (64, 128, 256, 512, 512):
+        if batchnorm:
+            layers += [Conv2d(w(n), 3, pad=1, bias=False), BatchNorm2d(), ReLU()]
+        else:
+            layers += [Conv2d(w(n), 3, pad=1), ReLU()]
+        layers.append(MaxPool2d(2))
+    layers += [Flatten(), Affine(w(512)), ReLU(), Affine(num_classes)]
+    return Sequential(*layers, input_shape=input_shape, **kwargs)
+
+
+def VGG7(num_classes=10, input_shape=(3, 32, 32), width=1.0, **kwargs):
+    """CR(64), M(2), CR(128), M(2), CR(256), M(2), CR(512), M(2), CR(512), M(2), LR(512), L(10)."""
+    return _vgg7("VGG7", False, num_classes, input_shape, width, kwargs)
+
+
+def VGG7BN(num_classes=10, input_shape=(3, 32, 32), width=1.0, **kwargs):
+    """VGG7 with conv - batch norm - ReLU blocks (bias-free convolutions)."""
+    return _vgg7("VGG7BN", True, num_classes, input_shape, width, kwargs)
+
+
+def ResNet9(num_classes=10, input_shape=(3, 32, 32), width=1.0, **kwargs):
+    """CNR(64), CNR(128), M(2), res(CNR(128), CNR(128)), CNR(256), M(2), CNR(512), M(2),
+    res(CNR(512), CNR(512)), M(4), LR(512), L(10) — the `ans` course's ResNet9
+    (bias-free convolutions, each followed by batch norm and ReLU)."""
+    w = _scaled("ResNet9", width)
+
+    def cnr(n):
+        return [Conv2d(w(n), 3, pad=1, bias=False), BatchNorm2d(), ReLU()]
+
+    layers = [
+        *cnr(64), *cnr(128), MaxPool2d(2),
+        Residual(*cnr(128), *cnr(128)),
+        *cnr(256), MaxPool2d(2),
+        *cnr(512), MaxPool2d(2),
+        Residual(*cnr(512), *cnr(512)),
+        MaxPool2d(4), Flatten(), Affine(w(512)), ReLU(), Affine(num_classes),
+    ]
+    return Sequential(*layers, input_shape=input_shape, **kwargs)
+
+
+# command-line names -> constructors
+ZOO = {
+    "fer_mnist": FERMnistNet,
+    "fer_cifar": FERCifarNet,
+    "vgg7": VGG7,
+    "vgg7bn": VGG7BN,
+    "resnet9": ResNet9,
+}
+
+
+def build(name, **kwargs):
+    """ZOO[name](**kwargs), with a clear error for an unknown name."""
+    if name not in ZOO:
+        raise ValueError(f"build: unknown model {name!r}; the zoo has {', '.join(ZOO)}")
+    return ZOO[name](**kwargs)

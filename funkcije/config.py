@@ -1,0 +1,193 @@
+"""Every switch of funkcije in one place (DESIGN.md, Contract 7).
+
+    from funkcije import config
+    config.get()                         # {'layers': 'fast', 'implementation': 'cython', ...}
+    config.get("winograd")               # True
+    config.set(direct=False)             # returns the previous values, {'direct': True}
+    with config.using(layers="reference", implementation="numpy"):
+        ...                              # scoped: restored on exit, also on an exception
+
+Switches:
+
+    layers           "fast" | "reference"   which layer functions the composed models
+                                            (classifiers.Sequential and the zoo) call;
+                                            "reference" runs layers.py, the specification
+    implementation   "cython" | "numpy"     the fast path's kernels (compiled or NumPy)
+    winograd         bool                   Winograd F(2x2, 3x3) for eligible 3x3 layers
+    direct           bool                   direct AVX-512 kernels for small float32 layers
+    conv_threads     int >= 1               threads the convolution splits its batch over
+    workspace_mb     real > 0               bound on the convolution's column workspace (MiB)
+    flush_denormals  bool                   flush subnormal floats to zero in the fast path
+
+Each is read from the environment once, when funkcije is imported:
+FUNKCIJE_LAYERS, FUNKCIJE_FORCE_NUMPY (1: implementation "numpy"),
+FUNKCIJE_WINOGRAD, FUNKCIJE_DIRECT, FUNKCIJE_CONV_THREADS, FUNKCIJE_WORKSPACE_MB,
+FUNKCIJE_FLUSH_DENORMALS. Booleans accept 1/0, true/false, yes/no, on/off; a value
+that is none of these, or a workspace that is not a positive finite number, is a
+ValueError naming the variable. Importing funkcije changes nothing outside it
+(except OMP_WAIT_POLICY, see fast_layers, which only applies to funkcije's own
+OpenMP threads).
+
+The values of the kernel switches live with the engine (`funkcije.fast_layers`,
+which reads its defaults from `ENV` below); this module is the one door to read and
+change all of them.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from contextlib import contextmanager
+
+__all__ = ["get", "set", "using", "names", "ENV"]
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def check_bool(where: str, name: str, value) -> bool:
+    """A switch that is on or off must be given a bool (a string 'false' is truthy)."""
+    if not isinstance(value, (bool,)) and not (isinstance(value, numbers.Integral) and value in (0, 1)):
+        raise TypeError(f"{where}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_choice(where: str, name: str, value, choices) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{where}: {name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def check_positive_int(where: str, name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def check_positive_real(where: str, name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{where}: {name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _env_bool(var: str, default: bool) -> bool:
+    raw = os.environ.get(var)
+    if raw is None:
+        return default
+    low = raw.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError(f"{var} must be 1 or 0 (true/false, yes/no, on/off), got {raw!r}")
+
+
+def _env_number(var: str, kind, default):
+    raw = os.environ.get(var)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ValueError(f"{var} must be a {'whole ' if kind is int else ''}number, got {raw!r}") from None
+    if kind is int:
+        return check_positive_int(var, "the value", value)
+    return check_positive_real(var, "the value", value)
+
+
+def _env_choice(var: str, choices, default: str) -> str:
+    raw = os.environ.get(var)
+    if raw is None or raw.strip() == "":
+        return default
+    return check_choice(var, "the value", raw.strip().lower(), choices)
+
+
+# Read once, at import (the engine takes its defaults from here).
+ENV = {
+    "layers": _env_choice("FUNKCIJE_LAYERS", ("fast", "reference"), "fast"),
+    "force_numpy": _env_bool("FUNKCIJE_FORCE_NUMPY", False),
+    "winograd": _env_bool("FUNKCIJE_WINOGRAD", True),
+    "direct": _env_bool("FUNKCIJE_DIRECT", True),
+    "conv_threads": _env_number("FUNKCIJE_CONV_THREADS", int, None),
+    "workspace_mb": _env_number("FUNKCIJE_WORKSPACE_MB", float, 256.0),
+    "flush_denormals": _env_bool("FUNKCIJE_FLUSH_DENORMALS", True),
+}
+
+_layers = ENV["layers"]
+
+
+def _fast():
+    from . import fast_layers  # imported on use: fast_layers itself imports this module
+
+    return fast_layers
+
+
+def _get_layers():
+    return _layers
+
+
+def _set_layers(value):
+    global _layers
+    _layers = check_choice("config.set", "layers", value, ("fast", "reference"))
+
+
+# name -> (getter, setter); setters validate and raise on bad values
+_SWITCHES = {
+    "layers": (_get_layers, _set_layers),
+    "implementation": (lambda: _fast().implementation(), lambda v: _fast().use_implementation(v)),
+    "winograd": (lambda: _fast()._winograd_enabled, lambda v: _fast().use_winograd(v)),
+    "direct": (lambda: _fast()._direct_enabled, lambda v: _fast().use_direct(v)),
+    "conv_threads": (lambda: _fast().get_conv_threads(), lambda v: _fast().set_conv_threads(v)),
+    "workspace_mb": (
+        lambda: _fast().get_workspace_limit() / 2**20,
+        lambda v: _fast().set_workspace_limit(int(check_positive_real("config.set", "workspace_mb", v) * 2**20)),
+    ),
+    "flush_denormals": (lambda: _fast()._flush_denormals, lambda v: _fast().use_flush_denormals(v)),
+}
+
+
+def names() -> tuple[str, ...]:
+    """The switches' names."""
+    return tuple(_SWITCHES)
+
+
+def _check_names(where, keys):
+    unknown = [k for k in keys if k not in _SWITCHES]
+    if unknown:
+        raise ValueError(f"{where}: unknown switch {', '.join(map(repr, unknown))}; valid: {', '.join(_SWITCHES)}")
+
+
+def get(name: str | None = None):
+    """The value of one switch, or a dict of all of them."""
+    if name is None:
+        return {k: g() for k, (g, _) in _SWITCHES.items()}
+    _check_names("config.get", [name])
+    return _SWITCHES[name][0]()
+
+
+def set(**values) -> dict:
+    """Set switches; returns their previous values (a dict to pass back to `set`).
+    All names are checked before anything changes; a bad value leaves the others as set."""
+    _check_names("config.set", values)
+    previous = {}
+    try:
+        for k, v in values.items():
+            old = _SWITCHES[k][0]()
+            _SWITCHES[k][1](v)
+            previous[k] = old
+    except Exception:
+        for k, v in previous.items():
+            _SWITCHES[k][1](v)
+        raise
+    return previous
+
+
+@contextmanager
+def using(**values):
+    """Context manager: the given switches hold inside the block and are restored after it."""
+    previous = set(**values)
+    try:
+        yield
+    finally:
+        for k, v in previous.items():
+            _SWITCHES[k][1](v)
