@@ -261,7 +261,8 @@ def main(argv=None):
     results = {
         "status": status,
         "epochs": solver.epoch,
-        "best_val_acc": float(solver.best_val_acc),
+        # None when nothing was trained (--epochs 0): no accuracy check has run
+        "best_val_acc": float(solver.best_val_acc) if solver.val_acc_history else None,
         "test_acc": float(test.accuracy),
         "test_loss": float(test.loss),
         "test_macro_f1": float(per_class.macro_f1),
@@ -278,10 +279,14 @@ def main(argv=None):
     vis_utils.plot_confusion_matrix(test.confusion, class_names, normalize=True, path=out / "confusion.png")
 
     print(metrics.classification_report(test.confusion, class_names))
-    print(f"best validation accuracy {results['best_val_acc']:.4f} | test accuracy {results['test_acc']:.4f} "
+    best = "n/a (not trained)" if results["best_val_acc"] is None else f"{results['best_val_acc']:.4f}"
+    print(f"best validation accuracy {best} | test accuracy {results['test_acc']:.4f} "
           f"on {data['X_test'].shape[0]} images | wall time {results['wall_seconds']} s | "
           f"peak memory {results['peak_rss_mb']:.0f} MB")
-    print(f"wrote {out}/history.json, training.png, filters.png, confusion.png, checkpoint_epoch_*.pkl")
+    written = ["history.json"] + (["training.png"] if solver.loss_history else []) + ["filters.png", "confusion.png"]
+    if solver.loss_history:
+        written.append("checkpoint_epoch_*.pkl")
+    print(f"wrote {out}/{', '.join(written)}")
     return 0 if status == "finished" else 1
 
 
