@@ -162,10 +162,11 @@ class Layer:
 
 
 class _Elementwise(Layer):
-    """A parameter-free layer around one functional pair f(x) -> (out, cache)."""
+    """A parameter-free layer around one functional pair f(x, *settings) -> (out, cache);
+    the settings are the constructor's arguments (`_repr_args`, in order)."""
 
     def forward(self, x, params, state, train):
-        return self._fwd(x)
+        return self._fwd(x, *self._repr_args().values())
 
     def backward(self, dout, cache, need_dx=True):
         return self._bwd(dout, cache), {}
@@ -409,54 +410,45 @@ class Tanh(_Elementwise):
     _bwd = staticmethod(L.tanh_backward)
 
 
-class LeakyReLU(Layer):
+class LeakyReLU(_Elementwise):
     """x where x > 0, a * x elsewhere."""
 
     kind = "lrelu"
+    _fwd = staticmethod(L.leaky_relu_forward)
+    _bwd = staticmethod(L.leaky_relu_backward)
 
     def __init__(self, a=0.01):
         self.a = _check_real("LeakyReLU", "a", a)
-
-    def forward(self, x, params, state, train):
-        return L.leaky_relu_forward(x, self.a)
-
-    def backward(self, dout, cache, need_dx=True):
-        return L.leaky_relu_backward(dout, cache), {}
 
     def _repr_args(self):
         return {"a": self.a}
 
 
-class GELU(Layer):
+class GELU(_Elementwise):
     """x * Phi(x) (approximate="none", PyTorch's default) or its tanh approximation."""
 
     kind = "gelu"
+    _fwd = staticmethod(L.gelu_forward)
+    _bwd = staticmethod(L.gelu_backward)
 
     def __init__(self, approximate="none"):
         if approximate not in ("none", "tanh"):
             raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
         self.approximate = approximate
 
-    def forward(self, x, params, state, train):
-        return L.gelu_forward(x, self.approximate)
-
-    def backward(self, dout, cache, need_dx=True):
-        return L.gelu_backward(dout, cache), {}
+    def _repr_args(self):
+        return {"approximate": self.approximate}
 
 
-class Scale(Layer):
+class Scale(_Elementwise):
     """Multiply by a constant c (e.g. the scaled output layer of fast CIFAR recipes)."""
 
     kind = "scale"
+    _fwd = staticmethod(L.scale_forward)
+    _bwd = staticmethod(L.scale_backward)
 
     def __init__(self, c):
         self.c = _check_real("Scale", "c", c)
-
-    def forward(self, x, params, state, train):
-        return L.scale_forward(x, self.c)
-
-    def backward(self, dout, cache, need_dx=True):
-        return L.scale_backward(dout, cache), {}
 
     def _repr_args(self):
         return {"c": self.c}
