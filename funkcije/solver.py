@@ -28,7 +28,9 @@ Dropout — if `model.dropout_param` is a dict with a keep probability `p` and n
 `seed`, the Solver sets `model.dropout_param['seed']` to its dropout Generator, so
 masks are reproducible and resumable. If the model already holds a Generator there,
 the Solver checkpoints and restores that Generator's state. An int seed is left
-alone (cs231n semantics: the same mask on every call).
+alone (cs231n semantics: the same mask on every call). A `dropout_param` without
+`p` whose `seed` is a Generator (composed models share one stream between their
+Dropout layers) is tracked the same way.
 
 Schedules — `lr_schedule=None` uses cs231n's `lr_decay` (the learning rate of
 epoch e is lr0 * lr_decay**e), or one of
@@ -58,9 +60,15 @@ epoch. Each file is complete by itself: model params, the model's `bn_params`
 the schedule, epoch and iteration, all histories, the best params, and the state
 of every random stream, including the position inside the current epoch. Files
 are written atomically (a temporary file in the same directory, flushed and
-fsynced, then `os.replace`d), so a crash mid-write leaves the previous file intact.
-Checkpoints are pickles: load only files you trust. The model object itself is
-not pickled (unlike cs231n), so a checkpoint does not depend on the model's class.
+fsynced, then `os.replace`d), so a crash mid-write leaves the previous file intact;
+temporary files left behind by a killed write are removed by the next write to that
+folder. The files keep cs231n's `.pkl` name but are not pickles: each is an `.npz`
+archive of the arrays plus one JSON document describing the rest, with a SHA-256
+checksum (funkcije.checkpoint describes the format). Loading one never runs code
+from it; an empty, truncated, damaged, foreign or inconsistent file is a ValueError
+naming the file. The model object itself is not saved (unlike cs231n), so a
+checkpoint does not depend on the model's class. Old pickled checkpoints
+(format funkcije.solver/1) are refused.
 
 Resume — `Solver(model, data, resume=path, ...)` (or `Solver.from_checkpoint`)
 loads a checkpoint into a freshly built model of the same architecture and
@@ -90,13 +98,12 @@ import copy
 import math
 import numbers
 import os
-import pickle
-import tempfile
 import time
 
 import numpy as np
 from tqdm import tqdm
 
+from . import checkpoint as _checkpoint_file
 from . import optim
 from .fast_layers import flush_denormals
 
@@ -108,7 +115,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
 ]
 
-CHECKPOINT_FORMAT = "funkcije.solver/1"
+CHECKPOINT_FORMAT = "funkcije.solver/2"  # /1 was a pickle; it is no longer read
 
 # Settings that determine the sequence of params; a resumed run must use the
 # checkpoint's values.
@@ -240,58 +247,130 @@ def _same(a, b):
 # ----------------------------------------------------------------------------- checkpoint files
 
 
-def _file_mode():
-    # mkstemp creates 0600 files; give checkpoints the permissions any other file
-    # written by this process would get.
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+def _is_int(v, minimum=None):
+    ok = isinstance(v, numbers.Integral) and not isinstance(v, bool)
+    return ok and (minimum is None or v >= minimum)
 
 
-def _atomic_pickle(obj, path):
-    """Pickle `obj` to `path` so that readers see either the old file or the
-    complete new one: write a temporary file in the same directory (same
-    filesystem, so the rename is atomic), flush and fsync it, then os.replace.
-    On any error the temporary file is removed and the old file is untouched."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    # Make the rename itself durable; not possible on every platform.
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+def _is_real(v):
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _is_int_or_none(v, minimum):
+    return v is None or _is_int(v, minimum)
+
+
+def _is_array_dict(v):
+    return isinstance(v, dict) and all(isinstance(k, str) and isinstance(a, np.ndarray) for k, a in v.items())
+
+
+def _is_bn_list(v):
+    return v is None or (isinstance(v, list) and all(isinstance(d, dict) for d in v))
+
+
+def _is_real_list(v):
+    return isinstance(v, list) and all(_is_real(x) for x in v)
+
+
+def _is_state(v):
+    return isinstance(v, dict) and isinstance(v.get("bit_generator"), str)
+
+
+# key -> (what it must be, test); every key is required
+_CHECKPOINT_SCHEMA = {
+    "format": ("the format string", lambda v: v == CHECKPOINT_FORMAT),
+    "update_rule": ("a str", lambda v: isinstance(v, str)),
+    "lr_decay": ("a real number", _is_real),
+    "optim_config": ("a dict", lambda v: isinstance(v, dict)),
+    "batch_size": ("an int >= 1", lambda v: _is_int(v, 1)),
+    "num_train_samples": ("an int >= 1 or None", lambda v: _is_int_or_none(v, 1)),
+    "num_val_samples": ("an int >= 1 or None", lambda v: _is_int_or_none(v, 1)),
+    "epoch": ("an int >= 0", lambda v: _is_int(v, 0)),
+    "loss_history": ("a list of numbers", _is_real_list),
+    "train_acc_history": ("a list of numbers", _is_real_list),
+    "val_acc_history": ("a list of numbers", _is_real_list),
+    "num_epochs": ("an int >= 0", lambda v: _is_int(v, 0)),
+    "lr_schedule": ("a dict or None", lambda v: v is None or isinstance(v, dict)),
+    "lr_schedule_resolved": ("a dict or None", lambda v: v is None or isinstance(v, dict)),
+    "seed": ("an int >= 0", lambda v: _is_int(v, 0)),
+    "num_train": ("an int >= 1", lambda v: _is_int(v, 1)),
+    "iteration": ("an int >= 0", lambda v: _is_int(v, 0)),
+    "params": ("a dict of arrays", _is_array_dict),
+    "bn_params": ("a list of dicts or None", _is_bn_list),
+    "optim_configs": (
+        "a dict of dicts",
+        lambda v: isinstance(v, dict) and all(isinstance(c, dict) for c in v.values()),
+    ),
+    "history": ("a list of dicts", lambda v: isinstance(v, list) and all(isinstance(h, dict) for h in v)),
+    "best_val_acc": ("a real number", _is_real),
+    "best_params": ("a dict of arrays", _is_array_dict),
+    "best_bn_params": ("a list of dicts or None", _is_bn_list),
+    "best_epoch": ("an int >= 0 or None", lambda v: _is_int_or_none(v, 0)),
+    "rng_state": (
+        "a dict of bit-generator states {'batch', 'eval', 'dropout'}",
+        lambda v: isinstance(v, dict) and set(v) == {"batch", "eval", "dropout"}
+        and _is_state(v["batch"]) and _is_state(v["eval"]) and (v["dropout"] is None or _is_state(v["dropout"])),
+    ),
+    "epoch_perm": (
+        "a 1-D integer array or None",
+        lambda v: v is None or (isinstance(v, np.ndarray) and v.ndim == 1 and np.issubdtype(v.dtype, np.integer)),
+    ),
+    "batch_pos": ("an int >= 0", lambda v: _is_int(v, 0)),
+    "epoch_loss_sum": ("a real number", _is_real),
+    "epoch_loss_count": ("an int >= 0", lambda v: _is_int(v, 0)),
+    "epoch_seconds": ("a real number", _is_real),
+}
+
+
+def _check_checkpoint(ckpt, path):
+    """The loaded tree must be a complete, consistent Solver state."""
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path} is not a funkcije Solver checkpoint: it holds a {type(ckpt).__name__}, not a dict")
+    missing = [k for k in _CHECKPOINT_SCHEMA if k not in ckpt]
+    if missing:
+        raise ValueError(f"{path} is an inconsistent funkcije Solver checkpoint: keys {missing} are missing")
+    unknown = sorted(str(k) for k in ckpt if k not in _CHECKPOINT_SCHEMA)
+    if unknown:
+        raise ValueError(f"{path} is an inconsistent funkcije Solver checkpoint: unknown keys {unknown}")
+    for key, (want, test) in _CHECKPOINT_SCHEMA.items():
+        if not test(ckpt[key]):
+            got = ckpt[key]
+            shown = type(got).__name__ if isinstance(got, (dict, list, np.ndarray)) else repr(got)[:80]
+            raise ValueError(
+                f"{path} is an inconsistent funkcije Solver checkpoint: {key!r} must be {want}, got {shown}"
+            )
+    if set(ckpt["optim_configs"]) != set(ckpt["params"]):
+        raise ValueError(
+            f"{path} is an inconsistent funkcije Solver checkpoint: optim_configs are for "
+            f"{sorted(ckpt['optim_configs'])}, params are {sorted(ckpt['params'])}"
+        )
+    perm = ckpt["epoch_perm"]
+    if perm is not None and perm.shape != (ckpt["num_train"],):
+        raise ValueError(
+            f"{path} is an inconsistent funkcije Solver checkpoint: epoch_perm has shape {perm.shape} "
+            f"for num_train={ckpt['num_train']}"
+        )
+    if ckpt["iteration"] < ckpt["epoch"]:
+        raise ValueError(
+            f"{path} is an inconsistent funkcije Solver checkpoint: iteration {ckpt['iteration']} "
+            f"is before epoch {ckpt['epoch']} ends"
+        )
+
+
+def _atomic_write(state, path):
+    """Save a checkpoint dict to `path` atomically (funkcije.checkpoint.write)."""
+    _checkpoint_file.write(path, state, CHECKPOINT_FORMAT)
 
 
 def load_checkpoint(path):
-    """Read a Solver checkpoint (a pickle: load only files you trust) and return
-    its dict. Raises ValueError if the file is not a funkcije Solver checkpoint."""
-    with open(path, "rb") as f:
-        ckpt = pickle.load(f)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(
-            f"{path} is not a funkcije Solver checkpoint (expected format {CHECKPOINT_FORMAT!r}, got {found!r})"
-        )
+    """Read a Solver checkpoint and return its dict. Nothing in the file is executed
+    (it is an .npz of arrays plus a JSON description, read with allow_pickle=False;
+    see funkcije.checkpoint). Raises ValueError naming the file if it is empty,
+    truncated, damaged (checksum), foreign, or not a complete and consistent
+    Solver state (a missing key, a negative epoch, a value of the wrong type)."""
+    path = os.fspath(path)
+    ckpt = _checkpoint_file.read(path, CHECKPOINT_FORMAT, what="funkcije Solver checkpoint")
+    _check_checkpoint(ckpt, path)
     return ckpt
 
 
@@ -444,9 +523,12 @@ class Solver:
         """Give a dropout model reproducible masks: returns the Generator its dropout
         draws from (installing `own_rng` if it has none), or None."""
         dp = getattr(self.model, "dropout_param", None)
-        if not isinstance(dp, dict) or "p" not in dp:
+        if not isinstance(dp, dict):
             return None
         seed = dp.get("seed")
+        if "p" not in dp:
+            # a composed model's shared dropout stream: {'mode': ..., 'seed': Generator}
+            return seed if isinstance(seed, np.random.Generator) else None
         if seed is None:
             dp["seed"] = own_rng
             return own_rng
@@ -705,7 +787,17 @@ class Solver:
 
     def save_checkpoint(self, path):
         """Write the complete training state to `path`, atomically."""
-        _atomic_pickle(self._checkpoint_state(), path)
+        _atomic_write(self._checkpoint_state(), path)
+
+    @staticmethod
+    def _set_rng_state(rng, state, name, path):
+        try:
+            rng.bit_generator.state = state
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
+            raise ValueError(
+                f"Solver: checkpoint {path} holds an unusable {name} random-stream state "
+                f"for a {type(rng.bit_generator).__name__}: {exc}"
+            ) from exc
 
     def _restore(self, ckpt, path):
         params = self.model.params
@@ -720,6 +812,11 @@ class Solver:
                     f"Solver: checkpoint {path} has {k} of shape {v.shape} {v.dtype}, the model has "
                     f"{params[k].shape} {params[k].dtype}"
                 )
+        best = ckpt["best_params"]
+        if best and (best.keys() != saved.keys() or any(best[k].shape != saved[k].shape for k in best)):
+            raise ValueError(
+                f"Solver: checkpoint {path} is inconsistent: its best_params do not match its params"
+            )
         if ckpt["num_train"] != self._num_train:
             raise ValueError(
                 f"Solver: checkpoint {path} was trained on {ckpt['num_train']} samples, data has "
@@ -741,6 +838,11 @@ class Solver:
                 "Generator (check the model's dropout_param)"
             )
 
+        for name, state in (("batch", ckpt["rng_state"]["batch"]), ("eval", ckpt["rng_state"]["eval"]),
+                            ("dropout", saved_drop)):
+            if state is not None:
+                self._set_rng_state(np.random.default_rng(0), state, name, path)  # validate before changing anything
+
         params.update(saved)
         if saved_bn is not None:
             self._load_bn(saved_bn)
@@ -755,10 +857,10 @@ class Solver:
         self.best_params = ckpt["best_params"]
         self._best_bn_params = ckpt["best_bn_params"]
         self._best_epoch = ckpt["best_epoch"]
-        self._rng.bit_generator.state = ckpt["rng_state"]["batch"]
-        self._eval_rng.bit_generator.state = ckpt["rng_state"]["eval"]
+        self._set_rng_state(self._rng, ckpt["rng_state"]["batch"], "batch", path)
+        self._set_rng_state(self._eval_rng, ckpt["rng_state"]["eval"], "eval", path)
         if saved_drop is not None:
-            self._dropout_rng.bit_generator.state = saved_drop
+            self._set_rng_state(self._dropout_rng, saved_drop, "dropout", path)
         self._perm = ckpt["epoch_perm"]
         self._batch_pos = ckpt["batch_pos"]
         self._epoch_loss_sum = ckpt["epoch_loss_sum"]

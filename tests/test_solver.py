@@ -273,6 +273,28 @@ def test_dropout_generator_installed_only_when_model_has_no_seed():
     assert fixed.dropout_param["seed"] == 5
 
 
+def test_a_shared_dropout_generator_without_p_is_tracked_and_checkpointed(tmp_path):
+    data = make_data()
+    model = SoftmaxRegression()
+    g = np.random.default_rng(42)
+    model.dropout_param = {"mode": "train", "seed": g}  # a composed model's shared stream
+    s = Solver(model, data, batch_size=50, num_epochs=1, seed=0, checkpoint_name=str(tmp_path / "d"), **QUIET)
+    assert s._dropout_rng is g and model.dropout_param["seed"] is g
+    s.train()
+    g.random(3)  # the stream moved on after the checkpoint
+    saved = load_checkpoint(tmp_path / "d_epoch_1.pkl")["rng_state"]["dropout"]
+    assert saved is not None and saved != g.bit_generator.state
+    g2 = np.random.default_rng(7)
+    model2 = SoftmaxRegression()
+    model2.dropout_param = {"mode": "train", "seed": g2}
+    Solver(model2, data, resume=tmp_path / "d_epoch_1.pkl", **QUIET)
+    assert g2.bit_generator.state == saved
+    # without p and without a Generator nothing is installed
+    plain = SoftmaxRegression()
+    plain.dropout_param = {"mode": "train"}
+    assert Solver(plain, data, seed=0, **QUIET)._dropout_rng is None and "seed" not in plain.dropout_param
+
+
 def test_check_accuracy_does_not_change_training():
     data = make_data()
     m1, m2 = BNDropoutNet(), BNDropoutNet()
@@ -481,16 +503,16 @@ def test_atomic_checkpoint_survives_crash_mid_write(tmp_path, monkeypatch):
     before = path.read_bytes()
     s._step()  # new state, same epoch: the next save targets the same file
 
-    real_dump = pickle.dump
+    real_write = solver_module._checkpoint_file._write_npz
 
-    def crash_after_partial_write(obj, f, *args, **kwargs):
-        f.write(pickle.dumps(obj)[:100])
+    def crash_after_partial_write(f, entries):
+        f.write(b"PK\x03\x04" + bytes(96))
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(solver_module.pickle, "dump", crash_after_partial_write)
+    monkeypatch.setattr(solver_module._checkpoint_file, "_write_npz", crash_after_partial_write)
     with pytest.raises(OSError, match="simulated"):
         s._save_checkpoint()
-    monkeypatch.setattr(solver_module.pickle, "dump", real_dump)
+    monkeypatch.setattr(solver_module._checkpoint_file, "_write_npz", real_write)
     assert path.read_bytes() == before
     assert load_checkpoint(path)["iteration"] == 200 // 32
 
