@@ -7,13 +7,22 @@ Every rule has the signature
 w: the current parameter array (any shape); dw: its gradient (same shape and
 dtype); config: a dict of hyperparameters and of the rule's running state
 (momentum velocity, RMSProp cache, Adam moments and step counter). Missing keys
-are filled with cs231n's defaults, so `rule(w, dw)` works and the returned config
-is the one to pass on the next step. One config belongs to one parameter array:
+are filled with cs231n's defaults, so `rule(w, dw)` works; the returned config
+is the dict passed in (a new one for config=None), to pass on the next step. One config belongs to one parameter array:
 the Solver gives each parameter its own copy, so Adam's step counter `t` counts
 that parameter's updates.
 
-Rules are pure: `w`, `dw` and the state arrays passed in are never modified; new
-arrays are returned. dtype is preserved (float32 in, float32 out and float32
+The config dict is updated in place and returned, as in cs231n: a notebook that
+calls `next_w, _ = sgd_momentum(w, dw, config=config)` then finds the new
+`config['velocity']` (rmsprop: `cache`; adam: `m`, `v`, `t`) in its own dict, and
+missing hyperparameters are filled in there. Hyperparameters are checked first
+(a ValueError naming the rule, before the dict is changed): learning_rate finite
+and >= 0, momentum, decay_rate, beta1, beta2 in [0, 1), epsilon finite and > 0,
+t an int >= 0; unknown keys are a ValueError too. State arrays of another dtype
+are cast to w's dtype.
+
+The arrays are not modified: `w`, `dw` and the state arrays passed in keep their
+values; the new state arrays are new arrays stored in the dict. dtype is preserved (float32 in, float32 out and float32
 state): hyperparameters are converted to Python floats, because a NumPy float64
 scalar would upcast float32 arrays under NumPy 2's promotion rules.
 
@@ -82,9 +91,41 @@ _STATE_KEYS = {
 }
 
 
+# the allowed range of every hyperparameter: (low, high, low_inclusive, high_inclusive)
+_RANGES = {
+    "learning_rate": (0.0, math.inf, True, False),
+    "momentum": (0.0, 1.0, True, False),
+    "decay_rate": (0.0, 1.0, True, False),
+    "beta1": (0.0, 1.0, True, False),
+    "beta2": (0.0, 1.0, True, False),
+    "epsilon": (0.0, math.inf, False, False),
+}
+
+
+def _check_hyper(rule: str, key: str, value):
+    """A hyperparameter as a Python float (Adam's `t` as a Python int), in range."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{rule}: config[{key!r}] must be a real number, got {value!r}")
+    if key == "t":
+        if not math.isfinite(value) or value != int(value) or value < 0:
+            raise ValueError(f"{rule}: config['t'] (the number of updates so far) must be an int >= 0, got {value!r}")
+        return int(value)
+    value = float(value)
+    low, high, low_in, high_in = _RANGES[key]
+    ok = math.isfinite(value) and (value >= low if low_in else value > low) and (
+        value <= high if high_in else value < high
+    )
+    if not ok:
+        interval = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+        raise ValueError(f"{rule}: config[{key!r}] must be finite and in {interval}, got {value!r}")
+    return value
+
+
 def _prepare(rule: str, w, dw, config):
-    """Validate (w, dw, config) and return a new config dict with defaults filled in
-    and every hyperparameter as a Python float (Adam's `t` as a Python int)."""
+    """Validate (w, dw, config) and return the config dict to update: the caller's
+    own dict (cs231n semantics), with defaults filled in and every hyperparameter
+    stored as a Python float (Adam's `t` as a Python int); a new dict when config
+    is None. Everything is checked before the caller's dict is touched."""
     check_array(rule, "w", w)
     check_array(rule, "dw", dw)
     if dw.shape != w.shape:
@@ -100,22 +141,27 @@ def _prepare(rule: str, w, dw, config):
     if unknown:
         # A misspelt key would otherwise be ignored in favour of the default.
         raise ValueError(
-            f"{rule}: unknown config keys {sorted(unknown)}; valid keys are {sorted(valid)}"
+            f"{rule}: unknown config keys {sorted(map(str, unknown))}; valid keys are {sorted(valid)}"
         )
-    out = dict(config)
+    filled = {}
     for key, default in defaults.items():
-        value = out.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"{rule}: config[{key!r}] must be a real number, got {value!r}")
-        out[key] = int(value) if key == "t" else float(value)
+        filled[key] = _check_hyper(rule, key, config.get(key, default))
     for key in _STATE_KEYS[rule]:
-        state = out.get(key)
+        state = config.get(key)
         if state is None:
-            out[key] = np.zeros_like(w)
-        elif not isinstance(state, np.ndarray) or state.shape != w.shape:
+            filled[key] = np.zeros_like(w)
+            continue
+        if not isinstance(state, np.ndarray) or state.shape != w.shape:
             got = state.shape if isinstance(state, np.ndarray) else type(state).__name__
             raise ValueError(f"{rule}: config[{key!r}] must be an array of w's shape {w.shape}, got {got}")
-    return out
+        if state.dtype != w.dtype:
+            if not (np.issubdtype(state.dtype, np.number) or state.dtype == np.bool_) or np.iscomplexobj(state):
+                raise TypeError(f"{rule}: config[{key!r}] must be a real array, got dtype {state.dtype}")
+            # Contract 4: w decides; a float64 state must not upcast a float32 parameter
+            state = state.astype(w.dtype)
+        filled[key] = state
+    config.update(filled)
+    return config
 
 
 def _flush_subnormals(*arrays):
