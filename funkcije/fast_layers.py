@@ -62,7 +62,7 @@ import numpy as np
 
 from . import _numpy_kernels
 from .config import ENV as _ENV, check_bool as _check_bool
-from .checks import affine_shapes, check_array, check_dout, check_same_dtype, conv_geometry, pool_geometry
+from .checks import affine_shapes, check_array, check_dout, check_mode, check_same_dtype, conv_geometry, pool_geometry
 
 __all__ = [
     "conv_forward_fast",
@@ -73,6 +73,8 @@ __all__ = [
     "max_pool_backward_fast",
     "avg_pool_forward_fast",
     "avg_pool_backward_fast",
+    "spatial_batchnorm_forward_fast",
+    "spatial_batchnorm_backward_fast",
     "IMPLEMENTATION",
     "implementation",
     "available_implementations",
@@ -1020,3 +1022,84 @@ def avg_pool_backward_fast(dout, cache):
     dx = np.zeros(x.shape, dtype=x.dtype)
     _kernels(x.dtype).avg_pool_backward(np.ascontiguousarray(dout), dx, g.pool_height, g.pool_width, *g.stride)
     return dx
+
+
+# ----------------------------------------------------------------------------- spatial batch norm
+
+
+class BatchNormCache(tuple):
+    """(mode, xhat, inv_std, gamma) of `spatial_batchnorm_forward_fast`; xhat (N, C, H, W),
+    inv_std and gamma (C,)."""
+
+    __slots__ = ()
+
+
+def spatial_batchnorm_forward_fast(x, gamma, beta, bn_param):
+    """Spatial batch norm as `layers.spatial_batchnorm_forward`, computed on the NCHW
+    array directly: no transposed copies, the statistics reduced over (N, H, W) with
+    float64 accumulation for float32 data, and the cache keeps xhat alone.
+
+    x: (N, C, H, W); gamma, beta: (C,); bn_param as for `layers.batchnorm_forward`
+    (`mode` required; running statistics written back). Returns out and a cache for
+    `spatial_batchnorm_backward_fast` (not interchangeable with the reference's).
+    """
+    from . import layers as L  # the reference defines the bn_param contract
+
+    layer = "spatial_batchnorm_forward_fast"
+    mode = check_mode(layer, bn_param, "bn_param")
+    check_array(layer, "x", x, 4)
+    check_array(layer, "gamma", gamma, 1)
+    check_array(layer, "beta", beta, 1)
+    check_same_dtype(layer, x=x, gamma=gamma, beta=beta)
+    N, C, H, W = x.shape
+    if gamma.shape != (C,) or beta.shape != (C,):
+        raise ValueError(f"{layer}: gamma and beta must have shape ({C},) for x of shape {x.shape}, "
+                         f"got {gamma.shape} and {beta.shape}")
+    eps = float(bn_param.get("eps", 1e-5))
+    momentum = float(bn_param.get("momentum", 0.9))
+    unbiased = bool(bn_param.get("unbiased", False))
+    running_mean, running_var = L._bn_state(bn_param, C, x.dtype)
+    dt = x.dtype
+    if mode == "train":
+        M = N * H * W
+        if M < 1:
+            raise ValueError(f"{layer}: train mode needs a non-empty batch, got x shape {x.shape}")
+        mu = x.mean(axis=(0, 2, 3), dtype=np.float64)
+        xhat = x - mu.astype(dt)[:, None, None]
+        var = np.einsum("nchw,nchw->c", xhat, xhat, dtype=np.float64) / M
+        inv_std = (1.0 / np.sqrt(var + eps)).astype(dt)
+        xhat *= inv_std[:, None, None]
+        running_mean = (momentum * running_mean + (1 - momentum) * mu).astype(dt)
+        tracked = var * (M / (M - 1)) if unbiased and M > 1 else var
+        running_var = (momentum * running_var + (1 - momentum) * tracked).astype(dt)
+    else:
+        inv_std = (1.0 / np.sqrt(running_var + eps)).astype(dt)
+        xhat = (x - running_mean[:, None, None]) * inv_std[:, None, None]
+    out = xhat * gamma[:, None, None]
+    out += beta[:, None, None]
+    bn_param["running_mean"] = running_mean
+    bn_param["running_var"] = running_var
+    return out, BatchNormCache((mode, xhat, inv_std, gamma))
+
+
+def spatial_batchnorm_backward_fast(dout, cache):
+    """Returns dx (N, C, H, W), dgamma (C,), dbeta (C,), in the closed form
+    dx = gamma inv_std (dout - mean(dout) - xhat mean(dout xhat)), means over (N, H, W)."""
+    layer = "spatial_batchnorm_backward_fast"
+    if not isinstance(cache, BatchNormCache):
+        raise TypeError(f"{layer}: cache must come from spatial_batchnorm_forward_fast, got {type(cache).__name__}")
+    mode, xhat, inv_std, gamma = cache
+    check_dout(layer, dout, xhat.shape, xhat.dtype)
+    N, C, H, W = xhat.shape
+    dt = xhat.dtype
+    dbeta = dout.sum(axis=(0, 2, 3), dtype=np.float64)
+    dgamma = np.einsum("nchw,nchw->c", dout, xhat, dtype=np.float64)
+    scale = (gamma * inv_std)[:, None, None]
+    if mode == "test":
+        return dout * scale, dgamma.astype(dt), dbeta.astype(dt)
+    M = N * H * W
+    dx = xhat * (dgamma / M).astype(dt)[:, None, None]
+    np.subtract(dout, dx, out=dx)
+    dx -= (dbeta / M).astype(dt)[:, None, None]
+    dx *= scale
+    return dx, dgamma.astype(dt), dbeta.astype(dt)

@@ -65,12 +65,16 @@ _FUNCTIONS = {
         "affine": (FL.affine_forward_fast, FL.affine_backward_fast),
         "max_pool": (FL.max_pool_forward_fast, FL.max_pool_backward_fast),
         "avg_pool": (FL.avg_pool_forward_fast, FL.avg_pool_backward_fast),
+        "batchnorm2d": (FL.spatial_batchnorm_forward_fast, FL.spatial_batchnorm_backward_fast),
+        "batchnorm1d": (L.batchnorm_forward, L.batchnorm_backward_alt),
     },
     "reference": {
         "conv": (L.conv_forward_naive, L.conv_backward_naive),
         "affine": (L.affine_forward, L.affine_backward),
         "max_pool": (L.max_pool_forward_naive, L.max_pool_backward_naive),
         "avg_pool": (L.avg_pool_forward_naive, L.avg_pool_backward_naive),
+        "batchnorm2d": (L.spatial_batchnorm_forward, L.spatial_batchnorm_backward),
+        "batchnorm1d": (L.batchnorm_forward, L.batchnorm_backward_alt),
     },
 }
 
@@ -301,7 +305,7 @@ class BatchNorm2d(_Norm):
     unbiased batch variance, as PyTorch does; None follows the model's setting."""
 
     kind = "bn"
-    _functions = (L.spatial_batchnorm_forward, L.spatial_batchnorm_backward)
+    op = "batchnorm2d"
     _rank = 3
 
     def __init__(self, eps=1e-5, momentum=0.9, unbiased=None):
@@ -325,10 +329,13 @@ class BatchNorm2d(_Norm):
 
     def forward(self, x, params, state, train):
         state["mode"] = "train" if train else "test"
-        return self._functions[0](x, params["gamma"], params["beta"], state)
+        fwd, bwd = _pair_fns(self.op)
+        out, cache = fwd(x, params["gamma"], params["beta"], state)
+        return out, (bwd, cache)
 
     def backward(self, dout, cache, need_dx=True):
-        dx, dgamma, dbeta = self._functions[1](dout, cache)
+        bwd, c = cache
+        dx, dgamma, dbeta = bwd(dout, c)
         return dx, {"gamma": dgamma, "beta": dbeta}
 
     def _repr_args(self):
@@ -338,7 +345,7 @@ class BatchNorm2d(_Norm):
 class BatchNorm1d(BatchNorm2d):
     """Batch norm of (N, D) features; as BatchNorm2d otherwise."""
 
-    _functions = (L.batchnorm_forward, L.batchnorm_backward_alt)
+    op = "batchnorm1d"
     _rank = 1
 
 

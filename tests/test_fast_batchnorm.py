@@ -1,0 +1,120 @@
+"""The fast spatial batch norm (fast_layers.spatial_batchnorm_*_fast) against the reference."""
+import numpy as np
+import pytest
+
+from funkcije import fast_layers as FL
+from funkcije import layers as L
+from funkcije.gradient_check import eval_numerical_gradient_array, rel_error
+
+SHAPES = [(2, 3, 4, 5), (1, 4, 3, 3), (5, 1, 1, 1), (3, 16, 7, 1), (4, 64, 8, 8), (1, 2, 1, 7)]
+
+
+def _scale_error(a, b):
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+
+def _inputs(rng, shape, dtype):
+    C = shape[1]
+    x = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
+    gamma = rng.standard_normal(C).astype(dtype)
+    beta = rng.standard_normal(C).astype(dtype)
+    return x, gamma, beta
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_matches_reference_float64(shape, unbiased, rng):
+    x, gamma, beta = _inputs(rng, shape, np.float64)
+    p_ref = {"mode": "train", "momentum": 0.7, "unbiased": unbiased}
+    p_fast = dict(p_ref)
+    out_r, c_r = L.spatial_batchnorm_forward(x, gamma, beta, p_ref)
+    out_f, c_f = FL.spatial_batchnorm_forward_fast(x, gamma, beta, p_fast)
+    assert out_f.dtype == np.float64 and out_f.shape == x.shape
+    assert _scale_error(out_f, out_r) < 1e-12
+    for k in ("running_mean", "running_var"):
+        np.testing.assert_allclose(p_fast[k], p_ref[k], rtol=1e-12, atol=1e-14)
+    dout = rng.standard_normal(x.shape)
+    for got, want in zip(FL.spatial_batchnorm_backward_fast(dout, c_f), L.spatial_batchnorm_backward(dout, c_r)):
+        assert got.shape == want.shape and _scale_error(got, want) < 1e-11
+    # test mode with the statistics just written
+    p_ref["mode"] = p_fast["mode"] = "test"
+    out_r, c_r = L.spatial_batchnorm_forward(x, gamma, beta, p_ref)
+    out_f, c_f = FL.spatial_batchnorm_forward_fast(x, gamma, beta, p_fast)
+    assert _scale_error(out_f, out_r) < 1e-12
+    for got, want in zip(FL.spatial_batchnorm_backward_fast(dout, c_f), L.spatial_batchnorm_backward(dout, c_r)):
+        assert _scale_error(got, want) < 1e-12
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_float32_kept_and_close_to_float64(shape, rng):
+    x, gamma, beta = _inputs(rng, shape, np.float64)
+    out64, c64 = FL.spatial_batchnorm_forward_fast(x, gamma, beta, {"mode": "train"})
+    f = lambda a: a.astype(np.float32)  # noqa: E731
+    p = {"mode": "train"}
+    out32, c32 = FL.spatial_batchnorm_forward_fast(f(x), f(gamma), f(beta), p)
+    assert out32.dtype == np.float32 and p["running_mean"].dtype == np.float32 and p["running_var"].dtype == np.float32
+    assert _scale_error(out32, out64) < 1e-5
+    dout = rng.standard_normal(x.shape)
+    for g32, g64 in zip(FL.spatial_batchnorm_backward_fast(f(dout), c32), FL.spatial_batchnorm_backward_fast(dout, c64)):
+        assert g32.dtype == np.float32 and _scale_error(g32, g64) < 1e-5
+
+
+def test_float32_statistics_accumulate_in_float64(rng):
+    # a large mean over many values: float32 accumulation would lose the variance
+    x = (rng.standard_normal((64, 2, 32, 32)) + 300.0).astype(np.float32)
+    p = {"mode": "train", "momentum": 0.0}
+    FL.spatial_batchnorm_forward_fast(x, np.ones(2, np.float32), np.zeros(2, np.float32), p)
+    want = x.astype(np.float64).var(axis=(0, 2, 3))
+    np.testing.assert_allclose(p["running_var"], want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["train", "test"])
+def test_numerical_gradient(mode, rng):
+    x, gamma, beta = _inputs(rng, (3, 2, 3, 4), np.float64)
+    p = {"mode": "train"}
+    FL.spatial_batchnorm_forward_fast(x, gamma, beta, p)
+    p["mode"] = mode
+    out, cache = FL.spatial_batchnorm_forward_fast(x, gamma, beta, dict(p))
+    dout = rng.standard_normal(out.shape)
+    dx, dgamma, dbeta = FL.spatial_batchnorm_backward_fast(dout, cache)
+    for arr, grad in ((x, dx), (gamma, dgamma), (beta, dbeta)):
+        num = eval_numerical_gradient_array(lambda _: FL.spatial_batchnorm_forward_fast(x, gamma, beta, dict(p))[0],
+                                            arr, dout)
+        assert rel_error(grad, num) < 1e-7
+
+
+def test_against_torch(torch, rng):
+    x, gamma, beta = _inputs(rng, (4, 3, 5, 5), np.float64)
+    p = {"mode": "train", "unbiased": True, "momentum": 0.9}
+    out, cache = FL.spatial_batchnorm_forward_fast(x, gamma, beta, p)
+    tx = torch.tensor(x, requires_grad=True)
+    tg = torch.tensor(gamma, requires_grad=True)
+    tb = torch.tensor(beta, requires_grad=True)
+    rm, rv = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    ref = torch.nn.functional.batch_norm(tx, rm, rv, tg, tb, training=True, momentum=0.1, eps=1e-5)
+    dout = rng.standard_normal(x.shape)
+    ref.backward(torch.tensor(dout))
+    np.testing.assert_allclose(out, ref.detach().numpy(), rtol=1e-12, atol=1e-12)
+    for got, want in zip(FL.spatial_batchnorm_backward_fast(dout, cache), (tx.grad, tg.grad, tb.grad)):
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(p["running_mean"], rm.numpy(), rtol=1e-13)
+    np.testing.assert_allclose(p["running_var"], rv.numpy(), rtol=1e-13)
+
+
+def test_bad_input(rng):
+    x, gamma, beta = _inputs(rng, (2, 3, 4, 4), np.float64)
+    with pytest.raises(ValueError, match="mode"):
+        FL.spatial_batchnorm_forward_fast(x, gamma, beta, {})
+    with pytest.raises(ValueError, match="4 dimensions"):
+        FL.spatial_batchnorm_forward_fast(x[0], gamma, beta, {"mode": "train"})
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        FL.spatial_batchnorm_forward_fast(x, gamma[:2], beta, {"mode": "train"})
+    with pytest.raises(TypeError, match="share one dtype"):
+        FL.spatial_batchnorm_forward_fast(x, gamma.astype(np.float32), beta, {"mode": "train"})
+    out, cache = FL.spatial_batchnorm_forward_fast(x, gamma, beta, {"mode": "train"})
+    with pytest.raises(ValueError, match="forward output's shape"):
+        FL.spatial_batchnorm_backward_fast(out[:1], cache)
+    with pytest.raises(TypeError, match="spatial_batchnorm_forward_fast"):
+        FL.spatial_batchnorm_backward_fast(out, L.spatial_batchnorm_forward(x, gamma, beta, {"mode": "train"})[1])
+    with pytest.raises(ValueError, match="non-empty"):
+        FL.spatial_batchnorm_forward_fast(x[:0], gamma, beta, {"mode": "train"})
