@@ -1,4 +1,4 @@
-"""Every switch of funkcije in one place (DESIGN.md, Contract 7).
+"""Every switch of funkcije in one place (docs/ARCHITECTURE.md, Contract 7).
 
     from funkcije import config
     config.get()                         # {'layers': 'fast', 'implementation': 'cython', ...}

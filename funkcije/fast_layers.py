@@ -35,7 +35,7 @@ The affine layers are here too (`affine_forward_fast`): the same GEMMs as the
 reference, split over the conv threads so that OpenBLAS's own thread team never
 wakes up between the layers of a network (see the note at `_AFFINE_SPLIT_MIN`).
 
-Implementations (DESIGN.md, Contract 7): `IMPLEMENTATION` is "cython" when the
+Implementations (docs/ARCHITECTURE.md, Contract 7): `IMPLEMENTATION` is "cython" when the
 compiled extension `funkcije.im2col_cython` is importable, else "numpy" (a pure-NumPy
 fallback with the same results, announced by one RuntimeWarning at import).
 `FUNKCIJE_FORCE_NUMPY=1` at import, or `use_implementation("numpy")`, forces the

@@ -14,7 +14,7 @@ __all__ = [
 
 
 def rng_from_seed(seed):
-    """A Generator for a model's initialisation (DESIGN.md, Contract 6): an int seeds
+    """A Generator for a model's initialisation (docs/ARCHITECTURE.md, Contract 6): an int seeds
     it, a Generator is used as it is, None draws its seed from NumPy's global RNG, so
     `np.random.seed(231)` before building a model makes a notebook repeatable."""
     if isinstance(seed, np.random.Generator):

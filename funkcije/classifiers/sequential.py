@@ -1,4 +1,4 @@
-"""Models as compositions of layer objects (DESIGN.md, "Models as compositions").
+"""Models as compositions of layer objects (docs/ARCHITECTURE.md, "Models as compositions").
 
     from funkcije.classifiers.sequential import Sequential, Conv2d, BatchNorm2d, ReLU, MaxPool2d, Flatten, Affine
     model = Sequential(
