@@ -73,6 +73,7 @@ __all__ = [
     "DEFAULT_CONFIGS",
     "get_update_rule",
     "update_rule_name",
+    "check_config",
 ]
 
 # cs231n's defaults; the state entries (velocity, cache, m, v) default to zeros
@@ -121,16 +122,12 @@ def _check_hyper(rule: str, key: str, value):
     return value
 
 
-def _prepare(rule: str, w, dw, config):
-    """Validate (w, dw, config) and return the config dict to update: the caller's
-    own dict (cs231n semantics), with defaults filled in and every hyperparameter
-    stored as a Python float (Adam's `t` as a Python int); a new dict when config
-    is None. Everything is checked before the caller's dict is touched."""
-    check_array(rule, "w", w)
-    check_array(rule, "dw", dw)
-    if dw.shape != w.shape:
-        raise ValueError(f"{rule}: dw must have w's shape {w.shape}, got {dw.shape}")
-    check_same_dtype(rule, w=w, dw=dw)
+def check_config(rule: str, config) -> dict:
+    """Validate the hyperparameters of a named rule's config (keys and ranges, not
+    the state arrays) and return them with defaults filled in, as a new dict. The
+    Solver calls this up front; every rule call does the same checks."""
+    if rule not in DEFAULT_CONFIGS:
+        raise ValueError(f"check_config: unknown update rule {rule!r}; valid names are {sorted(DEFAULT_CONFIGS)}")
     if config is None:
         config = {}
     elif not isinstance(config, dict):
@@ -143,9 +140,22 @@ def _prepare(rule: str, w, dw, config):
         raise ValueError(
             f"{rule}: unknown config keys {sorted(map(str, unknown))}; valid keys are {sorted(valid)}"
         )
-    filled = {}
-    for key, default in defaults.items():
-        filled[key] = _check_hyper(rule, key, config.get(key, default))
+    return {key: _check_hyper(rule, key, config.get(key, default)) for key, default in defaults.items()}
+
+
+def _prepare(rule: str, w, dw, config):
+    """Validate (w, dw, config) and return the config dict to update: the caller's
+    own dict (cs231n semantics), with defaults filled in and every hyperparameter
+    stored as a Python float (Adam's `t` as a Python int); a new dict when config
+    is None. Everything is checked before the caller's dict is touched."""
+    check_array(rule, "w", w)
+    check_array(rule, "dw", dw)
+    if dw.shape != w.shape:
+        raise ValueError(f"{rule}: dw must have w's shape {w.shape}, got {dw.shape}")
+    check_same_dtype(rule, w=w, dw=dw)
+    filled = check_config(rule, config)
+    if config is None:
+        config = {}
     for key in _STATE_KEYS[rule]:
         state = config.get(key)
         if state is None:

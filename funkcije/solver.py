@@ -419,6 +419,16 @@ class Solver:
             config = {}
         if not isinstance(config, dict):
             raise TypeError(f"Solver: optim_config must be a dict, got {type(config).__name__}")
+        lr = config.get("learning_rate")
+        if lr is not None and (
+            isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr < 0
+        ):
+            raise ValueError(
+                f"Solver: optim_config['learning_rate'] must be a finite number >= 0, got {lr!r}"
+            )
+        if self.update_rule_name in optim.DEFAULT_CONFIGS:
+            # the rule's own checks (unknown keys, ranges), before any data is touched
+            optim.check_config(self.update_rule_name, config)
         self.optim_config = config
         self.lr_decay = _check_real("lr_decay", settings["lr_decay"])
         self.batch_size = _check_int("batch_size", settings["batch_size"], 1)
@@ -487,7 +497,33 @@ class Solver:
                     f"Solver: X_{split} and y_{split} must be non-empty arrays of equal length, got "
                     f"{getattr(X, 'shape', type(X).__name__)} and {getattr(y, 'shape', type(y).__name__)}"
                 )
+            self._check_labels(f"y_{split}", y)
         self._num_train = int(self.X_train.shape[0])
+
+    @staticmethod
+    def _check_labels(name, y, num_classes=None):
+        """Labels: a 1-D array of non-negative integers (integral floats are accepted,
+        as cs231n compares them to argmax), below num_classes when it is known."""
+        y = np.asarray(y)
+        if y.ndim != 1:
+            raise ValueError(f"Solver: {name} must be a 1-D array of class labels, got shape {y.shape}")
+        if np.issubdtype(y.dtype, np.floating):
+            bad = ~np.isfinite(y) | (y != np.round(y))
+            if bad.any():
+                raise ValueError(
+                    f"Solver: {name} must hold integer class labels, got {y[bad][0].item()!r} "
+                    f"at index {int(np.flatnonzero(bad)[0])}"
+                )
+        elif not np.issubdtype(y.dtype, np.integer):
+            raise TypeError(f"Solver: {name} must hold integer class labels, got dtype {y.dtype}")
+        if y.size and y.min() < 0:
+            raise ValueError(f"Solver: {name} must hold class labels >= 0, got {y.min().item()!r}")
+        if num_classes is not None and y.size and y.max() >= num_classes:
+            raise ValueError(
+                f"Solver: {name} holds label {y.max().item()!r}, but the model scores only {num_classes} classes "
+                f"(labels must lie in [0, {num_classes}))"
+            )
+        return y
 
     def _merge_checkpoint_settings(self, settings, given, ckpt):
         conflicts = []
@@ -622,15 +658,21 @@ class Solver:
         N = X.shape[0]
         if N == 0:
             raise ValueError("Solver.check_accuracy: X is empty")
+        y_all = y = np.asarray(y)
+        if y.shape != (N,):
+            raise ValueError(f"Solver.check_accuracy: y must have shape ({N},) to match X, got {y.shape}")
         if num_samples is not None and N > num_samples:
             idx = self._eval_rng.choice(N, num_samples, replace=False)
             X, y = X[idx], y[idx]
             N = num_samples
         preds = []
+        num_classes = None
         for start in range(0, N, batch_size):
             scores = self.model.loss(X[start : start + batch_size])
+            num_classes = scores.shape[1]
             preds.append(np.argmax(scores, axis=1))
-        return float(np.mean(np.concatenate(preds) == np.asarray(y)))
+        self._check_labels("y", y_all, num_classes)
+        return float(np.mean(np.concatenate(preds) == y))
 
     def _snapshot_bn(self):
         bn = getattr(self.model, "bn_params", None)
@@ -652,12 +694,23 @@ class Solver:
             self._load_bn(self._best_bn_params)
         return True
 
+    def _state_is_finite(self):
+        """True when every param (and running statistic) is finite: params with a
+        NaN or an infinity are never kept as the best ones."""
+        arrays = list(self.model.params.values())
+        for d in getattr(self.model, "bn_params", None) or []:
+            if isinstance(d, dict):
+                arrays += [v for v in d.values() if isinstance(v, np.ndarray)]
+        return all(
+            np.isfinite(a).all() for a in arrays if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.inexact)
+        )
+
     def _check_epoch(self, train_loss_mean=None):
         train_acc = self.check_accuracy(self.X_train, self.y_train, num_samples=self.num_train_samples)
         val_acc = self.check_accuracy(self.X_val, self.y_val, num_samples=self.num_val_samples)
         self.train_acc_history.append(train_acc)
         self.val_acc_history.append(val_acc)
-        if val_acc > self.best_val_acc or not self.best_params:
+        if (val_acc > self.best_val_acc or not self.best_params) and self._state_is_finite():
             self.best_val_acc = val_acc
             self.best_params = {k: v.copy() for k, v in self.model.params.items()}
             self._best_bn_params = self._snapshot_bn()

@@ -600,3 +600,78 @@ def test_silent_unless_verbose(capfd):
     Solver(SoftmaxRegression(), data, batch_size=50, num_epochs=1, seed=0, print_every=None, verbose=True).train()
     out, _ = capfd.readouterr()
     assert "Iteration" not in out and "(Epoch 1 / 1)" in out
+
+
+# ----------------------------------------------------------------------------- issue 11: bad settings and labels
+
+
+@pytest.mark.parametrize("lr", [float("nan"), float("inf"), -float("inf"), -0.1, "0.1", True])
+def test_bad_learning_rate_is_rejected_up_front(lr):
+    with pytest.raises(ValueError, match=r"Solver: optim_config\['learning_rate'\] must be a finite number"):
+        Solver(SoftmaxRegression(), make_data(), optim_config={"learning_rate": lr}, **QUIET)
+
+
+def test_optim_config_is_checked_against_the_rule_up_front():
+    with pytest.raises(ValueError, match=r"adam: unknown config keys \['lr'\]"):
+        Solver(SoftmaxRegression(), make_data(), update_rule="adam", optim_config={"lr": 0.1}, **QUIET)
+    with pytest.raises(ValueError, match=r"adam: config\['beta1'\]"):
+        Solver(SoftmaxRegression(), make_data(), update_rule="adam", optim_config={"beta1": 1.0}, **QUIET)
+
+
+class NaNParamsAfter(SoftmaxRegression):
+    """Its loss is finite but the update rule's step poisons W after `bad_call` calls."""
+
+    def __init__(self, bad_call, **kw):
+        super().__init__(**kw)
+        self.bad_call, self.calls = bad_call, 0
+
+    def loss(self, X, y=None):
+        out = super().loss(X, y)
+        if y is None:
+            return np.nan_to_num(out)
+        self.calls += 1
+        if self.calls >= self.bad_call:
+            loss, grads = out
+            grads["W"] = np.full_like(grads["W"], np.inf)
+            return 1.0, grads
+        return out
+
+
+def test_non_finite_params_are_never_kept_as_best():
+    data = make_data()
+    data["y_val"][:] = 0  # poisoned params score every sample as class 0: val acc 1.0, "better" than any
+    model = NaNParamsAfter(bad_call=5)  # 4 iterations per epoch: W is inf from the second epoch on
+    s = Solver(model, data, optim_config={"learning_rate": 0.1}, batch_size=50, num_epochs=3, seed=0, **QUIET)
+    with np.errstate(invalid="ignore"):
+        s.train()
+    assert s.val_acc_history[-1] == 1.0 and s.best_val_acc < 1.0 and s._best_epoch in (0, 1)
+    assert all(np.isfinite(v).all() for v in s.best_params.values())
+    assert np.isfinite(model.params["W"]).all()  # train() ended by restoring the finite best
+
+
+def test_nan_negative_and_out_of_range_labels_are_clear_errors():
+    data = make_data()
+    bad = dict(data, y_val=data["y_val"].astype(float))
+    bad["y_val"][3] = np.nan
+    with pytest.raises(ValueError, match=r"Solver: y_val must hold integer class labels, got nan at index 3"):
+        Solver(SoftmaxRegression(), bad, **QUIET)
+    bad = dict(data, y_train=data["y_train"] - 1)
+    with pytest.raises(ValueError, match=r"Solver: y_train must hold class labels >= 0"):
+        Solver(SoftmaxRegression(), bad, **QUIET)
+    bad = dict(data, y_val=data["y_val"][:, None])
+    with pytest.raises(ValueError, match=r"y_val must be a 1-D array"):
+        Solver(SoftmaxRegression(), bad, **QUIET)
+    bad = dict(data, y_val=data["y_val"].astype(str))
+    with pytest.raises(TypeError, match="y_val must hold integer class labels"):
+        Solver(SoftmaxRegression(), bad, **QUIET)
+    bad = dict(data, y_val=data["y_val"] + 5)  # 3 classes
+    s = Solver(SoftmaxRegression(), bad, batch_size=50, num_epochs=1, seed=0, **QUIET)
+    with pytest.raises(ValueError, match=r"y holds label 7, but the model scores only 3 classes"):
+        s.train()
+    with pytest.raises(ValueError, match=r"check_accuracy: y must have shape \(60,\)"):
+        s.check_accuracy(data["X_val"], data["y_val"][:10])
+    # integral float labels keep working, as they did
+    ok = dict(data, y_val=data["y_val"].astype(np.float64))
+    s = Solver(SoftmaxRegression(), ok, batch_size=50, num_epochs=1, seed=0, **QUIET)
+    s.train()
+    assert 0 <= s.best_val_acc <= 1
