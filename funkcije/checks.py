@@ -18,6 +18,8 @@ __all__ = [
     "check_labels",
     "check_mode",
     "check_dout",
+    "check_perturbable",
+    "check_step",
     "affine_shapes",
     "conv_output_size",
     "ConvGeometry",
@@ -243,3 +245,31 @@ def affine_shapes(layer: str, x, w, b) -> tuple[int, int, int]:
             f"(D, M) = ({D}, M) and b (M,); got w {w.shape}, b {b.shape}"
         )
     return N, D, w.shape[1]
+
+
+def check_perturbable(func: str, name: str, x) -> np.ndarray:
+    """An array a numerical-gradient routine may perturb in place: a writable ndarray
+    of a real floating dtype (an integer array would truncate x + h)."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(
+            f"{func}: {name} must be a numpy.ndarray (it is perturbed in place and f reads it), "
+            f"got {type(x).__name__}"
+        )
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(
+            f"{func}: {name} must have a floating dtype (float64 for gradient checks), got {x.dtype}; "
+            f"perturbing a {x.dtype} array in place would truncate the step h, so pass "
+            f"{name}.astype(np.float64) and let f read that array"
+        )
+    if not x.flags.writeable:
+        raise ValueError(f"{func}: {name} must be writable (it is perturbed in place and restored), got a read-only array")
+    return x
+
+
+def check_step(func: str, h) -> float:
+    """The finite-difference step: a finite real number > 0."""
+    if isinstance(h, (bool, np.bool_)) or not isinstance(h, numbers.Real):
+        raise TypeError(f"{func}: h must be a real number > 0, got {h!r}")
+    if not (np.isfinite(h) and h > 0):
+        raise ValueError(f"{func}: h must be a finite number > 0, got {h!r}")
+    return float(h)

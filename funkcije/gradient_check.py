@@ -3,11 +3,18 @@ compare them with analytic ones (cs231n's names and signatures).
 
 These functions perturb `x` in place and restore it, so `f` must read `x` each
 time it is called. Use float64 arrays: float32 rounding swamps a step of 1e-5.
+`x` must therefore be a writable floating ndarray: a list, a read-only array or
+an integer array (whose x + h would be truncated) is a TypeError/ValueError, as
+is a step h that is not a finite number > 0.
 Nothing here prints unless `verbose=True` is asked for.
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
+
+from .checks import check_perturbable, check_step
 
 __all__ = [
     "rel_error",
@@ -34,6 +41,8 @@ def eval_numerical_gradient(f, x, verbose=True, h=1e-5):
 
     f: takes x (any shape) and returns a scalar. Returns an array shaped like x.
     """
+    check_perturbable("eval_numerical_gradient", "x", x)
+    h = check_step("eval_numerical_gradient", h)
     grad = np.zeros_like(x)
     it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
     while not it.finished:
@@ -44,6 +53,11 @@ def eval_numerical_gradient(f, x, verbose=True, h=1e-5):
         x[ix] = old - h
         fxmh = f(x)
         x[ix] = old
+        if np.ndim(fxph) != 0:
+            raise ValueError(
+                f"eval_numerical_gradient: f must return a scalar, got shape {np.shape(fxph)} "
+                "(use eval_numerical_gradient_array for functions returning arrays)"
+            )
         grad[ix] = (fxph - fxmh) / (2 * h)
         if verbose:
             print(ix, grad[ix])
@@ -53,6 +67,10 @@ def eval_numerical_gradient(f, x, verbose=True, h=1e-5):
 
 def eval_numerical_gradient_array(f, x, df, h=1e-5):
     """Gradient of sum(f(x) * df) at x, for f returning an array (df: f's output shape)."""
+    layer = "eval_numerical_gradient_array"
+    check_perturbable(layer, "x", x)
+    h = check_step(layer, h)
+    df = np.asarray(df)
     grad = np.zeros_like(x)
     it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
     while not it.finished:
@@ -63,6 +81,8 @@ def eval_numerical_gradient_array(f, x, df, h=1e-5):
         x[ix] = old - h
         neg = np.array(f(x), copy=True)
         x[ix] = old
+        if df.shape != pos.shape:
+            raise ValueError(f"{layer}: df must have the shape of f(x), {pos.shape}, got {df.shape}")
         grad[ix] = np.sum((pos - neg) * df) / (2 * h)
         it.iternext()
     return grad
@@ -72,6 +92,10 @@ def eval_numerical_gradient_blobs(f, inputs, output, h=1e-5):
     """For functions that take several arrays (`inputs`, perturbed one at a time) and
     write into `output`: returns the gradient of sum(output * output_diff) for each input,
     with `output.diff` holding the upstream gradient (cs231n's blob convention)."""
+    layer = "eval_numerical_gradient_blobs"
+    h = check_step(layer, h)
+    for i, blob in enumerate(inputs):
+        check_perturbable(layer, f"inputs[{i}].vals", getattr(blob, "vals", None))
     grads = []
     for blob in inputs:
         diff = np.zeros_like(blob.vals)
@@ -99,6 +123,16 @@ def grad_check_sparse(f, x, analytic_grad, num_checks=10, h=1e-5, seed=None, ver
     elements; NumPy's global RNG is not used. Prints one line per check when verbose,
     as cs231n's version does.
     """
+    layer = "grad_check_sparse"
+    check_perturbable(layer, "x", x)
+    h = check_step(layer, h)
+    analytic_grad = np.asarray(analytic_grad)
+    if analytic_grad.shape != x.shape:
+        raise ValueError(f"{layer}: analytic_grad must have x's shape {x.shape}, got {analytic_grad.shape}")
+    if isinstance(num_checks, bool) or not isinstance(num_checks, numbers.Integral) or num_checks < 0:
+        raise ValueError(f"{layer}: num_checks must be an int >= 0, got {num_checks!r}")
+    if num_checks and x.size == 0:
+        raise ValueError(f"{layer}: x is empty (shape {x.shape}): there is no element to check")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     errors = []
     for _ in range(num_checks):

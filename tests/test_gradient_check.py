@@ -208,3 +208,81 @@ def test_report_runs_as_a_module():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.splitlines()[0].split()[:4] == ["layer", "wrt", "rel", "error"]
     assert "within their thresholds" in proc.stdout
+
+
+# ----------------------------------------------------------------------------- issue 11: bad input
+
+
+from funkcije.gradient_check import (  # noqa: E402
+    eval_numerical_gradient as _eng,
+    eval_numerical_gradient_array as _enga,
+    eval_numerical_gradient_blobs as _engb,
+    grad_check_sparse as _gcs,
+)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.bool_, np.complex128])
+def test_non_float_x_is_a_clear_error_not_a_truncated_step(dtype):
+    x = np.array([1, 2, 3]).astype(dtype)
+    with pytest.raises(TypeError, match=r"eval_numerical_gradient: x must have a floating dtype.*astype"):
+        _eng(lambda v: float(np.sum(v * v).real), x, verbose=False)
+    with pytest.raises(TypeError, match=r"eval_numerical_gradient_array: x must have a floating dtype"):
+        _enga(lambda v: v * 2, x, np.ones(3))
+    with pytest.raises(TypeError, match=r"grad_check_sparse: x must have a floating dtype"):
+        _gcs(lambda v: float(np.sum(v)), x, np.ones(3), verbose=False)
+    np.testing.assert_array_equal(x, np.array([1, 2, 3]).astype(dtype))  # untouched
+
+
+def test_float_copy_of_integer_x_gives_the_right_gradient():
+    x = np.array([1, 2, 3]).astype(np.float64)
+    np.testing.assert_allclose(_eng(lambda v: float(np.sum(v * v)), x, verbose=False), [2, 4, 6], rtol=1e-8)
+
+
+def test_list_and_read_only_x_are_clear_errors():
+    with pytest.raises(TypeError, match=r"eval_numerical_gradient: x must be a numpy.ndarray.*list"):
+        _eng(lambda v: 0.0, [1.0, 2.0], verbose=False)
+    with pytest.raises(TypeError, match=r"eval_numerical_gradient_array: x must be a numpy.ndarray"):
+        _enga(lambda v: v, [1.0], np.ones(1))
+    ro = np.ones(3)
+    ro.flags.writeable = False
+    for fn, args in ((_eng, (lambda v: 0.0, ro)), (_enga, (lambda v: v, ro, np.ones(3))),
+                     (_gcs, (lambda v: 0.0, ro, np.ones(3)))):
+        with pytest.raises(ValueError, match=rf"{fn.__name__}: x must be writable"):
+            fn(*args)
+
+
+class _Blob:
+    def __init__(self, vals):
+        self.vals = vals
+        self.diffs = np.zeros_like(vals)
+
+
+@pytest.mark.parametrize("h", [0, -1e-5, float("nan"), float("inf")])
+def test_non_positive_or_non_finite_h_is_a_value_error(h):
+    x = np.ones(3)
+    with pytest.raises(ValueError, match=r"eval_numerical_gradient: h must be a finite number > 0"):
+        _eng(lambda v: 0.0, x, verbose=False, h=h)
+    with pytest.raises(ValueError, match=r"eval_numerical_gradient_array: h must be"):
+        _enga(lambda v: v, x, np.ones(3), h=h)
+    with pytest.raises(ValueError, match=r"grad_check_sparse: h must be"):
+        _gcs(lambda v: 0.0, x, np.ones(3), h=h, verbose=False)
+    with pytest.raises(ValueError, match=r"eval_numerical_gradient_blobs: h must be"):
+        _engb(lambda *a: None, (_Blob(np.ones(2)),), _Blob(np.ones(2)), h=h)
+    with pytest.raises(TypeError, match=r"eval_numerical_gradient: h must be a real number"):
+        _eng(lambda v: 0.0, x, verbose=False, h="1e-5")
+
+
+def test_other_bad_arguments():
+    x = np.ones(3)
+    with pytest.raises(ValueError, match=r"eval_numerical_gradient_array: df must have the shape of f\(x\), \(3,\)"):
+        _enga(lambda v: v * 2, x, np.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"eval_numerical_gradient: f must return a scalar"):
+        _eng(lambda v: v * 2, x, verbose=False)
+    with pytest.raises(ValueError, match=r"grad_check_sparse: analytic_grad must have x's shape"):
+        _gcs(lambda v: 0.0, x, np.ones(4), verbose=False)
+    with pytest.raises(ValueError, match=r"grad_check_sparse: num_checks"):
+        _gcs(lambda v: 0.0, x, np.ones(3), num_checks=-1, verbose=False)
+    with pytest.raises(ValueError, match=r"grad_check_sparse: x is empty"):
+        _gcs(lambda v: 0.0, np.ones(0), np.ones(0), verbose=False)
+    with pytest.raises(TypeError, match=r"eval_numerical_gradient_blobs: inputs\[0\].vals must be a numpy.ndarray"):
+        _engb(lambda *a: None, (_Blob([1.0]),), _Blob(np.ones(2)))
