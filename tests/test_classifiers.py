@@ -366,3 +366,28 @@ def test_l2_gradient_on_large_weights_matches_the_formula(rng):
     np.testing.assert_allclose(grads["W1"], grads0["W1"] + 0.25 * W1, rtol=1e-12, atol=1e-15)
     expected = loss0 + 0.125 * sum((model.params[k] ** 2).sum() for k in ("W1", "W2"))
     assert abs(loss - expected) < 1e-10
+
+
+def test_fc_net_star_import_gives_the_layer_functions_like_cs231n():
+    import funkcije.layer_utils as LU
+    import funkcije.layers as LL
+    ns = {}
+    exec("from funkcije.classifiers.fc_net import *", ns)
+    for name in ("affine_forward", "affine_backward", "relu_forward", "relu_backward", "batchnorm_forward",
+                 "dropout_forward", "softmax_loss", "svm_loss", "layernorm_backward"):
+        assert ns[name] is getattr(LL, name), name
+    for name in ("affine_relu_forward", "affine_relu_backward", "conv_relu_pool_forward"):
+        assert ns[name] is getattr(LU, name), name
+    assert "TwoLayerNet" in ns and "FullyConnectedNet" in ns
+
+
+def test_fully_connected_net_accepts_cs231n_2019_dropout_keyword():
+    from funkcije.classifiers import FullyConnectedNet
+    a = FullyConnectedNet([5], input_dim=4, num_classes=3, dropout=0.5, seed=0)
+    b = FullyConnectedNet([5], input_dim=4, num_classes=3, dropout_keep_ratio=0.5, seed=0)
+    assert a.use_dropout and a.dropout_param["p"] == b.dropout_param["p"] == 0.5
+    FullyConnectedNet([5], input_dim=4, num_classes=3, dropout=0.5, dropout_keep_ratio=0.5, seed=0)
+    with pytest.raises(ValueError, match="FullyConnectedNet: dropout=0.5 and dropout_keep_ratio=0.7"):
+        FullyConnectedNet([5], input_dim=4, num_classes=3, dropout=0.5, dropout_keep_ratio=0.7)
+    with pytest.raises(ValueError, match="keep probability"):
+        FullyConnectedNet([5], input_dim=4, num_classes=3, dropout=0)

@@ -21,8 +21,14 @@ from ..layer_utils import (
     affine_relu_backward,
     affine_relu_forward,
 )
-from ..fast_layers import affine_backward_fast as affine_backward, affine_forward_fast as affine_forward, flushes_denormals
+from ..fast_layers import affine_backward_fast as _affine_backward, affine_forward_fast as _affine_forward, flushes_denormals
 from ..layers import dropout_backward, dropout_forward, softmax_loss
+# cs231n's fc_net does `from ..layers import *` and `from ..layer_utils import *`, and its
+# notebooks rely on `from cs231n.classifiers.fc_net import *` giving the layer functions:
+# the same names come out of this module's star import (the models use the fast affine).
+from .. import layer_utils as _layer_utils, layers as _layers
+from ..layers import *  # noqa: F401,F403
+from ..layer_utils import *  # noqa: F401,F403
 from .base import (
     add_l2_grads as _add_l2_grads,
     as_model_input as _as_model_input,
@@ -34,7 +40,11 @@ from .base import (
     rng_from_seed as _rng_from_seed,
 )
 
-__all__ = ["TwoLayerNet", "FullyConnectedNet"]
+_LAYER_NAMES = sorted(
+    name for name, obj in vars(_layers).items()
+    if callable(obj) and not name.startswith("_") and getattr(obj, "__module__", None) == _layers.__name__
+)
+__all__ = ["TwoLayerNet", "FullyConnectedNet", *_LAYER_NAMES, *_layer_utils.__all__]
 
 
 # ----------------------------------------------------------------------------- TwoLayerNet
@@ -74,12 +84,12 @@ class TwoLayerNet:
         _check_features("TwoLayerNet", X, self.input_dim)
         p = self.params
         h, cache1 = affine_relu_forward(X, p["W1"], p["b1"])
-        scores, cache2 = affine_forward(h, p["W2"], p["b2"])
+        scores, cache2 = _affine_forward(h, p["W2"], p["b2"])
         if y is None:
             return scores
         loss, dscores = softmax_loss(scores, y)
         grads = {}
-        dh, grads["W2"], grads["b2"] = affine_backward(dscores, cache2)
+        dh, grads["W2"], grads["b2"] = _affine_backward(dscores, cache2)
         _, grads["W1"], grads["b1"] = affine_relu_backward(dh, cache1)
         weights = ("W1", "W2")
         if self.reg:
@@ -111,7 +121,9 @@ class FullyConnectedNet:
     `normalization`: None, 'batchnorm' or 'layernorm'. `self.bn_params` holds one
     dict per hidden layer (running statistics for batch norm, `eps` etc.).
 
-    `dropout_keep_ratio` is the keep probability p (1 disables dropout).
+    `dropout_keep_ratio` is the keep probability p (1 disables dropout); `dropout=`
+    (cs231n 2019's name) is accepted for it, and giving both with different values
+    is a ValueError.
     `self.dropout_param` = {'mode', 'p', 'seed'}. `seed` (None, int or Generator)
     drives the initialisation and is handed to the dropout layers, as in cs231n:
     an int gives the same mask on every call (what a gradient check needs), a
@@ -122,8 +134,16 @@ class FullyConnectedNet:
     """
 
     def __init__(self, hidden_dims, input_dim=3 * 32 * 32, num_classes=10, dropout_keep_ratio=1,
-                 normalization=None, reg=0.0, weight_scale=1e-2, dtype=np.float32, seed=None):
+                 normalization=None, reg=0.0, weight_scale=1e-2, dtype=np.float32, seed=None, dropout=None):
         name = "FullyConnectedNet"
+        if dropout is not None:
+            # cs231n 2019 called the keep probability `dropout`
+            if dropout_keep_ratio != 1 and dropout != dropout_keep_ratio:
+                raise ValueError(
+                    f"{name}: dropout={dropout!r} and dropout_keep_ratio={dropout_keep_ratio!r} are the same "
+                    "setting (the keep probability); give one of them"
+                )
+            dropout_keep_ratio = dropout
         if isinstance(hidden_dims, numbers.Integral) and not isinstance(hidden_dims, bool):
             hidden_dims = [hidden_dims]
         hidden_dims = [_check_positive_int(name, "each of hidden_dims", h) for h in hidden_dims]
@@ -193,13 +213,13 @@ class FullyConnectedNet:
             if self.use_dropout:
                 h, dc = dropout_forward(h, self.dropout_param)
             caches.append((c, dc))
-        scores, last_cache = affine_forward(h, p[f"W{L}"], p[f"b{L}"])
+        scores, last_cache = _affine_forward(h, p[f"W{L}"], p[f"b{L}"])
         if y is None:
             return scores
 
         loss, dscores = softmax_loss(scores, y)
         grads = {}
-        dh, grads[f"W{L}"], grads[f"b{L}"] = affine_backward(dscores, last_cache)
+        dh, grads[f"W{L}"], grads[f"b{L}"] = _affine_backward(dscores, last_cache)
         for i in range(L - 1, 0, -1):
             c, dc = caches[i - 1]
             if self.use_dropout:
