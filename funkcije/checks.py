@@ -273,3 +273,30 @@ def check_step(func: str, h) -> float:
     if not (np.isfinite(h) and h > 0):
         raise ValueError(f"{func}: h must be a finite number > 0, got {h!r}")
     return float(h)
+
+
+def as_dout(layer: str, dout, expected_shape, dtype) -> np.ndarray:
+    """The upstream gradient, checked and cast: an ndarray of the forward output's
+    shape (no broadcasting); a real numeric dtype other than the forward's is cast
+    to it, so the gradients come out in the forward's dtype (Contract 4)."""
+    if not isinstance(dout, np.ndarray):
+        raise TypeError(f"{layer}: dout must be a numpy.ndarray, got {type(dout).__name__}")
+    if dout.dtype.kind not in "biuf":
+        raise TypeError(f"{layer}: dout must have a real numeric dtype, got {dout.dtype}")
+    if dout.shape != tuple(expected_shape):
+        raise ValueError(
+            f"{layer}: dout must have the forward output's shape {tuple(expected_shape)}, got {dout.shape}"
+        )
+    return dout if dout.dtype == dtype else dout.astype(dtype)
+
+
+def as_params(layer: str, x, **params):
+    """Parameter arrays given as integer or bool arrays (cs231n writes
+    `b = np.array([0, 128])`) cast to x's dtype; others returned unchanged (and
+    checked by the layer). x must already be checked to be floating."""
+    out = []
+    for name, a in params.items():
+        if isinstance(a, np.ndarray) and a.dtype.kind in "biu":
+            a = a.astype(x.dtype)
+        out.append(a)
+    return out

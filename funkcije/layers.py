@@ -19,6 +19,8 @@ from .checks import (
     check_array,
     check_labels,
     check_dout,
+    as_dout,
+    as_params,
     check_mode,
     check_same_dtype,
     conv_geometry,
@@ -34,6 +36,8 @@ def affine_forward(x, w, b):
     x: (N, d1, ..., dk) with D = d1 * ... * dk; w: (D, M); b: (M,).
     Returns out (N, M) and cache (x, w, b).
     """
+    check_array("affine_forward", "x", x)
+    w, b = as_params("affine_forward", x, w=w, b=b)
     N, D, _ = affine_shapes("affine_forward", x, w, b)
     out = x.reshape(N, D) @ w + b
     return out, (x, w, b)
@@ -43,9 +47,9 @@ def affine_backward(dout, cache):
     """dout: (N, M). Returns dx (N, d1, ..., dk), dw (D, M), db (M,)."""
     x, w, b = cache
     N = x.shape[0]
-    check_dout("affine_backward", dout, (N, w.shape[1]), x.dtype)
+    dout = as_dout("affine_backward", dout, (N, w.shape[1]), x.dtype)
     dx = (dout @ w.T).reshape(x.shape)
-    dw = x.reshape(N, -1).T @ dout
+    dw = x.reshape(N, w.shape[0]).T @ dout
     db = dout.sum(axis=0)
     return dx, dw, db
 
@@ -59,6 +63,9 @@ def relu_forward(x):
 def relu_backward(dout, cache):
     """dx = dout where x > 0 (the subgradient at 0 is taken as 0)."""
     x = cache
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"relu_backward: cache must be the cache of relu_forward (its input x), got {type(x).__name__}")
+    dout = as_dout("relu_backward", dout, x.shape, x.dtype)
     return dout * (x > 0)
 
 
@@ -73,7 +80,7 @@ def leaky_relu_forward(x, negative_slope=0.01):
 def leaky_relu_backward(dout, cache):
     """dx = dout where x > 0, negative_slope * dout elsewhere."""
     x, a = cache
-    check_dout("leaky_relu_backward", dout, x.shape, x.dtype)
+    dout = as_dout("leaky_relu_backward", dout, x.shape, x.dtype)
     return np.where(x > 0, dout, dout * x.dtype.type(a))
 
 
@@ -90,7 +97,7 @@ def sigmoid_forward(x):
 def sigmoid_backward(dout, cache):
     """dx = dout * s * (1 - s) with s the forward output."""
     s = cache
-    check_dout("sigmoid_backward", dout, s.shape, s.dtype)
+    dout = as_dout("sigmoid_backward", dout, s.shape, s.dtype)
     return dout * s * (1 - s)
 
 
@@ -104,7 +111,7 @@ def tanh_forward(x):
 def tanh_backward(dout, cache):
     """dx = dout * (1 - tanh(x)^2)."""
     t = cache
-    check_dout("tanh_backward", dout, t.shape, t.dtype)
+    dout = as_dout("tanh_backward", dout, t.shape, t.dtype)
     return dout * (1 - t * t)
 
 
@@ -186,7 +193,7 @@ def gelu_forward(x, approximate="none"):
 def gelu_backward(dout, cache):
     """dx = dout * d/dx [x Phi(x)] = dout * (Phi(x) + x phi(x)) (or the tanh form's derivative)."""
     x, approximate = cache
-    check_dout("gelu_backward", dout, x.shape, x.dtype)
+    dout = as_dout("gelu_backward", dout, x.shape, x.dtype)
     x64 = x.astype(np.float64, copy=False)
     if approximate == "none":
         grad = _normal_cdf(x64) + x64 * _INV_SQRT_2PI * np.exp(-0.5 * x64 * x64)
@@ -208,7 +215,7 @@ def scale_forward(x, c):
 def scale_backward(dout, cache):
     """dx = c * dout."""
     shape, dtype, c = cache
-    check_dout("scale_backward", dout, shape, dtype)
+    dout = as_dout("scale_backward", dout, shape, dtype)
     return dout * dtype.type(c)
 
 
@@ -224,7 +231,7 @@ def flatten_backward(dout, cache):
     """dout (N, D) -> dx of the forward input's shape."""
     shape, dtype = cache
     N = shape[0]
-    check_dout("flatten_backward", dout, (N, int(np.prod(shape[1:], dtype=np.int64))), dtype)
+    dout = as_dout("flatten_backward", dout, (N, int(np.prod(shape[1:], dtype=np.int64))), dtype)
     return dout.reshape(shape)
 
 
@@ -238,7 +245,7 @@ def global_avg_pool_backward(dout, cache):
     """dout (N, C) -> dx (N, C, H, W), each position getting dout / (H W)."""
     shape, dtype = cache
     N, C, H, W = shape
-    check_dout("global_avg_pool_backward", dout, (N, C), dtype)
+    dout = as_dout("global_avg_pool_backward", dout, (N, C), dtype)
     dx = np.empty(shape, dtype=dtype)
     dx[...] = (dout * dtype.type(1.0 / (H * W)))[:, :, None, None]
     return dx
@@ -345,6 +352,7 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     layer = "batchnorm_forward"
     mode = check_mode(layer, bn_param, "bn_param")
     check_array(layer, "x", x, 2)
+    gamma, beta = as_params(layer, x, gamma=gamma, beta=beta)
     check_array(layer, "gamma", gamma, 1)
     check_array(layer, "beta", beta, 1)
     check_same_dtype(layer, x=x, gamma=gamma, beta=beta)
@@ -388,6 +396,7 @@ def batchnorm_backward(dout, cache):
     Returns dx (N, D), dgamma (D,), dbeta (D,).
     """
     xhat, xc, inv_std, gamma = cache["xhat"], cache["xc"], cache["inv_std"], cache["gamma"]
+    dout = as_dout("batchnorm_backward", dout, xhat.shape, xhat.dtype)
     dbeta = dout.sum(axis=0)
     dgamma = (dout * xhat).sum(axis=0)
     dxhat = dout * gamma
@@ -407,6 +416,7 @@ def batchnorm_backward_alt(dout, cache):
     dx = inv_std / N * (N dxhat - sum(dxhat) - xhat sum(dxhat xhat)).
     Same results as `batchnorm_backward`."""
     xhat, inv_std, gamma = cache["xhat"], cache["inv_std"], cache["gamma"]
+    dout = as_dout("batchnorm_backward_alt", dout, xhat.shape, xhat.dtype)
     dbeta = dout.sum(axis=0)
     dgamma = (dout * xhat).sum(axis=0)
     dxhat = dout * gamma
@@ -439,6 +449,7 @@ def layernorm_forward(x, gamma, beta, ln_param):
     """
     layer = "layernorm_forward"
     check_array(layer, "x", x, 2)
+    gamma, beta = as_params(layer, x, gamma=gamma, beta=beta)
     check_array(layer, "gamma", gamma, 1)
     check_array(layer, "beta", beta, 1)
     check_same_dtype(layer, x=x, gamma=gamma, beta=beta)
@@ -455,6 +466,7 @@ def layernorm_forward(x, gamma, beta, ln_param):
 def layernorm_backward(dout, cache):
     """Returns dx (N, D), dgamma (D,), dbeta (D,)."""
     xhat, inv_std, gamma = cache
+    dout = as_dout("layernorm_backward", dout, xhat.shape, xhat.dtype)
     dgamma = (dout * xhat).sum(axis=0)
     dbeta = dout.sum(axis=0)
     return _normalize_rows_backward(dout * gamma, xhat, inv_std), dgamma, dbeta
@@ -468,15 +480,20 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     layer = "spatial_batchnorm_forward"
     check_array(layer, "x", x, 4)
     N, C, H, W = x.shape
-    flat = x.transpose(0, 2, 3, 1).reshape(-1, C)
+    flat = x.transpose(0, 2, 3, 1).reshape(N * H * W, C)
     out, cache = batchnorm_forward(flat, gamma, beta, bn_param)
     return out.reshape(N, H, W, C).transpose(0, 3, 1, 2), cache
 
 
 def spatial_batchnorm_backward(dout, cache):
     """Returns dx (N, C, H, W), dgamma (C,), dbeta (C,)."""
+    if not isinstance(dout, np.ndarray) or dout.ndim != 4:
+        raise ValueError(
+            f"spatial_batchnorm_backward: dout must be a 4-D array (N, C, H, W), got "
+            f"{getattr(dout, 'shape', type(dout).__name__)}"
+        )
     N, C, H, W = dout.shape
-    dx, dgamma, dbeta = batchnorm_backward_alt(dout.transpose(0, 2, 3, 1).reshape(-1, C), cache)
+    dx, dgamma, dbeta = batchnorm_backward_alt(dout.transpose(0, 2, 3, 1).reshape(N * H * W, C), cache)
     return dx.reshape(N, H, W, C).transpose(0, 3, 1, 2), dgamma, dbeta
 
 
@@ -488,6 +505,7 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     """
     layer = "spatial_groupnorm_forward"
     check_array(layer, "x", x, 4)
+    gamma, beta = as_params(layer, x, gamma=gamma, beta=beta)
     check_array(layer, "gamma", gamma, 4)
     check_array(layer, "beta", beta, 4)
     check_same_dtype(layer, x=x, gamma=gamma, beta=beta)
@@ -498,7 +516,7 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
         raise ValueError(
             f"{layer}: gamma and beta must have shape (1, {C}, 1, 1), got {gamma.shape} and {beta.shape}"
         )
-    xhat, inv_std = _normalize_rows(x.reshape(N * G, -1), float((gn_param or {}).get("eps", 1e-5)))
+    xhat, inv_std = _normalize_rows(x.reshape(N * G, (C // G) * H * W), float((gn_param or {}).get("eps", 1e-5)))
     xhat = xhat.reshape(x.shape)
     return gamma * xhat + beta, (xhat, inv_std, gamma, G)
 
@@ -506,11 +524,13 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
 def spatial_groupnorm_backward(dout, cache):
     """Returns dx (N, C, H, W), dgamma (1, C, 1, 1), dbeta (1, C, 1, 1)."""
     xhat, inv_std, gamma, G = cache
+    dout = as_dout("spatial_groupnorm_backward", dout, xhat.shape, xhat.dtype)
     N = dout.shape[0]
     dgamma = (dout * xhat).sum(axis=(0, 2, 3), keepdims=True)
     dbeta = dout.sum(axis=(0, 2, 3), keepdims=True)
-    dxhat = (dout * gamma).reshape(N * G, -1)
-    dx = _normalize_rows_backward(dxhat, xhat.reshape(N * G, -1), inv_std)
+    M = int(np.prod(xhat.shape[1:], dtype=np.int64)) // G
+    dxhat = (dout * gamma).reshape(N * G, M)
+    dx = _normalize_rows_backward(dxhat, xhat.reshape(N * G, M), inv_std)
     return dx.reshape(dout.shape), dgamma, dbeta
 
 
@@ -543,12 +563,14 @@ def dropout_forward(x, dropout_param):
         out = x.copy()
     # The cache keeps its own copy of the mode: the caller's dict may be switched
     # between forward and backward (cs231n models share one dropout_param).
-    return out, ({"mode": mode, "p": p}, mask)
+    return out, ({"mode": mode, "p": p, "shape": x.shape, "dtype": x.dtype}, mask)
 
 
 def dropout_backward(dout, cache):
     """dx = dout * mask in train mode (the mask already holds the 1 / p scale), dout in test mode."""
     dropout_param, mask = cache
+    if "shape" in dropout_param:
+        dout = as_dout("dropout_backward", dout, dropout_param["shape"], dropout_param["dtype"])
     if dropout_param["mode"] == "train":
         return dout * mask
     return dout
@@ -575,6 +597,8 @@ def conv_forward_naive(x, w, b, conv_param):
     Zero padding. cache is (x, w, b, conv_param).
     """
     layer = "conv_forward_naive"
+    check_array(layer, "x", x, 4)
+    w, b = as_params(layer, x, w=w, b=b)
     g = conv_geometry(layer, x, w, conv_param)
     check_array(layer, "b", b, 1)
     check_same_dtype(layer, x=x, w=w, b=b)
@@ -602,7 +626,7 @@ def conv_backward_naive(dout, cache):
     x, w, b, conv_param = cache
     g = conv_geometry("conv_backward_naive", x, w, conv_param)
     F, Cg, HH, WW = w.shape
-    check_dout("conv_backward_naive", dout, (x.shape[0], F, g.out_h, g.out_w), x.dtype)
+    dout = as_dout("conv_backward_naive", dout, (x.shape[0], F, g.out_h, g.out_w), x.dtype)
     ph, pw = g.pad
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     dxp = np.zeros_like(xp)
@@ -651,13 +675,13 @@ def max_pool_backward_naive(dout, cache):
     maximum in row-major window order (as PyTorch does). Overlapping windows add up."""
     x, pool_param = cache
     g = pool_geometry("max_pool_backward_naive", x, pool_param)
-    check_dout("max_pool_backward_naive", dout, x.shape[:2] + (g.out_h, g.out_w), x.dtype)
+    dout = as_dout("max_pool_backward_naive", dout, x.shape[:2] + (g.out_h, g.out_w), x.dtype)
     N, C = x.shape[:2]
     dx = np.zeros_like(x)
     n_idx, c_idx = np.meshgrid(np.arange(N), np.arange(C), indexing="ij")
     for i in range(g.out_h):
         for j in range(g.out_w):
-            win = _pool_window(x, i, j, g).reshape(N, C, -1)
+            win = _pool_window(x, i, j, g).reshape(N, C, g.pool_height * g.pool_width)
             arg = win.argmax(axis=2)  # argmax returns the first maximum
             r, s = np.divmod(arg, g.pool_width)
             np.add.at(dx, (n_idx, c_idx, i * g.stride[0] + r, j * g.stride[1] + s), dout[:, :, i, j])
@@ -680,7 +704,7 @@ def avg_pool_backward_naive(dout, cache):
     """Each window spreads dout / (pool_height * pool_width) evenly over its elements."""
     x, pool_param = cache
     g = pool_geometry("avg_pool_backward_naive", x, pool_param)
-    check_dout("avg_pool_backward_naive", dout, x.shape[:2] + (g.out_h, g.out_w), x.dtype)
+    dout = as_dout("avg_pool_backward_naive", dout, x.shape[:2] + (g.out_h, g.out_w), x.dtype)
     dx = np.zeros_like(x)
     scale = 1.0 / (g.pool_height * g.pool_width)
     for i in range(g.out_h):

@@ -64,8 +64,8 @@ def test_conv_value_errors(kwargs, match):
     "kwargs, match",
     [
         (dict(dtype=np.int64), r"x must have a floating dtype \(float32 or float64\), got int64"),
-        (dict(w=np.ones((3, 2, 3, 3), np.int32)), r"w must have a floating dtype .* got int32"),
-        (dict(b=np.zeros(3, np.int64)), r"b must have a floating dtype .* got int64"),
+        # issue 11: integer w and b are now cast to x's dtype (test_integer_params_are_cast below)
+        (dict(w=np.ones((3, 2, 3, 3), np.complex64)), r"w must have a floating dtype .* got complex64"),
         (dict(x=np.ones((1, 2, 5, 5), np.float32)), r"all arrays must share one dtype, got x=float32, w=float64, b=float64"),
         (dict(x=np.ones((1, 2, 5, 5)).tolist()), r"x must be a numpy.ndarray, got list"),
         (dict(stride=1.5), r"stride must be an int or an \(h, w\) pair of ints, got 1.5"),
@@ -88,10 +88,11 @@ def test_conv_backward_checks_dout():
     out, cache = conv()
     with pytest.raises(ValueError, match=r"conv_backward_naive: dout must have the forward output's shape \(1, 3, 3, 3\), got \(1, 3, 3, 2\)"):
         L.conv_backward_naive(np.ones((1, 3, 3, 2)), cache)
-    with pytest.raises(TypeError, match=r"dout must have the forward dtype float64, got float32"):
-        L.conv_backward_naive(out.astype(np.float32), cache)
-    with pytest.raises(TypeError, match=r"dout must have a floating dtype"):
-        L.conv_backward_naive(out.astype(np.int64), cache)
+    # issue 11: a numeric dout of another dtype is cast; the gradients come out in the forward's dtype
+    assert all(g.dtype == np.float64 for g in L.conv_backward_naive(out.astype(np.float32), cache))
+    assert all(g.dtype == np.float64 for g in L.conv_backward_naive(out.astype(np.int64), cache))
+    with pytest.raises(TypeError, match=r"conv_backward_naive: dout must have a real numeric dtype"):
+        L.conv_backward_naive(out.astype(np.complex128), cache)
 
 
 # ----------------------------------------------------------------------------- pooling
@@ -136,8 +137,7 @@ def test_pool_backward_checks_dout(forward, backward):
     out, cache = forward(np.random.default_rng(0).standard_normal((1, 2, 4, 4)), {"pool_height": 2, "pool_width": 2})
     with pytest.raises(ValueError, match=r"dout must have the forward output's shape \(1, 2, 2, 2\), got \(1, 2, 2\)"):
         backward(np.ones((1, 2, 2)), cache)
-    with pytest.raises(TypeError, match=r"dout must have the forward dtype float64, got float32"):
-        backward(out.astype(np.float32), cache)
+    assert backward(out.astype(np.float32), cache).dtype == np.float64  # issue 11: cast, not an error
 
 
 # ----------------------------------------------------------------------------- affine, relu
@@ -292,3 +292,85 @@ def test_dropout_other_errors():
         L.dropout_forward(f64(3, 3), {"p": 0.5, "mode": "Train"})
     with pytest.raises(TypeError, match=r"dropout_forward: x must have a floating dtype .* got int64"):
         L.dropout_forward(np.ones((3, 3), np.int64), {"p": 0.5, "mode": "train"})
+
+
+# ----------------------------------------------------------------------------- issue 11: casts, dout shapes, empty batches
+
+
+def test_integer_params_are_cast_like_the_cs231n_notebook():
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 5))
+    w = np.ones((2, 3, 3, 3))
+    b = np.array([0, 128])  # the edge-detection demo's bias
+    out, _ = L.conv_forward_naive(x, w, b, {"stride": 1, "pad": 1})
+    ref, _ = L.conv_forward_naive(x, w, b.astype(np.float64), {"stride": 1, "pad": 1})
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, ref)
+    gamma, beta = np.asarray([3, 4, 5]), np.asarray([6, 7, 8])
+    out, _ = L.spatial_batchnorm_forward(x.astype(np.float32), gamma, beta, {"mode": "train"})
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out.mean(axis=(0, 2, 3)), [6, 7, 8], rtol=1e-5)
+    out, _ = L.affine_forward(x.astype(np.float32), np.ones((75, 2), np.int64), np.array([True, False]))
+    assert out.dtype == np.float32
+    out, _ = L.layernorm_forward(np.ones((2, 3)), np.array([1, 1, 1]), np.array([0, 0, 0]), {})
+    assert out.dtype == np.float64
+    with pytest.raises(TypeError, match="x must have a floating dtype"):
+        L.affine_forward(np.ones((2, 3), np.int64), np.ones((3, 2)), np.zeros(2))
+
+
+def _pairs():
+    rng = np.random.default_rng(1)
+    x2, x4 = rng.standard_normal((4, 5)), rng.standard_normal((2, 3, 4, 4))
+    g, b = np.ones(5), np.zeros(5)
+    return [
+        ("relu_backward", L.relu_forward(x2), L.relu_backward),
+        ("affine_backward", L.affine_forward(x2, np.ones((5, 3)), np.zeros(3)), L.affine_backward),
+        ("batchnorm_backward", L.batchnorm_forward(x2, g, b, {"mode": "train"}), L.batchnorm_backward),
+        ("batchnorm_backward_alt", L.batchnorm_forward(x2, g, b, {"mode": "train"}), L.batchnorm_backward_alt),
+        ("layernorm_backward", L.layernorm_forward(x2, g, b, {}), L.layernorm_backward),
+        ("dropout_backward", L.dropout_forward(x2, {"mode": "train", "p": 0.5, "seed": 0}), L.dropout_backward),
+        ("dropout_backward", L.dropout_forward(x2, {"mode": "test", "p": 0.5}), L.dropout_backward),
+        ("spatial_groupnorm_backward",
+         L.spatial_groupnorm_forward(x4, np.ones((1, 3, 1, 1)), np.zeros((1, 3, 1, 1)), 3, {}),
+         L.spatial_groupnorm_backward),
+        ("batchnorm_backward_alt", L.spatial_batchnorm_forward(x4, np.ones(3), np.zeros(3), {"mode": "train"}),
+         L.spatial_batchnorm_backward),
+        ("sigmoid_backward", L.sigmoid_forward(x2), L.sigmoid_backward),
+        ("conv_backward_naive", L.conv_forward_naive(x4, np.ones((2, 3, 3, 3)), np.zeros(2), {"stride": 1, "pad": 1}),
+         L.conv_backward_naive),
+    ]
+
+
+def test_dout_of_another_shape_is_an_error_not_a_broadcast():
+    for name, (out, cache), bwd in _pairs():
+        bad = np.ones((1,) + out.shape[1:])
+        with pytest.raises(ValueError, match=rf"{name}: dout must have the forward output's shape"):
+            bwd(bad, cache)
+
+
+def test_dout_of_another_numeric_dtype_gives_gradients_in_the_forward_dtype():
+    for name, (out, cache), bwd in _pairs():
+        ref = bwd(np.ones(out.shape), cache)
+        got = bwd(np.ones(out.shape, np.int64), cache)
+        for r, g in zip(ref if isinstance(ref, tuple) else (ref,), got if isinstance(got, tuple) else (got,)):
+            assert g.dtype == r.dtype == np.float64, name
+            np.testing.assert_array_equal(g, r, err_msg=name)
+        with pytest.raises(TypeError, match=rf"{name}: dout must (have a real numeric dtype|be a numpy)"):
+            bwd(np.ones(out.shape, np.complex128), cache)
+
+
+def test_relu_cache_that_is_not_an_array_is_a_type_error():
+    with pytest.raises(TypeError, match="relu_backward: cache must be the cache of relu_forward"):
+        L.relu_backward(np.ones(3), (np.ones(3), None))
+
+
+def test_empty_batches_work_in_the_reference_layers():
+    x = np.zeros((0, 3, 4, 4))
+    out, cache = L.max_pool_forward_naive(x, {"pool_height": 2, "pool_width": 2, "stride": 2})
+    assert L.max_pool_backward_naive(np.zeros(out.shape), cache).shape == x.shape
+    out, cache = L.spatial_groupnorm_forward(x, np.ones((1, 3, 1, 1)), np.zeros((1, 3, 1, 1)), 3, {})
+    assert [a.shape for a in L.spatial_groupnorm_backward(np.zeros(out.shape), cache)] == [x.shape, (1, 3, 1, 1), (1, 3, 1, 1)]
+    out, cache = L.affine_forward(np.zeros((0, 6)), np.ones((6, 4)), np.zeros(4))
+    assert [a.shape for a in L.affine_backward(np.zeros((0, 4)), cache)] == [(0, 6), (6, 4), (4,)]
+    xc = np.zeros((2, 0, 4, 4))
+    out, cache = L.spatial_batchnorm_forward(xc, np.ones(0), np.zeros(0), {"mode": "test"})
+    assert L.spatial_batchnorm_backward(np.zeros(out.shape), cache)[0].shape == xc.shape
