@@ -300,3 +300,29 @@ def as_params(layer: str, x, **params):
             a = a.astype(x.dtype)
         out.append(a)
     return out
+
+
+def check_param_keys(layer: str, pname: str, param, valid) -> dict:
+    """A *_param dict (None allowed, meaning {}) with no keys outside `valid`."""
+    if param is None:
+        return {}
+    if not isinstance(param, dict):
+        raise TypeError(f"{layer}: {pname} must be a dict, got {type(param).__name__}")
+    unknown = set(param) - set(valid)
+    if unknown:
+        raise ValueError(
+            f"{layer}: unknown {pname} keys {sorted(map(str, unknown))}; valid keys are {sorted(valid)}"
+        )
+    return param
+
+
+def check_real_in(layer: str, name: str, value, low, high, low_open=False, high_open=False) -> float:
+    """A finite real number in the interval; returned as a Python float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{layer}: {name} must be a real number, got {value!r}")
+    v = float(value)
+    ok = np.isfinite(v) and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{layer}: {name} must be finite and in {interval}, got {value!r}")
+    return v

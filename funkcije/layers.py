@@ -21,6 +21,8 @@ from .checks import (
     check_dout,
     as_dout,
     as_params,
+    check_param_keys,
+    check_real_in,
     check_mode,
     check_same_dtype,
     conv_geometry,
@@ -340,6 +342,17 @@ def _bn_state(bn_param, D, dtype):
     return rm, rv
 
 
+_BN_KEYS = ("mode", "eps", "momentum", "running_mean", "running_var", "unbiased")
+# cs231n's notebooks pass {'mode': 'train'} to spatial_groupnorm_forward and models pass
+# their bn_params to layer norm: 'mode' is accepted there and ignored
+_NORM_KEYS = ("eps", "mode")
+
+
+def _norm_eps(layer, pname, param):
+    param = check_param_keys(layer, pname, param, _NORM_KEYS)
+    return check_real_in(layer, f"{pname}['eps']", param.get("eps", 1e-5), 0, np.inf, low_open=True, high_open=True)
+
+
 def batchnorm_forward(x, gamma, beta, bn_param):
     """Batch normalisation over the batch axis.
 
@@ -363,9 +376,13 @@ def batchnorm_forward(x, gamma, beta, bn_param):
             f"got {gamma.shape} and {beta.shape}"
         )
     # Python floats, so that a NumPy float64 scalar in bn_param cannot upcast float32 data
-    eps = float(bn_param.get("eps", 1e-5))
-    momentum = float(bn_param.get("momentum", 0.9))
-    unbiased = bool(bn_param.get("unbiased", False))
+    check_param_keys(layer, "bn_param", bn_param, _BN_KEYS)
+    eps = check_real_in(layer, "bn_param['eps']", bn_param.get("eps", 1e-5), 0, np.inf, low_open=True, high_open=True)
+    momentum = check_real_in(layer, "bn_param['momentum']", bn_param.get("momentum", 0.9), 0, 1)
+    unbiased = bn_param.get("unbiased", False)
+    if not isinstance(unbiased, (bool, np.bool_)):
+        raise TypeError(f"{layer}: bn_param['unbiased'] must be a bool, got {unbiased!r}")
+    unbiased = bool(unbiased)
     running_mean, running_var = _bn_state(bn_param, D, x.dtype)
     if mode == "train":
         if N < 1:
@@ -459,7 +476,7 @@ def layernorm_forward(x, gamma, beta, ln_param):
             f"{layer}: gamma and beta must have shape ({D},) for x of shape {x.shape}, "
             f"got {gamma.shape} and {beta.shape}"
         )
-    xhat, inv_std = _normalize_rows(x, float((ln_param or {}).get("eps", 1e-5)))
+    xhat, inv_std = _normalize_rows(x, _norm_eps(layer, "ln_param", ln_param))
     return gamma * xhat + beta, (xhat, inv_std, gamma)
 
 
@@ -516,7 +533,7 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
         raise ValueError(
             f"{layer}: gamma and beta must have shape (1, {C}, 1, 1), got {gamma.shape} and {beta.shape}"
         )
-    xhat, inv_std = _normalize_rows(x.reshape(N * G, (C // G) * H * W), float((gn_param or {}).get("eps", 1e-5)))
+    xhat, inv_std = _normalize_rows(x.reshape(N * G, (C // G) * H * W), _norm_eps(layer, "gn_param", gn_param))
     xhat = xhat.reshape(x.shape)
     return gamma * xhat + beta, (xhat, inv_std, gamma, G)
 
@@ -548,6 +565,7 @@ def dropout_forward(x, dropout_param):
     layer = "dropout_forward"
     check_array(layer, "x", x)
     mode = check_mode(layer, dropout_param, "dropout_param")
+    check_param_keys(layer, "dropout_param", dropout_param, ("p", "mode", "seed"))
     p = dropout_param.get("p")
     # a non-number would fail the comparison with an opaque TypeError; a bool is not a probability
     is_number = isinstance(p, (int, float, np.integer, np.floating)) and not isinstance(p, bool)
