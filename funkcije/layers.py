@@ -350,7 +350,7 @@ _NORM_KEYS = ("eps", "mode")
 
 def _norm_eps(layer, pname, param):
     param = check_param_keys(layer, pname, param, _NORM_KEYS)
-    return check_real_in(layer, f"{pname}['eps']", param.get("eps", 1e-5), 0, np.inf, low_open=True, high_open=True)
+    return check_real_in(layer, f"{pname}['eps']", param.get("eps", 1e-5), 0, np.inf, high_open=True)
 
 
 def batchnorm_forward(x, gamma, beta, bn_param):
@@ -376,8 +376,7 @@ def batchnorm_forward(x, gamma, beta, bn_param):
             f"got {gamma.shape} and {beta.shape}"
         )
     # Python floats, so that a NumPy float64 scalar in bn_param cannot upcast float32 data
-    check_param_keys(layer, "bn_param", bn_param, _BN_KEYS)
-    eps = check_real_in(layer, "bn_param['eps']", bn_param.get("eps", 1e-5), 0, np.inf, low_open=True, high_open=True)
+    eps = check_real_in(layer, "bn_param['eps']", bn_param.get("eps", 1e-5), 0, np.inf, high_open=True)
     momentum = check_real_in(layer, "bn_param['momentum']", bn_param.get("momentum", 0.9), 0, 1)
     unbiased = bn_param.get("unbiased", False)
     if not isinstance(unbiased, (bool, np.bool_)):
