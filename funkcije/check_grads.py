@@ -252,8 +252,30 @@ def _spatial_groupnorm(rng):
                         [x, gamma, beta], ["x", "gamma", "beta"], rng, _NORM)
 
 
+def _activations(rng):
+    # |x| >= 0.1 >> h keeps leaky_relu's kink out of every centred difference; GELU is
+    # checked on the positive side, away from the zero of its derivative at x = -0.75
+    x = rng.choice([-1.0, 1.0], size=(4, 3, 5)) * rng.uniform(0.1, 2.0, size=(4, 3, 5))
+    xg = rng.uniform(0.1, 2.0, size=(4, 3, 5))
+    rows = []
+    rows += _check_layer("leaky_relu", lambda v: layers.leaky_relu_forward(v, 0.1), layers.leaky_relu_backward,
+                         [x], ["x"], rng, [LINEAR_H])
+    rows += _check_layer("sigmoid", layers.sigmoid_forward, layers.sigmoid_backward, [x], ["x"], rng, [SMOOTH_H])
+    rows += _check_layer("tanh", layers.tanh_forward, layers.tanh_backward, [x], ["x"], rng, [SMOOTH_H])
+    rows += _check_layer("gelu", layers.gelu_forward, layers.gelu_backward, [xg], ["x"], rng, [SMOOTH_H])
+    rows += _check_layer("gelu (tanh)", lambda v: layers.gelu_forward(v, "tanh"), layers.gelu_backward,
+                         [xg], ["x"], rng, [SMOOTH_H])
+    rows += _check_layer("scale", lambda v: layers.scale_forward(v, -2.5), layers.scale_backward,
+                         [x], ["x"], rng, [LINEAR_H])
+    x4 = rng.standard_normal((3, 4, 5, 2))
+    rows += _check_layer("flatten", layers.flatten_forward, layers.flatten_backward, [x4], ["x"], rng, [LINEAR_H])
+    rows += _check_layer("global_avg_pool", layers.global_avg_pool_forward, layers.global_avg_pool_backward,
+                         [x4], ["x"], rng, [LINEAR_H])
+    return rows
+
+
 _CASES = [_affine, _relu, _softmax, _svm, _batchnorm, _layernorm, _dropout, _conv, _pool,
-          _spatial_batchnorm, _spatial_groupnorm]
+          _spatial_batchnorm, _spatial_groupnorm, _activations]
 
 
 def run_checks(seed: int = 0) -> list[Row]:
