@@ -8,7 +8,7 @@ weight decay). funkcije's step is `ThreeLayerConvNet.loss` plus
 PyTorch's is the same architecture as nn.Sequential with `torch.optim.Adam`.
 
 Each side runs in its own worker process (numpy's OpenBLAS pool and torch's OpenMP
-pool slow each other down in one process; DESIGN.md, Speed). Rounds alternate
+pool slow each other down in one process; docs/ARCHITECTURE.md, Speed). Rounds alternate
 which side goes first; each worker reports the median of its timed steps, and the
 figure is the median over rounds of funkcije-time / torch-time (< 1: funkcije is
 faster). Every side gets the same thread count (--threads, default 2):

@@ -1,7 +1,7 @@
 """Validation, parameter normalisation and shape arithmetic, in one place.
 
 Every layer (reference and fast) calls these helpers at its boundary so that bad
-input is rejected with the same clear message on both paths (DESIGN.md,
+input is rejected with the same clear message on both paths (docs/ARCHITECTURE.md,
 Contracts 2 and 3). Nothing here allocates large arrays.
 """
 from __future__ import annotations

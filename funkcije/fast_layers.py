@@ -175,7 +175,7 @@ def set_workspace_limit(nbytes: int) -> int:
 # Chunks smaller than the bound are often faster: a column block that stays in cache
 # between im2col and its GEMM saves a trip to memory. GEMMs get inefficient when they
 # are short, though, so a chunk keeps at least _MIN_COLUMNS columns. Measured on the
-# issue-3 benchmark cases (benchmarks/RESULTS.md).
+# layer benchmark's cases (benchmarks/bench_layers.py, benchmarks/RESULTS.md).
 _CACHE_COLS_BYTES = 8 * 2**20
 _MIN_COLUMNS = 8192
 
@@ -703,7 +703,7 @@ def _direct_weight_grad(x, dout, G, g, w_shape, dx_job=None):
     """(dw (F, C // G, HH, WW), db (F,)) from the direct kernels: per chunk of samples
     partials (G, Cg * HH * WW, Fp) and (F,), summed in chunk order (deterministic).
     db is summed in the chunks, on the pool's threads, rather than by one NumPy pass
-    over dout afterwards (0.1-0.2 ms of the issue-3 small layers' backward).
+    over dout afterwards (0.1-0.2 ms of a small layer's backward, e.g. x (50, 16, 14, 14), w (32, 16, 5, 5)).
 
     dx_job = (wTf, dx, dx_pad): also dx, as the direct convolution of dout by the
     flipped filters wTf (from `_direct_filters`), in the same chunks: one pass over the
@@ -757,7 +757,7 @@ _winograd_enabled = _ENV["winograd"]
 # both the input and the output channels of a group must reach this
 _WINOGRAD_MIN_CHANNELS = 16
 _WINOGRAD_TILES = 256
-_WINOGRAD_DW_BYTES = 64 * 2**20  # measured best for the dw products of both issue-3 3x3 layers
+_WINOGRAD_DW_BYTES = 64 * 2**20  # measured best for the dw products of bench_layers.py's 3x3 layers
 
 
 def use_winograd(enabled: bool) -> bool:
@@ -796,7 +796,7 @@ def _winograd_plan(x, Cg, Fg, Ho, Wo):
     workers = _workers(_cython_kernels)
     # about 256 tiles per chunk: the 16 products are then (Fg, Cg) x (Cg, 256), long
     # enough for BLAS and short enough for the transformed arrays to stay in cache
-    # (measured on the issue-3 layers: 256 tiles was the fastest of 16..16384 for both)
+    # (measured on bench_layers.py's 3x3 layers: 256 tiles was the fastest of 16..16384 for both)
     nb = _chunk_size(N, x.itemsize * 16 * th * tw * (Cg + Fg), th * tw, workers=workers,
                      target_cols=_WINOGRAD_TILES)
     return th, tw, [(n0, min(N, n0 + nb)) for n0 in range(0, N, nb)], workers

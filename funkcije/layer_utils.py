@@ -1,6 +1,6 @@
 """Sandwich layers: common layer stacks as one forward/backward pair each.
 
-Every sandwich follows the layer contract (DESIGN.md, Contract 1):
+Every sandwich follows the layer contract (docs/ARCHITECTURE.md, Contract 1):
 `*_forward(...) -> (out, cache)` and `*_backward(dout, cache)` returns the
 gradients of the forward's array arguments in argument order. Affine layers,
 convolution and max pooling go through `funkcije.fast_layers`; validation happens in the

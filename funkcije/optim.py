@@ -35,7 +35,7 @@ written once, subnormals flushed on the way, OpenMP threads for large arrays); i
 runs when
 
   (a) the extension is built (it is compiled together with funkcije.im2col_cython),
-  (b) `funkcije.fast_layers.implementation() == "cython"`: the switch of DESIGN.md
+  (b) `funkcije.fast_layers.implementation() == "cython"`: the switch of docs/ARCHITECTURE.md
       Contract 7, so FUNKCIJE_FORCE_NUMPY=1 or `fast_layers.use_implementation("numpy")`
       puts the update rules on NumPy too, and
   (c) w, dw and the state arrays are C-contiguous, aligned float32 or float64

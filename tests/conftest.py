@@ -1,7 +1,7 @@
 """Shared test helpers.
 
 - `torch` fixture: PyTorch as an oracle. Outside CI the torch tests skip when it
-  is not installed; under CI=true a missing torch is a failure (DESIGN.md).
+  is not installed; under CI=true a missing torch is a failure (docs/ARCHITECTURE.md, Data).
 - `data_root` fixture: the folder named by FUNKCIJE_DATA (else the repository's
   datasets/). Tests on real data skip outside CI when it is missing, and fail in CI.
 - `rng`: a seeded numpy Generator per test.

@@ -18,7 +18,7 @@ from funkcije.optim import adam
 # median 2e-8, 95th percentile 3e-7; the few above 1e-6 shrank with a larger step
 # (rounding on tiny entries) or with a smaller one (an input within h of a ReLU or
 # max-pool kink). 1e-6 still sits orders of magnitude below what a wrong gradient
-# gives (>= 1e-3). The single layers are held to DESIGN's 1e-7 in test_layer_utils.py.
+# gives (>= 1e-3). The single layers are held to docs/ARCHITECTURE.md's 1e-7 in test_layer_utils.py.
 MODEL_TOL = 1e-6
 
 

@@ -1,5 +1,5 @@
 """Bad input to the reference layers gets a clear ValueError/TypeError at the boundary
-(DESIGN.md, Contract 3): the message names the layer and says what was expected and
+(docs/ARCHITECTURE.md, Contract 3): the message names the layer and says what was expected and
 what came. Each case checks the exception type and a fragment of the message."""
 import numpy as np
 import pytest

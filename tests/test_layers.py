@@ -3,7 +3,7 @@ known values computed by hand, dtype preservation, dropout's randomness, softmax
 stability and max-pool tie breaking.
 
 All gradient checks run in float64 against centred differences and require a relative
-error below 1e-7 (DESIGN.md, Verification). The step follows funkcije.check_grads: h = 1e-3
+error below 1e-7 (docs/ARCHITECTURE.md, Verification). The step follows funkcije.check_grads: h = 1e-3
 (LINEAR_H) where the layer is (piecewise, away from kinks) affine in the checked input, so
 the centred difference is exact but for round-off, which the larger step shrinks; h = 1e-5
 (SMOOTH_H) for softmax and for the normalisations with respect to x, which also have a

@@ -4,8 +4,8 @@ A model holds its learnable arrays in `self.params` (a dict of name -> ndarray)
 and exposes `loss(X, y=None)`: without labels it returns the class scores
 (N, C); with labels it returns `(loss, grads)`, `grads` keyed like `params`.
 Layer state (batch-norm running statistics) lives in `self.bn_params`, never in
-`params` (DESIGN.md, Contract 5). Initialisation takes a seed or a
-`np.random.Generator`; NumPy's global RNG is never used.
+`params` (docs/ARCHITECTURE.md, Contract 5). Initialisation takes a seed, a
+`np.random.Generator`, or None (a seed drawn from NumPy's global RNG, Contract 6).
 """
 from __future__ import annotations
 
