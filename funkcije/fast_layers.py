@@ -1046,19 +1046,9 @@ def spatial_batchnorm_forward_fast(x, gamma, beta, bn_param):
     from . import layers as L  # the reference defines the bn_param contract
 
     layer = "spatial_batchnorm_forward_fast"
-    mode = check_mode(layer, bn_param, "bn_param")
-    check_array(layer, "x", x, 4)
-    check_array(layer, "gamma", gamma, 1)
-    check_array(layer, "beta", beta, 1)
-    check_same_dtype(layer, x=x, gamma=gamma, beta=beta)
+    mode, gamma, beta, eps, momentum, unbiased, running_mean, running_var = L.bn_setup(
+        layer, x, gamma, beta, bn_param, 4)
     N, C, H, W = x.shape
-    if gamma.shape != (C,) or beta.shape != (C,):
-        raise ValueError(f"{layer}: gamma and beta must have shape ({C},) for x of shape {x.shape}, "
-                         f"got {gamma.shape} and {beta.shape}")
-    eps = float(bn_param.get("eps", 1e-5))
-    momentum = float(bn_param.get("momentum", 0.9))
-    unbiased = bool(bn_param.get("unbiased", False))
-    running_mean, running_var = L._bn_state(bn_param, C, x.dtype)
     dt = x.dtype
     if mode == "train":
         M = N * H * W

@@ -74,7 +74,7 @@ def relu_backward(dout, cache):
 def leaky_relu_forward(x, negative_slope=0.01):
     """out = x where x > 0, negative_slope * x elsewhere; any shape. cache is (x, slope)."""
     check_array("leaky_relu_forward", "x", x)
-    a = _check_real_param("leaky_relu_forward", "negative_slope", negative_slope)
+    a = check_real_in("leaky_relu_forward", "negative_slope", negative_slope, -np.inf, np.inf, True, True)
     out = np.where(x > 0, x, x * x.dtype.type(a))
     return out, (x, a)
 
@@ -210,7 +210,7 @@ def gelu_backward(dout, cache):
 def scale_forward(x, c):
     """out = c * x for a constant c (a Python or NumPy real number); dtype kept. cache is (shape, dtype, c)."""
     check_array("scale_forward", "x", x)
-    c = _check_real_param("scale_forward", "c", c)
+    c = check_real_in("scale_forward", "c", c, -np.inf, np.inf, True, True)
     return x * x.dtype.type(c), (x.shape, x.dtype, c)
 
 
@@ -253,13 +253,6 @@ def global_avg_pool_backward(dout, cache):
     return dx
 
 
-def _check_real_param(layer, name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(value):
-        raise ValueError(f"{layer}: {name} must be a finite real number, got {value!r}")
-    return float(value)
-
-
 # ----------------------------------------------------------------------------- losses
 
 
@@ -280,9 +273,7 @@ def softmax_loss(x, y, label_smoothing=0.0):
     if N == 0:
         raise ValueError(f"{layer}: x must hold at least one sample (the loss is a batch mean), got shape {x.shape}")
     y = check_labels(layer, y, N, C)
-    eps = _check_real_param(layer, "label_smoothing", label_smoothing)
-    if not 0 <= eps < 1:
-        raise ValueError(f"{layer}: label_smoothing must lie in [0, 1), got {label_smoothing!r}")
+    eps = check_real_in(layer, "label_smoothing", label_smoothing, 0, 1, high_open=True)
     shifted = x - x.max(axis=1, keepdims=True)
     log_z = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     log_probs = shifted - log_z
@@ -325,7 +316,7 @@ def svm_loss(x, y):
 # ----------------------------------------------------------------------------- normalisation
 
 
-def _bn_state(bn_param, D, dtype):
+def _bn_state(layer, bn_param, D, dtype):
     rm = bn_param.get("running_mean")
     rv = bn_param.get("running_var")
     if rm is None:
@@ -336,10 +327,38 @@ def _bn_state(bn_param, D, dtype):
     # a (1,) or () state would silently broadcast into the (D,) update
     if rm.shape != (D,) or rv.shape != (D,):
         raise ValueError(
-            f"batchnorm_forward: bn_param['running_mean'] and ['running_var'] must have shape ({D},) "
+            f"{layer}: bn_param['running_mean'] and ['running_var'] must have shape ({D},) "
             f"for {D} features, got {rm.shape} and {rv.shape}"
         )
     return rm, rv
+
+
+def bn_setup(layer, x, gamma, beta, bn_param, ndim):
+    """The checks and settings every batch norm shares (this one and the fast spatial one):
+    x of `ndim` dimensions with its features / channels on axis 1, gamma and beta of that
+    length (integer arrays cast to x's dtype), bn_param's mode, eps, momentum, unbiased and
+    running statistics. Returns (mode, gamma, beta, eps, momentum, unbiased, running_mean,
+    running_var); eps and momentum are Python floats, so that a NumPy float64 scalar in
+    bn_param cannot upcast float32 data."""
+    mode = check_mode(layer, bn_param, "bn_param")
+    check_array(layer, "x", x, ndim)
+    gamma, beta = as_params(layer, x, gamma=gamma, beta=beta)
+    check_array(layer, "gamma", gamma, 1)
+    check_array(layer, "beta", beta, 1)
+    check_same_dtype(layer, x=x, gamma=gamma, beta=beta)
+    D = x.shape[1]
+    if gamma.shape != (D,) or beta.shape != (D,):
+        raise ValueError(
+            f"{layer}: gamma and beta must have shape ({D},) for x of shape {x.shape}, "
+            f"got {gamma.shape} and {beta.shape}"
+        )
+    eps = check_real_in(layer, "bn_param['eps']", bn_param.get("eps", 1e-5), 0, np.inf, high_open=True)
+    momentum = check_real_in(layer, "bn_param['momentum']", bn_param.get("momentum", 0.9), 0, 1)
+    unbiased = bn_param.get("unbiased", False)
+    if not isinstance(unbiased, (bool, np.bool_)):
+        raise TypeError(f"{layer}: bn_param['unbiased'] must be a bool, got {unbiased!r}")
+    running_mean, running_var = _bn_state(layer, bn_param, D, x.dtype)
+    return mode, gamma, beta, eps, momentum, bool(unbiased), running_mean, running_var
 
 
 _BN_KEYS = ("mode", "eps", "momentum", "running_mean", "running_var", "unbiased")
@@ -363,26 +382,9 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     N / (N - 1) times it, as PyTorch does, whose momentum is 1 - this one).
     """
     layer = "batchnorm_forward"
-    mode = check_mode(layer, bn_param, "bn_param")
-    check_array(layer, "x", x, 2)
-    gamma, beta = as_params(layer, x, gamma=gamma, beta=beta)
-    check_array(layer, "gamma", gamma, 1)
-    check_array(layer, "beta", beta, 1)
-    check_same_dtype(layer, x=x, gamma=gamma, beta=beta)
+    mode, gamma, beta, eps, momentum, unbiased, running_mean, running_var = bn_setup(
+        layer, x, gamma, beta, bn_param, 2)
     N, D = x.shape
-    if gamma.shape != (D,) or beta.shape != (D,):
-        raise ValueError(
-            f"{layer}: gamma and beta must have shape ({D},) for x of shape {x.shape}, "
-            f"got {gamma.shape} and {beta.shape}"
-        )
-    # Python floats, so that a NumPy float64 scalar in bn_param cannot upcast float32 data
-    eps = check_real_in(layer, "bn_param['eps']", bn_param.get("eps", 1e-5), 0, np.inf, high_open=True)
-    momentum = check_real_in(layer, "bn_param['momentum']", bn_param.get("momentum", 0.9), 0, 1)
-    unbiased = bn_param.get("unbiased", False)
-    if not isinstance(unbiased, (bool, np.bool_)):
-        raise TypeError(f"{layer}: bn_param['unbiased'] must be a bool, got {unbiased!r}")
-    unbiased = bool(unbiased)
-    running_mean, running_var = _bn_state(bn_param, D, x.dtype)
     if mode == "train":
         if N < 1:
             raise ValueError(f"{layer}: train mode needs a non-empty batch, got x shape {x.shape}")

@@ -43,7 +43,7 @@ import numpy as np
 from .. import config
 from .. import fast_layers as FL
 from .. import layers as L
-from ..checks import as_pair, conv_output_size
+from ..checks import as_pair, check_real_in, conv_output_size
 from ..fast_layers import flushes_denormals
 from .base import add_l2_grads, as_model_input, check_positive_int, check_reg, l2_penalty, model_dtype, rng_from_seed
 
@@ -120,17 +120,6 @@ def _check_scheme(where, init):
             raise ValueError(f"{where}: the gaussian scale must be a positive number, got {s!r}")
         return ("gaussian", float(s))
     raise ValueError(f"{where}: init must be 'kaiming', 'torch' or ('gaussian', scale), got {init!r}")
-
-
-def _check_real(where, name, value, low=None, high=None, low_open=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
-        raise ValueError(f"{where}: {name} must be a finite number, got {value!r}")
-    value = float(value)
-    if low is not None and (value < low or (low_open and value == low)):
-        raise ValueError(f"{where}: {name} must be {'>' if low_open else '>='} {low}, got {value!r}")
-    if high is not None and value > high:
-        raise ValueError(f"{where}: {name} must be <= {high}, got {value!r}")
-    return value
 
 
 # ----------------------------------------------------------------------------- the layer protocol
@@ -310,8 +299,8 @@ class BatchNorm2d(_Norm):
 
     def __init__(self, eps=1e-5, momentum=0.9, unbiased=None):
         where = type(self).__name__
-        self.eps = _check_real(where, "eps", eps, 0, low_open=True)
-        self.momentum = _check_real(where, "momentum", momentum, 0, 1)
+        self.eps = check_real_in(where, "eps", eps, 0, np.inf, low_open=True, high_open=True)
+        self.momentum = check_real_in(where, "momentum", momentum, 0, 1)
         if unbiased is not None and not isinstance(unbiased, bool):
             raise TypeError(f"{where}: unbiased must be True, False or None, got {unbiased!r}")
         self.unbiased = unbiased
@@ -355,7 +344,7 @@ class LayerNorm(_Norm):
     kind = "ln"
 
     def __init__(self, eps=1e-5):
-        self.eps = _check_real("LayerNorm", "eps", eps, 0, low_open=True)
+        self.eps = check_real_in("LayerNorm", "eps", eps, 0, np.inf, low_open=True, high_open=True)
 
     def init(self, rng, in_shape, dtype, scheme):
         if len(in_shape) != 1:
@@ -377,7 +366,7 @@ class GroupNorm(_Norm):
 
     def __init__(self, G, eps=1e-5):
         self.G = check_positive_int("GroupNorm", "G", G)
-        self.eps = _check_real("GroupNorm", "eps", eps, 0, low_open=True)
+        self.eps = check_real_in("GroupNorm", "eps", eps, 0, np.inf, low_open=True, high_open=True)
 
     def init(self, rng, in_shape, dtype, scheme):
         C = _spatial("GroupNorm", in_shape)[0]
@@ -425,7 +414,7 @@ class LeakyReLU(_Elementwise):
     _bwd = staticmethod(L.leaky_relu_backward)
 
     def __init__(self, a=0.01):
-        self.a = _check_real("LeakyReLU", "a", a)
+        self.a = check_real_in("LeakyReLU", "a", a, -np.inf, np.inf, True, True)
 
     def _repr_args(self):
         return {"a": self.a}
@@ -455,7 +444,7 @@ class Scale(_Elementwise):
     _bwd = staticmethod(L.scale_backward)
 
     def __init__(self, c):
-        self.c = _check_real("Scale", "c", c)
+        self.c = check_real_in("Scale", "c", c, -np.inf, np.inf, True, True)
 
     def _repr_args(self):
         return {"c": self.c}
@@ -510,37 +499,29 @@ class AvgPool2d(_Pool):
     op = "avg_pool"
 
 
-class GlobalAvgPool(Layer):
+class GlobalAvgPool(_Elementwise):
     """(N, C, H, W) -> (N, C): the mean of each channel's map."""
 
     kind = "gap"
+    _fwd = staticmethod(L.global_avg_pool_forward)
+    _bwd = staticmethod(L.global_avg_pool_backward)
 
     def init(self, rng, in_shape, dtype, scheme):
         return {}, None, (_spatial("GlobalAvgPool", in_shape)[0],)
-
-    def forward(self, x, params, state, train):
-        return L.global_avg_pool_forward(x)
-
-    def backward(self, dout, cache, need_dx=True):
-        return L.global_avg_pool_backward(dout, cache), {}
 
     def receptive(self):
         return None
 
 
-class Flatten(Layer):
+class Flatten(_Elementwise):
     """(N, d1, ..., dk) -> (N, d1 * ... * dk)."""
 
     kind = "flatten"
+    _fwd = staticmethod(L.flatten_forward)
+    _bwd = staticmethod(L.flatten_backward)
 
     def init(self, rng, in_shape, dtype, scheme):
         return {}, None, (int(np.prod(in_shape)),)
-
-    def forward(self, x, params, state, train):
-        return L.flatten_forward(x)
-
-    def backward(self, dout, cache, need_dx=True):
-        return L.flatten_backward(dout, cache), {}
 
     def receptive(self):
         return None
@@ -553,7 +534,7 @@ class Dropout(Layer):
     kind = "dropout"
 
     def __init__(self, keep=0.5):
-        self.keep = _check_real("Dropout", "keep", keep, 0, 1, low_open=True)
+        self.keep = check_real_in("Dropout", "keep", keep, 0, 1, low_open=True)
 
     def forward(self, x, params, state, train):
         if not train:
@@ -666,9 +647,9 @@ class Sequential:
         if loss not in LOSSES:
             raise ValueError(f"{where}: loss must be one of {LOSSES}, got {loss!r}")
         self.loss_name = loss
-        self.label_smoothing = _check_real(where, "label_smoothing", label_smoothing, 0, 1)
-        if self.label_smoothing >= 1 or (self.label_smoothing and loss != "softmax"):
-            raise ValueError(f"{where}: label_smoothing must lie in [0, 1) and needs loss='softmax'")
+        self.label_smoothing = check_real_in(where, "label_smoothing", label_smoothing, 0, 1, high_open=True)
+        if self.label_smoothing and loss != "softmax":
+            raise ValueError(f"{where}: label_smoothing needs loss='softmax', got loss={loss!r}")
         self.reg = check_reg(where, reg)
         self.dtype = model_dtype(where, dtype)
         self.init_scheme = _check_scheme(where, init)
