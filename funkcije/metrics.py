@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import augment
 from .checks import check_array, check_labels
 from .layers import softmax_loss
 
@@ -234,7 +235,7 @@ def _check_eval_inputs(where: str, X, y, batch_size):
     return y, batch_size
 
 
-def _batched_scores(where: str, model, X, batch_size):
+def _batched_scores(where: str, model, X, batch_size, tta=None):
     """Yield (start, scores) for consecutive batches of X; scores (Nb, C) floating.
 
     Callers wrap the loop in `_frozen_state(model)` themselves (not inside this
@@ -244,8 +245,14 @@ def _batched_scores(where: str, model, X, batch_size):
     C = None
     for start in range(0, N, batch_size):
         Xb = X[start:start + batch_size]
-        scores = model.loss(Xb)
+        views = tta_views(Xb, tta)
+        scores = model.loss(views[0])
         check_array(where, "the scores returned by model.loss(X)", scores, 2)
+        if len(views) > 1:
+            total = scores.astype(np.float64)
+            for v in views[1:]:
+                total += model.loss(v)
+            scores = (total / len(views)).astype(scores.dtype)
         if scores.shape[0] != Xb.shape[0]:
             raise ValueError(
                 f"{where}: model.loss(X) returned scores of shape {scores.shape} for a batch of "
@@ -264,8 +271,29 @@ class EvalResult(NamedTuple):
     confusion: np.ndarray  # (C, C) int64, rows true class, columns predicted class
 
 
-def evaluate(model, X, y, batch_size: int = 100) -> EvalResult:
+_TTA = ("flip", "flip_translate")
+
+
+def tta_views(X, tta):
+    """The inputs whose scores test-time augmentation averages, for X (N, C, H, W):
+    tta=None: [X]; 'flip': [X, mirrored X]; 'flip_translate': those two and each of
+    them shifted by (+1, +1) and (-1, -1) pixels with reflected borders (six views)."""
+    if tta is None:
+        return [X]
+    if tta not in _TTA:
+        raise ValueError(f"evaluate: tta must be None or one of {_TTA}, got {tta!r}")
+    check_array("evaluate", "X (for test-time augmentation)", X, 4)
+    views = [X, augment.hflip(X)]
+    if tta == "flip_translate":
+        views += [augment.translate(v, d, d) for v in views[:2] for d in (1, -1)]
+    return views
+
+
+def evaluate(model, X, y, batch_size: int = 100, tta=None) -> EvalResult:
     """Loss, accuracy and confusion matrix of `model` on (X, y), in batches.
+
+    tta: None, 'flip' or 'flip_translate' (test-time augmentation, see `tta_views`):
+    the scores are the mean of the model's scores over the views of each batch.
 
     model: has `loss(X)` returning scores (N, C) when called without labels (test
     mode). X: (N, ...) inputs, as the model expects them (e.g. (N, C, H, W));
@@ -284,7 +312,7 @@ def evaluate(model, X, y, batch_size: int = 100) -> EvalResult:
     preds = np.empty(N, dtype=np.int64)
     C = None
     with _frozen_state(model):
-        for start, scores in _batched_scores(where, model, X, batch_size):
+        for start, scores in _batched_scores(where, model, X, batch_size, tta):
             Nb = scores.shape[0]
             C = scores.shape[1]
             yb = check_labels(where, y[start:start + Nb], Nb, C)

@@ -26,6 +26,13 @@ values; the new state arrays are new arrays stored in the dict. dtype is preserv
 state): hyperparameters are converted to Python floats, because a NumPy float64
 scalar would upcast float32 arrays under NumPy 2's promotion rules.
 
+Beyond cs231n, in PyTorch's conventions: `sgd_nesterov` (torch.optim.SGD with
+nesterov=True and its coupled weight_decay), `sgdw` (Nesterov momentum with
+decoupled weight decay) and `adamw` (torch.optim.AdamW). Their `weight_decay` is
+per parameter like every other key, so the Solver can exclude biases and
+normalisation parameters (Solver(weight_decay_on="weights")). These three run the
+NumPy code only; the compiled kernels cover the four cs231n rules.
+
 Rules are found through one registry, `UPDATE_RULES`, via `get_update_rule`.
 
 Two implementations, one result. The NumPy code below is the reference and the
@@ -69,6 +76,9 @@ __all__ = [
     "sgd_momentum",
     "rmsprop",
     "adam",
+    "sgd_nesterov",
+    "sgdw",
+    "adamw",
     "UPDATE_RULES",
     "DEFAULT_CONFIGS",
     "get_update_rule",
@@ -83,12 +93,19 @@ DEFAULT_CONFIGS = {
     "sgd_momentum": {"learning_rate": 1e-2, "momentum": 0.9},
     "rmsprop": {"learning_rate": 1e-2, "decay_rate": 0.99, "epsilon": 1e-8},
     "adam": {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8, "t": 0},
+    # beyond cs231n: PyTorch's conventions (and defaults where PyTorch has them)
+    "sgd_nesterov": {"learning_rate": 1e-2, "momentum": 0.9, "weight_decay": 0.0},
+    "sgdw": {"learning_rate": 1e-2, "momentum": 0.9, "weight_decay": 5e-4},
+    "adamw": {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8, "weight_decay": 1e-2, "t": 0},
 }
 _STATE_KEYS = {
     "sgd": (),
     "sgd_momentum": ("velocity",),
     "rmsprop": ("cache",),
     "adam": ("m", "v"),
+    "sgd_nesterov": ("velocity",),
+    "sgdw": ("velocity",),
+    "adamw": ("m", "v"),
 }
 
 
@@ -100,6 +117,7 @@ _RANGES = {
     "beta1": (0.0, 1.0, True, False),
     "beta2": (0.0, 1.0, True, False),
     "epsilon": (0.0, math.inf, False, False),
+    "weight_decay": (0.0, math.inf, True, False),
 }
 
 
@@ -286,6 +304,11 @@ def adam(w, dw, config=None):
     `m`, `v` (zeros like w), `t` (0: the number of updates this parameter has had).
     """
     config = _prepare("adam", w, dw, config)
+    return _adam_step(w, dw, config)
+
+
+def _adam_step(w, dw, config):
+    """Adam's update of w with a prepared config (shared by adam and adamw)."""
     b1, b2 = config["beta1"], config["beta2"]
     t = config["t"] + 1
     if _compiled(w, dw, config["m"], config["v"]):
@@ -322,11 +345,73 @@ def adam(w, dw, config=None):
     return next_w, config
 
 
+
+
+def sgd_nesterov(w, dw, config=None):
+    """SGD with Nesterov momentum, as torch.optim.SGD(nesterov=True, weight_decay=wd):
+        g        = dw + weight_decay * w      (L2 through the gradient, PyTorch's form)
+        velocity = momentum * velocity + g
+        next_w   = w - learning_rate * (g + momentum * velocity)
+
+    config: `learning_rate` (1e-2), `momentum` (0.9), `weight_decay` (0), `velocity`
+    (zeros like w). The velocity is in gradient units (PyTorch's momentum buffer), not
+    pre-multiplied by the learning rate as in sgd_momentum, so a learning-rate
+    schedule scales the whole step at once, as in PyTorch.
+    """
+    config = _prepare("sgd_nesterov", w, dw, config)
+    return _nesterov_step(w, dw, config, config["weight_decay"], 0.0)
+
+
+def sgdw(w, dw, config=None):
+    """SGD with Nesterov momentum and decoupled weight decay (SGDW, Loshchilov &
+    Hutter, 2019): the decay shrinks w directly instead of entering the momentum:
+        velocity = momentum * velocity + dw
+        next_w   = w - learning_rate * (dw + momentum * velocity) - learning_rate * weight_decay * w
+
+    config: `learning_rate` (1e-2), `momentum` (0.9), `weight_decay` (5e-4), `velocity`.
+    The decay is scaled by the learning rate, so it follows the schedule (as AdamW's).
+    """
+    config = _prepare("sgdw", w, dw, config)
+    return _nesterov_step(w, dw, config, 0.0, config["weight_decay"])
+
+
+def _nesterov_step(w, dw, config, coupled, decoupled):
+    lr, mu = config["learning_rate"], config["momentum"]
+    g = dw + coupled * w if coupled else dw
+    v = config["velocity"] * mu
+    v += g
+    step = v * mu
+    step += g
+    if decoupled:
+        step += decoupled * w
+    step *= -lr
+    next_w = step
+    next_w += w
+    _flush_subnormals(next_w, v)
+    config["velocity"] = v
+    return next_w, config
+
+
+def adamw(w, dw, config=None):
+    """Adam with decoupled weight decay, as torch.optim.AdamW:
+        w'     = w * (1 - learning_rate * weight_decay)
+        next_w = adam's update of w' with dw (same moments and bias correction)
+
+    config: adam's keys plus `weight_decay` (1e-2, PyTorch's default).
+    """
+    config = _prepare("adamw", w, dw, config)
+    decayed = w * (1.0 - config["learning_rate"] * config["weight_decay"])
+    return _adam_step(decayed, dw, config)
+
+
 UPDATE_RULES = {
     "sgd": sgd,
     "sgd_momentum": sgd_momentum,
     "rmsprop": rmsprop,
     "adam": adam,
+    "sgd_nesterov": sgd_nesterov,
+    "sgdw": sgdw,
+    "adamw": adamw,
 }
 
 

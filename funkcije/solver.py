@@ -103,8 +103,10 @@ import time
 import numpy as np
 from tqdm import tqdm
 
+from . import augment as _augment
 from . import checkpoint as _checkpoint_file
 from . import optim
+from .layers import softmax_loss
 from .fast_layers import flush_denormals
 
 __all__ = [
@@ -119,7 +121,9 @@ CHECKPOINT_FORMAT = "funkcije.solver/2"  # /1 was a pickle; it is no longer read
 
 # Settings that determine the sequence of params; a resumed run must use the
 # checkpoint's values.
-_TRAJECTORY_KEYS = ("update_rule", "optim_config", "lr_decay", "lr_schedule", "batch_size", "seed")
+_TRAJECTORY_KEYS = (
+    "update_rule", "optim_config", "lr_decay", "lr_schedule", "batch_size", "seed", "augment", "weight_decay_on",
+)
 # Settings taken from the checkpoint on resume unless the caller gives them.
 _CARRIED_KEYS = ("num_epochs", "num_train_samples", "num_val_samples")
 _DEFAULTS = {
@@ -136,12 +140,21 @@ _DEFAULTS = {
     "verbose": True,
     "seed": None,
     "resume": None,
+    "augment": None,
+    "weight_decay_on": "all",
 }
 
+# every type also takes 'warmup' (epochs of linear warm-up, default 0) and
+# 'per_iteration' (evaluate at the fractional epoch of every update)
+_COMMON = {"warmup": 0.0, "per_iteration": False}
 _SCHEDULES = {
+    "constant": {"required": (), "optional": {}},
     "step": {"required": ("step_size",), "optional": {"gamma": 0.1}},
     "exponential": {"required": ("gamma",), "optional": {}},
     "cosine": {"required": (), "optional": {"t_max": None, "eta_min": 0.0}},
+    "piecewise": {"required": ("points",), "optional": {"per_iteration": True}},
+    "onecycle": {"required": (), "optional": {"total": None, "peak": 0.25, "start": 0.04, "end": 0.0,
+                                              "per_iteration": True}},
 }
 
 
@@ -192,7 +205,8 @@ def _resolve_schedule(schedule, num_epochs):
             f"Solver: lr_schedule['type'] must be one of {sorted(_SCHEDULES)}, got {kind!r}"
         )
     spec = _SCHEDULES[kind]
-    valid = {"type", *spec["required"], *spec["optional"]}
+    optional = {**_COMMON, **spec["optional"]}
+    valid = {"type", *spec["required"], *optional}
     unknown = set(schedule) - valid
     if unknown:
         raise ValueError(
@@ -201,13 +215,28 @@ def _resolve_schedule(schedule, num_epochs):
     missing = [k for k in spec["required"] if k not in schedule]
     if missing:
         raise ValueError(f"Solver: a {kind!r} lr_schedule needs {missing}, got {schedule!r}")
-    out = {"type": kind, **spec["optional"], **{k: v for k, v in schedule.items() if k != "type"}}
-    if kind == "step":
+    out = {"type": kind, **optional, **{k: v for k, v in schedule.items() if k != "type"}}
+    out["warmup"] = _check_real("lr_schedule['warmup']", out["warmup"], positive=False)
+    if not isinstance(out["per_iteration"], (bool, np.bool_)):
+        raise TypeError(f"Solver: lr_schedule['per_iteration'] must be a bool, got {out['per_iteration']!r}")
+    out["per_iteration"] = bool(out["per_iteration"])
+    if kind == "piecewise":
+        out["points"] = _check_points(out["points"])
+    elif kind == "onecycle":
+        if out["total"] is None:
+            out["total"] = max(int(num_epochs), 1)
+        out["total"] = _check_real("lr_schedule['total']", out["total"])
+        out["peak"] = _check_real("lr_schedule['peak']", out["peak"])
+        if out["peak"] >= 1:
+            raise ValueError(f"Solver: lr_schedule['peak'] is a fraction of the run in (0, 1), got {out['peak']!r}")
+        out["start"] = _check_real("lr_schedule['start']", out["start"], positive=False)
+        out["end"] = _check_real("lr_schedule['end']", out["end"], positive=False)
+    elif kind == "step":
         out["step_size"] = _check_int("lr_schedule['step_size']", out["step_size"], 1)
         out["gamma"] = _check_real("lr_schedule['gamma']", out["gamma"])
     elif kind == "exponential":
         out["gamma"] = _check_real("lr_schedule['gamma']", out["gamma"])
-    else:
+    elif kind == "cosine":
         if out["t_max"] is None:
             out["t_max"] = max(int(num_epochs), 1)
         out["t_max"] = _check_int("lr_schedule['t_max']", out["t_max"], 1)
@@ -215,14 +244,70 @@ def _resolve_schedule(schedule, num_epochs):
     return out
 
 
-def scheduled_learning_rate(lr0, epoch, lr_schedule=None, lr_decay=1.0):
-    """The learning rate for training epoch `epoch` (0-based: the number of epochs
-    already completed), from the initial rate lr0. `lr_schedule` must be resolved
-    (cosine needs its t_max); see the module docstring for the formulas."""
+def _check_points(points):
+    """piecewise's [[epoch, factor], ...]: epochs from 0, increasing; factors >= 0."""
+    try:
+        pts = [(float(e), float(f)) for e, f in points]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"Solver: lr_schedule['points'] must be a list of [epoch, factor] pairs, got {points!r}"
+        ) from None
+    if len(pts) < 2 or pts[0][0] != 0.0:
+        raise ValueError(f"Solver: lr_schedule['points'] needs at least two pairs, the first at epoch 0, got {points!r}")
+    es = [e for e, _ in pts]
+    fs = [f for _, f in pts]
+    if any(b <= a for a, b in zip(es, es[1:])) or not all(math.isfinite(v) for v in es + fs) or min(fs) < 0:
+        raise ValueError(
+            f"Solver: lr_schedule['points'] must have increasing epochs and finite factors >= 0, got {points!r}"
+        )
+    return [list(p) for p in pts]
+
+
+def _interpolate(points, t):
+    """The piecewise-linear curve through points at t, constant beyond the ends."""
+    for (e0, f0), (e1, f1) in zip(points, points[1:]):
+        if t <= e1:
+            return f0 + (f1 - f0) * (max(t, e0) - e0) / (e1 - e0)
+    return points[-1][1]
+
+
+def scheduled_learning_rate(lr0, epoch, lr_schedule=None, lr_decay=1.0, iteration=None, iterations_per_epoch=None):
+    """The learning rate of one update, from the initial rate lr0.
+
+    Per epoch (iteration=None): for training epoch `epoch` (0-based: the number of
+    epochs already completed). Per iteration: for update number `iteration` (0-based)
+    with `iterations_per_epoch` updates an epoch; the schedule is then evaluated at the
+    fractional epoch t = iteration / iterations_per_epoch when it is per_iteration,
+    else at the completed epochs, and a 'warmup' of w epochs multiplies the rate by
+    min(1, (iteration + 1) / (w * iterations_per_epoch)). `lr_schedule` must be
+    resolved (see the module docstring for the formulas)."""
     lr0 = float(lr0)
+    if iteration is not None:
+        frac = iteration / iterations_per_epoch
+        whole = iteration // iterations_per_epoch
+    else:
+        frac = whole = epoch
     if lr_schedule is None:
-        return lr0 * float(lr_decay) ** epoch
+        return lr0 * float(lr_decay) ** whole
+    t = frac if lr_schedule.get("per_iteration") else whole
+    warmup = lr_schedule.get("warmup", 0.0)
+    factor = 1.0
+    if warmup > 0:
+        done = (iteration + 1) / iterations_per_epoch if iteration is not None else whole + 1
+        factor = min(1.0, done / warmup)
+    return factor * _base_rate(lr0, t, lr_schedule)
+
+
+def _base_rate(lr0, epoch, lr_schedule):
     kind = lr_schedule["type"]
+    if kind == "constant":
+        return lr0
+    if kind == "piecewise":
+        return lr0 * _interpolate(lr_schedule["points"], epoch)
+    if kind == "onecycle":
+        total, peak = lr_schedule["total"], lr_schedule["peak"]
+        pts = [[0.0, lr_schedule["start"]], [peak * total, 1.0], [total, lr_schedule["end"]]]
+        return lr0 * _interpolate(pts, epoch)
     if kind == "step":
         return lr0 * lr_schedule["gamma"] ** (epoch // lr_schedule["step_size"])
     if kind == "exponential":
@@ -307,9 +392,10 @@ _CHECKPOINT_SCHEMA = {
     "best_bn_params": ("a list of dicts or None", _is_bn_list),
     "best_epoch": ("an int >= 0 or None", lambda v: _is_int_or_none(v, 0)),
     "rng_state": (
-        "a dict of bit-generator states {'batch', 'eval', 'dropout'}",
-        lambda v: isinstance(v, dict) and set(v) == {"batch", "eval", "dropout"}
-        and _is_state(v["batch"]) and _is_state(v["eval"]) and (v["dropout"] is None or _is_state(v["dropout"])),
+        "a dict of bit-generator states {'batch', 'eval', 'dropout'[, 'augment']}",
+        lambda v: isinstance(v, dict) and {"batch", "eval", "dropout"} <= set(v) <= {"batch", "eval", "dropout", "augment"}
+        and _is_state(v["batch"]) and _is_state(v["eval"]) and (v["dropout"] is None or _is_state(v["dropout"]))
+        and (v.get("augment") is None or _is_state(v["augment"])),
     ),
     "epoch_perm": (
         "a 1-D integer array or None",
@@ -320,6 +406,14 @@ _CHECKPOINT_SCHEMA = {
     "epoch_loss_count": ("an int >= 0", lambda v: _is_int(v, 0)),
     "epoch_seconds": ("a real number", _is_real),
 }
+# Keys added after format /2 was first written: a file without them gets the default.
+_OPTIONAL_SCHEMA = {
+    "augment": ("a str or None", lambda v: v is None or isinstance(v, str), None),
+    "weight_decay_on": ("'all' or 'weights'", lambda v: v in _DECAY_CHOICES, "all"),
+    "lr_history": ("a list of numbers", _is_real_list, []),
+    "epoch_lr_sum": ("a real number", _is_real, 0.0),
+}
+_DECAY_CHOICES = ("all", "weights")
 
 
 def _check_checkpoint(ckpt, path):
@@ -329,10 +423,13 @@ def _check_checkpoint(ckpt, path):
     missing = [k for k in _CHECKPOINT_SCHEMA if k not in ckpt]
     if missing:
         raise ValueError(f"{path} is an inconsistent funkcije Solver checkpoint: keys {missing} are missing")
-    unknown = sorted(str(k) for k in ckpt if k not in _CHECKPOINT_SCHEMA)
+    unknown = sorted(str(k) for k in ckpt if k not in _CHECKPOINT_SCHEMA and k not in _OPTIONAL_SCHEMA)
     if unknown:
         raise ValueError(f"{path} is an inconsistent funkcije Solver checkpoint: unknown keys {unknown}")
-    for key, (want, test) in _CHECKPOINT_SCHEMA.items():
+    for key, (_, _, default) in _OPTIONAL_SCHEMA.items():
+        ckpt.setdefault(key, copy.deepcopy(default))
+    schema = {**_CHECKPOINT_SCHEMA, **{k: v[:2] for k, v in _OPTIONAL_SCHEMA.items()}}
+    for key, (want, test) in schema.items():
         if not test(ckpt[key]):
             got = ckpt[key]
             shown = type(got).__name__ if isinstance(got, (dict, list, np.ndarray)) else repr(got)[:80]
@@ -459,6 +556,16 @@ class Solver:
                 f"update rule {self.update_rule_name}"
             )
         self._base_lr = None if base_lr is None else float(base_lr)
+        self._per_iteration = self._lr_schedule is not None and (
+            self._lr_schedule.get("per_iteration", False) or self._lr_schedule.get("warmup", 0.0) > 0
+        )
+
+        self.augment = self._resolve_augment(settings["augment"], ckpt)
+        self.weight_decay_on = settings["weight_decay_on"]
+        if self.weight_decay_on not in _DECAY_CHOICES:
+            raise ValueError(
+                f"Solver: weight_decay_on must be one of {_DECAY_CHOICES}, got {self.weight_decay_on!r}"
+            )
 
         seed = settings["seed"]
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
@@ -470,6 +577,9 @@ class Solver:
         self._rng = np.random.default_rng(batch_seq)
         self._eval_rng = np.random.default_rng(eval_seq)
         self._dropout_rng = self._attach_dropout_rng(np.random.default_rng(dropout_seq))
+        # a fourth child, spawned after the first three: runs without augmentation
+        # draw exactly what they drew before it existed
+        self._augment_rng = np.random.default_rng(seq.spawn(1)[0])
 
         self._reset()
         if ckpt is not None:
@@ -535,11 +645,23 @@ class Solver:
                         f"Solver: the checkpoint was written with the custom update rule {saved}; "
                         "pass the same callable as update_rule="
                     )
+                if key == "augment" and saved is not None:
+                    try:
+                        _augment.parse(saved)
+                    except ValueError:
+                        raise ValueError(
+                            f"Solver: the checkpoint was written with the custom augmentation {saved}; "
+                            "pass the same callable as augment="
+                        ) from None
                 settings[key] = saved
                 continue
             value = settings[key]
             if key == "update_rule":
                 same = optim.update_rule_name(value) == saved
+            elif key == "augment":
+                if isinstance(value, str):
+                    value = _augment.parse(value)
+                same = _augment.spec_of(value) == saved
             elif key == "optim_config":
                 same = _same(value or {}, saved or {})
             else:
@@ -572,6 +694,24 @@ class Solver:
             return seed
         return None  # a fixed int seed: the same mask every call, nothing to track
 
+    @staticmethod
+    def _resolve_augment(augment, ckpt):
+        """The training-batch transform: None, a callable t(X, rng) -> X (funkcije.augment's
+        transforms, or any other), or a parse() string such as 'crop:4,flip'. On resume
+        without one, the checkpoint's funkcije transform is rebuilt from its spec."""
+        if isinstance(augment, str):
+            augment = _augment.parse(augment)
+        if augment is not None and not callable(augment):
+            raise TypeError(
+                f"Solver: augment must be None, a str or a callable t(X, rng) -> X, got {type(augment).__name__}"
+            )
+        return augment
+
+    @property
+    def best_epoch(self):
+        """The epoch whose params are best_params (0: after the first iteration), or None."""
+        return self._best_epoch
+
     def _reset(self):
         """Fresh bookkeeping (cs231n's _reset): histories, best params, one copy of
         optim_config per parameter."""
@@ -584,13 +724,27 @@ class Solver:
         self.train_acc_history = []
         self.val_acc_history = []
         self.history = []
-        self.optim_configs = {p: dict(self.optim_config) for p in self.model.params}
+        self.optim_configs = {p: self._config_for(p) for p in self.model.params}
+        self.lr_history = []
+        self._epoch_lr_sum = 0.0
         self._iteration = 0
         self._perm = None
         self._batch_pos = 0
         self._epoch_loss_sum = 0.0
         self._epoch_loss_count = 0
         self._epoch_seconds = 0.0
+
+    def _config_for(self, name):
+        """optim_config for one parameter: with weight_decay_on='weights', parameters
+        that are not conv/affine weights (biases, batch-norm gamma and beta: any name
+        whose last part, digits removed, is not 'W') get weight_decay 0."""
+        config = dict(self.optim_config)
+        if self.weight_decay_on == "weights" and "weight_decay" in optim.DEFAULT_CONFIGS.get(
+            self.update_rule_name, {}
+        ):
+            if name.rsplit(".", 1)[-1].rstrip("0123456789") != "W":
+                config["weight_decay"] = 0.0
+        return config
 
     @property
     def iteration(self):
@@ -607,10 +761,12 @@ class Solver:
         return scheduled_learning_rate(self._base_lr, epoch, self._lr_schedule, self.lr_decay)
 
     def _apply_lr(self, epoch):
-        if self._schedule_active:
-            lr = self._lr_for_epoch(epoch)
-            for config in self.optim_configs.values():
-                config["learning_rate"] = lr
+        if self._schedule_active and not self._per_iteration:
+            self._set_lr(self._lr_for_epoch(epoch))
+
+    def _set_lr(self, lr):
+        for config in self.optim_configs.values():
+            config["learning_rate"] = lr
 
     def _next_batch(self):
         if self._perm is None or self._batch_pos >= self.iterations_per_epoch:
@@ -630,7 +786,15 @@ class Solver:
             return self._step_on(idx)
 
     def _step_on(self, idx):
-        loss, grads = self.model.loss(self.X_train[idx], self.y_train[idx])
+        X = self.X_train[idx]
+        if self.augment is not None:
+            X = self.augment(X, self._augment_rng)
+        if self._per_iteration:
+            self._set_lr(scheduled_learning_rate(
+                self._base_lr, self.epoch, self._lr_schedule, self.lr_decay,
+                iteration=self._iteration, iterations_per_epoch=self.iterations_per_epoch,
+            ))
+        loss, grads = self.model.loss(X, self.y_train[idx])
         loss = float(loss)
         self.loss_history.append(loss)
         if not math.isfinite(loss):
@@ -647,6 +811,10 @@ class Solver:
             next_w, next_config = self.update_rule(w, grads[p], self.optim_configs[p])
             self.model.params[p] = next_w
             self.optim_configs[p] = next_config
+        lr = self._current_lr()
+        if lr is not None:
+            self.lr_history.append(lr)
+            self._epoch_lr_sum += lr
         self._iteration += 1
         return loss
 
@@ -655,6 +823,13 @@ class Solver:
         batches of `batch_size`. With `num_samples`, a random subset of that many
         samples (without replacement, from the Solver's evaluation stream) is used.
         Returns a Python float."""
+        return self._accuracy_and_loss(X, y, num_samples, batch_size)[0]
+
+    def _accuracy_and_loss(self, X, y, num_samples=None, batch_size=100):
+        """(accuracy, mean data loss) on (X, y) or a random subset of num_samples. The
+        loss is the model's `data_loss(scores, y)` when it has one (a composed model's
+        own loss: softmax or hinge; a float or a (loss, dscores) pair), else softmax
+        cross-entropy; no regularisation."""
         N = X.shape[0]
         if N == 0:
             raise ValueError("Solver.check_accuracy: X is empty")
@@ -667,12 +842,20 @@ class Solver:
             N = num_samples
         preds = []
         num_classes = None
+        loss_sum = 0.0
+        data_loss = getattr(self.model, "data_loss", None)
         for start in range(0, N, batch_size):
             scores = self.model.loss(X[start : start + batch_size])
             num_classes = scores.shape[1]
             preds.append(np.argmax(scores, axis=1))
-        self._check_labels("y", y_all, num_classes)
-        return float(np.mean(np.concatenate(preds) == y))
+            if start == 0:
+                self._check_labels("y", y_all, num_classes)
+            yb = y[start : start + batch_size].astype(np.int64)
+            loss = data_loss(scores, yb) if callable(data_loss) else softmax_loss(scores, yb)
+            if isinstance(loss, tuple):  # a (loss, dscores) criterion, as softmax_loss and cs231n's
+                loss = loss[0]
+            loss_sum += float(loss) * scores.shape[0]
+        return float(np.mean(np.concatenate(preds) == y)), loss_sum / N
 
     def _snapshot_bn(self):
         bn = getattr(self.model, "bn_params", None)
@@ -707,7 +890,8 @@ class Solver:
 
     def _check_epoch(self, train_loss_mean=None):
         train_acc = self.check_accuracy(self.X_train, self.y_train, num_samples=self.num_train_samples)
-        val_acc = self.check_accuracy(self.X_val, self.y_val, num_samples=self.num_val_samples)
+        val_acc, val_loss = self._accuracy_and_loss(self.X_val, self.y_val, num_samples=self.num_val_samples)
+        self._last_val_loss = val_loss
         self.train_acc_history.append(train_acc)
         self.val_acc_history.append(val_acc)
         if (val_acc > self.best_val_acc or not self.best_params) and self._state_is_finite():
@@ -761,7 +945,12 @@ class Solver:
                 continue
             # As in cs231n: accuracy after the first iteration and after every epoch.
             if epoch_end:
-                lr_used = self._current_lr()
+                # the epoch's mean rate (constant within an epoch for per-epoch schedules)
+                lr_used = (
+                    self._epoch_lr_sum / self._epoch_loss_count
+                    if self._per_iteration and self._epoch_loss_count else self._current_lr()
+                )
+                self._epoch_lr_sum = 0.0
                 self.epoch += 1
                 self._apply_lr(self.epoch)
             train_acc, val_acc = self._check_epoch()
@@ -773,6 +962,7 @@ class Solver:
                         "loss": self._epoch_loss_sum / max(self._epoch_loss_count, 1),
                         "train_acc": train_acc,
                         "val_acc": val_acc,
+                        "val_loss": self._last_val_loss,
                         "lr": lr_used,
                         "seconds": self._epoch_seconds,
                     }
@@ -782,7 +972,7 @@ class Solver:
             tick = time.perf_counter()  # checkpoint writing is not counted as epoch time
 
     def _current_lr(self):
-        if self._schedule_active:
+        if self._schedule_active and not self._per_iteration:
             return self._lr_for_epoch(self.epoch)
         lr = next(iter(self.optim_configs.values()), {}).get("learning_rate")
         return None if lr is None else float(lr)
@@ -830,7 +1020,12 @@ class Solver:
                 "batch": self._rng.bit_generator.state,
                 "eval": self._eval_rng.bit_generator.state,
                 "dropout": None if self._dropout_rng is None else self._dropout_rng.bit_generator.state,
+                "augment": self._augment_rng.bit_generator.state,
             },
+            "augment": _augment.spec_of(self.augment),
+            "weight_decay_on": self.weight_decay_on,
+            "lr_history": self.lr_history,
+            "epoch_lr_sum": self._epoch_lr_sum,
             "epoch_perm": self._perm,
             "batch_pos": self._batch_pos,
             "epoch_loss_sum": self._epoch_loss_sum,
@@ -892,7 +1087,7 @@ class Solver:
             )
 
         for name, state in (("batch", ckpt["rng_state"]["batch"]), ("eval", ckpt["rng_state"]["eval"]),
-                            ("dropout", saved_drop)):
+                            ("dropout", saved_drop), ("augment", ckpt["rng_state"].get("augment"))):
             if state is not None:
                 self._set_rng_state(np.random.default_rng(0), state, name, path)  # validate before changing anything
 
@@ -914,6 +1109,10 @@ class Solver:
         self._set_rng_state(self._eval_rng, ckpt["rng_state"]["eval"], "eval", path)
         if saved_drop is not None:
             self._set_rng_state(self._dropout_rng, saved_drop, "dropout", path)
+        if ckpt["rng_state"].get("augment") is not None:
+            self._set_rng_state(self._augment_rng, ckpt["rng_state"]["augment"], "augment", path)
+        self.lr_history = ckpt["lr_history"]
+        self._epoch_lr_sum = ckpt["epoch_lr_sum"]
         self._perm = ckpt["epoch_perm"]
         self._batch_pos = ckpt["batch_pos"]
         self._epoch_loss_sum = ckpt["epoch_loss_sum"]

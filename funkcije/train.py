@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import augment as augment_mod
 from . import data_utils, metrics, vis_utils
 from . import optim
 from .classifiers import FullyConnectedNet, ThreeLayerConvNet
@@ -45,7 +46,34 @@ RUN_KEYS = (
     "model", "dataset", "num_train", "num_val", "batch_size", "update_rule", "lr", "lr_decay",
     "lr_schedule", "reg", "weight_scale", "num_filters", "filter_size", "hidden_dim", "hidden_dims",
     "normalization", "dropout_keep", "dtype", "seed", "width", "init",
+    "augment", "normalize", "momentum", "weight_decay", "weight_decay_on", "label_smoothing", "tta",
 )
+# Named recipes: defaults for the arguments a command line does not give. Each is
+# the setting of a row of the README's results table.
+RECIPES = {
+    "fer-mnist": dict(  # the FER lab 2 MNIST setting, on Fashion-MNIST
+        model="fer_mnist", dataset="fashion-mnist", epochs=8, batch_size=50, update_rule="sgd", lr=0.1,
+        lr_schedule="step", lr_step=2, lr_gamma=0.1, reg=1e-3,
+    ),
+    "fer-cifar": dict(  # the FER lab 2 CIFAR setting: SGD, exponential decay, L2
+        model="fer_cifar", dataset="cifar10", epochs=16, batch_size=50, update_rule="sgd_momentum", lr=0.01,
+        lr_schedule="exponential", lr_gamma=0.9, reg=1e-3, normalize="channel",
+    ),
+    "vgg7": dict(  # the ans course's first network: Adam, no augmentation
+        model="vgg7", dataset="cifar10", epochs=6, batch_size=64, update_rule="adam", lr=1e-3, reg=0.0,
+        normalize="channel",
+    ),
+    "vgg7bn-88": dict(
+        model="vgg7bn", dataset="cifar10", epochs=16, batch_size=128, update_rule="sgd_nesterov", lr=0.1,
+        momentum=0.9, weight_decay=5e-4, weight_decay_on="weights", lr_schedule="onecycle", reg=0.0,
+        augment="crop:4:reflect,flip", normalize="channel", label_smoothing=0.1, tta="flip",
+    ),
+    "resnet9-90": dict(
+        model="resnet9", dataset="cifar10", epochs=12, batch_size=256, update_rule="sgd_nesterov", lr=0.2,
+        momentum=0.9, weight_decay=5e-4, weight_decay_on="weights", lr_schedule="onecycle", reg=0.0,
+        augment="crop:4:reflect,flip,cutout:8", normalize="channel", label_smoothing=0.2, tta="flip",
+    ),
+}
 MODELS = ["three_layer", "fc"] + list(ZOO)
 
 
@@ -57,14 +85,25 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser():
     p = _Parser(prog="python -m funkcije.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                   help="a named setting (README results table); explicit arguments override it")
     p.add_argument("--model", choices=MODELS, default="three_layer")
     p.add_argument("--dataset", choices=sorted(DATASETS), default="cifar10")
     p.add_argument("--epochs", type=int, default=1, help="total epochs (also when resuming)")
     p.add_argument("--batch-size", type=int, default=50)
-    p.add_argument("--update-rule", default="adam", help="sgd, sgd_momentum, rmsprop or adam")
+    p.add_argument("--update-rule", default="adam", help=", ".join(optim.UPDATE_RULES))
+    p.add_argument("--momentum", type=float, default=None, help="momentum of the momentum rules (their default 0.9)")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help="sgd_nesterov (coupled, as PyTorch's SGD), sgdw and adamw (decoupled)")
+    p.add_argument("--weight-decay-on", choices=["all", "weights"], default="all",
+                   help="weights: no decay of biases and normalisation parameters")
     p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate")
     p.add_argument("--lr-decay", type=float, default=1.0, help="cs231n per-epoch decay factor")
-    p.add_argument("--lr-schedule", choices=["none", "cosine", "step", "exponential"], default="none")
+    p.add_argument("--lr-schedule", choices=["none", "cosine", "step", "exponential", "onecycle", "piecewise"],
+                   default="none", help="onecycle and piecewise change the rate every iteration")
+    p.add_argument("--lr-points", default="0:0,1:1,2:0",
+                   help="piecewise: epoch:factor pairs, e.g. 0:0.2,2:1,10:0 (factors of --lr)")
+    p.add_argument("--warmup", type=float, default=0.0, help="epochs of linear learning-rate warm-up")
     p.add_argument("--lr-gamma", type=float, default=0.1, help="factor for step/exponential schedules")
     p.add_argument("--lr-step", type=int, default=5, help="epochs per step for the step schedule")
     p.add_argument("--reg", type=float, default=1e-3)
@@ -79,6 +118,14 @@ def build_parser():
     p.add_argument("--hidden-dims", type=int, nargs="+", default=[512, 256], help="fc: hidden layer sizes")
     p.add_argument("--normalization", choices=["none", "batchnorm", "layernorm"], default="none")
     p.add_argument("--dropout-keep", type=float, default=1.0, help="fc: keep probability")
+    p.add_argument("--augment", default="none",
+                   help="training-batch augmentation, e.g. crop:4:reflect,flip,cutout:8 (funkcije.augment.parse)")
+    p.add_argument("--normalize", choices=["none", "channel"], default="none",
+                   help="channel: every split divided into per-channel unit variance with the training "
+                        "split's mean and std (after the loader's own preprocessing)")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="zoo models' softmax loss")
+    p.add_argument("--tta", choices=["none", "flip", "flip_translate"], default="none",
+                   help="test-time augmentation of the final validation and test evaluation")
     p.add_argument("--num-train", type=int, default=None, help="training images (default: all but validation)")
     p.add_argument("--num-val", type=int, default=1000)
     p.add_argument("--num-test", type=int, default=10000)
@@ -90,14 +137,39 @@ def build_parser():
     return p
 
 
+def _points(text):
+    try:
+        return [[float(v) for v in item.split(":")] for item in text.split(",")]
+    except ValueError:
+        return None
+
+
 def _schedule(args):
     if args.lr_schedule == "none":
-        return None
-    if args.lr_schedule == "cosine":
-        return {"type": "cosine", "t_max": args.epochs}
-    if args.lr_schedule == "step":
-        return {"type": "step", "step_size": args.lr_step, "gamma": args.lr_gamma}
-    return {"type": "exponential", "gamma": args.lr_gamma}
+        sched = None
+    elif args.lr_schedule == "cosine":
+        sched = {"type": "cosine", "t_max": args.epochs}
+    elif args.lr_schedule == "step":
+        sched = {"type": "step", "step_size": args.lr_step, "gamma": args.lr_gamma}
+    elif args.lr_schedule == "exponential":
+        sched = {"type": "exponential", "gamma": args.lr_gamma}
+    elif args.lr_schedule == "onecycle":
+        sched = {"type": "onecycle", "total": args.epochs}
+    else:
+        sched = {"type": "piecewise", "points": _points(args.lr_points)}
+    if args.warmup:
+        sched = sched or {"type": "constant"}
+        sched["warmup"] = args.warmup
+    return sched
+
+
+def parse_args(argv=None):
+    """Arguments with a --recipe's values as defaults (explicit arguments win)."""
+    parser = build_parser()
+    first, _ = parser.parse_known_args(argv)
+    if first.recipe:
+        parser.set_defaults(**RECIPES[first.recipe])
+    return parser, parser.parse_args(argv)
 
 
 def check_args(p, args):
@@ -135,6 +207,27 @@ def check_args(p, args):
         positive("hidden-dims", h)
     if args.update_rule not in optim.UPDATE_RULES:
         p.error(f"--update-rule must be one of {', '.join(optim.UPDATE_RULES)}, got {args.update_rule!r}")
+    for name, key in (("momentum", "momentum"), ("weight-decay", "weight_decay")):
+        value = getattr(args, key)
+        if value is not None and key not in optim.DEFAULT_CONFIGS[args.update_rule]:
+            p.error(f"--{name} does not apply to --update-rule {args.update_rule}")
+    if args.momentum is not None and not (0 <= args.momentum < 1):
+        p.error(f"--momentum must be in [0, 1), got {args.momentum}")
+    if args.weight_decay is not None:
+        finite("weight-decay", args.weight_decay, 0)
+    finite("warmup", args.warmup, 0)
+    if args.lr_schedule == "piecewise":
+        pts = _points(args.lr_points)
+        if pts is None or any(len(pt) != 2 for pt in pts):
+            p.error(f"--lr-points must be epoch:factor pairs separated by commas, got {args.lr_points!r}")
+    try:
+        augment_mod.parse(args.augment)
+    except (ValueError, TypeError) as exc:
+        p.error(f"--augment: {exc}")
+    if not (0 <= args.label_smoothing < 1) or not np.isfinite(args.label_smoothing):
+        p.error(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
+    if args.label_smoothing and args.model not in ZOO:
+        p.error(f"--label-smoothing applies to the zoo models, not {args.model}")
     finite("lr", args.lr, 0, strict=True)
     finite("lr-decay", args.lr_decay, 0, strict=True)
     finite("lr-gamma", args.lr_gamma, 0, strict=True)
@@ -162,7 +255,8 @@ def build_model(cfg, input_shape, num_classes):
     if cfg["model"] in ZOO:
         init = cfg.get("init") or "kaiming"
         kwargs = dict(num_classes=num_classes, input_shape=tuple(input_shape), reg=cfg["reg"], dtype=dtype,
-                      seed=cfg["seed"], init=("gaussian", cfg["weight_scale"]) if init == "gaussian" else init)
+                      seed=cfg["seed"], init=("gaussian", cfg["weight_scale"]) if init == "gaussian" else init,
+                      label_smoothing=cfg.get("label_smoothing") or 0.0)
         if cfg["model"] in ("vgg7", "vgg7bn", "resnet9"):
             kwargs["width"] = cfg.get("width", 1.0)
         return ZOO[cfg["model"]](**kwargs)
@@ -196,9 +290,16 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def optim_config(cfg):
+    config = {"learning_rate": cfg["lr"]}
+    for key in ("momentum", "weight_decay"):
+        if cfg.get(key) is not None:
+            config[key] = cfg[key]
+    return config
+
+
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    parser, args = parse_args(argv)
     check_args(parser, args)
     t0 = time.perf_counter()
     out = Path(args.out)
@@ -217,8 +318,12 @@ def main(argv=None):
             "weight_scale": args.weight_scale, "num_filters": args.num_filters,
             "filter_size": args.filter_size, "hidden_dim": args.hidden_dim, "hidden_dims": args.hidden_dims,
             "normalization": args.normalization, "dropout_keep": args.dropout_keep, "dtype": args.dtype,
-            "seed": args.seed, "width": args.width, "init": args.init,
+            "seed": args.seed, "width": args.width, "init": args.init, "recipe": args.recipe,
+            "augment": args.augment, "normalize": args.normalize, "momentum": args.momentum,
+            "weight_decay": args.weight_decay, "weight_decay_on": args.weight_decay_on,
+            "label_smoothing": args.label_smoothing, "tta": args.tta,
         }
+        print("settings: " + " ".join(f"{k}={v}" for k, v in cfg.items()))
         out.mkdir(parents=True, exist_ok=True)
         (out / "run_config.json").write_text(json.dumps(cfg, indent=2))
 
@@ -226,6 +331,10 @@ def main(argv=None):
     num_train = cfg["num_train"] or default_train
     data = loader(num_training=num_train, num_validation=cfg["num_val"], num_test=args.num_test,
                   dtype=np.dtype(cfg["dtype"]))
+    if cfg.get("normalize") == "channel":
+        norm = augment_mod.Normalize.fit(data["X_train"])
+        for split in ("X_train", "X_val", "X_test"):
+            data[split] = norm(data[split])
     input_shape = data["X_train"].shape[1:]
     model = build_model(cfg, input_shape, len(class_names))
     print(f"funkcije.train: {cfg['model']} on {cfg['dataset']}: {data['X_train'].shape[0]} train, "
@@ -244,9 +353,10 @@ def main(argv=None):
         print(f"resumed from {args.resume} at epoch {solver.epoch}")
     else:
         solver = Solver(
-            model, data, update_rule=cfg["update_rule"], optim_config={"learning_rate": cfg["lr"]},
+            model, data, update_rule=cfg["update_rule"], optim_config=optim_config(cfg),
             lr_decay=cfg["lr_decay"], lr_schedule=cfg["lr_schedule"], batch_size=cfg["batch_size"],
-            seed=cfg["seed"], **solver_kwargs,
+            seed=cfg["seed"], augment=augment_mod.parse(cfg.get("augment") or "none"),
+            weight_decay_on=cfg.get("weight_decay_on") or "all", **solver_kwargs,
         )
     status = "finished"
     try:
@@ -256,13 +366,19 @@ def main(argv=None):
         print(f"training stopped: {err}")
     train_seconds = time.perf_counter() - t0
 
-    test = metrics.evaluate(model, data["X_test"], data["y_test"], batch_size=500)
+    tta = None if cfg.get("tta") in (None, "none") else cfg["tta"]
+    test = metrics.evaluate(model, data["X_test"], data["y_test"], batch_size=500, tta=tta)
+    val = metrics.evaluate(model, data["X_val"], data["y_val"], batch_size=500, tta=tta)
     per_class = metrics.precision_recall_f1(test.confusion)
     results = {
         "status": status,
         "epochs": solver.epoch,
         # None when nothing was trained (--epochs 0): no accuracy check has run
         "best_val_acc": float(solver.best_val_acc) if solver.val_acc_history else None,
+        "best_epoch": solver.best_epoch,
+        # the returned model (best_params) on the whole validation split, with --tta
+        "val_acc": float(val.accuracy),
+        "tta": tta,
         "test_acc": float(test.accuracy),
         "test_loss": float(test.loss),
         "test_macro_f1": float(per_class.macro_f1),

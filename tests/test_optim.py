@@ -204,7 +204,7 @@ def test_bad_input_errors():
 
 
 def test_registry():
-    assert set(optim.UPDATE_RULES) == {"sgd", "sgd_momentum", "rmsprop", "adam"}
+    assert set(optim.UPDATE_RULES) == {"sgd", "sgd_momentum", "rmsprop", "adam", "sgd_nesterov", "sgdw", "adamw"}
     for name, fn in optim.UPDATE_RULES.items():
         assert get_update_rule(name) is fn
         assert optim.update_rule_name(fn) == name
@@ -215,8 +215,8 @@ def test_registry():
     assert get_update_rule(custom) is custom
     assert optim.update_rule_name(custom).endswith("test_registry.<locals>.custom")
     with pytest.raises(ValueError) as err:
-        get_update_rule("adamw")
-    for name in ("'adamw'", "'sgd'", "'sgd_momentum'", "'rmsprop'", "'adam'"):
+        get_update_rule("adamax")
+    for name in ("'adamax'", "'sgd'", "'sgd_momentum'", "'rmsprop'", "'adam'"):
         assert name in str(err.value)
     with pytest.raises(TypeError, match="update_rule"):
         get_update_rule(3)

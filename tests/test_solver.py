@@ -319,7 +319,7 @@ def test_history_is_json_and_consistent():
     ipe = 200 // 40
     assert [h["epoch"] for h in s.history] == [1, 2, 3]
     for e, h in enumerate(s.history):
-        assert set(h) == {"epoch", "loss", "train_acc", "val_acc", "lr", "seconds"}
+        assert set(h) == {"epoch", "loss", "train_acc", "val_acc", "val_loss", "lr", "seconds"}
         assert h["loss"] == pytest.approx(np.mean(s.loss_history[e * ipe : (e + 1) * ipe]), rel=1e-12)
         assert h["train_acc"] == s.train_acc_history[e + 1]
         assert h["val_acc"] == s.val_acc_history[e + 1]
@@ -372,7 +372,7 @@ def test_bad_schedules():
     data = make_data()
     with pytest.raises(ValueError, match="not both"):
         Solver(SoftmaxRegression(), data, lr_decay=0.9, lr_schedule={"type": "exponential", "gamma": 0.9})
-    with pytest.raises(ValueError, match="'cosine', 'exponential', 'step'"):
+    with pytest.raises(ValueError, match="'constant', 'cosine', 'exponential', 'onecycle', 'piecewise', 'step'"):
         Solver(SoftmaxRegression(), data, lr_schedule={"type": "linear"})
     with pytest.raises(ValueError, match="needs \\['step_size'\\]"):
         Solver(SoftmaxRegression(), data, lr_schedule={"type": "step"})

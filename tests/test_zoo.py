@@ -226,7 +226,7 @@ def test_summary_command_line():
 @pytest.mark.parametrize("args,message", [
     (["--epochs", "-1"], "--epochs"),
     (["--batch-size", "0"], "--batch-size"),
-    (["--update-rule", "adamw"], "--update-rule"),
+    (["--update-rule", "adamax"], "--update-rule"),
     (["--num-val", "0"], "--num-val"),
     (["--num-train", "0"], "--num-train"),
     (["--lr", "nan"], "--lr"),

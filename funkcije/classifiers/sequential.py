@@ -745,16 +745,24 @@ class Sequential:
         self._scatter(self.layers, grads, out)
         return dx, out
 
+    def _data_loss(self, scores, y):
+        if self.loss_name == "softmax":
+            return L.softmax_loss(scores, y, self.label_smoothing)
+        return L.svm_loss(scores, y)
+
+    def data_loss(self, scores, y):
+        """The training criterion (softmax with this model's label smoothing, or hinge)
+        of scores (N, K) against labels y (N,), without regularisation: a float. The
+        Solver reports validation loss with it."""
+        return float(self._data_loss(scores, y)[0])
+
     @flushes_denormals
     def loss(self, X, y=None):
         """Scores (N, K) when y is None (test mode), else (loss, grads) (train mode)."""
         scores, caches = self.forward(X, train=y is not None)
         if y is None:
             return scores
-        if self.loss_name == "softmax":
-            loss, dscores = L.softmax_loss(scores, y, self.label_smoothing)
-        else:
-            loss, dscores = L.svm_loss(scores, y)
+        loss, dscores = self._data_loss(scores, y)
         # the images need no gradient: the first layer skips its dx
         _, grads = self.backward(dscores, caches, need_dx=False)
         if self.reg:

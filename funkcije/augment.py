@@ -1,0 +1,325 @@
+"""Data augmentation and input normalisation on whole batches (N, C, H, W).
+
+Random transforms draw from a Generator that the caller passes in, so a run is
+repeated exactly from a seed and resumed exactly from a checkpoint (the Solver
+owns one augmentation stream and saves its state). Every transform works on the
+whole batch at once with NumPy indexing (no Python loop over images), keeps the
+input's dtype and never modifies its input.
+
+    pipe = augment.Compose(augment.RandomCrop(4, mode="reflect"), augment.HorizontalFlip())
+    Solver(model, data, augment=pipe, ...)           # training batches only
+    augment.parse("crop:4:reflect,flip,cutout:8")    # the same from a string (the CLI's --augment)
+
+Transforms (each `t(X, rng) -> X'`, X of shape (N, C, H, W)):
+  RandomCrop(padding, mode="zero"|"reflect")  pad by `padding` on every side, cut a
+      random H x W window: a translation by up to `padding` pixels each way
+  Translate(k, mode="zero")                    the same operation under its other name
+  HorizontalFlip(p=0.5)                        mirror each image with probability p
+  Cutout(size, p=1.0)                          zero a size x size square at a random
+      centre (clipped at the border; DeVries & Taylor, 2017)
+Deterministic preprocessing for all splits (train, validation, test alike):
+  channel_stats(X) -> (mean, std) per channel, from the training set (the FER lab)
+  Normalize(mean, std)                         (X - mean) / std per channel; also the
+      `ans` course's ImageNet constants, IMAGENET_MEAN / IMAGENET_STD on [0, 1] pixels
+  translate(X, dy, dx, mode)                   one fixed shift of every image (TTA)
+  hflip(X)                                     mirror every image
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .checks import check_array
+
+__all__ = [
+    "RandomCrop",
+    "Translate",
+    "HorizontalFlip",
+    "Cutout",
+    "Normalize",
+    "Compose",
+    "parse",
+    "channel_stats",
+    "hflip",
+    "translate",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_MODES = ("zero", "reflect")
+
+
+def _check_batch(where, X):
+    check_array(where, "X", X, 4)
+    return X
+
+
+def _check_rng(where, rng):
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"{where}: rng must be a numpy.random.Generator, got {type(rng).__name__}")
+
+
+def _int_at_least(where, name, value, low):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{where}: {name} must be an int >= {low}, got {value!r}")
+    return int(value)
+
+
+def _probability(where, name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{where}: {name} must be a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _pad(X, padding, mode):
+    widths = ((0, 0), (0, 0), (padding, padding), (padding, padding))
+    if mode == "zero":
+        return np.pad(X, widths)
+    if padding >= min(X.shape[2], X.shape[3]):
+        raise ValueError(
+            f"reflect padding of {padding} needs images larger than {padding} pixels, got {X.shape[2:]}"
+        )
+    return np.pad(X, widths, mode="reflect")
+
+
+def _windows(X, dy, dx, padding, mode):
+    """Image n shifted so that its window starts at (dy[n], dx[n]) of the padded
+    batch: one gather over a strided view of all windows, no copy of the others."""
+    N, C, H, W = X.shape
+    view = sliding_window_view(_pad(X, padding, mode), (H, W), axis=(2, 3))  # (N, C, 2p+1, 2p+1, H, W)
+    return np.ascontiguousarray(view[np.arange(N), :, dy, dx])
+
+
+class Transform:
+    """A random batch transform: `t(X, rng)`. `spec` is its string in parse()'s form,
+    used to tell whether a resumed run augments as the original did."""
+
+    spec = ""
+
+    def __call__(self, X, rng):  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"augment.parse({self.spec!r})"
+
+
+class RandomCrop(Transform):
+    """Pad every image by `padding` pixels (zeros or a reflection of the border) and
+    cut a random H x W window from it: each image moves by dy, dx uniform in
+    [-padding, padding]. X (N, C, H, W) -> (N, C, H, W), same dtype."""
+
+    name = "crop"
+
+    def __init__(self, padding=4, mode="zero"):
+        where = type(self).__name__
+        self.padding = _int_at_least(where, "padding", padding, 0)
+        if mode not in _MODES:
+            raise ValueError(f"{where}: mode must be one of {_MODES}, got {mode!r}")
+        self.mode = mode
+        self.spec = f"{self.name}:{self.padding}:{mode}"
+
+    def __call__(self, X, rng):
+        where = type(self).__name__
+        _check_batch(where, X)
+        _check_rng(where, rng)
+        N = X.shape[0]
+        p = self.padding
+        offsets = rng.integers(0, 2 * p + 1, size=(2, N))
+        if p == 0 or N == 0:
+            return X.copy()
+        return _windows(X, offsets[0], offsets[1], p, self.mode)
+
+
+class Translate(RandomCrop):
+    """A random translation by up to `k` pixels in each direction, the vacated border
+    filled with zeros (or a reflection): RandomCrop(k, mode) under the name the
+    airbench and `ans` recipes use."""
+
+    name = "translate"
+
+    def __init__(self, k=2, mode="zero"):
+        super().__init__(k, mode)
+
+
+class HorizontalFlip(Transform):
+    """Mirror each image left-right with probability p. X (N, C, H, W) -> same."""
+
+    def __init__(self, p=0.5):
+        self.p = _probability("HorizontalFlip", "p", p)
+        self.spec = f"flip:{self.p:g}"
+
+    def __call__(self, X, rng):
+        _check_batch("HorizontalFlip", X)
+        _check_rng("HorizontalFlip", rng)
+        flip = rng.random(X.shape[0]) < self.p
+        out = X.copy()
+        out[flip] = X[flip, :, :, ::-1]
+        return out
+
+
+class Cutout(Transform):
+    """Set a size x size square of every image (with probability p) to zero, centred
+    at a uniformly random pixel; squares reaching over the border are clipped.
+    X (N, C, H, W) -> same; applied to all channels alike."""
+
+    def __init__(self, size=8, p=1.0):
+        self.size = _int_at_least("Cutout", "size", size, 1)
+        self.p = _probability("Cutout", "p", p)
+        self.spec = f"cutout:{self.size}:{self.p:g}"
+
+    def __call__(self, X, rng):
+        _check_batch("Cutout", X)
+        _check_rng("Cutout", rng)
+        N, _, H, W = X.shape
+        cy = rng.integers(0, H, size=N)
+        cx = rng.integers(0, W, size=N)
+        apply = rng.random(N) < self.p
+        y0 = cy - self.size // 2
+        x0 = cx - self.size // 2
+        rows = np.arange(H)
+        cols = np.arange(W)
+        in_rows = (rows >= y0[:, None]) & (rows < (y0 + self.size)[:, None])  # (N, H)
+        in_cols = (cols >= x0[:, None]) & (cols < (x0 + self.size)[:, None])  # (N, W)
+        hole = in_rows[:, :, None] & in_cols[:, None, :] & apply[:, None, None]  # (N, H, W)
+        out = X.copy()
+        out *= ~hole[:, None]  # a bool mask: exact zeros, dtype kept
+        return out
+
+
+class Compose(Transform):
+    """Apply transforms in order, each drawing from the same Generator."""
+
+    def __init__(self, *transforms):
+        for t in transforms:
+            if not callable(t):
+                raise TypeError(f"Compose: every transform must be callable t(X, rng), got {type(t).__name__}")
+        self.transforms = tuple(transforms)
+        self.spec = ",".join(getattr(t, "spec", None) or _callable_name(t) for t in transforms)
+
+    def __call__(self, X, rng):
+        for t in self.transforms:
+            X = t(X, rng)
+        return X
+
+
+def _callable_name(fn):
+    module = getattr(fn, "__module__", None) or "?"
+    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{module}:{qualname}"
+
+
+def spec_of(augment):
+    """A string naming an augmentation (parse()'s form for funkcije's transforms,
+    'module:qualname' for another callable), recorded in checkpoints."""
+    if augment is None:
+        return None
+    return getattr(augment, "spec", None) or _callable_name(augment)
+
+
+_PARSERS = {
+    "crop": (RandomCrop, (int, str)),
+    "translate": (Translate, (int, str)),
+    "flip": (HorizontalFlip, (float,)),
+    "cutout": (Cutout, (int, float)),
+}
+
+
+def parse(text):
+    """A pipeline from a comma-separated string: 'crop[:padding[:zero|reflect]]',
+    'translate[:k[:mode]]', 'flip[:p]', 'cutout[:size[:p]]'. Example:
+    parse('crop:4:reflect,flip,cutout:12'). An empty string or 'none' gives None."""
+    if not isinstance(text, str):
+        raise TypeError(f"augment.parse: expected a string such as 'crop:4,flip', got {type(text).__name__}")
+    text = text.strip()
+    if text in ("", "none"):
+        return None
+    transforms = []
+    for item in text.split(","):
+        name, *args = item.strip().split(":")
+        if name not in _PARSERS:
+            raise ValueError(f"augment.parse: unknown transform {name!r} in {text!r}; valid: {sorted(_PARSERS)}")
+        cls, types = _PARSERS[name]
+        if len(args) > len(types):
+            raise ValueError(f"augment.parse: {name} takes at most {len(types)} arguments, got {item!r}")
+        try:
+            values = [typ(a) for typ, a in zip(types, args)]
+        except ValueError:
+            raise ValueError(f"augment.parse: bad argument in {item!r}") from None
+        transforms.append(cls(*values))
+    return transforms[0] if len(transforms) == 1 else Compose(*transforms)
+
+
+# ----------------------------------------------------------------------------- deterministic
+
+
+def hflip(X):
+    """Every image mirrored left-right: X (N, C, H, W) -> a new array, same dtype."""
+    _check_batch("hflip", X)
+    return np.ascontiguousarray(X[:, :, :, ::-1])
+
+
+def translate(X, dy, dx, mode="reflect"):
+    """Every image shifted by (dy, dx) pixels (content moves down/right for positive
+    values), the border filled by `mode` ('zero' or 'reflect'). X (N, C, H, W)."""
+    _check_batch("translate", X)
+    dy = int(dy)
+    dx = int(dx)
+    if mode not in _MODES:
+        raise ValueError(f"translate: mode must be one of {_MODES}, got {mode!r}")
+    p = max(abs(dy), abs(dx))
+    N = X.shape[0]
+    if p == 0 or N == 0:
+        return X.copy()
+    return _windows(X, np.full(N, p - dy), np.full(N, p - dx), p, mode)
+
+
+def channel_stats(X):
+    """Per-channel mean and standard deviation of X (N, C, H, W), accumulated in
+    float64 and returned as two (C,) float64 arrays (population std)."""
+    _check_batch("channel_stats", X)
+    if X.shape[0] == 0:
+        raise ValueError("channel_stats: X is empty")
+    mean = X.mean(axis=(0, 2, 3), dtype=np.float64)
+    var = np.zeros_like(mean)
+    for c in range(X.shape[1]):  # one channel at a time: no float64 copy of the whole set
+        d = X[:, c].astype(np.float64) - mean[c]
+        var[c] = np.mean(d * d)
+    return mean, np.sqrt(var)
+
+
+class Normalize:
+    """(X - mean) / std per channel: X (N, C, H, W), mean and std (C,) (or scalars).
+    Deterministic, for every split alike; the result has X's dtype. Normalize.fit(X)
+    takes the statistics from X (the training set)."""
+
+    def __init__(self, mean, std):
+        mean = np.asarray(mean, dtype=np.float64).reshape(-1)
+        std = np.asarray(std, dtype=np.float64).reshape(-1)
+        if mean.size == 0 or std.size == 0 or not (np.isfinite(mean).all() and np.isfinite(std).all()):
+            raise ValueError("Normalize: mean and std must be finite, non-empty")
+        if (std <= 0).any():
+            raise ValueError(f"Normalize: std must be > 0, got {std.tolist()}")
+        self.mean, self.std = mean, std
+
+    @classmethod
+    def fit(cls, X):
+        return cls(*channel_stats(X))
+
+    def __call__(self, X):
+        _check_batch("Normalize", X)
+        C = X.shape[1]
+        if self.mean.size not in (1, C) or self.std.size not in (1, C):
+            raise ValueError(
+                f"Normalize: {self.mean.size} means and {self.std.size} stds for {C} channels"
+            )
+        shape = (1, -1, 1, 1)
+        out = X - self.mean.astype(X.dtype).reshape(shape)
+        out *= (1.0 / self.std).astype(X.dtype).reshape(shape)
+        return out
+
+    def __repr__(self):
+        return f"Normalize(mean={self.mean.tolist()}, std={self.std.tolist()})"

@@ -1,0 +1,251 @@
+"""The training recipe: Nesterov SGD, decoupled weight decay, per-iteration
+learning-rate schedules, label smoothing, and the command line's recipes."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from funkcije import optim
+from funkcije.solver import Solver, _resolve_schedule, scheduled_learning_rate
+
+RNG = np.random.default_rng(0)
+W0 = RNG.standard_normal((4, 5))
+GRADS = [RNG.standard_normal((4, 5)) for _ in range(6)]
+
+
+def run_rule(rule, config, w=W0, grads=GRADS, lrs=None):
+    w = w.copy()
+    config = dict(config)
+    for i, g in enumerate(grads):
+        if lrs is not None:
+            config["learning_rate"] = lrs[i]
+        w, config = rule(w, g, config)
+    return w, config
+
+
+# ----------------------------------------------------------------------------- hand-computed steps
+
+
+def test_nesterov_two_steps_by_hand():
+    lr, mu, wd = 0.1, 0.9, 0.01
+    w = W0.copy()
+    g1, g2 = GRADS[0] + wd * w, None
+    v = g1
+    w1 = w - lr * (g1 + mu * v)
+    g2 = GRADS[1] + wd * w1
+    v = mu * v + g2
+    w2 = w1 - lr * (g2 + mu * v)
+    got, config = run_rule(optim.sgd_nesterov, {"learning_rate": lr, "momentum": mu, "weight_decay": wd},
+                           grads=GRADS[:2])
+    np.testing.assert_allclose(got, w2, rtol=1e-14)
+    np.testing.assert_allclose(config["velocity"], v, rtol=1e-14)
+
+
+def test_sgdw_decay_stays_out_of_the_momentum():
+    lr, mu, wd = 0.1, 0.9, 0.05
+    w = W0.copy()
+    v = np.zeros_like(w)
+    for g in GRADS[:3]:
+        v = mu * v + g
+        w = w - lr * (g + mu * v) - lr * wd * w
+    got, config = run_rule(optim.sgdw, {"learning_rate": lr, "momentum": mu, "weight_decay": wd}, grads=GRADS[:3])
+    np.testing.assert_allclose(got, w, rtol=1e-14)
+    np.testing.assert_allclose(config["velocity"], run_rule(optim.sgdw, {"weight_decay": 0.0}, grads=GRADS[:3])[1]["velocity"])
+
+
+def test_adamw_is_adam_on_the_decayed_weights():
+    lr, wd = 1e-2, 0.1
+    w, cfg_w = W0.copy(), {"learning_rate": lr, "weight_decay": wd}
+    a, cfg_a = W0.copy(), {"learning_rate": lr}
+    for g in GRADS:
+        w, cfg_w = optim.adamw(w, g, cfg_w)
+        a, cfg_a = optim.adam(a * (1 - lr * wd), g, cfg_a)
+    np.testing.assert_allclose(w, a, rtol=1e-14)
+    assert cfg_w["t"] == len(GRADS)
+
+
+@pytest.mark.parametrize("rule", [optim.sgd_nesterov, optim.sgdw, optim.adamw])
+def test_new_rules_keep_dtype_and_check_their_config(rule):
+    w = W0.astype(np.float32)
+    nw, config = rule(w, GRADS[0].astype(np.float32), {"learning_rate": 1e-2})
+    assert nw.dtype == np.float32 and all(
+        v.dtype == np.float32 for v in config.values() if isinstance(v, np.ndarray))
+    with pytest.raises(ValueError, match="weight_decay"):
+        rule(w, w, {"weight_decay": -1.0})
+    with pytest.raises(ValueError, match="unknown config keys"):
+        rule(w, w, {"weight_decay_": 1.0})
+    assert rule in optim.UPDATE_RULES.values()
+
+
+# ----------------------------------------------------------------------------- against PyTorch
+
+
+def torch_run(torch, opt_cls, kwargs, lrs):
+    p = torch.nn.Parameter(torch.tensor(W0))
+    opt = opt_cls([p], **kwargs)
+    for g, lr in zip(GRADS, lrs):
+        for group in opt.param_groups:
+            group["lr"] = lr
+        p.grad = torch.tensor(g)
+        opt.step()
+    return p.detach().numpy()
+
+
+LRS = [0.1, 0.05, 0.2, 0.1, 0.02, 0.01]  # a changing rate: the buffers' units matter
+
+
+@pytest.mark.torch
+def test_sgd_nesterov_matches_torch(torch):
+    ours, _ = run_rule(optim.sgd_nesterov, {"momentum": 0.9, "weight_decay": 5e-3}, lrs=LRS)
+    theirs = torch_run(torch, torch.optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-3), LRS)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.torch
+def test_adamw_matches_torch(torch):
+    lrs = [1e-2, 5e-3, 2e-2, 1e-2, 1e-3, 1e-2]
+    ours, _ = run_rule(optim.adamw, {"weight_decay": 0.1, "epsilon": 1e-8}, lrs=lrs)
+    theirs = torch_run(torch, torch.optim.AdamW, dict(lr=1e-2, weight_decay=0.1, eps=1e-8), lrs)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-14)
+
+
+# ----------------------------------------------------------------------------- schedules
+
+
+def lr_at(schedule, iteration, ipe=10, lr0=1.0, num_epochs=10):
+    sched = _resolve_schedule(schedule, num_epochs)
+    return scheduled_learning_rate(lr0, None, sched, iteration=iteration, iterations_per_epoch=ipe)
+
+
+def test_per_iteration_schedules_by_hand():
+    one = {"type": "onecycle", "peak": 0.25, "start": 0.1, "end": 0.0}  # over 10 epochs of 10 updates
+    assert lr_at(one, 0) == pytest.approx(0.1)
+    assert lr_at(one, 25) == pytest.approx(1.0)  # the peak at epoch 2.5
+    assert lr_at(one, 10) == pytest.approx(0.1 + 0.9 * 1.0 / 2.5)
+    assert lr_at(one, 50) == pytest.approx(1.0 - 2.5 / 7.5)
+    assert lr_at(one, 100) == pytest.approx(0.0)
+    pw = {"type": "piecewise", "points": [[0, 0.2], [2, 1.0], [6, 0.0]]}
+    assert lr_at(pw, 5) == pytest.approx(0.2 + 0.8 * 0.25)
+    assert lr_at(pw, 40) == pytest.approx(0.5)
+    assert lr_at(pw, 99) == 0.0
+    cos = {"type": "cosine", "per_iteration": True}
+    assert lr_at(cos, 25) == pytest.approx((1 + math.cos(math.pi * 0.25)) / 2)
+    # warm-up: linear over the first 2 epochs (20 updates), then the schedule
+    warm = {"type": "constant", "warmup": 2}
+    assert [lr_at(warm, i) for i in (0, 9, 19, 20, 55)] == pytest.approx([1 / 20, 10 / 20, 1.0, 1.0, 1.0])
+    # a per-epoch schedule with a warm-up keeps its epoch steps
+    step = {"type": "step", "step_size": 3, "gamma": 0.5, "warmup": 1}
+    assert [lr_at(step, i) for i in (4, 10, 29, 30)] == pytest.approx([0.5, 1.0, 1.0, 0.5])
+
+
+@pytest.mark.parametrize("bad", [
+    {"type": "piecewise", "points": [[1, 1], [2, 0]]},
+    {"type": "piecewise", "points": [[0, 1], [0, 0]]},
+    {"type": "piecewise", "points": [[0, -1], [2, 0]]},
+    {"type": "piecewise", "points": "0:1"},
+    {"type": "onecycle", "peak": 1.5},
+    {"type": "cosine", "warmup": -1},
+    {"type": "cosine", "per_iteration": "yes"},
+    {"type": "constant", "gamma": 0.1},
+])
+def test_bad_schedules_are_clear_errors(bad):
+    with pytest.raises((ValueError, TypeError), match="lr_schedule"):
+        _resolve_schedule(bad, 5)
+
+
+def linear_data(n=80, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 6))
+    y = (X[:, 0] > 0).astype(np.int64)
+    return {"X_train": X, "y_train": y, "X_val": X[:20], "y_val": y[:20]}
+
+
+class Linear:
+    def __init__(self):
+        self.params = {"W": np.full((6, 2), 0.01), "b": np.zeros(2)}
+
+    def loss(self, X, y=None):
+        from funkcije.layers import softmax_loss
+
+        scores = X @ self.params["W"] + self.params["b"]
+        if y is None:
+            return scores
+        loss, d = softmax_loss(scores, y)
+        return loss, {"W": X.T @ d, "b": d.sum(0)}
+
+
+def test_solver_applies_the_rate_of_every_iteration():
+    s = Solver(Linear(), linear_data(), update_rule="sgd", optim_config={"learning_rate": 0.5},
+               lr_schedule={"type": "onecycle", "start": 0.0}, num_epochs=4, batch_size=20, verbose=False, seed=0)
+    s.train()
+    ipe = s.iterations_per_epoch
+    sched = s._lr_schedule
+    expected = [scheduled_learning_rate(0.5, None, sched, iteration=i, iterations_per_epoch=ipe)
+                for i in range(4 * ipe)]
+    assert s.lr_history == pytest.approx(expected)
+    assert s.lr_history[0] == 0.0 and max(s.lr_history) == pytest.approx(0.5)
+    assert [h["lr"] for h in s.history] == pytest.approx(
+        [np.mean(expected[e * ipe:(e + 1) * ipe]) for e in range(4)])
+
+
+def test_weight_decay_on_weights_spares_biases_and_norm_params():
+    model = Linear()
+    model.params["bn1.gamma"] = np.ones(2)
+    s = Solver(model, linear_data(), update_rule="sgdw", optim_config={"weight_decay": 0.1},
+               weight_decay_on="weights", verbose=False, seed=0)
+    assert {k: c["weight_decay"] for k, c in s.optim_configs.items()} == {"W": 0.1, "b": 0.0, "bn1.gamma": 0.0}
+    with pytest.raises(ValueError, match="weight_decay_on"):
+        Solver(Linear(), linear_data(), weight_decay_on="biases", verbose=False)
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "funkcije.train", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--augment", "rotate"], "--augment"),
+    (["--update-rule", "sgd", "--momentum", "0.9"], "--momentum does not apply"),
+    (["--update-rule", "sgdw", "--weight-decay", "-1"], "--weight-decay"),
+    (["--lr-schedule", "piecewise", "--lr-points", "0:1,x"], "--lr-points"),
+    (["--label-smoothing", "1.5", "--model", "vgg7"], "--label-smoothing"),
+    (["--label-smoothing", "0.1"], "zoo models"),
+    (["--recipe", "nope"], "--recipe"),
+    (["--warmup", "nan"], "--warmup"),
+])
+def test_cli_rejects_bad_recipe_arguments(args, message):
+    res = cli(*args)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_recipe_gives_defaults_and_explicit_arguments_win():
+    from funkcije.train import RECIPES, parse_args
+
+    _, args = parse_args(["--recipe", "vgg7bn-88", "--epochs", "2"])
+    assert args.model == "vgg7bn" and args.epochs == 2 and args.augment == RECIPES["vgg7bn-88"]["augment"]
+    assert args.update_rule == "sgd_nesterov" and args.weight_decay == 5e-4
+
+
+@pytest.mark.slow
+def test_recipe_learns_on_real_cifar_images(tmp_path, data_root):
+    """A few hundred real images through the whole recipe (augmentation, Nesterov,
+    one-cycle, label smoothing, TTA) at a small width: the loss falls and accuracy
+    on the training images is above chance."""
+    res = cli("--recipe", "vgg7bn-88", "--width", "0.125", "--epochs", "6", "--num-train", "256",
+              "--batch-size", "32", "--num-val", "100", "--num-test", "200", "--lr", "0.05",
+              "--out", str(tmp_path / "run"), "--quiet")
+    assert res.returncode == 0, res.stderr[-2000:]
+    import json
+
+    hist = json.loads((tmp_path / "run" / "history.json").read_text())
+    losses = [h["loss"] for h in hist["history"]]
+    assert losses[-1] < losses[0]
+    assert hist["results"]["test_acc"] > 0.15 and hist["results"]["tta"] == "flip"
+    assert "augment=crop:4:reflect,flip" in res.stdout
