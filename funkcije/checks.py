@@ -6,6 +6,7 @@ Contracts 2 and 3). Nothing here allocates large arrays.
 """
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import NamedTuple
 
@@ -26,6 +27,15 @@ __all__ = [
     "conv_geometry",
     "PoolGeometry",
     "pool_geometry",
+    "as_dout",
+    "as_params",
+    "check_param_keys",
+    "check_real_in",
+    "Cache",
+    "unpack_cache",
+    "cache_array",
+    "describe",
+    "names_errors",
 ]
 
 
@@ -326,3 +336,72 @@ def check_real_in(layer: str, name: str, value, low, high, low_open=False, high_
         interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
         raise ValueError(f"{layer}: {name} must be finite and in {interval}, got {value!r}")
     return v
+
+
+class Cache(tuple):
+    """A forward's cache: a tuple, so that it unpacks as cs231n's caches do, tagged
+    with the name of the forward that made it. Caches of different layers often have
+    the same length (affine's (x, w, b) and layer norm's (xhat, inv_std, gamma)); the
+    tag lets a backward tell another layer's cache from its own instead of computing
+    a silently wrong gradient from it."""
+
+    def __new__(cls, items, forward=None):
+        self = super().__new__(cls, items)
+        self.forward = forward
+        return self
+
+
+def describe(obj) -> str:
+    if isinstance(obj, Cache) and obj.forward:
+        return f"the cache of {obj.forward}"
+    if isinstance(obj, tuple):
+        return f"a tuple of {len(obj)} ({', '.join(type(v).__name__ for v in obj)})"
+    if isinstance(obj, np.ndarray):
+        return f"an ndarray of shape {obj.shape}"
+    return type(obj).__name__
+
+
+def unpack_cache(layer: str, cache, forwards, types) -> tuple:
+    """The items of a backward's cache. `forwards`: the forwards whose caches this
+    backward takes (a str or a tuple of them); `types`: one type (or tuple of types,
+    or None for any) per item. A cache tagged by another forward is a TypeError, and
+    so is anything that is not a tuple of that many items of those types (a cache
+    built by hand, untagged, is accepted when its items fit)."""
+    forwards = (forwards,) if isinstance(forwards, str) else tuple(forwards)
+    want = " or ".join(forwards)
+    tag = cache.forward if isinstance(cache, Cache) else None
+    fits = (
+        (tag is None or tag in forwards)
+        and isinstance(cache, tuple)
+        and len(cache) == len(types)
+        and all(t is None or isinstance(v, t) for v, t in zip(cache, types))
+    )
+    if not fits:
+        raise TypeError(f"{layer}: cache must be the cache that {want} returned, got {describe(cache)}")
+    return cache
+
+
+def cache_array(layer: str, cache, forward: str) -> np.ndarray:
+    """A cache that is one array (relu's x, sigmoid's and tanh's output)."""
+    if not isinstance(cache, np.ndarray):
+        raise TypeError(f"{layer}: cache must be the cache that {forward} returned (an ndarray), got {describe(cache)}")
+    return cache
+
+
+def names_errors(fn):
+    """Decorator for a function made of other checked functions (a sandwich layer): a
+    ValueError or TypeError raised by one of them is raised again with fn's name in
+    front, so the message names the function the caller called as well as the part
+    that refused the input (`affine_relu_forward: affine_forward_fast: x must ...`)."""
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, TypeError) as e:
+            if str(e).startswith(name + ":"):
+                raise
+            raise type(e)(f"{name}: {e}") from e
+
+    return wrapper

@@ -62,7 +62,12 @@ import numpy as np
 
 from . import _numpy_kernels
 from .config import ENV as _ENV, check_bool as _check_bool
-from .checks import affine_shapes, check_array, check_dout, check_mode, check_same_dtype, conv_geometry, pool_geometry
+from .checks import (
+    Cache, affine_shapes, as_dout, check_array, check_mode, check_same_dtype, conv_geometry, describe,
+    pool_geometry, unpack_cache,
+)
+# which forwards' caches each backward takes (the reference's and the fast one's alike)
+from .layers import AFFINE_FORWARDS, AVG_POOL_FORWARDS, CONV_FORWARDS, MAX_POOL_FORWARDS
 
 __all__ = [
     "conv_forward_fast",
@@ -440,20 +445,22 @@ def release_workspace():
 # ----------------------------------------------------------------------------- caches
 
 
-class ConvCache(tuple):
-    """The reference's conv cache (x, w, b, conv_param), as a tuple."""
+def ConvCache(items):
+    """The reference's conv cache (x, w, b, conv_param), tagged as the fast forward's."""
+    return Cache(items, "conv_forward_fast")
 
-    __slots__ = ()
 
-
-class PoolCache(tuple):
+class PoolCache(Cache):
     """The reference's pooling cache (x, pool_param); `arg` holds the max-pool argmax
     positions (flat h * W + w per output, int32) when the fast forward made it."""
 
-    def __new__(cls, items, arg=None):
-        self = super().__new__(cls, items)
+    def __new__(cls, items, forward=None, arg=None):
+        self = super().__new__(cls, items, forward)
         self.arg = arg
         return self
+
+
+_A = np.ndarray
 
 
 # ----------------------------------------------------------------------------- convolution
@@ -526,11 +533,13 @@ def conv_backward_fast(dout, cache, *, need_dx=True):
     need_dx=False returns None for dx and skips its GEMM and col2im: a network's
     first layer needs no input gradient."""
     layer = "conv_backward_fast"
-    x, w, b, conv_param = cache
+    x, w, b, conv_param = unpack_cache(layer, cache, CONV_FORWARDS, (_A, _A, _A, dict))
     g, F, Cg, HH, WW = _conv_setup(layer, x, w, conv_param)
     N = x.shape[0]
     Ho, Wo = g.out_h, g.out_w
-    check_dout(layer, dout, (N, F, Ho, Wo), x.dtype)
+    dout = as_dout(layer, dout, (N, F, Ho, Wo), x.dtype)
+    if N == 0:  # an empty batch: empty dx, zero dw and db (no chunks to sum)
+        return (np.empty_like(x) if need_dx else None), np.zeros_like(w), np.zeros(F, dtype=x.dtype)
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(w)
     dout = np.ascontiguousarray(dout)
@@ -931,15 +940,15 @@ def affine_forward_fast(x, w, b):
 
     _run_chunks(_split(M, workers), piece, workers)
     out += b
-    return out, (x, w, b)
+    return out, Cache((x, w, b), "affine_forward_fast")
 
 
 def affine_backward_fast(dout, cache):
     """dout: (N, M); cache from `affine_forward_fast` (or `affine_forward`).
     Returns dx (N, d1, ..., dk), dw (D, M), db (M,)."""
-    x, w, b = cache
+    x, w, b = unpack_cache("affine_backward_fast", cache, AFFINE_FORWARDS, (_A, _A, _A))
     N, D, M = affine_shapes("affine_backward_fast", x, w, b)
-    check_dout("affine_backward_fast", dout, (N, M), x.dtype)
+    dout = as_dout("affine_backward_fast", dout, (N, M), x.dtype)
     x2 = x.reshape(N, D)
     doutT = np.ascontiguousarray(dout.T)
     dw = np.empty((D, M), dtype=x.dtype)
@@ -979,17 +988,17 @@ def max_pool_forward_fast(x, pool_param):
     out = np.empty((N, C, g.out_h, g.out_w), dtype=x.dtype)
     arg = np.empty(out.shape, dtype=np.int32)
     _kernels(x.dtype).max_pool_forward(x, out, arg, g.pool_height, g.pool_width, *g.stride)
-    return out, PoolCache((x, pool_param), arg)
+    return out, PoolCache((x, pool_param), "max_pool_forward_fast", arg)
 
 
 def max_pool_backward_fast(dout, cache):
     """Each window's gradient goes to its maximum (the first, on ties); overlapping
     windows add up. Returns dx (N, C, H, W)."""
     layer = "max_pool_backward_fast"
-    x, pool_param = cache
+    x, pool_param = unpack_cache(layer, cache, MAX_POOL_FORWARDS, (_A, dict))
     g, x = _pool_arrays(layer, x, pool_param)
     N, C = x.shape[:2]
-    check_dout(layer, dout, (N, C, g.out_h, g.out_w), x.dtype)
+    dout = as_dout(layer, dout, (N, C, g.out_h, g.out_w), x.dtype)
     kern = _kernels(x.dtype)
     arg = getattr(cache, "arg", None)
     if arg is None:  # a reference cache: find the maxima again
@@ -1008,17 +1017,17 @@ def avg_pool_forward_fast(x, pool_param):
     N, C = x.shape[:2]
     out = np.empty((N, C, g.out_h, g.out_w), dtype=x.dtype)
     _kernels(x.dtype).avg_pool_forward(x, out, g.pool_height, g.pool_width, *g.stride)
-    return out, PoolCache((x, pool_param))
+    return out, PoolCache((x, pool_param), "avg_pool_forward_fast")
 
 
 def avg_pool_backward_fast(dout, cache):
     """Each window spreads dout / (pool_height * pool_width) over its elements.
     Returns dx (N, C, H, W)."""
     layer = "avg_pool_backward_fast"
-    x, pool_param = cache
+    x, pool_param = unpack_cache(layer, cache, AVG_POOL_FORWARDS, (_A, dict))
     g = pool_geometry(layer, x, pool_param)
     N, C = x.shape[:2]
-    check_dout(layer, dout, (N, C, g.out_h, g.out_w), x.dtype)
+    dout = as_dout(layer, dout, (N, C, g.out_h, g.out_w), x.dtype)
     dx = np.zeros(x.shape, dtype=x.dtype)
     _kernels(x.dtype).avg_pool_backward(np.ascontiguousarray(dout), dx, g.pool_height, g.pool_width, *g.stride)
     return dx
@@ -1027,11 +1036,10 @@ def avg_pool_backward_fast(dout, cache):
 # ----------------------------------------------------------------------------- spatial batch norm
 
 
-class BatchNormCache(tuple):
+def BatchNormCache(items):
     """(mode, xhat, inv_std, gamma) of `spatial_batchnorm_forward_fast`; xhat (N, C, H, W),
     inv_std and gamma (C,)."""
-
-    __slots__ = ()
+    return Cache(items, "spatial_batchnorm_forward_fast")
 
 
 def spatial_batchnorm_forward_fast(x, gamma, beta, bn_param):
@@ -1076,10 +1084,11 @@ def spatial_batchnorm_backward_fast(dout, cache):
     """Returns dx (N, C, H, W), dgamma (C,), dbeta (C,), in the closed form
     dx = gamma inv_std (dout - mean(dout) - xhat mean(dout xhat)), means over (N, H, W)."""
     layer = "spatial_batchnorm_backward_fast"
-    if not isinstance(cache, BatchNormCache):
-        raise TypeError(f"{layer}: cache must come from spatial_batchnorm_forward_fast, got {type(cache).__name__}")
-    mode, xhat, inv_std, gamma = cache
-    check_dout(layer, dout, xhat.shape, xhat.dtype)
+    if not isinstance(cache, Cache):  # its layout is not the reference's: only its own, tagged cache
+        raise TypeError(f"{layer}: cache must be the cache that spatial_batchnorm_forward_fast returned, "
+                        f"got {describe(cache)}")
+    mode, xhat, inv_std, gamma = unpack_cache(layer, cache, "spatial_batchnorm_forward_fast", (str, _A, _A, _A))
+    dout = as_dout(layer, dout, xhat.shape, xhat.dtype)
     N, C, H, W = xhat.shape
     dt = xhat.dtype
     dbeta = dout.sum(axis=(0, 2, 3), dtype=np.float64)

@@ -5,7 +5,8 @@ Every sandwich follows the layer contract (docs/ARCHITECTURE.md, Contract 1):
 gradients of the forward's array arguments in argument order. Affine layers,
 convolution and max pooling go through `funkcije.fast_layers`; validation happens in the
 underlying layers (and so in `funkcije.checks`), so bad input is rejected with
-the same messages as the plain layers give. dtype is preserved.
+the messages the plain layers give, prefixed with the sandwich's name. Each backward
+checks its own dout and that its cache is its forward's. dtype is preserved.
 
 ReLU runs in place on the freshly made output of the layer before it, and the
 backward pass reads its mask from the sandwich output kept in the cache: do not
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .checks import Cache, as_dout, names_errors, unpack_cache
 from .fast_layers import (
     affine_backward_fast as affine_backward,
     affine_forward_fast as affine_forward,
@@ -61,14 +63,20 @@ def _relu_inplace(a):
     return a
 
 
-def _relu_backward_from_out(dout, out):
+def _relu_backward_from_out(layer, dout, out):
+    # checked here: np.where would broadcast a dout of the wrong shape to out's
+    dout = as_dout(layer, dout, out.shape, out.dtype)
     # where, not dout * mask: no bool -> float conversion pass and no dtype question
     return np.where(out > 0, dout, dout.dtype.type(0))
+
+
+_A = np.ndarray
 
 
 # ----------------------------------------------------------------------------- affine sandwiches
 
 
+@names_errors
 def affine_relu_forward(x, w, b):
     """Affine then ReLU.
 
@@ -78,15 +86,17 @@ def affine_relu_forward(x, w, b):
     a, fc_cache = affine_forward(x, w, b)
     # affine_forward's cache is (x, w, b): its output is ours to overwrite
     out = _relu_inplace(a)
-    return out, (fc_cache, out)
+    return out, Cache((fc_cache, out), "affine_relu_forward")
 
 
+@names_errors
 def affine_relu_backward(dout, cache):
     """dout: (N, M). Returns dx (N, d1, ..., dk), dw (D, M), db (M,)."""
-    fc_cache, out = cache
-    return affine_backward(_relu_backward_from_out(dout, out), fc_cache)
+    fc_cache, out = unpack_cache("affine_relu_backward", cache, "affine_relu_forward", (tuple, _A))
+    return affine_backward(_relu_backward_from_out("affine_relu_backward", dout, out), fc_cache)
 
 
+@names_errors
 def affine_bn_relu_forward(x, w, b, gamma, beta, bn_param):
     """Affine, batch normalisation, ReLU.
 
@@ -97,18 +107,20 @@ def affine_bn_relu_forward(x, w, b, gamma, beta, bn_param):
     a, fc_cache = affine_forward(x, w, b)
     a_bn, bn_cache = batchnorm_forward(a, gamma, beta, bn_param)
     out = _relu_inplace(a_bn)
-    return out, (fc_cache, bn_cache, out)
+    return out, Cache((fc_cache, bn_cache, out), "affine_bn_relu_forward")
 
 
+@names_errors
 def affine_bn_relu_backward(dout, cache):
     """dout: (N, M). Returns dx, dw, db, dgamma (M,), dbeta (M,)."""
-    fc_cache, bn_cache, out = cache
-    da_bn = _relu_backward_from_out(dout, out)
+    fc_cache, bn_cache, out = unpack_cache("affine_bn_relu_backward", cache, "affine_bn_relu_forward", (tuple, dict, _A))
+    da_bn = _relu_backward_from_out("affine_bn_relu_backward", dout, out)
     da, dgamma, dbeta = batchnorm_backward_alt(da_bn, bn_cache)
     dx, dw, db = affine_backward(da, fc_cache)
     return dx, dw, db, dgamma, dbeta
 
 
+@names_errors
 def affine_ln_relu_forward(x, w, b, gamma, beta, ln_param):
     """Affine, layer normalisation, ReLU.
 
@@ -118,13 +130,14 @@ def affine_ln_relu_forward(x, w, b, gamma, beta, ln_param):
     a, fc_cache = affine_forward(x, w, b)
     a_ln, ln_cache = layernorm_forward(a, gamma, beta, ln_param)
     out = _relu_inplace(a_ln)
-    return out, (fc_cache, ln_cache, out)
+    return out, Cache((fc_cache, ln_cache, out), "affine_ln_relu_forward")
 
 
+@names_errors
 def affine_ln_relu_backward(dout, cache):
     """dout: (N, M). Returns dx, dw, db, dgamma (M,), dbeta (M,)."""
-    fc_cache, ln_cache, out = cache
-    da_ln = _relu_backward_from_out(dout, out)
+    fc_cache, ln_cache, out = unpack_cache("affine_ln_relu_backward", cache, "affine_ln_relu_forward", (tuple, tuple, _A))
+    da_ln = _relu_backward_from_out("affine_ln_relu_backward", dout, out)
     da, dgamma, dbeta = layernorm_backward(da_ln, ln_cache)
     dx, dw, db = affine_backward(da, fc_cache)
     return dx, dw, db, dgamma, dbeta
@@ -133,6 +146,7 @@ def affine_ln_relu_backward(dout, cache):
 # ----------------------------------------------------------------------------- convolution sandwiches
 
 
+@names_errors
 def conv_relu_forward(x, w, b, conv_param):
     """Convolution (fast path) then ReLU.
 
@@ -142,16 +156,18 @@ def conv_relu_forward(x, w, b, conv_param):
     a, conv_cache = conv_forward_fast(x, w, b, conv_param)
     # the conv cache is (x, w, b, conv_param), without its output: ReLU may overwrite it
     out = _relu_inplace(a)
-    return out, (conv_cache, out)
+    return out, Cache((conv_cache, out), "conv_relu_forward")
 
 
+@names_errors
 def conv_relu_backward(dout, cache, *, need_dx=True):
     """dout: (N, F, H', W'). Returns dx (N, C, H, W), dw, db (F,).
     need_dx=False returns None for dx and skips computing it (a first layer)."""
-    conv_cache, out = cache
-    return conv_backward_fast(_relu_backward_from_out(dout, out), conv_cache, need_dx=need_dx)
+    conv_cache, out = unpack_cache("conv_relu_backward", cache, "conv_relu_forward", (tuple, _A))
+    return conv_backward_fast(_relu_backward_from_out("conv_relu_backward", dout, out), conv_cache, need_dx=need_dx)
 
 
+@names_errors
 def conv_relu_pool_forward(x, w, b, conv_param, pool_param):
     """Convolution, ReLU, max pooling (fast path).
 
@@ -167,18 +183,20 @@ def conv_relu_pool_forward(x, w, b, conv_param, pool_param):
     p, pool_cache = max_pool_forward_fast(a, pool_param)
     # the pool cache is (x, pool_param) plus argmax positions, without its output
     out = _relu_inplace(p)
-    return out, (conv_cache, pool_cache, out)
+    return out, Cache((conv_cache, pool_cache, out), "conv_relu_pool_forward")
 
 
+@names_errors
 def conv_relu_pool_backward(dout, cache, *, need_dx=True):
     """dout: (N, F, H'', W''). Returns dx (N, C, H, W), dw, db (F,).
     need_dx=False returns None for dx and skips computing it (a first layer)."""
-    conv_cache, pool_cache, out = cache
-    dp = _relu_backward_from_out(dout, out)
+    conv_cache, pool_cache, out = unpack_cache("conv_relu_pool_backward", cache, "conv_relu_pool_forward", (tuple, tuple, _A))
+    dp = _relu_backward_from_out("conv_relu_pool_backward", dout, out)
     da = max_pool_backward_fast(dp, pool_cache)
     return conv_backward_fast(da, conv_cache, need_dx=need_dx)
 
 
+@names_errors
 def conv_bn_relu_forward(x, w, b, gamma, beta, conv_param, bn_param):
     """Convolution (fast path), spatial batch normalisation, ReLU.
 
@@ -190,14 +208,15 @@ def conv_bn_relu_forward(x, w, b, gamma, beta, conv_param, bn_param):
     an, bn_cache = spatial_batchnorm_forward(a, gamma, beta, bn_param)
     # spatial_batchnorm_forward returns a fresh array that its cache does not hold
     out = _relu_inplace(an)
-    return out, (conv_cache, bn_cache, out)
+    return out, Cache((conv_cache, bn_cache, out), "conv_bn_relu_forward")
 
 
+@names_errors
 def conv_bn_relu_backward(dout, cache, *, need_dx=True):
     """dout: (N, F, H', W'). Returns dx, dw, db, dgamma (F,), dbeta (F,).
     need_dx=False returns None for dx and skips computing it (a first layer)."""
-    conv_cache, bn_cache, out = cache
-    dan = _relu_backward_from_out(dout, out)
+    conv_cache, bn_cache, out = unpack_cache("conv_bn_relu_backward", cache, "conv_bn_relu_forward", (tuple, dict, _A))
+    dan = _relu_backward_from_out("conv_bn_relu_backward", dout, out)
     da, dgamma, dbeta = spatial_batchnorm_backward(dan, bn_cache)
     dx, dw, db = conv_backward_fast(da, conv_cache, need_dx=need_dx)
     return dx, dw, db, dgamma, dbeta

@@ -27,7 +27,13 @@ from .checks import (
     check_same_dtype,
     conv_geometry,
     pool_geometry,
+    Cache,
+    cache_array,
+    describe,
+    unpack_cache,
 )
+
+_A = np.ndarray
 
 # ----------------------------------------------------------------------------- affine / relu
 
@@ -42,12 +48,16 @@ def affine_forward(x, w, b):
     w, b = as_params("affine_forward", x, w=w, b=b)
     N, D, _ = affine_shapes("affine_forward", x, w, b)
     out = x.reshape(N, D) @ w + b
-    return out, (x, w, b)
+    return out, Cache((x, w, b), "affine_forward")
+
+
+# the fast forward's cache is the same (x, w, b): either backward takes either cache
+AFFINE_FORWARDS = ("affine_forward", "affine_forward_fast")
 
 
 def affine_backward(dout, cache):
     """dout: (N, M). Returns dx (N, d1, ..., dk), dw (D, M), db (M,)."""
-    x, w, b = cache
+    x, w, b = unpack_cache("affine_backward", cache, AFFINE_FORWARDS, (_A, _A, _A))
     N = x.shape[0]
     dout = as_dout("affine_backward", dout, (N, w.shape[1]), x.dtype)
     dx = (dout @ w.T).reshape(x.shape)
@@ -64,9 +74,7 @@ def relu_forward(x):
 
 def relu_backward(dout, cache):
     """dx = dout where x > 0 (the subgradient at 0 is taken as 0)."""
-    x = cache
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"relu_backward: cache must be the cache of relu_forward (its input x), got {type(x).__name__}")
+    x = cache_array("relu_backward", cache, "relu_forward")
     dout = as_dout("relu_backward", dout, x.shape, x.dtype)
     return dout * (x > 0)
 
@@ -76,12 +84,12 @@ def leaky_relu_forward(x, negative_slope=0.01):
     check_array("leaky_relu_forward", "x", x)
     a = check_real_in("leaky_relu_forward", "negative_slope", negative_slope, -np.inf, np.inf, True, True)
     out = np.where(x > 0, x, x * x.dtype.type(a))
-    return out, (x, a)
+    return out, Cache((x, a), "leaky_relu_forward")
 
 
 def leaky_relu_backward(dout, cache):
     """dx = dout where x > 0, negative_slope * dout elsewhere."""
-    x, a = cache
+    x, a = unpack_cache("leaky_relu_backward", cache, "leaky_relu_forward", (_A, float))
     dout = as_dout("leaky_relu_backward", dout, x.shape, x.dtype)
     return np.where(x > 0, dout, dout * x.dtype.type(a))
 
@@ -98,7 +106,7 @@ def sigmoid_forward(x):
 
 def sigmoid_backward(dout, cache):
     """dx = dout * s * (1 - s) with s the forward output."""
-    s = cache
+    s = cache_array("sigmoid_backward", cache, "sigmoid_forward")
     dout = as_dout("sigmoid_backward", dout, s.shape, s.dtype)
     return dout * s * (1 - s)
 
@@ -112,7 +120,7 @@ def tanh_forward(x):
 
 def tanh_backward(dout, cache):
     """dx = dout * (1 - tanh(x)^2)."""
-    t = cache
+    t = cache_array("tanh_backward", cache, "tanh_forward")
     dout = as_dout("tanh_backward", dout, t.shape, t.dtype)
     return dout * (1 - t * t)
 
@@ -189,12 +197,12 @@ def gelu_forward(x, approximate="none"):
         phi = _normal_cdf(x64)
     else:
         phi = 0.5 * (1 + np.tanh(_SQRT_2_OVER_PI * (x64 + 0.044715 * x64**3)))
-    return (x64 * phi).astype(x.dtype, copy=False), (x, approximate)
+    return (x64 * phi).astype(x.dtype, copy=False), Cache((x, approximate), "gelu_forward")
 
 
 def gelu_backward(dout, cache):
     """dx = dout * d/dx [x Phi(x)] = dout * (Phi(x) + x phi(x)) (or the tanh form's derivative)."""
-    x, approximate = cache
+    x, approximate = unpack_cache("gelu_backward", cache, "gelu_forward", (_A, str))
     dout = as_dout("gelu_backward", dout, x.shape, x.dtype)
     x64 = x.astype(np.float64, copy=False)
     if approximate == "none":
@@ -211,12 +219,12 @@ def scale_forward(x, c):
     """out = c * x for a constant c (a Python or NumPy real number); dtype kept. cache is (shape, dtype, c)."""
     check_array("scale_forward", "x", x)
     c = check_real_in("scale_forward", "c", c, -np.inf, np.inf, True, True)
-    return x * x.dtype.type(c), (x.shape, x.dtype, c)
+    return x * x.dtype.type(c), Cache((x.shape, x.dtype, c), "scale_forward")
 
 
 def scale_backward(dout, cache):
     """dx = c * dout."""
-    shape, dtype, c = cache
+    shape, dtype, c = unpack_cache("scale_backward", cache, "scale_forward", (tuple, np.dtype, float))
     dout = as_dout("scale_backward", dout, shape, dtype)
     return dout * dtype.type(c)
 
@@ -226,12 +234,12 @@ def flatten_forward(x):
     check_array("flatten_forward", "x", x)
     if x.ndim < 1:
         raise ValueError(f"flatten_forward: x must have a batch dimension, got shape {x.shape}")
-    return x.reshape(x.shape[0], -1), (x.shape, x.dtype)
+    return x.reshape(x.shape[0], -1), Cache((x.shape, x.dtype), "flatten_forward")
 
 
 def flatten_backward(dout, cache):
     """dout (N, D) -> dx of the forward input's shape."""
-    shape, dtype = cache
+    shape, dtype = unpack_cache("flatten_backward", cache, "flatten_forward", (tuple, np.dtype))
     N = shape[0]
     dout = as_dout("flatten_backward", dout, (N, int(np.prod(shape[1:], dtype=np.int64))), dtype)
     return dout.reshape(shape)
@@ -240,12 +248,12 @@ def flatten_backward(dout, cache):
 def global_avg_pool_forward(x):
     """Mean over each channel's H x W map. x: (N, C, H, W) -> out (N, C). cache is x's shape and dtype."""
     check_array("global_avg_pool_forward", "x", x, 4)
-    return x.mean(axis=(2, 3)), (x.shape, x.dtype)
+    return x.mean(axis=(2, 3)), Cache((x.shape, x.dtype), "global_avg_pool_forward")
 
 
 def global_avg_pool_backward(dout, cache):
     """dout (N, C) -> dx (N, C, H, W), each position getting dout / (H W)."""
-    shape, dtype = cache
+    shape, dtype = unpack_cache("global_avg_pool_backward", cache, "global_avg_pool_forward", (tuple, np.dtype))
     N, C, H, W = shape
     dout = as_dout("global_avg_pool_backward", dout, (N, C), dtype)
     dx = np.empty(shape, dtype=dtype)
@@ -341,6 +349,8 @@ def bn_setup(layer, x, gamma, beta, bn_param, ndim):
     running_var); eps and momentum are Python floats, so that a NumPy float64 scalar in
     bn_param cannot upcast float32 data."""
     mode = check_mode(layer, bn_param, "bn_param")
+    # a misspelt key ('epsilon', 'momentun') would silently leave the default in force
+    check_param_keys(layer, "bn_param", bn_param, _BN_KEYS)
     check_array(layer, "x", x, ndim)
     gamma, beta = as_params(layer, x, gamma=gamma, beta=beta)
     check_array(layer, "gamma", gamma, 1)
@@ -408,12 +418,23 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     return out, cache
 
 
+_BN_CACHE_KEYS = ("mode", "xhat", "xc", "inv_std", "gamma")
+
+
+def _bn_cache(layer, cache, forward="batchnorm_forward or spatial_batchnorm_forward"):
+    """(xhat, xc, inv_std, gamma) of a reference batch norm's cache (a dict)."""
+    if not isinstance(cache, dict) or any(k not in cache for k in _BN_CACHE_KEYS):
+        what = f"a dict with keys {sorted(cache)}" if isinstance(cache, dict) else describe(cache)
+        raise TypeError(f"{layer}: cache must be the cache that {forward} returned, got {what}")
+    return cache["xhat"], cache["xc"], cache["inv_std"], cache["gamma"]
+
+
 def batchnorm_backward(dout, cache):
     """Backward through the batch-norm computation graph, step by step.
 
     Returns dx (N, D), dgamma (D,), dbeta (D,).
     """
-    xhat, xc, inv_std, gamma = cache["xhat"], cache["xc"], cache["inv_std"], cache["gamma"]
+    xhat, xc, inv_std, gamma = _bn_cache("batchnorm_backward", cache)
     dout = as_dout("batchnorm_backward", dout, xhat.shape, xhat.dtype)
     dbeta = dout.sum(axis=0)
     dgamma = (dout * xhat).sum(axis=0)
@@ -433,7 +454,7 @@ def batchnorm_backward_alt(dout, cache):
     """Batch-norm backward in closed form:
     dx = inv_std / N * (N dxhat - sum(dxhat) - xhat sum(dxhat xhat)).
     Same results as `batchnorm_backward`."""
-    xhat, inv_std, gamma = cache["xhat"], cache["inv_std"], cache["gamma"]
+    xhat, _, inv_std, gamma = _bn_cache("batchnorm_backward_alt", cache)
     dout = as_dout("batchnorm_backward_alt", dout, xhat.shape, xhat.dtype)
     dbeta = dout.sum(axis=0)
     dgamma = (dout * xhat).sum(axis=0)
@@ -478,12 +499,12 @@ def layernorm_forward(x, gamma, beta, ln_param):
             f"got {gamma.shape} and {beta.shape}"
         )
     xhat, inv_std = _normalize_rows(x, _norm_eps(layer, "ln_param", ln_param))
-    return gamma * xhat + beta, (xhat, inv_std, gamma)
+    return gamma * xhat + beta, Cache((xhat, inv_std, gamma), "layernorm_forward")
 
 
 def layernorm_backward(dout, cache):
     """Returns dx (N, D), dgamma (D,), dbeta (D,)."""
-    xhat, inv_std, gamma = cache
+    xhat, inv_std, gamma = unpack_cache("layernorm_backward", cache, "layernorm_forward", (_A, _A, _A))
     dout = as_dout("layernorm_backward", dout, xhat.shape, xhat.dtype)
     dgamma = (dout * xhat).sum(axis=0)
     dbeta = dout.sum(axis=0)
@@ -500,16 +521,21 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     N, C, H, W = x.shape
     flat = x.transpose(0, 2, 3, 1).reshape(N * H * W, C)
     out, cache = batchnorm_forward(flat, gamma, beta, bn_param)
+    cache["shape"] = x.shape  # marks it as this forward's and keeps dout's expected shape
     return out.reshape(N, H, W, C).transpose(0, 3, 1, 2), cache
 
 
 def spatial_batchnorm_backward(dout, cache):
     """Returns dx (N, C, H, W), dgamma (C,), dbeta (C,)."""
-    if not isinstance(dout, np.ndarray) or dout.ndim != 4:
-        raise ValueError(
-            f"spatial_batchnorm_backward: dout must be a 4-D array (N, C, H, W), got "
-            f"{getattr(dout, 'shape', type(dout).__name__)}"
-        )
+    layer = "spatial_batchnorm_backward"
+    xhat = _bn_cache(layer, cache, "spatial_batchnorm_forward")[0]
+    # the cache holds xhat as (N H W, C); dout is checked against (N, C, H, W) here,
+    # since the transposed (N H W, C) view alone cannot tell H from W
+    shape = cache.get("shape")
+    if shape is None:
+        raise TypeError(f"{layer}: cache must be the cache that spatial_batchnorm_forward returned, "
+                        "got the cache of batchnorm_forward")
+    dout = as_dout(layer, dout, shape, xhat.dtype)
     N, C, H, W = dout.shape
     dx, dgamma, dbeta = batchnorm_backward_alt(dout.transpose(0, 2, 3, 1).reshape(N * H * W, C), cache)
     return dx.reshape(N, H, W, C).transpose(0, 3, 1, 2), dgamma, dbeta
@@ -536,12 +562,13 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
         )
     xhat, inv_std = _normalize_rows(x.reshape(N * G, (C // G) * H * W), _norm_eps(layer, "gn_param", gn_param))
     xhat = xhat.reshape(x.shape)
-    return gamma * xhat + beta, (xhat, inv_std, gamma, G)
+    return gamma * xhat + beta, Cache((xhat, inv_std, gamma, G), "spatial_groupnorm_forward")
 
 
 def spatial_groupnorm_backward(dout, cache):
     """Returns dx (N, C, H, W), dgamma (1, C, 1, 1), dbeta (1, C, 1, 1)."""
-    xhat, inv_std, gamma, G = cache
+    xhat, inv_std, gamma, G = unpack_cache(
+        "spatial_groupnorm_backward", cache, "spatial_groupnorm_forward", (_A, _A, _A, (int, np.integer)))
     dout = as_dout("spatial_groupnorm_backward", dout, xhat.shape, xhat.dtype)
     N = dout.shape[0]
     dgamma = (dout * xhat).sum(axis=(0, 2, 3), keepdims=True)
@@ -582,12 +609,15 @@ def dropout_forward(x, dropout_param):
         out = x.copy()
     # The cache keeps its own copy of the mode: the caller's dict may be switched
     # between forward and backward (cs231n models share one dropout_param).
-    return out, ({"mode": mode, "p": p, "shape": x.shape, "dtype": x.dtype}, mask)
+    return out, Cache(({"mode": mode, "p": p, "shape": x.shape, "dtype": x.dtype}, mask), "dropout_forward")
 
 
 def dropout_backward(dout, cache):
     """dx = dout * mask in train mode (the mask already holds the 1 / p scale), dout in test mode."""
-    dropout_param, mask = cache
+    dropout_param, mask = unpack_cache("dropout_backward", cache, "dropout_forward", (dict, (_A, type(None))))
+    if "mode" not in dropout_param:
+        raise TypeError("dropout_backward: cache must be the cache that dropout_forward returned, "
+                        f"got a dict with keys {sorted(dropout_param)}")
     if "shape" in dropout_param:
         dout = as_dout("dropout_backward", dout, dropout_param["shape"], dropout_param["dtype"])
     if dropout_param["mode"] == "train":
@@ -637,12 +667,16 @@ def conv_forward_naive(x, w, b, conv_param):
                 win = _window(xs, i, j, g, HH, WW)  # (N, Cg, HH, WW)
                 out[:, grp * Fg : (grp + 1) * Fg, i, j] = np.tensordot(win, ws, axes=([1, 2, 3], [1, 2, 3]))
     out += b[None, :, None, None]
-    return out, (x, w, b, conv_param)
+    return out, Cache((x, w, b, conv_param), "conv_forward_naive")
+
+
+# both convolutions' caches are (x, w, b, conv_param): either backward takes either cache
+CONV_FORWARDS = ("conv_forward_naive", "conv_forward_fast")
 
 
 def conv_backward_naive(dout, cache):
     """dout: (N, F, H', W'). Returns dx (N, C, H, W), dw (F, C // groups, HH, WW), db (F,)."""
-    x, w, b, conv_param = cache
+    x, w, b, conv_param = unpack_cache("conv_backward_naive", cache, CONV_FORWARDS, (_A, _A, _A, dict))
     g = conv_geometry("conv_backward_naive", x, w, conv_param)
     F, Cg, HH, WW = w.shape
     dout = as_dout("conv_backward_naive", dout, (x.shape[0], F, g.out_h, g.out_w), x.dtype)
@@ -675,6 +709,12 @@ def _pool_window(x, i, j, g):
     return x[:, :, i * sh : i * sh + g.pool_height, j * sw : j * sw + g.pool_width]
 
 
+# the reference and fast pooling caches are both (x, pool_param); max and avg pooling
+# caches look alike, so the tag is what keeps them apart
+MAX_POOL_FORWARDS = ("max_pool_forward_naive", "max_pool_forward_fast")
+AVG_POOL_FORWARDS = ("avg_pool_forward_naive", "avg_pool_forward_fast")
+
+
 def max_pool_forward_naive(x, pool_param):
     """Max pooling. x: (N, C, H, W); pool_param: `pool_height`, `pool_width`,
     `stride` (int or (h, w)). Windows may overlap (stride < window) or not tile the
@@ -686,13 +726,13 @@ def max_pool_forward_naive(x, pool_param):
     for i in range(g.out_h):
         for j in range(g.out_w):
             out[:, :, i, j] = _pool_window(x, i, j, g).max(axis=(2, 3))
-    return out, (x, pool_param)
+    return out, Cache((x, pool_param), "max_pool_forward_naive")
 
 
 def max_pool_backward_naive(dout, cache):
     """The gradient of each window goes to its maximum; on ties, to the first
     maximum in row-major window order (as PyTorch does). Overlapping windows add up."""
-    x, pool_param = cache
+    x, pool_param = unpack_cache("max_pool_backward_naive", cache, MAX_POOL_FORWARDS, (_A, dict))
     g = pool_geometry("max_pool_backward_naive", x, pool_param)
     dout = as_dout("max_pool_backward_naive", dout, x.shape[:2] + (g.out_h, g.out_w), x.dtype)
     N, C = x.shape[:2]
@@ -716,12 +756,12 @@ def avg_pool_forward_naive(x, pool_param):
     for i in range(g.out_h):
         for j in range(g.out_w):
             out[:, :, i, j] = _pool_window(x, i, j, g).mean(axis=(2, 3))
-    return out, (x, pool_param)
+    return out, Cache((x, pool_param), "avg_pool_forward_naive")
 
 
 def avg_pool_backward_naive(dout, cache):
     """Each window spreads dout / (pool_height * pool_width) evenly over its elements."""
-    x, pool_param = cache
+    x, pool_param = unpack_cache("avg_pool_backward_naive", cache, AVG_POOL_FORWARDS, (_A, dict))
     g = pool_geometry("avg_pool_backward_naive", x, pool_param)
     dout = as_dout("avg_pool_backward_naive", dout, x.shape[:2] + (g.out_h, g.out_w), x.dtype)
     dx = np.zeros_like(x)

@@ -332,7 +332,7 @@ def _pairs():
         ("spatial_groupnorm_backward",
          L.spatial_groupnorm_forward(x4, np.ones((1, 3, 1, 1)), np.zeros((1, 3, 1, 1)), 3, {}),
          L.spatial_groupnorm_backward),
-        ("batchnorm_backward_alt", L.spatial_batchnorm_forward(x4, np.ones(3), np.zeros(3), {"mode": "train"}),
+        ("spatial_batchnorm_backward", L.spatial_batchnorm_forward(x4, np.ones(3), np.zeros(3), {"mode": "train"}),
          L.spatial_batchnorm_backward),
         ("sigmoid_backward", L.sigmoid_forward(x2), L.sigmoid_backward),
         ("conv_backward_naive", L.conv_forward_naive(x4, np.ones((2, 3, 3, 3)), np.zeros(2), {"stride": 1, "pad": 1}),
@@ -359,7 +359,7 @@ def test_dout_of_another_numeric_dtype_gives_gradients_in_the_forward_dtype():
 
 
 def test_relu_cache_that_is_not_an_array_is_a_type_error():
-    with pytest.raises(TypeError, match="relu_backward: cache must be the cache of relu_forward"):
+    with pytest.raises(TypeError, match="relu_backward: cache must be the cache that relu_forward returned"):
         L.relu_backward(np.ones(3), (np.ones(3), None))
 
 
