@@ -95,6 +95,7 @@ leaving statistics from a later epoch).
 from __future__ import annotations
 
 import copy
+import fnmatch
 import math
 import numbers
 import os
@@ -123,6 +124,7 @@ CHECKPOINT_FORMAT = "funkcije.solver/2"  # /1 was a pickle; it is no longer read
 # checkpoint's values.
 _TRAJECTORY_KEYS = (
     "update_rule", "optim_config", "lr_decay", "lr_schedule", "batch_size", "seed", "augment", "weight_decay_on",
+    "lr_multipliers",
 )
 # Settings taken from the checkpoint on resume unless the caller gives them.
 _CARRIED_KEYS = ("num_epochs", "num_train_samples", "num_val_samples")
@@ -142,6 +144,7 @@ _DEFAULTS = {
     "resume": None,
     "augment": None,
     "weight_decay_on": "all",
+    "lr_multipliers": None,
 }
 
 # every type also takes 'warmup' (epochs of linear warm-up, default 0) and
@@ -412,6 +415,8 @@ _OPTIONAL_SCHEMA = {
     "weight_decay_on": ("'all' or 'weights'", lambda v: v in _DECAY_CHOICES, "all"),
     "lr_history": ("a list of numbers", _is_real_list, []),
     "epoch_lr_sum": ("a real number", _is_real, 0.0),
+    "lr_multipliers": ("a dict of name patterns to numbers, or None", lambda v: v is None or (
+        isinstance(v, dict) and all(isinstance(k, str) and _is_real(m) for k, m in v.items())), None),
 }
 _DECAY_CHOICES = ("all", "weights")
 
@@ -483,7 +488,10 @@ class Solver:
       update_rule='sgd' (a name in funkcije.optim.UPDATE_RULES or a callable),
       optim_config={} (copied once per parameter), lr_decay=1.0, lr_schedule=None,
       batch_size=100, num_epochs=10, num_train_samples=1000, num_val_samples=None,
-      checkpoint_name=None, print_every=10, verbose=True, seed=None, resume=None.
+      checkpoint_name=None, print_every=10, verbose=True, seed=None, resume=None,
+      augment=None (a funkcije.augment transform or parse() string, training batches only),
+      weight_decay_on='all' ('weights': no weight decay of biases and normalisation params),
+      lr_multipliers=None ({name pattern: factor} on the learning rate, e.g. {'bn*.beta': 64}).
     """
 
     def __init__(self, model, data, **kwargs):
@@ -561,6 +569,7 @@ class Solver:
         )
 
         self.augment = self._resolve_augment(settings["augment"], ckpt)
+        self.lr_multipliers = self._check_multipliers(settings["lr_multipliers"])
         self.weight_decay_on = settings["weight_decay_on"]
         if self.weight_decay_on not in _DECAY_CHOICES:
             raise ValueError(
@@ -707,6 +716,34 @@ class Solver:
             )
         return augment
 
+    def _check_multipliers(self, mults):
+        """lr_multipliers: {pattern: factor}, fnmatch patterns over parameter names
+        (e.g. {'bn*.beta': 64}); a parameter takes the factor of the first pattern it
+        matches. Every pattern must match some parameter (a typo is an error)."""
+        if mults is None:
+            self._lr_mult = {}
+            return None
+        if not isinstance(mults, dict):
+            raise TypeError(f"Solver: lr_multipliers must be a dict {{pattern: factor}} or None, got {type(mults).__name__}")
+        out = {}
+        for pattern, factor in mults.items():
+            if not isinstance(pattern, str):
+                raise TypeError(f"Solver: lr_multipliers keys must be name patterns (str), got {pattern!r}")
+            if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or not math.isfinite(factor) or factor < 0:
+                raise ValueError(f"Solver: lr_multipliers[{pattern!r}] must be a finite number >= 0, got {factor!r}")
+            if not any(fnmatch.fnmatchcase(name, pattern) for name in self.model.params):
+                raise ValueError(
+                    f"Solver: lr_multipliers pattern {pattern!r} matches no parameter; the model has {sorted(self.model.params)}"
+                )
+            out[pattern] = float(factor)
+        self._lr_mult = {}
+        for name in self.model.params:
+            for pattern, factor in out.items():
+                if fnmatch.fnmatchcase(name, pattern):
+                    self._lr_mult[name] = factor
+                    break
+        return out
+
     @property
     def best_epoch(self):
         """The epoch whose params are best_params (0: after the first iteration), or None."""
@@ -739,6 +776,8 @@ class Solver:
         that are not conv/affine weights (biases, batch-norm gamma and beta: any name
         whose last part, digits removed, is not 'W') get weight_decay 0."""
         config = dict(self.optim_config)
+        if name in self._lr_mult and config.get("learning_rate", self._base_lr) is not None:
+            config["learning_rate"] = config.get("learning_rate", self._base_lr) * self._lr_mult[name]
         if self.weight_decay_on == "weights" and "weight_decay" in optim.DEFAULT_CONFIGS.get(
             self.update_rule_name, {}
         ):
@@ -765,8 +804,9 @@ class Solver:
             self._set_lr(self._lr_for_epoch(epoch))
 
     def _set_lr(self, lr):
-        for config in self.optim_configs.values():
-            config["learning_rate"] = lr
+        self._scheduled_lr = lr
+        for name, config in self.optim_configs.items():
+            config["learning_rate"] = lr * self._lr_mult.get(name, 1.0)
 
     def _next_batch(self):
         if self._perm is None or self._batch_pos >= self.iterations_per_epoch:
@@ -974,8 +1014,16 @@ class Solver:
     def _current_lr(self):
         if self._schedule_active and not self._per_iteration:
             return self._lr_for_epoch(self.epoch)
-        lr = next(iter(self.optim_configs.values()), {}).get("learning_rate")
-        return None if lr is None else float(lr)
+        if getattr(self, "_scheduled_lr", None) is not None:
+            return float(self._scheduled_lr)
+        # the rate before the parameters' multipliers (a multiplier of 0 hides it)
+        for name, config in self.optim_configs.items():
+            lr, mult = config.get("learning_rate"), self._lr_mult.get(name, 1.0)
+            if lr is None:
+                return None
+            if mult != 0:
+                return float(lr) / mult
+        return 0.0 if self.optim_configs else None
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -1024,6 +1072,7 @@ class Solver:
             },
             "augment": _augment.spec_of(self.augment),
             "weight_decay_on": self.weight_decay_on,
+            "lr_multipliers": self.lr_multipliers,
             "lr_history": self.lr_history,
             "epoch_lr_sum": self._epoch_lr_sum,
             "epoch_perm": self._perm,

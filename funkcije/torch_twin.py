@@ -74,6 +74,15 @@ def to_torch(model):
             out_shape = next(s for _, obj, s in model.shapes if obj is layer)
             if isinstance(layer, S.Residual):
                 mods.append(_Residual(build(layer.layers, shape)))
+            elif isinstance(layer, S.PatchWhiten):
+                # frozen filters from the layer's state; only the bias is a parameter
+                m = nn.Conv2d(shape[0], out_shape[0], layer.kernel, bias=layer.bias, dtype=dtype)
+                with torch.no_grad():
+                    m.weight.copy_(torch.tensor(np.array(model.state[layer.name]["W"]), dtype=dtype))
+                m.weight.requires_grad_(False)
+                if layer.bias:
+                    param(m.bias, layer.param_names["b"])
+                mods.append(m)
             elif isinstance(layer, S.Conv2d):
                 m = nn.Conv2d(shape[0], layer.out_channels, layer.kernel, stride=layer.stride, padding=layer.pad,
                               dilation=layer.dilation, groups=layer.groups, bias=layer.bias, dtype=dtype)
@@ -102,7 +111,10 @@ def to_torch(model):
                     with torch.no_grad():
                         m.running_mean.copy_(torch.tensor(np.array(st["running_mean"]), dtype=dtype))
                         m.running_var.copy_(torch.tensor(np.array(st["running_var"]), dtype=dtype))
-                param(m.weight, layer.param_names["gamma"])
+                if "gamma" in layer.param_names:
+                    param(m.weight, layer.param_names["gamma"])
+                else:  # BatchNorm2d(scale=False): gamma fixed at 1
+                    m.weight.requires_grad_(False)
                 param(m.bias, layer.param_names["beta"])
                 mods.append(m)
             elif isinstance(layer, S.ReLU):

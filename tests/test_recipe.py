@@ -202,6 +202,42 @@ def test_weight_decay_on_weights_spares_biases_and_norm_params():
         Solver(Linear(), linear_data(), weight_decay_on="biases", verbose=False)
 
 
+def test_lr_multipliers_scale_each_matching_parameter(tmp_path):
+    """SGD with a constant rate: a parameter with multiplier m moves m times as far in
+    its first step, the schedule's rate is reported without multipliers, and the
+    multipliers survive a checkpoint and resume."""
+    data = linear_data()
+    sched = {"type": "onecycle", "start": 0.5}
+    base = Solver(Linear(), data, update_rule="sgd", optim_config={"learning_rate": 0.1}, lr_schedule=sched,
+                  num_epochs=2, batch_size=20, verbose=False, seed=0)
+    scaled = Solver(Linear(), data, update_rule="sgd", optim_config={"learning_rate": 0.1}, lr_schedule=sched,
+                    lr_multipliers={"b": 3.0, "W*": 0.0}, num_epochs=2, batch_size=20, verbose=False, seed=0,
+                    checkpoint_name=str(tmp_path / "ck"))
+    w0, b0 = scaled.model.params["W"].copy(), scaled.model.params["b"].copy()
+    base._step()
+    scaled._step()
+    np.testing.assert_array_equal(scaled.model.params["W"], w0)  # multiplier 0: frozen
+    np.testing.assert_allclose(scaled.model.params["b"] - b0, 3 * (base.model.params["b"] - b0), rtol=1e-12)
+    assert scaled.lr_history == base.lr_history
+    scaled.train()
+    resumed = Solver(Linear(), data, resume=str(tmp_path / "ck_epoch_1.pkl"), verbose=False)
+    assert resumed.lr_multipliers == {"b": 3.0, "W*": 0.0}
+    resumed.train()
+    np.testing.assert_array_equal(resumed.model.params["b"], scaled.model.params["b"])
+
+
+@pytest.mark.parametrize("mults, exc, match", [
+    ({"bn*.beta": 2.0}, ValueError, "matches no parameter"),
+    ({"b": -1.0}, ValueError, "finite number >= 0"),
+    ({"b": float("nan")}, ValueError, "finite number >= 0"),
+    ({3: 1.0}, TypeError, "name patterns"),
+    ([("b", 2.0)], TypeError, "lr_multipliers must be a dict"),
+])
+def test_lr_multipliers_bad_values(mults, exc, match):
+    with pytest.raises(exc, match=match):
+        Solver(Linear(), linear_data(), lr_multipliers=mults, verbose=False)
+
+
 # ----------------------------------------------------------------------------- the command line
 
 
@@ -219,6 +255,10 @@ def cli(*args):
     (["--label-smoothing", "0.1"], "zoo models"),
     (["--recipe", "nope"], "--recipe"),
     (["--warmup", "nan"], "--warmup"),
+    (["--lr-mult", "bn*.beta"], "--lr-mult"),
+    (["--lr-mult", "b=x"], "--lr-mult"),
+    (["--onecycle", "1.5,0,0"], "--onecycle"),
+    (["--onecycle", "0.3,0.1"], "--onecycle"),
 ])
 def test_cli_rejects_bad_recipe_arguments(args, message):
     res = cli(*args)

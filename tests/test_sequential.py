@@ -8,7 +8,7 @@ from funkcije import layers as L
 from funkcije.classifiers import sequential as S
 from funkcije.classifiers.sequential import (
     Affine, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, GELU, GlobalAvgPool, GroupNorm,
-    LayerNorm, LeakyReLU, MaxPool2d, ReLU, Residual, Scale, Sequential, Sigmoid, Tanh,
+    LayerNorm, LeakyReLU, MaxPool2d, PatchWhiten, ReLU, Residual, Scale, Sequential, Sigmoid, Tanh,
 )
 from funkcije.gradient_check import eval_numerical_gradient, eval_numerical_gradient_array, grad_check_sparse, rel_error
 from funkcije.solver import Solver
@@ -146,6 +146,8 @@ LAYER_CASES = {
     "Conv2d": ([Conv2d(4, (3, 2), stride=(2, 1), pad=(1, 0), dilation=(1, 2), groups=2)], (4, 7, 8)),
     "Conv2d_nobias": ([Conv2d(3, 3, pad=1, bias=False)], (2, 5, 5)),
     "BatchNorm2d": ([Conv2d(3, 3, bias=False), BatchNorm2d()], (2, 6, 6)),
+    "BatchNorm2d_noscale": ([Conv2d(3, 3, bias=False), BatchNorm2d(scale=False)], (2, 6, 6)),
+    "PatchWhiten": ([PatchWhiten(2)], (2, 3, 4)),
     "GroupNorm": ([Conv2d(4, 3), GroupNorm(2)], (2, 6, 6)),
     "BatchNorm1d": ([Flatten(), Affine(6), BatchNorm1d()], (2, 3, 3)),
     "LayerNorm": ([Flatten(), Affine(6), LayerNorm()], (2, 3, 3)),
@@ -177,6 +179,7 @@ def test_layer_objects_gradient_check(name, rng):
     model = _case_model(name, reg=0.3)
     X = _separated(rng, (3,) + model.input_shape, gap=1e-2)
     y = np.array([0, 4, 2])
+    model.fit(X)  # PatchWhiten: filters from the data, as in use (the other layers have no fit)
     with config.using(layers="reference"):
         loss, grads = model.loss(X, y)
         assert set(grads) == set(model.params)
@@ -500,3 +503,32 @@ def test_config_environment_read_once():
     code = "from funkcije import config; g = config.get(); print(g['layers'], g['winograd'], g['workspace_mb'])"
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert res.stdout.split() == ["reference", "False", "3.0"], res.stderr
+
+
+def test_patch_whiten_fit_whitens_the_patches(rng):
+    """After fit, the layer's first half of filters maps the k x k patches of the data
+    to decorrelated unit-variance features (eps small against the eigenvalues), the
+    second half is their negative, and only the bias is a parameter."""
+    mix = rng.standard_normal((12, 12))
+    base = rng.standard_normal((200, 8, 8, 12)) @ mix.T  # correlated channels and positions
+    X = base.reshape(200, 8, 8, 3, 2, 2).transpose(0, 3, 1, 4, 2, 5).reshape(200, 3, 16, 16)
+    model = Sequential(PatchWhiten(2, eps=1e-9), Flatten(), Affine(3), input_shape=(3, 16, 16),
+                       dtype=np.float64, seed=0)
+    assert set(model.params) == {"white1.b", "fc1.W", "fc1.b"}
+    model.fit(X)
+    W = model.state["white1"]["W"]
+    assert W.shape == (24, 3, 2, 2) and model.state["white1"]["fitted"]
+    np.testing.assert_array_equal(W[12:], -W[:12])
+    out, _ = L.conv_forward_naive(X, W[:12], np.zeros(12), {"stride": 1, "pad": 0})
+    feats = out.transpose(0, 2, 3, 1).reshape(-1, 12)
+    np.testing.assert_allclose(np.cov(feats, rowvar=False), np.eye(12), atol=1e-6)
+    with pytest.raises(ValueError, match="channels"):
+        model.layers[0].fit(X[:, :2], model.state["white1"])
+
+
+def test_batchnorm_without_scale_has_only_beta(rng):
+    model = Sequential(Conv2d(3, 3, bias=False), BatchNorm2d(scale=False), Flatten(), Affine(2),
+                       input_shape=(2, 5, 5), dtype=np.float64, seed=0)
+    assert "bn1.gamma" not in model.params and "bn1.beta" in model.params
+    with pytest.raises(TypeError, match="scale"):
+        BatchNorm2d(scale=1)

@@ -10,15 +10,15 @@ from .cnn import ThreeLayerConvNet
 from .fc_net import FullyConnectedNet, TwoLayerNet
 from .sequential import (
     Affine, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, GELU, GlobalAvgPool, GroupNorm,
-    LayerNorm, LeakyReLU, MaxPool2d, ReLU, Residual, Scale, Sequential, Sigmoid, Tanh,
+    LayerNorm, LeakyReLU, MaxPool2d, PatchWhiten, ReLU, Residual, Scale, Sequential, Sigmoid, Tanh,
 )
-from .zoo import VGG7, VGG7BN, FERCifarNet, FERMnistNet, ResNet9
+from .zoo import VGG7, VGG7BN, FastCifarNet, FERCifarNet, FERMnistNet, ResNet9
 
 __all__ = [
     "ThreeLayerConvNet", "FullyConnectedNet", "TwoLayerNet",
     "Sequential", "Residual", "Conv2d", "BatchNorm2d", "GroupNorm", "BatchNorm1d", "LayerNorm",
     "ReLU", "LeakyReLU", "GELU", "Sigmoid", "Tanh", "MaxPool2d", "AvgPool2d", "GlobalAvgPool",
-    "Flatten", "Affine", "Dropout", "Scale",
-    "FERMnistNet", "FERCifarNet", "VGG7", "VGG7BN", "ResNet9",
+    "Flatten", "Affine", "Dropout", "Scale", "PatchWhiten",
+    "FERMnistNet", "FERCifarNet", "VGG7", "VGG7BN", "ResNet9", "FastCifarNet",
     "summary",
 ]

@@ -23,12 +23,14 @@ from .sequential import (
     Conv2d,
     Flatten,
     MaxPool2d,
+    PatchWhiten,
     ReLU,
     Residual,
+    Scale,
     Sequential,
 )
 
-__all__ = ["FERMnistNet", "FERCifarNet", "VGG7", "VGG7BN", "ResNet9", "ZOO", "build"]
+__all__ = ["FERMnistNet", "FERCifarNet", "VGG7", "VGG7BN", "ResNet9", "FastCifarNet", "ZOO", "build"]
 
 
 def _scaled(where, width):
@@ -102,6 +104,25 @@ def ResNet9(num_classes=10, input_shape=(3, 32, 32), width=1.0, **kwargs):
     return Sequential(*layers, input_shape=input_shape, **kwargs)
 
 
+def FastCifarNet(num_classes=10, input_shape=(3, 32, 32), width=1.0, widths=(64, 256, 256), **kwargs):
+    """The small network of the fast CIFAR-10 recipes (after the architecture of Jordan
+    2024, "94% on CIFAR-10 in 3.29 seconds on a single GPU"): a frozen 2x2 patch-whitening
+    convolution (24 channels, fitted to the training images by `model.fit(X_train)`),
+    ReLU, then three groups of conv 3x3 - max-pool 2 - BN - ReLU - conv 3x3 - BN - ReLU
+    with widths 64, 256, 256 (bias-free convolutions, batch norms without a learnt
+    scale), a 3x3 max-pool over the last 3x3 map, affine (no bias) and a scale of 1/9.
+    About 1.97 M parameters and 0.24 GFLOP per 32x32 image forward."""
+    w = _scaled("FastCifarNet", width)
+    layers = [PatchWhiten(2), ReLU()]
+    for n in widths:
+        layers += [
+            Conv2d(w(n), 3, pad=1, bias=False), MaxPool2d(2), BatchNorm2d(scale=False), ReLU(),
+            Conv2d(w(n), 3, pad=1, bias=False), BatchNorm2d(scale=False), ReLU(),
+        ]
+    layers += [MaxPool2d(3), Flatten(), Affine(num_classes, bias=False), Scale(1 / 9)]
+    return Sequential(*layers, input_shape=input_shape, **kwargs)
+
+
 # command-line names -> constructors
 ZOO = {
     "fer_mnist": FERMnistNet,
@@ -109,6 +130,7 @@ ZOO = {
     "vgg7": VGG7,
     "vgg7bn": VGG7BN,
     "resnet9": ResNet9,
+    "fast_cifar": FastCifarNet,
 }
 
 
