@@ -60,6 +60,18 @@ RECIPES = {
         model="fer_cifar", dataset="cifar10", epochs=16, batch_size=50, update_rule="sgd_momentum", lr=0.01,
         lr_schedule="exponential", lr_gamma=0.9, reg=1e-3, normalize="channel",
     ),
+    # the same two networks with this toolkit's recipe: Nesterov SGD, one-cycle rate,
+    # decoupled-from-biases weight decay, augmentation, channel normalisation
+    "fer-mnist-plus": dict(
+        model="fer_mnist", dataset="fashion-mnist", epochs=8, batch_size=64, update_rule="sgd_nesterov", lr=0.05,
+        momentum=0.9, weight_decay=5e-4, weight_decay_on="weights", lr_schedule="onecycle", reg=0.0,
+        augment="translate:2:zero,flip", normalize="channel", tta="flip",
+    ),
+    "fer-cifar-plus": dict(
+        model="fer_cifar", dataset="cifar10", epochs=16, batch_size=64, update_rule="sgd_nesterov", lr=0.05,
+        momentum=0.9, weight_decay=5e-4, weight_decay_on="weights", lr_schedule="onecycle", reg=0.0,
+        augment="crop:4:reflect,flip", normalize="channel", tta="flip",
+    ),
     "vgg7": dict(  # the ans course's first network: Adam, no augmentation
         model="vgg7", dataset="cifar10", epochs=6, batch_size=64, update_rule="adam", lr=1e-3, reg=0.0,
         normalize="channel",
@@ -438,7 +450,9 @@ def main(argv=None):
     }
     (out / "history.json").write_text(json.dumps(
         {"config": cfg, "history": solver.history, "loss_history": [float(v) for v in solver.loss_history],
-         "results": results}, indent=2))
+         "train_acc_history": [float(v) for v in solver.train_acc_history],
+         "val_acc_history": [float(v) for v in solver.val_acc_history],
+         "lr_history": [float(v) for v in solver.lr_history], "results": results}, indent=2))
     if solver.loss_history:  # --epochs 0 evaluates the initial model: no curves to draw
         vis_utils.plot_training(solver, path=out / "training.png")
     vis_utils.show_filters(first_layer_filters(model, input_shape), path=out / "filters.png")

@@ -24,6 +24,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .checks import check_real_in, names_errors
 from .metrics import _check_cm, _class_names
 
 __all__ = [
@@ -81,6 +82,8 @@ def _make_parent(path) -> None:
 
 def figure_to_array(fig: Figure) -> np.ndarray:
     """Render a figure with Agg and return its pixels, (height, width, 4) uint8 RGBA."""
+    if not isinstance(fig, Figure):
+        raise TypeError(f"figure_to_array: fig must be a matplotlib Figure, got {type(fig).__name__}")
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba()).copy()
@@ -171,8 +174,9 @@ def visualize_grid(Xs, ubound=255.0, padding=1):
     N = Xs.shape[0]
     if N < 1:
         raise ValueError(f"{where}: Xs must hold at least one image, got shape {Xs.shape}")
+    ubound = check_real_in(where, "ubound", ubound, 0, np.inf, low_open=True, high_open=True)
     G = math.isqrt(N - 1) + 1  # ceil(sqrt(N)) without float rounding
-    tiles = np.stack([_rescale(x, float(ubound)) for x in Xs])
+    tiles = np.stack([_rescale(x, ubound) for x in Xs])
     return _tile(tiles, G, G, padding, 0.0)
 
 
@@ -218,6 +222,7 @@ def filter_grid(W, padding: int = 1, scale: int | None = None, pad_value: int = 
     return _tile(tiles, F, C, padding, pad_value)
 
 
+@names_errors
 def show_filters(W, path=None, padding: int = 1, scale: int | None = None, title: str | None = None,
                  figsize=None, dpi: int = 100) -> Figure:
     """Figure of `filter_grid(W)`; with `path`, the grid image itself (not the
@@ -261,15 +266,19 @@ def _unpack_history(where, history):
     keys = ("history", "loss_history", "train_acc_history", "val_acc_history")
     if isinstance(history, Mapping):
         got = [history.get(k) for k in keys]
+        lr_it = history.get("lr_history")
     elif isinstance(history, Sequence) and not isinstance(history, (str, bytes)):
         got = [history, None, None, None]
+        lr_it = None
     else:
         got = [getattr(history, k, None) for k in keys]
+        lr_it = getattr(history, "lr_history", None)
     epochs = list(got[0]) if got[0] is not None else []
     for i, d in enumerate(epochs):
         if not isinstance(d, Mapping):
             raise TypeError(f"{where}: per-epoch history entries must be dicts, entry {i} is {type(d).__name__}")
-    lists = [np.asarray(v, dtype=np.float64).ravel() if v is not None and len(v) else None for v in got[1:]]
+    lists = [np.asarray(v, dtype=np.float64).ravel() if v is not None and len(v) else None
+             for v in (*got[1:], lr_it)]
     return (epochs, *lists)
 
 
@@ -297,7 +306,7 @@ def plot_training(history, path=None, figsize=None, dpi: int = 100) -> Figure:
     (6 * columns, 4 * rows) inches.
     """
     where = "plot_training"
-    epochs, it_loss, train_hist, val_hist = _unpack_history(where, history)
+    epochs, it_loss, train_hist, val_hist, it_lr = _unpack_history(where, history)
     n_ep = len(epochs)
     ep_x = _series(epochs, "epoch")
     if ep_x is None:
@@ -306,6 +315,7 @@ def plot_training(history, path=None, figsize=None, dpi: int = 100) -> Figure:
     ep_train = _series(epochs, "train_acc")
     ep_val = _series(epochs, "val_acc")
     ep_lr = _series(epochs, "lr")
+    ep_val_loss = _series(epochs, "val_loss")
     pr_keys = []
     for d in epochs:
         for k, v in d.items():
@@ -325,7 +335,7 @@ def plot_training(history, path=None, figsize=None, dpi: int = 100) -> Figure:
         panels.append("loss")
     if any(v is not None for v in (ep_train, ep_val, train_hist, val_hist)):
         panels.append("accuracy")
-    if ep_lr is not None:
+    if ep_lr is not None or it_lr is not None:
         panels.append("lr")
     if pr_keys:
         panels.append("pr")
@@ -357,6 +367,13 @@ def plot_training(history, path=None, figsize=None, dpi: int = 100) -> Figure:
                             label=f"moving average ({w})")
             if ep_loss is not None:
                 ax.plot(ep_x, ep_loss, "o-", color="tab:orange", label="epoch mean")
+            if ep_val_loss is not None:
+                ax.plot(ep_x, ep_val_loss, "s--", color="tab:red", label="validation")
+            if it_loss is not None and len(it_loss) >= 20:
+                # the first steps' loss can be 10x the rest: keep the axis on the run's body
+                body = [np.percentile(it_loss[np.isfinite(it_loss)], 98)]
+                body += [np.nanmax(v) for v in (ep_loss, ep_val_loss) if v is not None]
+                ax.set_ylim(bottom=min(0.0, float(np.nanmin(it_loss))), top=1.1 * max(body))
             ax.set_xlabel(xlabel)
             ax.set_ylabel("loss")
             ax.set_title("training loss")
@@ -364,7 +381,11 @@ def plot_training(history, path=None, figsize=None, dpi: int = 100) -> Figure:
             xlabel = "epoch"
             for name, ep_vals, hist, color in (("train", ep_train, train_hist, "tab:blue"),
                                                ("val", ep_val, val_hist, "tab:orange")):
-                if ep_vals is not None:
+                if hist is not None and n_ep and len(hist) == n_ep + 1:
+                    # the check before training (epoch 0) and one per epoch
+                    x, xlabel = acc_x(hist)
+                    ax.plot(x, hist, "o-", color=color, label=name)
+                elif ep_vals is not None:
                     ax.plot(ep_x, ep_vals, "o-", color=color, label=name)
                 elif hist is not None:
                     x, xlabel = acc_x(hist)
@@ -373,8 +394,16 @@ def plot_training(history, path=None, figsize=None, dpi: int = 100) -> Figure:
             ax.set_ylabel("accuracy")
             ax.set_title("accuracy")
         elif panel == "lr":
-            ax.plot(ep_x, ep_lr, "o-", color="tab:green")
-            if np.all(ep_lr[np.isfinite(ep_lr)] > 0):
+            if it_lr is not None and n_ep:
+                # per-iteration rates (warm-up, one-cycle): a line over the epochs
+                x = np.arange(len(it_lr)) * (ep_x[-1] / len(it_lr))
+                ax.plot(x, it_lr, color="tab:green", lw=1.5)
+                rates = it_lr
+            else:
+                ax.plot(ep_x, ep_lr, "o-", color="tab:green")
+                rates = ep_lr
+            finite = rates[np.isfinite(rates)]
+            if finite.size and np.all(finite > 0) and finite.max() > 3 * finite.min():
                 ax.set_yscale("log")
             ax.set_xlabel("epoch")
             ax.set_ylabel("learning rate")

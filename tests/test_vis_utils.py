@@ -171,6 +171,27 @@ def test_plot_training_from_a_solver_like_object(tmp_path, rng):
     assert loss_ax.get_xlabel() == "epoch"
 
 
+def test_plot_training_keeps_the_run_in_view(tmp_path):
+    """A huge first loss does not flatten the curve; the epoch-0 accuracy check is drawn;
+    per-iteration learning rates are one line over the epochs; validation loss appears."""
+    loss = [30.0] + list(np.linspace(2.0, 0.5, 199))
+    run = {
+        "history": [{"epoch": e, "loss": 2.0 - 0.4 * e, "val_loss": 1.9 - 0.3 * e, "lr": 0.1,
+                     "train_acc": 0.2 * e, "val_acc": 0.18 * e} for e in (1, 2, 3, 4)],
+        "loss_history": loss,
+        "train_acc_history": [0.1, 0.2, 0.4, 0.6, 0.8],
+        "val_acc_history": [0.1, 0.18, 0.36, 0.54, 0.72],
+        "lr_history": list(np.interp(np.arange(200), [0, 50, 199], [0.02, 0.1, 0.0])),
+    }
+    fig = vu.plot_training(run, path=tmp_path / "t.png", dpi=40)
+    loss_ax, acc_ax, lr_ax = fig.axes[:3]
+    assert loss_ax.get_ylim()[1] < 3.0  # the 30.0 spike is clipped
+    assert "validation" in [l.get_label() for l in loss_ax.get_lines()]
+    assert acc_ax.get_lines()[0].get_xdata()[0] == 0.0  # the check before training
+    (line,) = lr_ax.get_lines()
+    assert len(line.get_xdata()) == 200 and line.get_ydata().max() == pytest.approx(0.1)
+
+
 def test_plot_training_from_plain_lists(tmp_path):
     # a list of per-epoch dicts without precision/recall: three panels
     fig = vu.plot_training(_epochs(3), path=tmp_path / "a.png", figsize=(8, 6), dpi=40)
