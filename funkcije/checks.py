@@ -36,6 +36,9 @@ __all__ = [
     "cache_array",
     "describe",
     "names_errors",
+    "check_callable",
+    "as_real_array",
+    "as_generator",
 ]
 
 
@@ -405,3 +408,36 @@ def names_errors(fn):
             raise type(e)(f"{name}: {e}") from e
 
     return wrapper
+
+
+def check_callable(func: str, name: str, f):
+    if not callable(f):
+        raise TypeError(f"{func}: {name} must be callable, got {type(f).__name__}")
+    return f
+
+
+def as_real_array(func: str, name: str, a) -> np.ndarray:
+    """np.asarray(a) for an argument that may be a list of numbers (lenient, as cs231n),
+    but must hold real numbers: a string, an object or complex array is a TypeError
+    naming func instead of NumPy's conversion error or a silently dropped imaginary part."""
+    try:
+        arr = np.asarray(a)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"{func}: {name} must be an array of real numbers, got {type(a).__name__} ({e})") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{func}: {name} must hold real numbers, got {type(a).__name__} of dtype {arr.dtype}")
+    return arr
+
+
+def as_generator(func: str, seed) -> np.random.Generator:
+    """A Generator from a seed (docs/ARCHITECTURE.md, Contract 6): an int >= 0 or a
+    Generator; None draws the seed from NumPy's global RNG."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None:
+        return np.random.default_rng(np.random.randint(0, 2**63 - 1, dtype=np.int64))
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, (bool, np.bool_)):
+        if seed < 0:
+            raise ValueError(f"{func}: seed must be an int >= 0, got {seed!r}")
+        return np.random.default_rng(int(seed))
+    raise TypeError(f"{func}: seed must be None, an int >= 0 or a numpy.random.Generator, got {seed!r}")

@@ -175,6 +175,11 @@ def set(**values) -> dict:
             old = _SWITCHES[k][0]()
             _SWITCHES[k][1](v)
             previous[k] = old
+    except (ValueError, TypeError) as e:
+        for k, v in previous.items():
+            _SWITCHES[k][1](v)
+        # the setter names itself (use_winograd: ...); say which call and switch it was
+        raise type(e)(f"config.set: {k}: {e}") from e
     except Exception:
         for k, v in previous.items():
             _SWITCHES[k][1](v)

@@ -113,16 +113,42 @@ def _missing_file(path: Path, what: str, expected) -> FileNotFoundError:
     )
 
 
-def _check_count(value, name: str, minimum: int = 0) -> int:
+def _check_count(value, name: str, minimum: int = 0, where: str = "") -> int:
+    prefix = f"{where}: " if where else ""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r}")
+        raise TypeError(f"{prefix}{name} must be an int, got {value!r}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise ValueError(f"{prefix}{name} must be >= {minimum}, got {value}")
     return int(value)
 
 
+def _as_dtype(dtype, where: str) -> np.dtype:
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{where}: dtype must be a NumPy dtype such as np.float32, got {dtype!r}") from None
+
+
+def _check_path(where: str, name: str, value, optional: bool = True):
+    """A file or folder argument: a str or os.PathLike (None too where it means the default)."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{where}: {name} must be a path (str or os.PathLike), got {type(value).__name__}")
+    return value
+
+
+def _check_split_args(where, num_training, num_validation, num_test, dtype, root):
+    """The split arguments, checked before any file is read (loading takes seconds)."""
+    _check_count(num_training, "num_training", 1, where)
+    _check_count(num_validation, "num_validation", 0, where)
+    _check_count(num_test, "num_test", 0, where)
+    _check_float_dtype(dtype, where)
+    _check_path(where, "root", root)
+
+
 def _check_float_dtype(dtype, where: str) -> np.dtype:
-    dt = np.dtype(dtype)
+    dt = _as_dtype(dtype, where)
     if dt.kind != "f":
         raise TypeError(f"{where}: dtype must be a floating dtype (float32 or float64), got {dt}")
     return dt
@@ -252,9 +278,19 @@ def _rows_to_nhwc(rows: np.ndarray, dtype) -> np.ndarray:
 
 def load_CIFAR_batch(filename, dtype=np.float64):
     """One batch file -> X (n, 32, 32, 3) of `dtype`, Y (n,) int64 (cs231n's helper)."""
-    path = Path(filename)
+    path = Path(_check_path("load_CIFAR_batch", "filename", filename, optional=False))
+    _check_image_dtype("load_CIFAR_batch", dtype)
     data, labels = _read_cifar_batch(path)
     return _rows_to_nhwc(data, dtype), labels
+
+
+def _check_image_dtype(where, dtype):
+    """Pixels 0..255 must fit: a float dtype or an integer one that holds every uint8
+    (np.int8 would wrap 128..255 into negatives)."""
+    dt = _as_dtype(dtype, where)
+    if not (dt.kind == "f" or (dt.kind in "iu" and np.can_cast(np.uint8, dt))):
+        raise TypeError(f"{where}: dtype must be a float dtype or an integer one holding 0..255, got {dt}")
+    return dt
 
 
 def load_CIFAR10(ROOT=None, dtype=np.float64):
@@ -268,6 +304,8 @@ def load_CIFAR10(ROOT=None, dtype=np.float64):
     Returns Xtr (50000, 32, 32, 3), Ytr (50000,) int64, Xte (10000, 32, 32, 3),
     Yte (10000,) int64; images are N x H x W x C, unscaled.
     """
+    _check_path("load_CIFAR10", "ROOT", ROOT)
+    _check_image_dtype("load_CIFAR10", dtype)
     Xtr, ytr, Xte, yte = _load_cifar10_uint8(ROOT)
     Xtr = _rows_to_nhwc(Xtr, dtype)
     Xte = _rows_to_nhwc(Xte, dtype)
@@ -277,6 +315,7 @@ def load_CIFAR10(ROOT=None, dtype=np.float64):
 def load_CIFAR10_class_names(root=None) -> list[str]:
     """The class names from batches.meta (index = label). CIFAR10_CLASSES holds the
     same names without reading a file."""
+    _check_path("load_CIFAR10_class_names", "root", root)
     folder = _cifar_folder(root)
     path = folder / CIFAR10_META_FILE
     meta = _load_pickle(path, "CIFAR-10", (CIFAR10_META_FILE,))
@@ -316,9 +355,9 @@ def _to_float_nchw(u8: np.ndarray, shape, dtype, scale: bool, mean):
 
 def _make_split(Xtr, ytr, Xte, yte, shape, num_training, num_validation, num_test,
                 subtract_mean, dtype, scale, where):
-    num_training = _check_count(num_training, "num_training", 1)
-    num_validation = _check_count(num_validation, "num_validation")
-    num_test = _check_count(num_test, "num_test")
+    num_training = _check_count(num_training, "num_training", 1, where)
+    num_validation = _check_count(num_validation, "num_validation", 0, where)
+    num_test = _check_count(num_test, "num_test", 0, where)
     dt = _check_float_dtype(dtype, where)
     if num_training + num_validation > Xtr.shape[0]:
         raise ValueError(
@@ -371,6 +410,7 @@ def get_CIFAR10_data(num_training=49000, num_validation=1000, num_test=1000,
     Conversion goes straight from the stored uint8 to `dtype`, so float32 never
     makes a float64 copy of the set.
     """
+    _check_split_args("get_CIFAR10_data", num_training, num_validation, num_test, dtype, root)
     Xtr, ytr, Xte, yte = _load_cifar10_uint8(root)
     return _make_split(Xtr, ytr, Xte, yte, CIFAR10_SHAPE, num_training, num_validation,
                        num_test, subtract_mean, dtype, scale=False, where="get_CIFAR10_data")
@@ -414,7 +454,7 @@ def load_idx(path) -> np.ndarray:
     byte order. Raises FileNotFoundError if the file does not exist and ValueError if
     the header is malformed or the data are shorter or longer than it says.
     """
-    path = Path(path)
+    path = Path(_check_path("load_idx", "path", path, optional=False))
     if not path.is_file():
         raise FileNotFoundError(f"idx: file {path} is missing; {_HOW_TO_GET}.")
     with open(path, "rb") as f:
@@ -470,6 +510,8 @@ def load_mnist_family(root=None, name="fashion-mnist"):
     Returns Xtr (N, H, W) uint8, ytr (N,) int64, Xte (M, H, W) uint8, yte (M,) int64,
     as stored (no scaling).
     """
+    _check_path("load_mnist_family", "root", root)
+    _check_dataset_name("load_mnist_family", name)
     stems = list(IDX_STEMS.values())
     expected = [s + ".gz" for s in stems]
     what = f"{name} (idx files)"
@@ -499,14 +541,21 @@ def load_mnist_family(root=None, name="fashion-mnist"):
             arrays["test_images"], arrays["test_labels"].astype(np.int64))
 
 
+def _check_dataset_name(where, name):
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{where}: name must be a dataset folder name such as 'fashion-mnist' or 'mnist', got {name!r}")
+
+
 def load_fashion_mnist(root=None):
     """Fashion-MNIST as stored: Xtr (60000, 28, 28) uint8, ytr (60000,) int64,
     Xte (10000, 28, 28) uint8, yte (10000,) int64. See load_mnist_family."""
+    _check_path("load_fashion_mnist", "root", root)
     return load_mnist_family(root, "fashion-mnist")
 
 
 def load_mnist(root=None):
     """MNIST as stored, from `mnist/` under the data root. See load_mnist_family."""
+    _check_path("load_mnist", "root", root)
     return load_mnist_family(root, "mnist")
 
 
@@ -524,6 +573,9 @@ def get_fashion_mnist_data(num_training=59000, num_validation=1000, num_test=100
     'X_val', 'y_val', 'X_test', 'y_test'; images of `dtype`, labels int64; plus
     'mean_image' (1, 28, 28) when subtract_mean is set.
     """
+    where = "get_fashion_mnist_data"
+    _check_split_args(where, num_training, num_validation, num_test, dtype, root)
+    _check_dataset_name(where, name)
     Xtr, ytr, Xte, yte = load_mnist_family(root, name)
     shape = (1,) + Xtr.shape[1:]
     return _make_split(Xtr, ytr, Xte, yte, shape, num_training, num_validation, num_test,

@@ -14,7 +14,7 @@ import numbers
 
 import numpy as np
 
-from .checks import check_perturbable, check_step
+from .checks import as_generator, as_real_array, check_callable, check_perturbable, check_step
 
 __all__ = [
     "rel_error",
@@ -27,8 +27,8 @@ __all__ = [
 
 def rel_error(x, y):
     """max |x - y| / max(1e-8, |x| + |y|), elementwise; 0 for two empty arrays."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
+    x = as_real_array("rel_error", "x", x).astype(np.float64, copy=False)
+    y = as_real_array("rel_error", "y", y).astype(np.float64, copy=False)
     if x.shape != y.shape:
         raise ValueError(f"rel_error: shapes differ, {x.shape} and {y.shape}")
     if x.size == 0:
@@ -41,6 +41,7 @@ def eval_numerical_gradient(f, x, verbose=True, h=1e-5):
 
     f: takes x (any shape) and returns a scalar. Returns an array shaped like x.
     """
+    check_callable("eval_numerical_gradient", "f", f)
     check_perturbable("eval_numerical_gradient", "x", x)
     h = check_step("eval_numerical_gradient", h)
     grad = np.zeros_like(x)
@@ -68,9 +69,10 @@ def eval_numerical_gradient(f, x, verbose=True, h=1e-5):
 def eval_numerical_gradient_array(f, x, df, h=1e-5):
     """Gradient of sum(f(x) * df) at x, for f returning an array (df: f's output shape)."""
     layer = "eval_numerical_gradient_array"
+    check_callable(layer, "f", f)
     check_perturbable(layer, "x", x)
     h = check_step(layer, h)
-    df = np.asarray(df)
+    df = as_real_array(layer, "df", df)
     grad = np.zeros_like(x)
     it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
     while not it.finished:
@@ -93,7 +95,11 @@ def eval_numerical_gradient_blobs(f, inputs, output, h=1e-5):
     write into `output`: returns the gradient of sum(output * output_diff) for each input,
     with `output.diff` holding the upstream gradient (cs231n's blob convention)."""
     layer = "eval_numerical_gradient_blobs"
+    check_callable(layer, "f", f)
     h = check_step(layer, h)
+    if not isinstance(inputs, (tuple, list)):
+        raise TypeError(f"{layer}: inputs must be a tuple of blobs (objects with .vals and .diffs), got {type(inputs).__name__}")
+    inputs = tuple(inputs)
     for i, blob in enumerate(inputs):
         check_perturbable(layer, f"inputs[{i}].vals", getattr(blob, "vals", None))
     grads = []
@@ -124,16 +130,18 @@ def grad_check_sparse(f, x, analytic_grad, num_checks=10, h=1e-5, seed=None, ver
     as cs231n's version does.
     """
     layer = "grad_check_sparse"
+    check_callable(layer, "f", f)
     check_perturbable(layer, "x", x)
     h = check_step(layer, h)
-    analytic_grad = np.asarray(analytic_grad)
+    analytic_grad = as_real_array(layer, "analytic_grad", analytic_grad)
     if analytic_grad.shape != x.shape:
         raise ValueError(f"{layer}: analytic_grad must have x's shape {x.shape}, got {analytic_grad.shape}")
     if isinstance(num_checks, bool) or not isinstance(num_checks, numbers.Integral) or num_checks < 0:
         raise ValueError(f"{layer}: num_checks must be an int >= 0, got {num_checks!r}")
     if num_checks and x.size == 0:
         raise ValueError(f"{layer}: x is empty (shape {x.shape}): there is no element to check")
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    # None: fresh entropy, as documented above (this function never touches the global RNG)
+    rng = np.random.default_rng() if seed is None else as_generator(layer, seed)
     errors = []
     for _ in range(num_checks):
         ix = tuple(int(rng.integers(m)) for m in x.shape)

@@ -392,8 +392,11 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     N / (N - 1) times it, as PyTorch does, whose momentum is 1 - this one).
     """
     layer = "batchnorm_forward"
-    mode, gamma, beta, eps, momentum, unbiased, running_mean, running_var = bn_setup(
-        layer, x, gamma, beta, bn_param, 2)
+    return _batchnorm_rows(layer, x, bn_param, *bn_setup(layer, x, gamma, beta, bn_param, 2))
+
+
+def _batchnorm_rows(layer, x, bn_param, mode, gamma, beta, eps, momentum, unbiased, running_mean, running_var):
+    """Batch norm of x (N, D) with bn_setup's checked settings."""
     N, D = x.shape
     if mode == "train":
         if N < 1:
@@ -517,10 +520,11 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     x: (N, C, H, W); gamma, beta: (C,); bn_param as for `batchnorm_forward`.
     """
     layer = "spatial_batchnorm_forward"
-    check_array(layer, "x", x, 4)
+    # checked on x itself (channels on axis 1), so errors name this function and x's shape
+    setup = bn_setup(layer, x, gamma, beta, bn_param, 4)
     N, C, H, W = x.shape
     flat = x.transpose(0, 2, 3, 1).reshape(N * H * W, C)
-    out, cache = batchnorm_forward(flat, gamma, beta, bn_param)
+    out, cache = _batchnorm_rows(layer, flat, bn_param, *setup)
     cache["shape"] = x.shape  # marks it as this forward's and keeps dout's expected shape
     return out.reshape(N, H, W, C).transpose(0, 3, 1, 2), cache
 

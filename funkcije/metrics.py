@@ -145,6 +145,9 @@ def precision_recall_f1(cm) -> ClassMetrics:
 def _class_names(where: str, class_names, C: int) -> list[str]:
     if class_names is None:
         return [str(c) for c in range(C)]
+    # a string would be taken letter by letter, a number is not a list of names
+    if isinstance(class_names, (str, bytes)) or not isinstance(class_names, (list, tuple, np.ndarray)):
+        raise TypeError(f"{where}: class_names must be a list of {C} names, got {type(class_names).__name__}")
     names = [str(n) for n in class_names]
     if len(names) != C:
         raise ValueError(f"{where}: expected {C} class names for {C} classes, got {len(names)}")
@@ -156,6 +159,8 @@ def classification_report(cm, class_names=None, digits: int = 3) -> str:
     macro averages and the overall accuracy. Returns the string (nothing is printed)."""
     where = "classification_report"
     cm = _check_cm(where, cm)
+    if isinstance(digits, bool) or not isinstance(digits, numbers.Integral) or digits < 0:
+        raise ValueError(f"{where}: digits must be an int >= 0, got {digits!r}")
     C = cm.shape[0]
     names = _class_names(where, class_names, C)
     m = precision_recall_f1(cm)
@@ -221,7 +226,9 @@ def _frozen_state(model):
                     np.copyto(arr, v)
 
 
-def _check_eval_inputs(where: str, X, y, batch_size):
+def _check_eval_inputs(where: str, X, y, batch_size, model=None):
+    if not callable(getattr(model, "loss", None)):
+        raise TypeError(f"{where}: model must have a loss(X, y=None) method, got {type(model).__name__}")
     if not isinstance(X, np.ndarray):
         raise TypeError(f"{where}: X must be a numpy.ndarray, got {type(X).__name__}")
     if X.ndim < 1 or X.shape[0] < 1:
@@ -306,7 +313,7 @@ def evaluate(model, X, y, batch_size: int = 100, tta=None) -> EvalResult:
     and restored exactly afterwards.
     """
     where = "evaluate"
-    y, batch_size = _check_eval_inputs(where, X, y, batch_size)
+    y, batch_size = _check_eval_inputs(where, X, y, batch_size, model)
     N = X.shape[0]
     total_loss = 0.0
     preds = np.empty(N, dtype=np.int64)
@@ -352,7 +359,7 @@ def worst_examples(model, X, y, k: int = 16, batch_size: int = 100) -> WorstExam
     Memory is O(N) (per-example loss and top-3), not O(N C).
     """
     where = "worst_examples"
-    y, batch_size = _check_eval_inputs(where, X, y, batch_size)
+    y, batch_size = _check_eval_inputs(where, X, y, batch_size, model)
     k = _check_positive_int(where, "k", k)
     N = X.shape[0]
     losses = np.empty(N, dtype=np.float64)

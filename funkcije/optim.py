@@ -427,11 +427,13 @@ def get_update_rule(rule):
             return UPDATE_RULES[rule]
         except KeyError:
             valid = ", ".join(repr(k) for k in UPDATE_RULES)
-            raise ValueError(f"Invalid update_rule {rule!r}; valid names are {valid} (or pass a callable)") from None
+            raise ValueError(
+                f"get_update_rule: invalid update_rule {rule!r}; valid names are {valid} (or pass a callable)"
+            ) from None
     if callable(rule):
         return rule
     raise TypeError(
-        f"update_rule must be a rule name (one of {sorted(UPDATE_RULES)}) or a callable "
+        f"get_update_rule: update_rule must be a rule name (one of {sorted(UPDATE_RULES)}) or a callable "
         f"rule(w, dw, config) -> (next_w, config), got {type(rule).__name__}"
     )
 
@@ -439,8 +441,11 @@ def get_update_rule(rule):
 def update_rule_name(rule) -> str:
     """The registry name of a rule, or 'module:qualname' for a custom callable
     (used to record and compare rules in checkpoints)."""
-    if isinstance(rule, str):
-        get_update_rule(rule)
+    if isinstance(rule, str) or not callable(rule):
+        try:
+            get_update_rule(rule)
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"update_rule_name: {e}") from None
         return rule
     for name, fn in UPDATE_RULES.items():
         if fn is rule:

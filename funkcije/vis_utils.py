@@ -292,6 +292,7 @@ def _moving_average(v: np.ndarray, n: int) -> np.ndarray:
     return np.convolve(v, kernel, mode="valid")
 
 
+@names_errors
 def plot_training(history, path=None, figsize=None, dpi: int = 100) -> Figure:
     """The training-progress figure: loss, accuracy, learning rate and, when the
     per-epoch dicts carry them, precision / recall / F1.

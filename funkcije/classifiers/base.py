@@ -9,27 +9,31 @@ import numpy as np
 
 __all__ = [
     "rng_from_seed", "model_dtype", "check_positive_int", "check_reg", "gaussian",
-    "as_model_input", "l2_penalty", "add_l2_grads",
+    "as_model_input", "l2_penalty", "add_l2_grads", "check_weight_scale", "model_labels",
 ]
 
 
-def rng_from_seed(seed):
+def rng_from_seed(seed, where=None):
     """A Generator for a model's initialisation (docs/ARCHITECTURE.md, Contract 6): an int seeds
     it, a Generator is used as it is, None draws its seed from NumPy's global RNG, so
     `np.random.seed(231)` before building a model makes a notebook repeatable."""
+    prefix = f"{where}: " if where else ""
     if isinstance(seed, np.random.Generator):
         return seed
     if seed is None:
         return np.random.default_rng(np.random.randint(0, 2**63 - 1, dtype=np.int64))
     if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
         if seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+            raise ValueError(f"{prefix}seed must be a non-negative int, got {seed!r}")
         return np.random.default_rng(int(seed))
-    raise TypeError(f"seed must be None, an int or a numpy.random.Generator, got {type(seed).__name__}")
+    raise TypeError(f"{prefix}seed must be None, an int or a numpy.random.Generator, got {type(seed).__name__}")
 
 
 def model_dtype(model, dtype):
-    dt = np.dtype(dtype)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{model}: dtype must be float32 or float64, got {dtype!r}") from None
     if dt not in (np.float32, np.float64):
         raise TypeError(f"{model}: dtype must be float32 or float64, got {dt}")
     return dt
@@ -43,8 +47,8 @@ def check_positive_int(model, name, value):
 
 def check_reg(model, reg):
     # stored as a Python float: a NumPy float64 scalar would upcast float32 arrays (NEP 50)
-    if isinstance(reg, bool) or not isinstance(reg, numbers.Real) or not reg >= 0:
-        raise ValueError(f"{model}: reg must be a non-negative number, got {reg!r}")
+    if isinstance(reg, bool) or not isinstance(reg, numbers.Real) or not 0 <= reg < float("inf"):
+        raise ValueError(f"{model}: reg must be a finite non-negative number, got {reg!r}")
     return float(reg)
 
 
@@ -93,3 +97,18 @@ def add_l2_grads(grads, params, names, reg):
             t = tmp[: e - s]
             np.multiply(fw[s:e], reg, out=t)
             fg[s:e] += t
+
+
+def check_weight_scale(model, value):
+    """The standard deviation of the initial weights: a finite real >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < float("inf"):
+        raise ValueError(f"{model}: weight_scale must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def model_labels(model, y, N, num_classes):
+    """Labels given to model.loss, checked against the model's classes before any
+    work, so the error names the model rather than its loss function."""
+    from ..checks import check_labels
+
+    return check_labels(f"{model}.loss", y, N, num_classes)

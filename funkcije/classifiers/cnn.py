@@ -1,7 +1,6 @@
 """ThreeLayerConvNet: conv - relu - 2x2 max pool - affine - relu - affine - softmax."""
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 
@@ -19,9 +18,11 @@ from .base import (
     as_model_input as _as_model_input,
     check_positive_int as _check_positive_int,
     check_reg as _check_reg,
+    check_weight_scale as _check_weight_scale,
     gaussian as _gaussian,
     l2_penalty as _l2_penalty,
     model_dtype as _model_dtype,
+    model_labels as _model_labels,
     rng_from_seed as _rng_from_seed,
 )
 
@@ -57,8 +58,7 @@ class ThreeLayerConvNet:
         fs = _check_positive_int(name, "filter_size", filter_size)
         hidden_dim = _check_positive_int(name, "hidden_dim", hidden_dim)
         self.num_classes = _check_positive_int(name, "num_classes", num_classes)
-        if not isinstance(weight_scale, numbers.Real) or isinstance(weight_scale, bool):
-            raise TypeError(f"{name}: weight_scale must be a number, got {weight_scale!r}")
+        weight_scale = _check_weight_scale(name, weight_scale)
         self.reg = _check_reg(name, reg)
         self.dtype = _model_dtype(name, dtype)
 
@@ -72,7 +72,7 @@ class ThreeLayerConvNet:
             pooled.append(conv_output_size(name, conv_out, 2, 2, 0, 1, (None, C, H, W), detail))
         flat = F * pooled[0] * pooled[1]
 
-        rng = _rng_from_seed(seed)
+        rng = _rng_from_seed(seed, name)
         self.params = {
             "W1": _gaussian(rng, (F, C, fs, fs), weight_scale, self.dtype),
             "b1": np.zeros(F, dtype=self.dtype),
@@ -94,6 +94,8 @@ class ThreeLayerConvNet:
                 f"ThreeLayerConvNet: X must have shape (N, C, H, W) = (N, {', '.join(map(str, self.input_dim))}) "
                 f"to match input_dim={self.input_dim}, got shape {X.shape}"
             )
+        if y is not None:
+            y = _model_labels("ThreeLayerConvNet", y, X.shape[0], self.num_classes)
         p = self.params
         h1, cache1 = conv_relu_pool_forward(X, p["W1"], p["b1"], self.conv_param, self.pool_param)
         h2, cache2 = affine_relu_forward(h1, p["W2"], p["b2"])

@@ -34,6 +34,8 @@ from .base import (
     as_model_input as _as_model_input,
     check_positive_int as _check_positive_int,
     check_reg as _check_reg,
+    check_weight_scale as _check_weight_scale,
+    model_labels as _model_labels,
     gaussian as _gaussian,
     l2_penalty as _l2_penalty,
     model_dtype as _model_dtype,
@@ -69,7 +71,8 @@ class TwoLayerNet:
         self.num_classes = _check_positive_int(name, "num_classes", num_classes)
         self.reg = _check_reg(name, reg)
         self.dtype = _model_dtype(name, dtype)
-        rng = _rng_from_seed(seed)
+        weight_scale = _check_weight_scale(name, weight_scale)
+        rng = _rng_from_seed(seed, name)
         self.params = {
             "W1": _gaussian(rng, (self.input_dim, hidden_dim), weight_scale, self.dtype),
             "b1": np.zeros(hidden_dim, dtype=self.dtype),
@@ -82,6 +85,8 @@ class TwoLayerNet:
         """Scores (N, C) when y is None, else (loss, grads)."""
         X = _as_model_input("TwoLayerNet", X, self.dtype)
         _check_features("TwoLayerNet", X, self.input_dim)
+        if y is not None:
+            y = _model_labels("TwoLayerNet", y, X.shape[0], self.num_classes)
         p = self.params
         h, cache1 = affine_relu_forward(X, p["W1"], p["b1"])
         scores, cache2 = _affine_forward(h, p["W2"], p["b2"])
@@ -146,6 +151,8 @@ class FullyConnectedNet:
             dropout_keep_ratio = dropout
         if isinstance(hidden_dims, numbers.Integral) and not isinstance(hidden_dims, bool):
             hidden_dims = [hidden_dims]
+        if not isinstance(hidden_dims, (list, tuple, np.ndarray)):
+            raise TypeError(f"{name}: hidden_dims must be a list of positive ints, got {hidden_dims!r}")
         hidden_dims = [_check_positive_int(name, "each of hidden_dims", h) for h in hidden_dims]
         self.input_dim = _check_positive_int(name, "input_dim", input_dim)
         self.num_classes = _check_positive_int(name, "num_classes", num_classes)
@@ -163,7 +170,8 @@ class FullyConnectedNet:
         self.reg = _check_reg(name, reg)
         self.dtype = _model_dtype(name, dtype)
         self.num_layers = 1 + len(hidden_dims)
-        rng = _rng_from_seed(seed)
+        weight_scale = _check_weight_scale(name, weight_scale)
+        rng = _rng_from_seed(seed, name)
 
         self.params = {}
         dims = [self.input_dim] + hidden_dims + [self.num_classes]
@@ -190,6 +198,8 @@ class FullyConnectedNet:
         """Scores (N, C) when y is None ('test' mode), else (loss, grads) ('train' mode)."""
         X = _as_model_input("FullyConnectedNet", X, self.dtype)
         _check_features("FullyConnectedNet", X, self.input_dim)
+        if y is not None:
+            y = _model_labels("FullyConnectedNet", y, X.shape[0], self.num_classes)
         mode = "test" if y is None else "train"
         if self.use_dropout:
             self.dropout_param["mode"] = mode
