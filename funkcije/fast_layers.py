@@ -501,6 +501,8 @@ def conv_forward_fast(x, w, b, conv_param):
     N = x.shape[0]
     Ho, Wo = g.out_h, g.out_w
     out = np.empty((N, F, Ho, Wo), dtype=x.dtype)
+    if N == 0:  # an empty batch: nothing for the kernels to split into chunks
+        return out, ConvCache((x, w, b, conv_param))
     if _winograd_applies(kern, g, F, Cg, HH, WW, g.pad):
         _winograd_conv(x, _winograd_filters(w, g.groups), g.groups, g.pad, out, b)
         return out, ConvCache((x, w, b, conv_param))
@@ -914,7 +916,7 @@ def _split(n: int, parts: int, align: int = 16):
     """[(start, stop), ...]: range(n) in at most `parts` pieces, boundaries on
     multiples of `align` (SIMD-friendly column blocks), none empty."""
     step = -(-n // max(1, parts))
-    step = -(-step // align) * align
+    step = max(align, -(-step // align) * align)  # n = 0 would give a zero step
     return [(i, min(n, i + step)) for i in range(0, n, step)] or [(0, 0)]
 
 

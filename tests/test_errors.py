@@ -376,6 +376,57 @@ def test_empty_batches_work_in_the_reference_layers():
     assert L.spatial_batchnorm_backward(np.zeros(out.shape), cache)[0].shape == xc.shape
 
 
+@pytest.mark.parametrize("impl", ["cython", "numpy"])
+@pytest.mark.parametrize("dtype, kernel, stride", [(np.float32, 3, 1), (np.float64, 3, 1), (np.float32, 5, 2)])
+def test_empty_batches_work_in_the_fast_convolution(impl, dtype, kernel, stride):
+    from funkcije import config
+    from funkcije import fast_layers as FL
+
+    x = np.zeros((0, 3, 8, 8), dtype)
+    w, b = np.ones((4, 3, kernel, kernel), dtype), np.zeros(4, dtype)
+    param = {"stride": stride, "pad": 1}
+    with config.using(implementation=impl):  # the Winograd, direct and im2col paths alike
+        out, cache = FL.conv_forward_fast(x, w, b, param)
+        dx, dw, db = FL.conv_backward_fast(np.zeros(out.shape, dtype), cache)
+    assert out.shape[0] == 0 and dx.shape == x.shape
+    assert dw.shape == w.shape and not dw.any() and db.shape == (4,) and not db.any()
+    assert dx.dtype == dw.dtype == db.dtype == dtype
+
+
+def test_bn_param_rejects_misspelt_keys_in_every_batch_norm():
+    from funkcije import fast_layers as FL
+
+    x2, x4, g, b = np.ones((4, 3)), np.ones((2, 3, 2, 2)), np.ones(3), np.zeros(3)
+    for fn, x in ((L.batchnorm_forward, x2), (L.spatial_batchnorm_forward, x4),
+                  (FL.spatial_batchnorm_forward_fast, x4)):
+        for key in ("epsilon", "momentun"):
+            with pytest.raises(ValueError, match=rf"{fn.__name__}: unknown bn_param keys \['{key}'\]"):
+                fn(x, g, b, {"mode": "train", key: 0.9})
+    # the keys the library itself writes or reads are all accepted
+    bp = {"mode": "train", "eps": 1e-5, "momentum": 0.9, "unbiased": True}
+    L.spatial_batchnorm_forward(x4, g, b, bp)
+    assert set(bp) == {"mode", "eps", "momentum", "unbiased", "running_mean", "running_var"}
+    FL.spatial_batchnorm_forward_fast(x4, g, b, bp)
+
+
+def test_a_cache_from_another_forward_is_a_type_error_naming_both():
+    from funkcije import fast_layers as FL
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 4))
+    _, max_cache = L.max_pool_forward_naive(x, {"pool_height": 2, "pool_width": 2, "stride": 2})
+    _, ln_cache = L.layernorm_forward(np.ones((2, 3)), np.ones(3), np.zeros(3), {})
+    # same layouts ((x, pool_param); three arrays), other layers: the tag tells them apart
+    with pytest.raises(TypeError, match="avg_pool_backward_naive: cache must be the cache that avg_pool_forward_naive "
+                                        "or avg_pool_forward_fast returned, got the cache of max_pool_forward_naive"):
+        L.avg_pool_backward_naive(np.ones((2, 3, 2, 2)), max_cache)
+    with pytest.raises(TypeError, match="affine_backward_fast: .* got the cache of layernorm_forward"):
+        FL.affine_backward_fast(np.ones((2, 3)), ln_cache)
+    # the reference and fast caches of one layer stay interchangeable
+    _, fast_cache = FL.max_pool_forward_fast(x, {"pool_height": 2, "pool_width": 2, "stride": 2})
+    np.testing.assert_array_equal(L.max_pool_backward_naive(np.ones((2, 3, 2, 2)), fast_cache),
+                                  FL.max_pool_backward_fast(np.ones((2, 3, 2, 2)), max_cache))
+
+
 def test_param_dicts_reject_unknown_keys_and_out_of_range_values():
     x, g, b = np.ones((4, 3)), np.ones(3), np.zeros(3)
     for bad, match in (({"mode": "train", "eps": -1e-5}, r"bn_param\['eps'\]"),
