@@ -178,6 +178,8 @@ def set(**values) -> dict:
     except (ValueError, TypeError) as e:
         for k, v in previous.items():
             _SWITCHES[k][1](v)
+        if str(e).startswith("config.set"):
+            raise
         # the setter names itself (use_winograd: ...); say which call and switch it was
         raise type(e)(f"config.set: {k}: {e}") from e
     except Exception:
