@@ -201,6 +201,28 @@ def test_augmented_run_resumes_exactly(tmp_path):
         Solver(tiny_model(), data, resume=str(tmp_path / "full_epoch_1.pkl"), augment="flip", verbose=False)
 
 
+def test_augmented_run_resumes_exactly_mid_epoch(tmp_path):
+    """A checkpoint written after 5 of an epoch's 8 updates (save_checkpoint at any time)
+    continues the same batches, augmentations and per-iteration rates."""
+    data = tiny_data()
+    kw = dict(augment="translate:1:zero,flip,cutout:2", num_epochs=2, batch_size=8, update_rule="sgd_nesterov",
+              optim_config={"learning_rate": 0.05}, lr_schedule={"type": "onecycle"}, verbose=False, seed=5)
+    full_model = tiny_model()
+    full = Solver(full_model, data, **kw)
+    full.train()
+    part = Solver(tiny_model(), data, **kw)
+    for _ in range(5):
+        part._step()
+    part.save_checkpoint(tmp_path / "mid.ckpt")
+    resumed_model = tiny_model(seed=4)
+    resumed = Solver(resumed_model, data, resume=str(tmp_path / "mid.ckpt"), verbose=False)
+    resumed.train()
+    assert resumed.loss_history == full.loss_history
+    assert resumed.lr_history == full.lr_history
+    for k in full_model.params:
+        np.testing.assert_array_equal(resumed_model.params[k], full_model.params[k])
+
+
 def test_history_records_val_loss_and_best_epoch():
     data = tiny_data()
     s = Solver(tiny_model(), data, num_epochs=3, batch_size=16, update_rule="adam", verbose=False, seed=0)
