@@ -31,7 +31,7 @@ import numbers
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .checks import check_array
+from .checks import as_real_array, check_array
 
 __all__ = [
     "RandomCrop",
@@ -66,6 +66,18 @@ def _check_rng(where, rng):
 def _int_at_least(where, name, value, low):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ValueError(f"{where}: {name} must be an int >= {low}, got {value!r}")
+    return int(value)
+
+
+def _shift(where, name, value):
+    """A whole number of pixels: int(1.5) would silently shift by 1 and int('1') accept
+    a string, so only integers (and integral floats such as 2.0) pass."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{where}: {name} must be an int (pixels), got {value!r}")
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if not (np.isfinite(value) and float(value).is_integer()):
+        raise ValueError(f"{where}: {name} must be a whole number of pixels, got {value!r}")
     return int(value)
 
 
@@ -195,6 +207,13 @@ class Compose(Transform):
 
     def __init__(self, *transforms):
         for t in transforms:
+            # a class is callable too, but Compose(HorizontalFlip) would call
+            # HorizontalFlip(X, rng) as a constructor at the first batch
+            if isinstance(t, type):
+                raise TypeError(
+                    f"Compose: every transform must be a transform instance t(X, rng), got the class "
+                    f"{t.__name__} (write {t.__name__}(...))"
+                )
             if not callable(t):
                 raise TypeError(f"Compose: every transform must be callable t(X, rng), got {type(t).__name__}")
         self.transforms = tuple(transforms)
@@ -249,7 +268,11 @@ def parse(text):
             values = [typ(a) for typ, a in zip(types, args)]
         except ValueError:
             raise ValueError(f"augment.parse: bad argument in {item!r}") from None
-        transforms.append(cls(*values))
+        try:
+            transforms.append(cls(*values))
+        except (ValueError, TypeError) as e:
+            # the transform names itself; say also that parse read it from the text
+            raise type(e)(f"augment.parse: {item.strip()!r}: {e}") from None
     return transforms[0] if len(transforms) == 1 else Compose(*transforms)
 
 
@@ -266,8 +289,8 @@ def translate(X, dy, dx, mode="reflect"):
     """Every image shifted by (dy, dx) pixels (content moves down/right for positive
     values), the border filled by `mode` ('zero' or 'reflect'). X (N, C, H, W)."""
     _check_batch("translate", X)
-    dy = int(dy)
-    dx = int(dx)
+    dy = _shift("translate", "dy", dy)
+    dx = _shift("translate", "dx", dx)
     if mode not in _MODES:
         raise ValueError(f"translate: mode must be one of {_MODES}, got {mode!r}")
     p = max(abs(dy), abs(dx))
@@ -297,8 +320,10 @@ class Normalize:
     takes the statistics from X (the training set)."""
 
     def __init__(self, mean, std):
-        mean = np.asarray(mean, dtype=np.float64).reshape(-1)
-        std = np.asarray(std, dtype=np.float64).reshape(-1)
+        # real numbers only: a string would fail in NumPy's conversion without our name,
+        # a complex mean would lose its imaginary part
+        mean = as_real_array("Normalize", "mean", mean).astype(np.float64).reshape(-1)
+        std = as_real_array("Normalize", "std", std).astype(np.float64).reshape(-1)
         if mean.size == 0 or std.size == 0 or not (np.isfinite(mean).all() and np.isfinite(std).all()):
             raise ValueError("Normalize: mean and std must be finite, non-empty")
         if (std <= 0).any():

@@ -550,10 +550,6 @@ for cls, valid, bad in (
 # cases stay visible as strict xfails; one that starts passing fails the run and is
 # taken off this list.
 KNOWN_GAPS = {
-    # augment: conversion errors without the function's name, complex mean accepted,
-    # a class instead of a transform accepted, fractional shifts truncated
-    ("Normalize", "mean"), ("Normalize", "std"), ("Compose", "transforms"), ("parse", "text"),
-    ("translate", "dy"), ("translate", "dx"),
     # solver.py: update-rule and config errors name the rule, not Solver; the path of
     # load_checkpoint and every argument of scheduled_learning_rate are unchecked
     ("Solver", "update_rule"), ("Solver", "optim_config"), ("Solver", "bogus_kwarg"),
