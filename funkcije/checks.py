@@ -6,6 +6,7 @@ Contracts 2 and 3). Nothing here allocates large arrays.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import numbers
 from typing import NamedTuple
@@ -36,6 +37,7 @@ __all__ = [
     "cache_array",
     "describe",
     "names_errors",
+    "errors_named",
     "check_callable",
     "as_real_array",
     "as_generator",
@@ -400,14 +402,24 @@ def names_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
+        with errors_named(name):
             return fn(*args, **kwargs)
-        except (ValueError, TypeError) as e:
-            if str(e).startswith(name + ":"):
-                raise
-            raise type(e)(f"{name}: {e}") from e
 
     return wrapper
+
+
+@contextlib.contextmanager
+def errors_named(name: str):
+    """The block's ValueError or TypeError raised again with `name: ` in front (once:
+    a message that already starts with it is left alone), for a function or
+    constructor built from other checked parts: `with errors_named("Solver"): ...`
+    gives "Solver: get_update_rule: invalid update_rule 'sgdd' ..."."""
+    try:
+        yield
+    except (ValueError, TypeError) as e:
+        if str(e).startswith(name + ":"):
+            raise
+        raise type(e)(f"{name}: {e}") from e
 
 
 def check_callable(func: str, name: str, f):

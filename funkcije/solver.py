@@ -107,6 +107,7 @@ from tqdm import tqdm
 from . import augment as _augment
 from . import checkpoint as _checkpoint_file
 from . import optim
+from .checks import errors_named
 from .layers import softmax_loss
 from .fast_layers import flush_denormals
 
@@ -284,14 +285,26 @@ def scheduled_learning_rate(lr0, epoch, lr_schedule=None, lr_decay=1.0, iteratio
     else at the completed epochs, and a 'warmup' of w epochs multiplies the rate by
     min(1, (iteration + 1) / (w * iterations_per_epoch)). `lr_schedule` must be
     resolved (see the module docstring for the formulas)."""
-    lr0 = float(lr0)
+    where = "scheduled_learning_rate"
+    lr0 = float(_sched_real(where, "lr0", lr0, 0.0))
+    if iteration is None:
+        epoch = _sched_real(where, "epoch", epoch, 0.0)
+    else:
+        if isinstance(iteration, bool) or not isinstance(iteration, numbers.Integral) or iteration < 0:
+            raise ValueError(f"{where}: iteration must be an int >= 0 or None, got {iteration!r}")
+        ipe = iterations_per_epoch
+        if isinstance(ipe, bool) or not isinstance(ipe, numbers.Integral) or ipe < 1:
+            raise ValueError(f"{where}: iterations_per_epoch must be an int >= 1 with iteration, got {ipe!r}")
+    lr_decay = float(_sched_real(where, "lr_decay", lr_decay, 0.0, strict=True))
+    if lr_schedule is not None:
+        _check_resolved(where, lr_schedule)
     if iteration is not None:
         frac = iteration / iterations_per_epoch
         whole = iteration // iterations_per_epoch
     else:
         frac = whole = epoch
     if lr_schedule is None:
-        return lr0 * float(lr_decay) ** whole
+        return lr0 * lr_decay ** whole
     t = frac if lr_schedule.get("per_iteration") else whole
     warmup = lr_schedule.get("warmup", 0.0)
     factor = 1.0
@@ -299,6 +312,38 @@ def scheduled_learning_rate(lr0, epoch, lr_schedule=None, lr_decay=1.0, iteratio
         done = (iteration + 1) / iterations_per_epoch if iteration is not None else whole + 1
         factor = min(1.0, done / warmup)
     return factor * _base_rate(lr0, t, lr_schedule)
+
+
+def _sched_real(where, name, value, low, strict=False):
+    """A finite real number >= low (> low when strict); a string or None is refused
+    rather than converted by float()."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{where}: {name} must be a real number, got {value!r}")
+    if not (math.isfinite(value) and (value > low if strict else value >= low)):
+        raise ValueError(f"{where}: {name} must be finite and {'>' if strict else '>='} {low:g}, got {value!r}")
+    return value
+
+
+# the keys _base_rate reads of each kind (what _resolve_schedule fills in); 'warmup'
+# and 'per_iteration' are read with defaults
+_RESOLVED_KEYS = {
+    "constant": (), "step": ("step_size", "gamma"), "exponential": ("gamma",),
+    "cosine": ("t_max", "eta_min"), "piecewise": ("points",), "onecycle": ("total", "peak", "start", "end"),
+}
+
+
+def _check_resolved(where, schedule):
+    if not isinstance(schedule, dict):
+        raise TypeError(
+            f"{where}: lr_schedule must be None or a resolved schedule dict (as Solver resolves "
+            f"lr_schedule), got {type(schedule).__name__} {schedule!r}"
+        )
+    kind = schedule.get("type")
+    if kind not in _RESOLVED_KEYS:
+        raise ValueError(f"{where}: lr_schedule['type'] must be one of {sorted(_RESOLVED_KEYS)}, got {kind!r}")
+    missing = [k for k in _RESOLVED_KEYS[kind] if k not in schedule]
+    if missing:
+        raise ValueError(f"{where}: a resolved {kind!r} lr_schedule needs {missing}, got {schedule!r}")
 
 
 def _base_rate(lr0, epoch, lr_schedule):
@@ -470,6 +515,8 @@ def load_checkpoint(path):
     see funkcije.checkpoint). Raises ValueError naming the file if it is empty,
     truncated, damaged (checksum), foreign, or not a complete and consistent
     Solver state (a missing key, a negative epoch, a value of the wrong type)."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"load_checkpoint: path must be a str or os.PathLike, got {type(path).__name__} {path!r}")
     path = os.fspath(path)
     ckpt = _checkpoint_file.read(path, CHECKPOINT_FORMAT, what="funkcije Solver checkpoint")
     _check_checkpoint(ckpt, path)
@@ -506,7 +553,9 @@ class Solver:
         unknown = [k for k in kwargs if k not in _DEFAULTS]
         if unknown:
             extra = ", ".join(f'"{k}"' for k in unknown)
-            raise ValueError(f"Unrecognized arguments {extra}; valid keyword arguments are {sorted(_DEFAULTS)}")
+            raise ValueError(
+                f"Solver: Unrecognized arguments {extra}; valid keyword arguments are {sorted(_DEFAULTS)}"
+            )
         # seed=None asks for fresh entropy; on resume it means "the checkpoint's seed".
         given = {k for k in kwargs if not (k == "seed" and kwargs[k] is None)}
         settings = {k: kwargs.get(k, v) for k, v in _DEFAULTS.items()}
@@ -517,8 +566,9 @@ class Solver:
             self._merge_checkpoint_settings(settings, given, ckpt)
 
         rule = settings["update_rule"]
-        self.update_rule = optim.get_update_rule(rule)
-        self.update_rule_name = optim.update_rule_name(rule)
+        with errors_named("Solver"):  # optim's messages name optim's functions; the caller called Solver
+            self.update_rule = optim.get_update_rule(rule)
+            self.update_rule_name = optim.update_rule_name(rule)
         config = settings["optim_config"]
         if config is None:
             config = {}
@@ -533,7 +583,8 @@ class Solver:
             )
         if self.update_rule_name in optim.DEFAULT_CONFIGS:
             # the rule's own checks (unknown keys, ranges), before any data is touched
-            optim.check_config(self.update_rule_name, config)
+            with errors_named("Solver"):
+                optim.check_config(self.update_rule_name, config)
         self.optim_config = config
         self.lr_decay = _check_real("lr_decay", settings["lr_decay"])
         self.batch_size = _check_int("batch_size", settings["batch_size"], 1)

@@ -550,12 +550,6 @@ for cls, valid, bad in (
 # cases stay visible as strict xfails; one that starts passing fails the run and is
 # taken off this list.
 KNOWN_GAPS = {
-    # solver.py: update-rule and config errors name the rule, not Solver; the path of
-    # load_checkpoint and every argument of scheduled_learning_rate are unchecked
-    ("Solver", "update_rule"), ("Solver", "optim_config"), ("Solver", "bogus_kwarg"),
-    ("load_checkpoint", "path"),
-    ("scheduled_learning_rate", "lr0"), ("scheduled_learning_rate", "epoch"),
-    ("scheduled_learning_rate", "lr_schedule"), ("scheduled_learning_rate", "lr_decay"),
     # composed models: errors name the layer or loss that refused the input (Affine,
     # softmax_loss, Sequential) rather than the zoo constructor or model called;
     # Sequential(input_shape=3) is accepted
