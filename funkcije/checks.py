@@ -409,17 +409,23 @@ def names_errors(fn):
 
 
 @contextlib.contextmanager
-def errors_named(name: str):
+def errors_named(name: str, instead_of: str | None = None):
     """The block's ValueError or TypeError raised again with `name: ` in front (once:
     a message that already starts with it is left alone), for a function or
     constructor built from other checked parts: `with errors_named("Solver"): ...`
-    gives "Solver: get_update_rule: invalid update_rule 'sgdd' ..."."""
+    gives "Solver: get_update_rule: invalid update_rule 'sgdd' ...". With
+    `instead_of`, a message that starts with `instead_of: ` has that replaced by
+    `name: ` (a zoo constructor speaking for the Sequential it builds:
+    "VGG7: reg must be ..." rather than "VGG7: Sequential: reg must be ...")."""
     try:
         yield
     except (ValueError, TypeError) as e:
-        if str(e).startswith(name + ":"):
+        msg = str(e)
+        if msg.startswith(name + ":"):
             raise
-        raise type(e)(f"{name}: {e}") from e
+        if instead_of and msg.startswith(instead_of + ": "):
+            msg = msg[len(instead_of) + 2:]
+        raise type(e)(f"{name}: {msg}") from e
 
 
 def check_callable(func: str, name: str, f):

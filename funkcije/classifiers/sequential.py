@@ -43,7 +43,7 @@ import numpy as np
 from .. import config
 from .. import fast_layers as FL
 from .. import layers as L
-from ..checks import as_pair, check_array, check_real_in, conv_output_size
+from ..checks import as_pair, check_array, check_labels, check_real_in, conv_output_size, errors_named
 from ..fast_layers import flushes_denormals
 from .base import add_l2_grads, as_model_input, check_positive_int, check_reg, l2_penalty, model_dtype, rng_from_seed
 
@@ -716,6 +716,15 @@ class Sequential:
         # the model owns its layer objects: one object given twice becomes two layers
         self.layers = [copy.deepcopy(layer) for layer in layers]
         if isinstance(input_shape, numbers.Integral) and not isinstance(input_shape, bool):
+            # one number reads as (D,) features; a stack that flattens its input expects
+            # multi-dimensional samples (Flatten of a flat sample does nothing), so there a
+            # bare int is almost surely a mistake for (C, H, W): say so rather than build it
+            if any(isinstance(layer, Flatten) for layer in self.layers):
+                raise ValueError(
+                    f"{where}: input_shape={input_shape!r} is one number, read as ({input_shape},) features, "
+                    f"but the layers flatten their input, so they expect (C, H, W) samples; give the whole "
+                    f"shape, e.g. input_shape=(C, H, W), or input_shape=({input_shape},) for flat samples"
+                )
             input_shape = (input_shape,)
         if not isinstance(input_shape, (tuple, list)) or len(input_shape) not in (1, 3):
             raise ValueError(f"{where}: input_shape must be (C, H, W) or (D,), got {input_shape!r}")
@@ -731,7 +740,7 @@ class Sequential:
         self.init_scheme = _check_scheme(where, init)
         if not isinstance(unbiased_running_var, bool):
             raise TypeError(f"{where}: unbiased_running_var must be True or False, got {unbiased_running_var!r}")
-        rng = rng_from_seed(seed)
+        rng = rng_from_seed(seed, where)
 
         self.params = {}
         self.state = {}
@@ -742,8 +751,9 @@ class Sequential:
         # Dropout masks: a Generator of their own, spawned from the initialisation stream
         self.dropout_param = {"mode": "train", "seed": np.random.default_rng(rng.integers(0, 2**63 - 1))}
         shape = self.input_shape
-        for layer in self.layers:
-            shape = self._build(layer, rng, shape, unbiased_running_var)
+        with errors_named(where):  # a layer that refuses its input shape: say which model it is in
+            for layer in self.layers:
+                shape = self._build(layer, rng, shape, unbiased_running_var)
         if len(shape) != 1:
             raise ValueError(f"{where}: the last layer must give (N, K) scores, it gives per-sample shape {shape}")
         self.num_classes = shape[0]
@@ -760,7 +770,7 @@ class Sequential:
                 shape = self._build(child, rng, shape, unbiased)
             if shape != tuple(in_shape):
                 raise ValueError(
-                    f"Sequential: {layer.name}'s block maps {tuple(in_shape)} to {shape}; a Residual needs equal shapes")
+                    f"{layer.name}'s block maps {tuple(in_shape)} to {shape}; a Residual needs equal shapes")
             self.shapes.append((layer.name, layer, shape))
             return shape
         if isinstance(layer, BatchNorm2d) and layer.unbiased is None:
@@ -799,8 +809,13 @@ class Sequential:
                 for k, v in g.items():
                     out[layer.param_names[k]] = v
 
+    @property
+    def _where(self):
+        """The name the model's errors carry: the zoo constructor's (set by zoo.py) or the class's."""
+        return self.__dict__.get("_name") or type(self).__name__
+
     def _check_input(self, X):
-        where = type(self).__name__
+        where = self._where
         X = as_model_input(where, X, self.dtype)
         if X.shape[1:] != self.input_shape:
             raise ValueError(
@@ -835,6 +850,11 @@ class Sequential:
     @flushes_denormals
     def loss(self, X, y=None):
         """Scores (N, K) when y is None (test mode), else (loss, grads) (train mode)."""
+        if y is not None:
+            # labels checked before the forward pass, under the model's name rather than the
+            # loss function's (which would check them again, unchanged)
+            X = self._check_input(X)
+            y = check_labels(f"{self._where}.loss", y, X.shape[0], self.num_classes)
         scores, caches = self.forward(X, train=y is not None)
         if y is None:
             return scores

@@ -17,6 +17,8 @@ import numbers
 
 import numpy as np
 
+from ..checks import errors_named
+from .base import check_positive_int
 from .sequential import (
     Affine,
     BatchNorm2d,
@@ -39,29 +41,41 @@ def _scaled(where, width):
     return lambda n: max(1, int(round(n * width)))
 
 
+def _named(name, num_classes, make):
+    """Build the model with make() under the constructor's name: its argument errors say
+    "VGG7: reg must be ..." (not "Sequential: ..." or "Affine: out_features ..."), and
+    the model keeps the name for the errors of its .loss and .forward."""
+    check_positive_int(name, "num_classes", num_classes)
+    with errors_named(name, instead_of="Sequential"):
+        model = make()
+    model._name = name
+    return model
+
+
 def FERMnistNet(num_classes=10, input_shape=(1, 28, 28), **kwargs):
     """conv 16 5x5 pad 2 - pool 2 - ReLU - conv 32 5x5 pad 2 - pool 2 - ReLU - flatten -
     affine 512 - ReLU - affine num_classes (FER lab 2, the MNIST network)."""
-    return Sequential(
+    return _named("FERMnistNet", num_classes, lambda: Sequential(
         Conv2d(16, 5, pad=2), MaxPool2d(2), ReLU(),
         Conv2d(32, 5, pad=2), MaxPool2d(2), ReLU(),
         Flatten(), Affine(512), ReLU(), Affine(num_classes),
         input_shape=input_shape, **kwargs,
-    )
+    ))
 
 
 def FERCifarNet(num_classes=10, input_shape=(3, 32, 32), **kwargs):
     """conv 16 5x5 pad 2 - ReLU - pool 3 stride 2 - conv 32 5x5 pad 2 - ReLU - pool 3 stride 2 -
     flatten - affine 256 - ReLU - affine 128 - ReLU - affine num_classes (FER lab 2, CIFAR-10)."""
-    return Sequential(
+    return _named("FERCifarNet", num_classes, lambda: Sequential(
         Conv2d(16, 5, pad=2), ReLU(), MaxPool2d(3, stride=2),
         Conv2d(32, 5, pad=2), ReLU(), MaxPool2d(3, stride=2),
         Flatten(), Affine(256), ReLU(), Affine(128), ReLU(), Affine(num_classes),
         input_shape=input_shape, **kwargs,
-    )
+    ))
 
 
 def _vgg7(where, batchnorm, num_classes, input_shape, width, kwargs):
+    check_positive_int(where, "num_classes", num_classes)  # before Affine(num_classes) refuses it
     w = _scaled(where, width)
     layers = []
     for n in (64, 128, 256, 512, 512):
@@ -71,7 +85,7 @@ def _vgg7(where, batchnorm, num_classes, input_shape, width, kwargs):
             layers += [Conv2d(w(n), 3, pad=1), ReLU()]
         layers.append(MaxPool2d(2))
     layers += [Flatten(), Affine(w(512)), ReLU(), Affine(num_classes)]
-    return Sequential(*layers, input_shape=input_shape, **kwargs)
+    return _named(where, num_classes, lambda: Sequential(*layers, input_shape=input_shape, **kwargs))
 
 
 def VGG7(num_classes=10, input_shape=(3, 32, 32), width=1.0, **kwargs):
@@ -88,6 +102,7 @@ def ResNet9(num_classes=10, input_shape=(3, 32, 32), width=1.0, **kwargs):
     """CNR(64), CNR(128), M(2), res(CNR(128), CNR(128)), CNR(256), M(2), CNR(512), M(2),
     res(CNR(512), CNR(512)), M(4), LR(512), L(10) — the `ans` course's ResNet9
     (bias-free convolutions, each followed by batch norm and ReLU)."""
+    check_positive_int("ResNet9", "num_classes", num_classes)
     w = _scaled("ResNet9", width)
 
     def cnr(n):
@@ -101,7 +116,7 @@ def ResNet9(num_classes=10, input_shape=(3, 32, 32), width=1.0, **kwargs):
         Residual(*cnr(512), *cnr(512)),
         MaxPool2d(4), Flatten(), Affine(w(512)), ReLU(), Affine(num_classes),
     ]
-    return Sequential(*layers, input_shape=input_shape, **kwargs)
+    return _named("ResNet9", num_classes, lambda: Sequential(*layers, input_shape=input_shape, **kwargs))
 
 
 def FastCifarNet(num_classes=10, input_shape=(3, 32, 32), width=1.0, widths=(64, 256, 256), **kwargs):
@@ -112,6 +127,7 @@ def FastCifarNet(num_classes=10, input_shape=(3, 32, 32), width=1.0, widths=(64,
     with widths 64, 256, 256 (bias-free convolutions, batch norms without a learnt
     scale), a 3x3 max-pool over the last 3x3 map, affine (no bias) and a scale of 1/9.
     About 1.97 M parameters and 0.24 GFLOP per 32x32 image forward."""
+    check_positive_int("FastCifarNet", "num_classes", num_classes)
     w = _scaled("FastCifarNet", width)
     layers = [PatchWhiten(2), ReLU()]
     for n in widths:
@@ -120,7 +136,7 @@ def FastCifarNet(num_classes=10, input_shape=(3, 32, 32), width=1.0, widths=(64,
             Conv2d(w(n), 3, pad=1, bias=False), BatchNorm2d(scale=False), ReLU(),
         ]
     layers += [MaxPool2d(3), Flatten(), Affine(num_classes, bias=False), Scale(1 / 9)]
-    return Sequential(*layers, input_shape=input_shape, **kwargs)
+    return _named("FastCifarNet", num_classes, lambda: Sequential(*layers, input_shape=input_shape, **kwargs))
 
 
 # command-line names -> constructors
