@@ -515,7 +515,7 @@ spec("FullyConnectedNet", C.FullyConnectedNet, lambda: dict(hidden_dims=[4], inp
 spec("Sequential", lambda layers, **kw: C.Sequential(*layers, **kw),
      lambda: dict(layers=[C.Flatten(), C.Affine(3)], input_shape=(3, 4, 4)), lambda: {
          "layers": [[None], ["relu"], [3], [C.Flatten, C.Affine(3)], [C.Conv2d(2, 9)]],
-         "input_shape": [None, "abc", (3, 0, 4), (3, 4.5, 4), (-3, 4, 4), 3],
+         "input_shape": [None, "abc", (3, 0, 4), (3, 4.5, 4), (-3, 4, 4)],
          "loss": ["mse", 3, None], "reg": BAD_REG, "dtype": BAD_DTYPE, "seed": BAD_SEED,
          "label_smoothing": [-0.1, 1.0, NAN, "0.1"], "init": ["xavierr", 3]})
 for zoo in (C.FERMnistNet, C.FERCifarNet, C.VGG7, C.VGG7BN, C.ResNet9):

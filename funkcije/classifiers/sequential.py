@@ -716,15 +716,7 @@ class Sequential:
         # the model owns its layer objects: one object given twice becomes two layers
         self.layers = [copy.deepcopy(layer) for layer in layers]
         if isinstance(input_shape, numbers.Integral) and not isinstance(input_shape, bool):
-            # one number reads as (D,) features; a stack that flattens its input expects
-            # multi-dimensional samples (Flatten of a flat sample does nothing), so there a
-            # bare int is almost surely a mistake for (C, H, W): say so rather than build it
-            if any(isinstance(layer, Flatten) for layer in self.layers):
-                raise ValueError(
-                    f"{where}: input_shape={input_shape!r} is one number, read as ({input_shape},) features, "
-                    f"but the layers flatten their input, so they expect (C, H, W) samples; give the whole "
-                    f"shape, e.g. input_shape=(C, H, W), or input_shape=({input_shape},) for flat samples"
-                )
+            # one number reads as (D,) features
             input_shape = (input_shape,)
         if not isinstance(input_shape, (tuple, list)) or len(input_shape) not in (1, 3):
             raise ValueError(f"{where}: input_shape must be (C, H, W) or (D,), got {input_shape!r}")
