@@ -404,7 +404,10 @@ def plot_training(history, path=None, figsize=None, dpi: int = 100) -> Figure:
                 ax.plot(ep_x, ep_lr, "o-", color="tab:green")
                 rates = ep_lr
             finite = rates[np.isfinite(rates)]
-            if finite.size and np.all(finite > 0) and finite.max() > 3 * finite.min():
+            # per-epoch steps over decades read best on a log axis; a warm-up or cycle
+            # (linear pieces, often ending near 0) on a linear one
+            stepped = it_lr is None or not n_ep
+            if stepped and finite.size and np.all(finite > 0) and finite.max() > 30 * finite.min():
                 ax.set_yscale("log")
             ax.set_xlabel("epoch")
             ax.set_ylabel("learning rate")
