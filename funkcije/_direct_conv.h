@@ -225,7 +225,7 @@ static double funk_row_cost(int fb, int rb, int F, int Ho, int Wo, int K) {
     return (per * K + fb * rb) * funk_blocks(F, fb) * funk_blocks(Ho, rb) * funk_blocks(Wo, 16);
 }
 static double funk_col_cost(int F, int Ho, int Wo, int jb, int nv, int K) {
-    /* two cycles of overhead per step: measured on the issue-3 layers, the column
+    /* two cycles of overhead per step: on the small benchmark layers the column
        kernels reach 60-65 % of the FMA peak where the row kernels reach 70-75 % */
     double fma = nv * jb / 2.0, ld = (nv + jb) / 2.0;
     double per = (fma > ld ? fma : ld) + 2.0;
@@ -441,7 +441,7 @@ static const funk_dw_fn funk_dw_fns[2][8] = {
 /* dT[q][f] = dn[f][q] for f < F, q < P (dT rows Fp floats apart, Fp a multiple of 16;
    columns F .. Fp - 1 are left alone): 16 x 16 blocks transposed in registers (unpack
    32-bit, unpack 64-bit, then two 128-bit lane shuffles), several times faster than
-   element by element, which cost 10-30 % of dw for the issue-3 layers. */
+   element by element, which cost 10-30 % of dw for the small benchmark layers. */
 __attribute__((target("avx512f")))
 static void funk_transpose_dout(const float *dn, int F, int P, float *dT, int Fp) {
     for (int f0 = 0; f0 < F; f0 += 16) {

@@ -238,6 +238,19 @@ def test_summary_command_line():
     (["--model", "fer_mnist", "--width", "0.5"], "--width"),
     (["--resume", "/nonexistent/checkpoint_epoch_1.pkl"], "--resume"),
     (["--model", "alexnet"], "--model"),
+    # the recipe's arguments
+    (["--augment", "rotate"], "--augment"),
+    (["--update-rule", "sgd", "--momentum", "0.9"], "--momentum does not apply"),
+    (["--update-rule", "sgdw", "--weight-decay", "-1"], "--weight-decay"),
+    (["--lr-schedule", "piecewise", "--lr-points", "0:1,x"], "--lr-points"),
+    (["--label-smoothing", "1.5", "--model", "vgg7"], "--label-smoothing"),
+    (["--label-smoothing", "0.1"], "zoo models"),
+    (["--recipe", "nope"], "--recipe"),
+    (["--warmup", "nan"], "--warmup"),
+    (["--lr-mult", "bn*.beta"], "--lr-mult"),
+    (["--lr-mult", "b=x"], "--lr-mult"),
+    (["--onecycle", "1.5,0,0"], "--onecycle"),
+    (["--onecycle", "0.3,0.1"], "--onecycle"),
 ])
 def test_train_command_line_argument_errors(args, message):
     res = _run("funkcije.train", *args)
