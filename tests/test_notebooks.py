@@ -1,24 +1,27 @@
 """The walkthrough notebooks in notebooks/ run top to bottom, headless.
 
-Each notebook is executed in memory by nbclient with the `python3` kernel, working
-directory notebooks/; nothing is saved. The kernel gets FUNKCIJE_QUICK=1 (shrunken
-data and epochs, a minute or two per notebook) unless the caller set FUNKCIJE_QUICK
-already, so `FUNKCIJE_QUICK=0 python -m pytest tests/test_notebooks.py` runs the full
-settings (half an hour or more). Data come from FUNKCIJE_DATA through the `data_root`
-fixture, so missing data fails under CI instead of skipping.
+Each notebook's source is a paired `notebooks/NAME.py` in jupytext's percent format (the
+file to read and edit); `NAME.ipynb` is generated from it (`jupytext --sync notebooks/NAME.py`)
+and committed without outputs. Checked without running anything: the committed notebooks
+carry no outputs, their cells are exactly what jupytext makes of the .py files (so the two
+cannot drift apart), every notebook in the folder is tested here, and notebooks/README.md
+links each of them.
 
-The notebooks contain their own checks (known values, gradient checks, sanity checks
-on the results) as assertions, so "executes without error" means those checks pass.
-
-Also checked without running anything: the committed notebooks carry no outputs, they
-are exactly what notebooks/_build_notebooks.py builds, and notebooks/README.md links
-each of them.
+Executed: each notebook runs in memory under nbclient with the `python3` kernel, working
+directory notebooks/; nothing is saved. The kernel gets FUNKCIJE_QUICK=1 (shrunken data and
+epochs, a few minutes per notebook at most) unless the caller set FUNKCIJE_QUICK already, so
+`FUNKCIJE_QUICK=0 python -m pytest tests/test_notebooks.py` runs the full settings (hours).
+Data come from FUNKCIJE_DATA through the `data_root` fixture, so missing data fails under
+CI instead of skipping. The notebooks contain their own checks (known values, gradient
+checks, sanity checks on the results) as assertions, so "executes without error" means
+those checks pass. A notebook must not write into the repository: files it makes (filter
+snapshots, figures) go to a temporary folder.
 """
-import importlib.util
 import os
 import time
 from pathlib import Path
 
+import jupytext
 import nbformat
 import pytest
 from nbclient import NotebookClient
@@ -26,26 +29,28 @@ from nbclient import NotebookClient
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOKS = ["ConvolutionalNetworks.ipynb", "TrainingAndEvaluation.ipynb"]
+PAIRING = "ipynb,py:percent"
 
-# Wall-clock budget for one whole notebook (not per cell). Quick mode takes well under a
-# minute on an idle 2-core machine; the budget only stops a hung or runaway kernel.
-QUICK_BUDGET_S = 600
-FULL_BUDGET_S = 3 * 3600
-
-
-def _load_builder():
-    spec = importlib.util.spec_from_file_location("_build_notebooks", NOTEBOOK_DIR / "_build_notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# Wall-clock budget for one whole notebook (not per cell). Quick mode takes a minute or a
+# few on an idle 2-core machine; the budget only stops a hung or runaway kernel.
+QUICK_BUDGET_S = 900
+FULL_BUDGET_S = 4 * 3600
 
 
 def _read(name):
     return nbformat.read(NOTEBOOK_DIR / name, as_version=4)
 
 
-def test_the_builder_lists_exactly_the_tested_notebooks():
-    assert sorted(_load_builder().NOTEBOOKS) == sorted(NOTEBOOKS)
+def _source_of(name):
+    return NOTEBOOK_DIR / (Path(name).stem + ".py")
+
+
+def _cells(nb):
+    return [(c.cell_type, c.source, dict(c.metadata)) for c in nb.cells]
+
+
+def test_every_notebook_in_the_folder_is_tested():
+    assert sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb")) == sorted(NOTEBOOKS)
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -55,25 +60,32 @@ def test_committed_notebook_has_no_outputs(name):
     code_cells = [c for c in nb.cells if c.cell_type == "code"]
     assert code_cells, f"{name} has no code cells"
     for i, cell in enumerate(code_cells):
-        assert cell.outputs == [], f"{name}: code cell {i} has stored outputs; clear them (rebuild the notebook)"
+        assert cell.outputs == [], f"{name}: code cell {i} has stored outputs; clear them (`jupytext --sync` the .py)"
         assert cell.execution_count is None, f"{name}: code cell {i} has an execution count"
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_committed_notebook_is_what_the_builder_builds(name):
-    builder = _load_builder()
-    expected = builder.render(builder.build()[name])
-    actual = (NOTEBOOK_DIR / name).read_text(encoding="utf-8")
+def test_committed_notebook_is_its_py_source(name):
+    source = _source_of(name)
+    assert source.is_file(), f"notebooks/{name} has no paired source notebooks/{source.name}"
+    from_py = jupytext.read(source)
+    committed = _read(name)
+    assert from_py.metadata.get("jupytext", {}).get("formats") == PAIRING, (
+        f"notebooks/{source.name} must pair itself with its .ipynb (jupytext formats {PAIRING!r})")
+    assert committed.metadata.get("jupytext", {}).get("formats") == PAIRING
+    assert committed.metadata.get("kernelspec") == from_py.metadata.get("kernelspec")
+    expected, actual = _cells(from_py), _cells(committed)
+    first = next((i for i, (a, b) in enumerate(zip(expected, actual)) if a != b), min(len(expected), len(actual)))
     assert actual == expected, (
-        f"notebooks/{name} differs from notebooks/_build_notebooks.py's output; edit the builder "
-        "and run `python notebooks/_build_notebooks.py`"
-    )
+        f"notebooks/{name} differs from its source notebooks/{source.name} (first at cell {first}; "
+        f"{len(actual)} vs {len(expected)} cells): edit the .py and run `jupytext --sync notebooks/{source.name}`")
 
 
 def test_readme_links_every_notebook():
     readme = (NOTEBOOK_DIR / "README.md").read_text(encoding="utf-8")
     for name in NOTEBOOKS:
         assert f"]({name})" in readme, f"notebooks/README.md does not link {name}"
+        assert f"]({_source_of(name).name})" in readme, f"notebooks/README.md does not link {_source_of(name).name}"
 
 
 def _files_under(folder):
