@@ -44,9 +44,26 @@ from lr0 and e, not accumulated, so a resumed run gets exactly the same ones.
 Without a schedule and with lr_decay=1 the Solver never writes `learning_rate`.
 
 History — `solver.history` holds one dict per completed epoch: {'epoch',
-'loss' (mean training loss of the epoch), 'train_acc', 'val_acc', 'lr' (the rate
-used in that epoch), 'seconds' (wall clock, accuracy checks included)}; plain
-Python numbers, so `json.dumps(solver.history)` works.
+'loss' (mean training loss of the epoch), 'train_acc', 'val_acc', 'val_loss', 'lr'
+(the rate used in that epoch), 'seconds' (wall clock, accuracy checks included)};
+plain Python numbers, so `json.dumps(solver.history)` works (callbacks may add
+keys, e.g. EpochEvaluation's 'eval').
+
+Accuracy checks — as in cs231n, after the first iteration and after every epoch;
+with `check_every=k` also after every k-th iteration within an epoch (those extra
+checks add to train_acc_history / val_acc_history and may pick best_params, but
+write no history entry and no checkpoint, and do not change the training
+trajectory). `solver.check_iterations[i]` is the iteration count at check i, so
+plots put every check at its place (vis_utils.plot_training does).
+
+Callbacks — `callbacks=[...]` (funkcije.callbacks: FilterSnapshots,
+WeightHistograms, EpochEvaluation, TensorBoard, or any object with the four hooks)
+are called with the solver: on_train_begin, on_iteration_end after every update,
+on_epoch_end after the epoch's check and history entry (before its checkpoint),
+on_train_end before best_params are copied into the model. Their `state_dict()` is
+saved in every checkpoint; resuming with the same callbacks (same classes, same
+order) restores it, so a resumed run writes the same files as an uninterrupted one.
+Resuming without callbacks ignores the saved states.
 
 Progress — with `verbose=True` a tqdm bar runs over the iterations and cs231n's
 "(Iteration i / n) loss" lines (every `print_every` iterations; 0 or None turns
@@ -76,7 +93,7 @@ continues; training to the same `num_epochs` ends with params bitwise equal to
 an uninterrupted run. `num_epochs` is the total, not additional epochs. Settings
 that shape the trajectory (update_rule, optim_config, lr_decay, lr_schedule,
 batch_size, seed) come from the checkpoint; passing a different value is a
-ValueError. num_epochs, num_train_samples and num_val_samples come from the
+ValueError. num_epochs, num_train_samples, num_val_samples and check_every come from the
 checkpoint unless given. `train()` trains until `epoch == num_epochs`, so calling it
 again does nothing unless `num_epochs` was raised. Note that train() ends by
 copying `best_params` into the model (as cs231n does); to continue from the last
@@ -105,6 +122,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import augment as _augment
+from . import callbacks as _callbacks
 from . import checkpoint as _checkpoint_file
 from . import optim
 from .checks import errors_named
@@ -146,6 +164,8 @@ _DEFAULTS = {
     "augment": None,
     "weight_decay_on": "all",
     "lr_multipliers": None,
+    "callbacks": None,
+    "check_every": None,
 }
 
 # every type also takes 'warmup' (epochs of linear warm-up, default 0) and
@@ -462,6 +482,12 @@ _OPTIONAL_SCHEMA = {
     "epoch_lr_sum": ("a real number", _is_real, 0.0),
     "lr_multipliers": ("a dict of name patterns to numbers, or None", lambda v: v is None or (
         isinstance(v, dict) and all(isinstance(k, str) and _is_real(m) for k, m in v.items())), None),
+    "check_every": ("an int >= 1 or None", lambda v: _is_int_or_none(v, 1), None),
+    "check_iterations": ("a list of ints >= 0 or None", lambda v: v is None or (
+        isinstance(v, list) and all(_is_int(i, 0) for i in v)), None),
+    "callbacks": ("a list of {'name': str, 'state': dict or None}", lambda v: isinstance(v, list) and all(
+        isinstance(c, dict) and set(c) == {"name", "state"} and isinstance(c["name"], str)
+        and (c["state"] is None or isinstance(c["state"], dict)) for c in v), []),
 }
 _DECAY_CHOICES = ("all", "weights")
 
@@ -523,6 +549,34 @@ def load_checkpoint(path):
     return ckpt
 
 
+# ----------------------------------------------------------------------------- callbacks
+
+
+def _check_callbacks(callbacks):
+    """callbacks: None or a list/tuple of funkcije.callbacks.Callback objects, or of
+    objects that have all four hooks (duck typing, so a user's own class works without
+    subclassing). Checked here, so a mistake fails before training, not at epoch 3."""
+    if callbacks is None:
+        return []
+    if not isinstance(callbacks, (list, tuple)):
+        raise TypeError(
+            f"Solver: callbacks must be a list of Callback objects (funkcije.callbacks), got {type(callbacks).__name__}"
+        )
+    out = []
+    for i, cb in enumerate(callbacks):
+        if isinstance(cb, type):
+            raise TypeError(f"Solver: callbacks[{i}] is the class {cb.__name__}, not an instance; write {cb.__name__}(...)")
+        if not isinstance(cb, _callbacks.Callback):
+            missing = [h for h in _callbacks.HOOKS if not callable(getattr(cb, h, None))]
+            if missing:
+                raise TypeError(
+                    f"Solver: callbacks[{i}] is a {type(cb).__name__}, which is not a funkcije.callbacks.Callback "
+                    f"and lacks the methods {missing} (a callback has {list(_callbacks.HOOKS)})"
+                )
+        out.append(cb)
+    return out
+
+
 # ----------------------------------------------------------------------------- Solver
 
 
@@ -538,7 +592,9 @@ class Solver:
       checkpoint_name=None, print_every=10, verbose=True, seed=None, resume=None,
       augment=None (a funkcije.augment transform or parse() string, training batches only),
       weight_decay_on='all' ('weights': no weight decay of biases and normalisation params),
-      lr_multipliers=None ({name pattern: factor} on the learning rate, e.g. {'bn*.beta': 64}).
+      lr_multipliers=None ({name pattern: factor} on the learning rate, e.g. {'bn*.beta': 64}),
+      check_every=None (also check accuracy every k iterations within an epoch),
+      callbacks=None (a list of funkcije.callbacks.Callback objects).
     """
 
     def __init__(self, model, data, **kwargs):
@@ -626,6 +682,9 @@ class Solver:
             raise ValueError(
                 f"Solver: weight_decay_on must be one of {_DECAY_CHOICES}, got {self.weight_decay_on!r}"
             )
+
+        self.check_every = _check_int("check_every", settings["check_every"], 1, allow_none=True)
+        self.callbacks = _check_callbacks(settings["callbacks"])
 
         seed = settings["seed"]
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
@@ -733,7 +792,7 @@ class Solver:
                 "Solver: resuming with settings that differ from the checkpoint would not continue the "
                 f"same run: {'; '.join(conflicts)}"
             )
-        for key in _CARRIED_KEYS:
+        for key in _CARRIED_KEYS + ("check_every",):
             if key not in given:
                 settings[key] = ckpt[key]
 
@@ -811,6 +870,7 @@ class Solver:
         self.loss_history = []
         self.train_acc_history = []
         self.val_acc_history = []
+        self.check_iterations = []
         self.history = []
         self.optim_configs = {p: self._config_for(p) for p in self.model.params}
         self.lr_history = []
@@ -985,15 +1045,16 @@ class Solver:
         self._last_val_loss = val_loss
         self.train_acc_history.append(train_acc)
         self.val_acc_history.append(val_acc)
+        self.check_iterations.append(self._iteration)
         if (val_acc > self.best_val_acc or not self.best_params) and self._state_is_finite():
             self.best_val_acc = val_acc
             self.best_params = {k: v.copy() for k, v in self.model.params.items()}
             self._best_bn_params = self._snapshot_bn()
             self._best_epoch = self.epoch
         if self.verbose:
-            tqdm.write(
-                "(Epoch %d / %d) train acc: %f; val_acc: %f" % (self.epoch, self.num_epochs, train_acc, val_acc)
-            )
+            at = (f"Iteration {self._iteration}" if self._iteration % self.iterations_per_epoch and self._iteration > 1
+                  else f"Epoch {self.epoch} / {self.num_epochs}")
+            tqdm.write("(%s) train acc: %f; val_acc: %f" % (at, train_acc, val_acc))
         return train_acc, val_acc
 
     def train(self):
@@ -1004,6 +1065,7 @@ class Solver:
         start = self._iteration
         if start < num_iterations:
             self._apply_lr(self.epoch)
+            self._call("on_train_begin")
             bar = tqdm(total=num_iterations, initial=start, disable=not self.verbose, unit="it", desc="train")
             try:
                 self._train_loop(start, num_iterations, ipe, bar)
@@ -1019,7 +1081,13 @@ class Solver:
                 raise
             finally:
                 bar.close()
+            # before best_params go into the model: the callbacks see the last step's weights
+            self._call("on_train_end")
         self._restore_best()
+
+    def _call(self, hook):
+        for cb in self.callbacks:
+            getattr(cb, hook)(self)
 
     def _train_loop(self, start, num_iterations, ipe, bar):
         tick = time.perf_counter()
@@ -1031,8 +1099,12 @@ class Solver:
             bar.set_postfix_str(f"epoch {self.epoch + 1}/{self.num_epochs} loss {loss:.4f}", refresh=False)
             if self.verbose and self.print_every and t % self.print_every == 0:
                 tqdm.write("(Iteration %d / %d) loss: %f" % (t + 1, num_iterations, loss))
+            # self.epoch is still the epoch in progress (0-based) for these
+            self._call("on_iteration_end")
             epoch_end = (t + 1) % ipe == 0
             if not (t == 0 or epoch_end):
+                if self.check_every and (t + 1) % self.check_every == 0:
+                    self._check_epoch()  # a check within the epoch: no history entry, no checkpoint
                 continue
             # As in cs231n: accuracy after the first iteration and after every epoch.
             if epoch_end:
@@ -1059,6 +1131,7 @@ class Solver:
                     }
                 )
                 self._epoch_loss_sum, self._epoch_loss_count, self._epoch_seconds = 0.0, 0, 0.0
+                self._call("on_epoch_end")  # before the checkpoint, so it holds what they recorded
             self._save_checkpoint()
             tick = time.perf_counter()  # checkpoint writing is not counted as epoch time
 
@@ -1131,6 +1204,13 @@ class Solver:
             "epoch_loss_sum": self._epoch_loss_sum,
             "epoch_loss_count": self._epoch_loss_count,
             "epoch_seconds": self._epoch_seconds,
+            "check_every": self.check_every,
+            "check_iterations": self.check_iterations,
+            "callbacks": [
+                {"name": type(cb).__name__,
+                 "state": cb.state_dict() if callable(getattr(cb, "state_dict", None)) else None}
+                for cb in self.callbacks
+            ],
         }
 
     def save_checkpoint(self, path):
@@ -1179,6 +1259,15 @@ class Solver:
                 f"Solver: checkpoint {path} has batch-norm state for {saved_bn_len} layers, the model "
                 f"has {model_bn_len}"
             )
+        saved_cbs = ckpt["callbacks"]
+        if saved_cbs and self.callbacks:
+            saved_names = [c["name"] for c in saved_cbs]
+            names = [type(cb).__name__ for cb in self.callbacks]
+            if saved_names != names:
+                raise ValueError(
+                    f"Solver: checkpoint {path} holds the state of the callbacks {saved_names}, got callbacks "
+                    f"{names}; resume with the same callbacks in the same order (or with none)"
+                )
         saved_drop = ckpt["rng_state"]["dropout"]
         if (saved_drop is None) != (self._dropout_rng is None):
             raise ValueError(
@@ -1218,3 +1307,12 @@ class Solver:
         self._epoch_loss_sum = ckpt["epoch_loss_sum"]
         self._epoch_loss_count = ckpt["epoch_loss_count"]
         self._epoch_seconds = ckpt["epoch_seconds"]
+        checks = ckpt["check_iterations"]
+        if checks is None:  # written before checks were recorded: cs231n's first iteration, then epoch ends
+            ipe = self.iterations_per_epoch
+            checks = ([1] + [e * ipe for e in range(1, self.epoch + 1)])[:len(self.train_acc_history)]
+        self.check_iterations = checks
+        if saved_cbs and self.callbacks:
+            for cb, saved_cb in zip(self.callbacks, saved_cbs):
+                if saved_cb["state"] is not None and callable(getattr(cb, "load_state_dict", None)):
+                    cb.load_state_dict(saved_cb["state"])

@@ -34,6 +34,8 @@ __all__ = [
     "filter_grid",
     "show_filters",
     "plot_training",
+    "plot_filter_snapshots",
+    "plot_weight_histograms",
     "plot_confusion_matrix",
     "plot_worst_examples",
 ]
@@ -185,6 +187,30 @@ def _auto_scale(HH: int, WW: int) -> int:
     return max(1, 48 // max(HH, WW))
 
 
+def _check_scale(where: str, scale, HH: int, WW: int) -> int:
+    if scale is None:
+        return _auto_scale(HH, WW)
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Integral) or scale < 1:
+        raise ValueError(f"{where}: scale must be an int >= 1, got {scale!r}")
+    return int(scale)
+
+
+def _check_filters(where: str, W) -> np.ndarray:
+    _check_real_array(where, "W", W, 4)
+    if min(W.shape) < 1:
+        raise ValueError(f"{where}: W must have shape (F, C, HH, WW) with no empty axis, got {W.shape}")
+    return W
+
+
+def _filter_tiles(W: np.ndarray, scale: int) -> np.ndarray:
+    """(F, C, HH, WW) -> uint8 (F, C, HH*scale, WW*scale): each filter rescaled on its
+    own over all its channels (their relative strength shows), then magnified by
+    nearest-neighbour. filter_grid and plot_filter_snapshots both draw these."""
+    scaled = np.stack([_rescale(w, 255.0) for w in W])
+    scaled = np.rint(scaled).astype(np.uint8)
+    return scaled.repeat(scale, axis=2).repeat(scale, axis=3)
+
+
 def filter_grid(W, padding: int = 1, scale: int | None = None, pad_value: int = 255) -> np.ndarray:
     """First-layer filters as one uint8 image.
 
@@ -198,20 +224,13 @@ def filter_grid(W, padding: int = 1, scale: int | None = None, pad_value: int = 
     Tiles are separated by `padding` pixels of `pad_value`; empty cells are pad_value.
     """
     where = "filter_grid"
-    _check_real_array(where, "W", W, 4)
+    _check_filters(where, W)
     padding = _check_padding(where, padding)
     F, C, HH, WW = W.shape
-    if min(F, C, HH, WW) < 1:
-        raise ValueError(f"{where}: W must have shape (F, C, HH, WW) with no empty axis, got {W.shape}")
-    if scale is None:
-        scale = _auto_scale(HH, WW)
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Integral) or scale < 1:
-        raise ValueError(f"{where}: scale must be an int >= 1, got {scale!r}")
+    scale = _check_scale(where, scale, HH, WW)
     if isinstance(pad_value, bool) or not isinstance(pad_value, numbers.Integral) or not 0 <= pad_value <= 255:
         raise ValueError(f"{where}: pad_value must be an int in [0, 255], got {pad_value!r}")
-    scaled = np.stack([_rescale(w, 255.0) for w in W])  # (F, C, HH, WW)
-    scaled = np.rint(scaled).astype(np.uint8)
-    scaled = scaled.repeat(scale, axis=2).repeat(scale, axis=3)
+    scaled = _filter_tiles(W, scale)  # (F, C, HH s, WW s)
     if C == 3:
         G = math.isqrt(F - 1) + 1
         return _tile(scaled.transpose(0, 2, 3, 1), G, G, padding, pad_value)
@@ -250,6 +269,147 @@ def show_filters(W, path=None, padding: int = 1, scale: int | None = None, title
     return fig
 
 
+def _evenly_spaced(n: int, k: int) -> list[int]:
+    """At most k indices of range(n), evenly spread, always the first and the last."""
+    if n <= k:
+        return list(range(n))
+    return sorted({int(round(i * (n - 1) / (k - 1))) for i in range(k)})
+
+
+def plot_filter_snapshots(snapshots, labels=None, path=None, max_filters: int = 16, max_rows: int = 12,
+                          scale: int | None = None, figsize=None, dpi: int = 100) -> Figure:
+    """Filters over time: one row per snapshot, one column per filter.
+
+    snapshots: a sequence of arrays (F, C, HH, WW) of one shape (the same layer's
+    weights at different steps, e.g. `FilterSnapshots.snapshots`); labels: one string
+    per snapshot (row), e.g. "step 200". The first `max_filters` filters are drawn,
+    each rescaled on its own as in `filter_grid` (RGB for C == 3, grayscale for C == 1,
+    input channel 0 otherwise); with more than `max_rows` snapshots, `max_rows` evenly
+    spaced ones (the first and the last among them) are shown, so a long run stays readable.
+    """
+    where = "plot_filter_snapshots"
+    if isinstance(snapshots, np.ndarray) or not isinstance(snapshots, Sequence) or isinstance(snapshots, (str, bytes)):
+        raise TypeError(f"{where}: snapshots must be a list of (F, C, HH, WW) arrays, got {type(snapshots).__name__}")
+    if not snapshots:
+        raise ValueError(f"{where}: snapshots is empty; there is nothing to draw")
+    for i, W in enumerate(snapshots):
+        _check_filters(f"{where}: snapshots[{i}]", W)
+        if W.shape != snapshots[0].shape:
+            raise ValueError(f"{where}: snapshots must share one shape, got {snapshots[0].shape} and {W.shape} (index {i})")
+    if labels is None:
+        labels = [f"snapshot {i}" for i in range(len(snapshots))]
+    if isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence) or len(labels) != len(snapshots):
+        raise ValueError(f"{where}: labels must be a list of {len(snapshots)} strings (one per snapshot), got {labels!r}")
+    for name, v, low in (("max_filters", max_filters, 1), ("max_rows", max_rows, 2)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+            raise ValueError(f"{where}: {name} must be an int >= {low}, got {v!r}")
+    F, C, HH, WW = snapshots[0].shape
+    scale = _check_scale(where, scale, HH, WW)
+    rows = _evenly_spaced(len(snapshots), max_rows)
+    nf = min(F, max_filters)
+    padding, pad_value = max(1, scale // 4), 255
+    strips = []
+    for i in rows:
+        tiles = _filter_tiles(snapshots[i][:nf], scale)
+        tiles = tiles.transpose(0, 2, 3, 1) if C == 3 else tiles[:, 0]
+        strips.append(_tile(tiles, 1, nf, padding, pad_value))
+    grid = _tile(np.stack(strips), len(rows), 1, 2 * padding, pad_value)
+    gh, gw = grid.shape[:2]
+    if figsize is None:
+        width = float(np.clip(0.6 * nf + 1.5, 4.0, 14.0))
+        figsize = (width, float(np.clip((width - 1.5) * gh / gw + 0.8, 1.5, 30.0)))
+    fig = _new_figure(where, figsize, dpi)
+    ax = fig.add_subplot()
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
+    row_h = snapshots[0].shape[2] * scale + 2 * padding
+    ax.set_yticks([r * row_h + HH * scale / 2 for r in range(len(rows))], labels=[str(labels[i]) for i in rows],
+                  fontsize=8)
+    col_w = WW * scale + padding
+    step = max(1, nf // 8)
+    ax.set_xticks([c * col_w + WW * scale / 2 for c in range(0, nf, step)], labels=list(range(0, nf, step)),
+                  fontsize=8)
+    ax.tick_params(length=0)
+    ax.set_xlabel("filter" + (" (input channel 0)" if C not in (1, 3) else ""))
+    shown = f"{len(rows)} of {len(snapshots)} snapshots" if len(rows) < len(snapshots) else f"{len(rows)} snapshots"
+    ax.set_title(f"filters over training ({shown}, {nf} of {F} filters, {C} x {HH} x {WW})", fontsize=10)
+    return _finish(fig, path)
+
+
+def plot_weight_histograms(histograms, path=None, max_epochs: int = 8, ncols: int = 4, figsize=None,
+                           dpi: int = 100) -> Figure:
+    """Per-parameter histograms over training: one panel per parameter, one curve per
+    epoch, coloured from early (dark) to late (yellow), so a drifting or collapsing
+    distribution is seen at a glance.
+
+    histograms: {name: [(epoch, counts, edges), ...]} with counts (bins,) and edges
+    (bins + 1,), non-decreasing, as `funkcije.callbacks.WeightHistograms` records them
+    (epoch 0: the initial weights; a constant parameter has all its edges at its value
+    and is drawn as a dashed line there). With more than `max_epochs` epochs, `max_epochs` evenly spaced
+    ones (the first and last among them) are drawn.
+    """
+    where = "plot_weight_histograms"
+    if not isinstance(histograms, Mapping) or not histograms:
+        raise TypeError(f"{where}: histograms must be a non-empty dict {{name: [(epoch, counts, edges), ...]}}, "
+                        f"got {type(histograms).__name__} {str(histograms)[:60]}")
+    for name, v, low in (("max_epochs", max_epochs, 1), ("ncols", ncols, 1)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+            raise ValueError(f"{where}: {name} must be an int >= {low}, got {v!r}")
+    checked = {}
+    for name, entries in histograms.items():
+        if isinstance(entries, (str, bytes)) or not isinstance(entries, Sequence) or not entries:
+            raise ValueError(f"{where}: histograms[{name!r}] must be a non-empty list of (epoch, counts, edges)")
+        rows = []
+        for e in entries:
+            if isinstance(e, (str, bytes)) or not isinstance(e, Sequence) or len(e) != 3:
+                raise ValueError(f"{where}: histograms[{name!r}] holds {e!r}, not an (epoch, counts, edges) triple")
+            epoch, counts, edges = e
+            counts = np.asarray(counts, dtype=np.float64)
+            edges = np.asarray(edges, dtype=np.float64)
+            if (counts.ndim != 1 or edges.shape != (counts.size + 1,) or not np.all(np.isfinite(edges))
+                    or np.any(np.diff(edges) < 0)):
+                raise ValueError(f"{where}: histograms[{name!r}]: counts must be (bins,) and edges (bins + 1,) "
+                                 f"finite, got {counts.shape} and {edges.shape}")
+            if isinstance(epoch, bool) or not isinstance(epoch, numbers.Real):
+                raise TypeError(f"{where}: histograms[{name!r}]: epoch must be a number, got {epoch!r}")
+            rows.append((float(epoch), counts, edges))
+        checked[name] = rows
+    all_epochs = sorted({e for rows in checked.values() for e, _, _ in rows})
+    keep = {all_epochs[i] for i in _evenly_spaced(len(all_epochs), max_epochs)}
+    lo, hi = all_epochs[0], all_epochs[-1]
+    from matplotlib import cm, colors
+
+    norm = colors.Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1)
+    cmap = cm.viridis
+    n = len(checked)
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    if figsize is None:
+        figsize = (3.2 * ncols + 1.0, 2.3 * nrows + 0.6)
+    fig = _new_figure(where, figsize, dpi)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    for ax, (name, rows) in zip(axes.ravel(), checked.items()):
+        for epoch, counts, edges in rows:
+            if epoch not in keep:
+                continue
+            if edges[0] == edges[-1]:  # every value the same: a line at it, not a bar of made-up width
+                ax.axvline(edges[0], color=cmap(norm(epoch)), lw=1.2, ls="--")
+            else:
+                ax.stairs(counts, edges, color=cmap(norm(epoch)), lw=1.2)
+        ax.set_title(str(name), fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.set_yticks([])
+        ax.grid(True, alpha=0.3)
+    shown = [e for e in all_epochs if e in keep]
+    sm = cm.ScalarMappable(norm=norm, cmap=cmap)
+    fig.colorbar(sm, ax=axes, label="epoch", fraction=0.02, pad=0.01,
+                 ticks=shown if len(shown) <= 10 else None)
+    fig.suptitle(f"parameter histograms, epochs {lo:g} to {hi:g}" if hi > lo else f"parameter histograms, epoch {lo:g}",
+                 fontsize=11)
+    return _finish(fig, path)
+
+
 # ----------------------------------------------------------------------------- training curves
 
 
@@ -258,28 +418,6 @@ def _series(dicts, key):
     if all(v is None for v in vals):
         return None
     return np.array([np.nan if v is None else float(v) for v in vals])
-
-
-def _unpack_history(where, history):
-    """-> (epoch dicts, loss_history, train_acc_history, val_acc_history) from a
-    list of per-epoch dicts, a mapping with those keys, or a Solver-like object."""
-    keys = ("history", "loss_history", "train_acc_history", "val_acc_history")
-    if isinstance(history, Mapping):
-        got = [history.get(k) for k in keys]
-        lr_it = history.get("lr_history")
-    elif isinstance(history, Sequence) and not isinstance(history, (str, bytes)):
-        got = [history, None, None, None]
-        lr_it = None
-    else:
-        got = [getattr(history, k, None) for k in keys]
-        lr_it = getattr(history, "lr_history", None)
-    epochs = list(got[0]) if got[0] is not None else []
-    for i, d in enumerate(epochs):
-        if not isinstance(d, Mapping):
-            raise TypeError(f"{where}: per-epoch history entries must be dicts, entry {i} is {type(d).__name__}")
-    lists = [np.asarray(v, dtype=np.float64).ravel() if v is not None and len(v) else None
-             for v in (*got[1:], lr_it)]
-    return (epochs, *lists)
 
 
 def _is_pr_key(key) -> bool:
@@ -292,6 +430,55 @@ def _moving_average(v: np.ndarray, n: int) -> np.ndarray:
     return np.convolve(v, kernel, mode="valid")
 
 
+def _unpack_history(where, history):
+    """-> (epoch dicts, loss_history, train_acc_history, val_acc_history, lr_history,
+    check_iterations, iterations_per_epoch) from a list of per-epoch dicts, a mapping
+    with those keys (a checkpoint, a history.json), or a Solver-like object."""
+    keys = ("history", "loss_history", "train_acc_history", "val_acc_history", "lr_history", "check_iterations")
+    if isinstance(history, Mapping):
+        got = [history.get(k) for k in keys]
+        ipe = history.get("iterations_per_epoch")
+        if ipe is None and _is_count(history.get("num_train")) and _is_count(history.get("batch_size")):
+            ipe = max(history["num_train"] // history["batch_size"], 1)  # a Solver checkpoint
+    elif isinstance(history, Sequence) and not isinstance(history, (str, bytes)):
+        got = [history] + [None] * (len(keys) - 1)
+        ipe = None
+    else:
+        got = [getattr(history, k, None) for k in keys]
+        ipe = getattr(history, "iterations_per_epoch", None)
+    epochs = list(got[0]) if got[0] is not None else []
+    for i, d in enumerate(epochs):
+        if not isinstance(d, Mapping):
+            raise TypeError(f"{where}: per-epoch history entries must be dicts, entry {i} is {type(d).__name__}")
+    lists = [np.asarray(v, dtype=np.float64).ravel() if v is not None and len(v) else None for v in got[1:]]
+    if isinstance(ipe, bool) or not isinstance(ipe, numbers.Real) or not ipe > 0:
+        ipe = None
+    return (epochs, *lists, ipe)
+
+
+def _is_count(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0
+
+
+def _markers(n: int, marker: str = "o") -> dict:
+    # a marker per point reads well for a few points; a hundred of them hide the line
+    return {"marker": marker, "ms": 4} if n <= 30 else {"marker": None}
+
+
+def _eval_series(epochs):
+    """Macro precision / recall that funkcije.callbacks.EpochEvaluation stores under
+    each epoch's 'eval' key: {label: values}."""
+    out = {}
+    for split in ("train", "val"):
+        for metric in ("macro_precision", "macro_recall"):
+            vals = [(d.get("eval") or {}).get(split, {}).get(metric) if isinstance(d.get("eval"), Mapping) else None
+                    for d in epochs]
+            if any(isinstance(v, numbers.Real) for v in vals):
+                out[f"{split} {metric.replace('_', ' ')}"] = np.array(
+                    [float(v) if isinstance(v, numbers.Real) else np.nan for v in vals])
+    return out
+
+
 @names_errors
 def plot_training(history, path=None, figsize=None, dpi: int = 100) -> Figure:
     """The training-progress figure: loss, accuracy, learning rate and, when the
@@ -300,32 +487,52 @@ def plot_training(history, path=None, figsize=None, dpi: int = 100) -> Figure:
     history: the per-epoch dicts {epoch, loss, train_acc, val_acc, lr, seconds}
     (a list), or a Solver (or a dict such as a checkpoint) with attributes / keys
     `history`, `loss_history` (per iteration), `train_acc_history`,
-    `val_acc_history`. Panels appear for what is present: the loss panel shows the
-    per-iteration loss (faint, with a moving average) and the per-epoch loss; the
-    precision/recall panel plots every numeric per-epoch key whose name contains
-    'precision', 'recall' or 'f1'. Two panels per row; figsize defaults to
-    (6 * columns, 4 * rows) inches.
+    `val_acc_history`, and where present `lr_history`, `check_iterations` and
+    `iterations_per_epoch`. The x axis is in epochs, fractional within an epoch, from 0
+    to the end of the run (in iterations when nothing tells how long an epoch is), so
+    a one-epoch run and a hundred-epoch run read alike. Panels appear for what is
+    present: the loss panel shows the per-iteration loss (faint, with a moving
+    average), the per-epoch mean and the validation loss; the accuracy panel every
+    accuracy check (the one after the first iteration, i.e. epoch 0, the checks within
+    epochs of Solver(check_every=...), and one per epoch); the learning rate is drawn
+    as a step line over the iterations or epochs it applied to (a constant rate is a
+    flat line); the precision/recall panel plots every numeric per-epoch key whose
+    name contains 'precision', 'recall' or 'f1', and the macro averages that
+    `EpochEvaluation` stores under 'eval'. Three panels stand in one row, four in two;
+    figsize defaults to 5.5 (three panels) or 6 inches a column by 4 a row.
     """
     where = "plot_training"
-    epochs, it_loss, train_hist, val_hist, it_lr = _unpack_history(where, history)
+    epochs, it_loss, train_hist, val_hist, it_lr, checks, ipe = _unpack_history(where, history)
     n_ep = len(epochs)
     ep_x = _series(epochs, "epoch")
     if ep_x is None:
         ep_x = np.arange(1, n_ep + 1, dtype=np.float64)
+    if ipe is None and n_ep and it_loss is not None and ep_x[-1] > 0:
+        ipe = len(it_loss) / ep_x[-1]  # spread the iterations evenly over the epochs
     ep_loss = _series(epochs, "loss")
     ep_train = _series(epochs, "train_acc")
     ep_val = _series(epochs, "val_acc")
     ep_lr = _series(epochs, "lr")
     ep_val_loss = _series(epochs, "val_loss")
-    pr_keys = []
+    pr = {}
     for d in epochs:
         for k, v in d.items():
-            if _is_pr_key(k) and k not in pr_keys and isinstance(v, numbers.Real):
-                pr_keys.append(k)
+            if _is_pr_key(k) and k not in pr and isinstance(v, numbers.Real):
+                pr[k] = _series(epochs, k)
+    pr.update(_eval_series(epochs))
+
+    by_epoch = ipe is not None or (n_ep > 0 and it_loss is None and it_lr is None)
+    xlabel = "epoch" if by_epoch else "iteration"
+
+    def it_x(count, first=1):
+        # iterations first, first+1, ... on the shared axis (epochs when known)
+        x = np.arange(first, first + count, dtype=np.float64)
+        return x / ipe if ipe is not None else x
 
     def acc_x(values):
-        # the cs231n lists check once before training and once per epoch
-        if n_ep and len(values) == n_ep + 1:
+        if checks is not None and len(checks) == len(values):
+            return checks / ipe if ipe is not None else checks, xlabel
+        if n_ep and len(values) == n_ep + 1:  # cs231n: after the first iteration, then per epoch
             return np.concatenate([[0.0], ep_x]), "epoch"
         if n_ep and len(values) == n_ep:
             return ep_x, "epoch"
@@ -338,86 +545,103 @@ def plot_training(history, path=None, figsize=None, dpi: int = 100) -> Figure:
         panels.append("accuracy")
     if ep_lr is not None or it_lr is not None:
         panels.append("lr")
-    if pr_keys:
+    if pr:
         panels.append("pr")
     if not panels:
         raise ValueError(
             f"{where}: nothing to plot: expected per-epoch dicts with loss/train_acc/val_acc/lr "
             "or a loss_history / train_acc_history / val_acc_history"
         )
-    ncols = min(2, len(panels))
+    ncols = 3 if len(panels) == 3 else min(2, len(panels))
     nrows = -(-len(panels) // ncols)
     if figsize is None:
-        figsize = (6.0 * ncols, 4.0 * nrows)
+        figsize = (5.5 * ncols if ncols == 3 else 6.0 * ncols, 4.0 * nrows)
     fig = _new_figure(where, figsize, dpi)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in axes[len(panels):]:
         ax.set_visible(False)
+    # the end of the run on the shared axis: every panel spans 0 .. x_end
+    ends = [ep_x[-1]] if n_ep and by_epoch else []
+    for series in (it_loss, it_lr):
+        if series is not None:
+            ends.append(len(series) / ipe if ipe is not None else len(series))
+    x_end = max(ends) if ends else None
     for ax, panel in zip(axes, panels):
         ax.grid(True, alpha=0.3)
+        ax_label = xlabel
         if panel == "loss":
-            xlabel = "epoch" if n_ep else "iteration"
             if it_loss is not None:
                 n = len(it_loss)
-                # spread the iterations evenly over the epochs, so both share one axis
-                x = (np.arange(1, n + 1) * (ep_x[-1] / n)) if n_ep else np.arange(1, n + 1, dtype=np.float64)
+                x = it_x(n)
                 ax.plot(x, it_loss, color="tab:blue", alpha=0.3, lw=0.8, label="per iteration")
-                w = max(1, n // 50)
+                w = max(1, min(n // 10, max(n // 50, 5)))
                 if w > 1:
                     ax.plot(x[w - 1:], _moving_average(it_loss, w), color="tab:blue", lw=1.5,
                             label=f"moving average ({w})")
-            if ep_loss is not None:
-                ax.plot(ep_x, ep_loss, "o-", color="tab:orange", label="epoch mean")
-            if ep_val_loss is not None:
-                ax.plot(ep_x, ep_val_loss, "s--", color="tab:red", label="validation")
+            else:
+                ax_label = "epoch"
+            if ep_loss is not None and (by_epoch or it_loss is None):
+                ax.plot(ep_x, ep_loss, "-", color="tab:orange", label="epoch mean", **_markers(n_ep))
+            if ep_val_loss is not None and (by_epoch or it_loss is None):
+                ax.plot(ep_x, ep_val_loss, "--", color="tab:red", label="validation", **_markers(n_ep, "s"))
             if it_loss is not None and len(it_loss) >= 20:
                 # the first steps' loss can be 10x the rest: keep the axis on the run's body
                 body = [np.percentile(it_loss[np.isfinite(it_loss)], 98)]
                 body += [np.nanmax(v) for v in (ep_loss, ep_val_loss) if v is not None]
                 ax.set_ylim(bottom=min(0.0, float(np.nanmin(it_loss))), top=1.1 * max(body))
-            ax.set_xlabel(xlabel)
             ax.set_ylabel("loss")
             ax.set_title("training loss")
         elif panel == "accuracy":
-            xlabel = "epoch"
             for name, ep_vals, hist, color in (("train", ep_train, train_hist, "tab:blue"),
                                                ("val", ep_val, val_hist, "tab:orange")):
-                if hist is not None and n_ep and len(hist) == n_ep + 1:
-                    # the check before training (epoch 0) and one per epoch
-                    x, xlabel = acc_x(hist)
-                    ax.plot(x, hist, "o-", color=color, label=name)
+                if hist is not None and (checks is not None or not n_ep or len(hist) == n_ep + 1 or ep_vals is None):
+                    x, ax_label = acc_x(hist)
+                    vals = hist
                 elif ep_vals is not None:
-                    ax.plot(ep_x, ep_vals, "o-", color=color, label=name)
-                elif hist is not None:
-                    x, xlabel = acc_x(hist)
-                    ax.plot(x, hist, "o-", color=color, label=name)
-            ax.set_xlabel(xlabel)
+                    x, ax_label, vals = ep_x, "epoch", ep_vals
+                else:
+                    continue
+                label = name
+                if name == "val" and np.isfinite(vals).any():
+                    i = int(np.nanargmax(vals))
+                    label += f" (best {vals[i]:.4f}" + (f" at epoch {x[i]:.3g})" if ax_label == "epoch" else ")")
+                ax.plot(x, vals, "-", color=color, label=label, **_markers(len(vals)))
             ax.set_ylabel("accuracy")
             ax.set_title("accuracy")
         elif panel == "lr":
-            if it_lr is not None and n_ep:
-                # per-iteration rates (warm-up, one-cycle): a line over the epochs
-                x = np.arange(len(it_lr)) * (ep_x[-1] / len(it_lr))
-                ax.plot(x, it_lr, color="tab:green", lw=1.5)
-                rates = it_lr
-            else:
-                ax.plot(ep_x, ep_lr, "o-", color="tab:green")
-                rates = ep_lr
+            rates = it_lr if it_lr is not None else ep_lr
             finite = rates[np.isfinite(rates)]
+            constant = finite.size > 0 and np.all(finite == finite[0])
+            style = dict(color="tab:green", lw=1.5, drawstyle="steps-post",
+                         label=f"constant {finite[0]:.3g}" if constant else None)
+            if it_lr is not None:
+                # the rate of step i applies from i to i + 1: a step line, flat when constant
+                x = it_x(len(it_lr) + 1, first=0)
+                ax.plot(x, np.append(it_lr, it_lr[-1]), **style)
+            else:
+                x = np.concatenate([[ep_x[0] - 1.0], ep_x])  # epoch e's rate spans e - 1 .. e
+                ax.plot(x, np.append(ep_lr, ep_lr[-1]), **style)
+                ax_label = "epoch"
             # per-epoch steps over decades read best on a log axis; a warm-up or cycle
-            # (linear pieces, often ending near 0) on a linear one
-            stepped = it_lr is None or not n_ep
+            # (linear pieces, often ending near 0) and a constant rate on a linear one from 0
+            stepped = len(np.unique(finite)) <= max(n_ep, 1) + 1
             if stepped and finite.size and np.all(finite > 0) and finite.max() > 30 * finite.min():
                 ax.set_yscale("log")
-            ax.set_xlabel("epoch")
+            elif finite.size and finite.max() > 0:
+                ax.set_ylim(bottom=0.0, top=1.15 * finite.max())
             ax.set_ylabel("learning rate")
             ax.set_title("learning rate")
         else:
-            for k in pr_keys:
-                ax.plot(ep_x, _series(epochs, k), "o-", label=str(k))
-            ax.set_xlabel("epoch")
+            for k, v in pr.items():
+                ax.plot(ep_x, v, "-", label=str(k), **_markers(n_ep))
+            ax_label = "epoch"
             ax.set_ylabel("score")
             ax.set_title("precision / recall")
+        ax.set_xlabel(ax_label)
+        if ax_label == xlabel and x_end is not None and x_end > 0:
+            ax.set_xlim(-0.02 * x_end, 1.02 * x_end)
+        elif ax_label == "epoch" and n_ep:
+            ax.set_xlim(-0.02 * ep_x[-1], 1.02 * ep_x[-1])
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     return _finish(fig, path)

@@ -428,6 +428,16 @@ for fn in (V.filter_grid, V.show_filters):
                   "padding": [-1, 1.5, "1", None], "scale": [0, -1, 1.5, "2"]})
 spec("plot_training", V.plot_training, lambda: {},
      lambda: {"history": [None, 3, "abc", ["a"], {"loss_history": "abc"}, {"loss_history": [1.0, "x"]}]})
+spec("plot_filter_snapshots", V.plot_filter_snapshots, lambda: dict(snapshots=[Wv, Wv]),
+     lambda: {"snapshots": JUNK[:2] + [None, [], Wv, [Wv, r(4, 3, 3)], [Wv, r(5, 3, 3, 3)], [Wv + 1j]],
+              "labels": ["ab", ["a"], 3], "max_filters": [0, -1, 1.5, "2"], "max_rows": [1, 1.5, "2"],
+              "scale": [0, -1, 1.5, "2"]})
+spec("plot_weight_histograms", V.plot_weight_histograms,
+     lambda: dict(histograms={"W": [(0, np.ones(3), np.arange(4.0)), (1, np.ones(3), np.arange(4.0))]}),
+     lambda: {"histograms": JUNK[:2] + [None, {}, {"W": []}, {"W": [(0, np.ones(3), np.arange(3.0))]},
+                                        {"W": [(0, np.ones(3), np.arange(4.0)[::-1])]}, {"W": [(0, 1)]},
+                                        {"W": [("a", np.ones(3), np.arange(4.0))]}],
+              "max_epochs": [0, -1, 1.5, "2"], "ncols": [0, 1.5, "2"]})
 spec("plot_confusion_matrix", V.plot_confusion_matrix, lambda: dict(cm=CM),
      lambda: {"cm": JUNK + [None, np.ones((2, 3)), np.array([[1, -1], [0, 2]]), CM * (1 + 0j)],
               "class_names": [["a"], "ab", 3], "normalize": ["yes", 2]})
@@ -466,7 +476,8 @@ spec("Solver", S.Solver, lambda: dict(model=_TinyModel(), data=_solver_data(), v
     "data": JUNK + [None, {}, {**_solver_data(), "y_train": ym[:4]}, {**_solver_data(), "y_train": ym + 0.5}],
     "update_rule": ["sgdd", 3], "optim_config": ["x", {"learning_rate": -1.0}, {"learning_rate": NAN}, {"bogus": 1}],
     "lr_decay": [NAN, -0.5, "0.9"], "batch_size": BAD_SIZE[:-3], "num_epochs": [-1, 1.5, "2", NAN],
-    "bogus_kwarg": [1],
+    "bogus_kwarg": [1], "check_every": [0, -1, 1.5, "2"],
+    "callbacks": ["abc", 3, [None], [object()], [_TinyModel()], {"a": 1}],
 })
 spec("load_checkpoint", S.load_checkpoint, lambda: {}, lambda: {"path": [None, 3, 1.5, ["a"]]})
 spec("scheduled_learning_rate", S.scheduled_learning_rate, lambda: dict(lr0=0.1, epoch=1), lambda: {

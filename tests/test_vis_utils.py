@@ -189,7 +189,9 @@ def test_plot_training_keeps_the_run_in_view(tmp_path):
     assert "validation" in [l.get_label() for l in loss_ax.get_lines()]
     assert acc_ax.get_lines()[0].get_xdata()[0] == 0.0  # the check before training
     (line,) = lr_ax.get_lines()
-    assert len(line.get_xdata()) == 200 and line.get_ydata().max() == pytest.approx(0.1)
+    # a step line: rate i spans iterations i .. i + 1, the run's 4 epochs end to end
+    assert len(line.get_xdata()) == 201 and line.get_ydata().max() == pytest.approx(0.1)
+    assert line.get_drawstyle() == "steps-post" and line.get_xdata()[[0, -1]].tolist() == [0.0, 4.0]
 
 
 def test_plot_training_from_plain_lists(tmp_path):
@@ -301,3 +303,101 @@ def test_no_pyplot_and_no_backend_switch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "MPLBACKEND": "svg"})
     assert out.stdout.split() == ["False", "True"]
+
+
+# ----------------------------------------------------------------------------- training figure: short and long runs
+
+
+def _run(n_epochs, ipe, lr=0.05, checks=None):
+    """A Solver-like record of n_epochs epochs of ipe iterations at a constant rate."""
+    n = n_epochs * ipe
+    checks = checks if checks is not None else [1] + [e * ipe for e in range(1, n_epochs + 1)]
+    return SimpleNamespace(
+        history=[dict(epoch=e, loss=1.0 / e, val_loss=1.1 / e, train_acc=0.5, val_acc=0.4, lr=lr)
+                 for e in range(1, n_epochs + 1)],
+        loss_history=list(np.linspace(2.0, 0.5, n)), lr_history=[lr] * n,
+        train_acc_history=list(np.linspace(0.1, 0.9, len(checks))), val_acc_history=list(np.linspace(0.1, 0.8, len(checks))),
+        check_iterations=checks, iterations_per_epoch=ipe,
+    )
+
+
+def test_plot_training_one_epoch_is_readable(tmp_path):
+    """A one-epoch run: fractional epochs from 0 to 1 on every panel (not one dot on an
+    axis from 0.96 to 1.04), every check in its place, the constant rate a flat line."""
+    fig = vu.plot_training(_run(1, 50, checks=[1, 10, 20, 30, 40, 50]), path=tmp_path / "one.png", dpi=40)
+    loss_ax, acc_ax, lr_ax = fig.axes[:3]
+    for ax in (loss_ax, acc_ax, lr_ax):
+        assert ax.get_xlim() == pytest.approx((-0.02, 1.02)) and ax.get_xlabel() == "epoch"
+    np.testing.assert_allclose(acc_ax.get_lines()[0].get_xdata(), [0.02, 0.2, 0.4, 0.6, 0.8, 1.0])
+    (line,) = lr_ax.get_lines()
+    assert line.get_xdata()[[0, -1]].tolist() == [0.0, 1.0] and set(line.get_ydata()) == {0.05}
+    assert lr_ax.get_yscale() == "linear" and lr_ax.get_ylim()[0] == 0.0  # not a +-4 % band around 0.05
+    assert line.get_label() == "constant 0.05"
+    assert "moving average (5)" in [l.get_label() for l in loss_ax.get_lines()]
+    assert iio.imread(tmp_path / "one.png").shape[:2] == (160, 660)  # three panels in one row
+
+
+def test_plot_training_many_epochs_is_readable(tmp_path):
+    fig = vu.plot_training(_run(100, 20), path=tmp_path / "long.png", dpi=30)
+    loss_ax, acc_ax, lr_ax = fig.axes[:3]
+    assert loss_ax.get_xlim() == pytest.approx((-2.0, 102.0))
+    acc = acc_ax.get_lines()
+    assert acc[0].get_xdata()[0] == pytest.approx(0.05) and acc[0].get_xdata()[-1] == 100.0  # check 0, then epochs
+    assert all(l.get_marker() in (None, "None", "") for l in acc + loss_ax.get_lines())  # 101 points: lines only
+    assert "best 0.8000 at epoch 100" in acc[1].get_label()
+    # per-epoch rates only (no lr_history): epoch e's rate spans e - 1 .. e, a step line from 0
+    run = _run(100, 20)
+    run.lr_history = None
+    run.history = [dict(h, lr=0.1 * 0.5 ** (h["epoch"] // 30)) for h in run.history]
+    (line,) = vu.plot_training(run, dpi=30).axes[2].get_lines()
+    assert line.get_xdata()[0] == 0.0 and line.get_xdata()[-1] == 100.0 and line.get_drawstyle() == "steps-post"
+
+
+def test_plot_training_draws_epoch_evaluation(tmp_path):
+    run = _run(3, 10)
+    for h in run.history:
+        h["eval"] = {s: {"macro_precision": 0.5, "macro_recall": 0.6} for s in ("train", "val")}
+    fig = vu.plot_training(run, dpi=30)
+    assert _visible_titles(fig)[3] == "precision / recall"
+    assert [l.get_label() for l in fig.axes[3].get_lines()] == [
+        "train macro precision", "train macro recall", "val macro precision", "val macro recall"]
+
+
+# ----------------------------------------------------------------------------- filters over time, histograms
+
+
+def test_plot_filter_snapshots(tmp_path, rng):
+    snaps = [rng.standard_normal((6, 3, 5, 5)) for _ in range(20)]
+    fig = vu.plot_filter_snapshots(snaps, [f"step {i}" for i in range(20)], path=tmp_path / "s.png",
+                                   max_filters=4, max_rows=5, dpi=50)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["step 0", "step 5", "step 10", "step 14", "step 19"]
+    grid = ax.images[0].get_array()
+    tile = 5 * 9  # 5 x 5 filters magnified 48 // 5 = 9 times
+    assert grid.shape == (5 * tile + 4 * 4, 4 * tile + 3 * 2, 3)  # 5 rows of 4 filters
+    np.testing.assert_array_equal(grid[:tile, :tile], vu.filter_grid(snaps[0][:1], scale=9))
+    assert "5 of 20 snapshots, 4 of 6 filters" in ax.get_title()
+    assert iio.imread(tmp_path / "s.png").ndim == 3
+    gray = vu.plot_filter_snapshots([rng.standard_normal((3, 1, 3, 3))])
+    assert gray.axes[0].images[0].get_array().ndim == 2
+    with pytest.raises(ValueError, match="share one shape"):
+        vu.plot_filter_snapshots([snaps[0], snaps[0][:2]])
+
+
+def test_plot_weight_histograms(tmp_path, rng):
+    hist = {}
+    for name, spread in (("conv1.W", 1.0), ("conv1.b", 0.1), ("fc.W", 0.5)):
+        rows = []
+        for e in range(12):
+            c, x = np.histogram(rng.normal(0, spread * (1 + e / 10), 500), bins=20)
+            rows.append((e, c, x))
+        hist[name] = rows
+    hist["conv1.b"][0] = (0, np.array([0, 0, 5]), np.zeros(4))  # a constant at the start
+    fig = vu.plot_weight_histograms(hist, path=tmp_path / "h.png", max_epochs=4, ncols=2, dpi=40)
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["conv1.W", "conv1.b", "fc.W"]
+    assert len(panels[0].patches) == 4  # epochs 0, 4, 7, 11
+    assert len(panels[1].patches) == 3 and len(panels[1].get_lines()) == 1  # the constant: a dashed line
+    assert iio.imread(tmp_path / "h.png").shape[:2] == (round((2.3 * 2 + 0.6) * 40), round((3.2 * 2 + 1.0) * 40))
+    with pytest.raises(TypeError, match="non-empty dict"):
+        vu.plot_weight_histograms({})
