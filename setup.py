@@ -1,4 +1,5 @@
-"""Builds the Cython extensions funkcije.im2col_cython and funkcije._update_kernels.
+"""Builds the Cython extensions funkcije.kernels._compiled and funkcije.kernels._update
+(sources in funkcije/kernels/csrc/).
 
 If Cython or a C compiler is missing, or FUNKCIJE_NO_EXT=1 is set, the package
 installs without the extensions and funkcije.fast_layers (and with it
@@ -39,10 +40,11 @@ def _extensions():
         return []
     cflags, lflags = _openmp_flags()
     ext = Extension(
-        "funkcije.im2col_cython",
-        ["funkcije/im2col_cython.pyx"],
-        include_dirs=[numpy.get_include()],
-        depends=["funkcije/_direct_conv.h", "funkcije/_openmp.pxi"],
+        "funkcije.kernels._compiled",
+        ["funkcije/kernels/csrc/_compiled.pyx"],
+        include_dirs=[numpy.get_include(), "funkcije/kernels/csrc"],
+        depends=["funkcije/kernels/csrc/direct_conv.h", "funkcije/kernels/csrc/openmp.pxi",
+                 "funkcije/kernels/csrc/norm.pxi"],
         extra_compile_args=["-O3"] + cflags,
         extra_link_args=lflags,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
@@ -51,8 +53,9 @@ def _extensions():
     # no contraction of a * b + c into one fused multiply-add (-march=native would allow
     # it). -fno-math-errno only drops errno for sqrt of a negative, so sqrt vectorises.
     update_kernels = Extension(
-        "funkcije._update_kernels",
-        ["funkcije/_update_kernels.pyx"],
+        "funkcije.kernels._update",
+        ["funkcije/kernels/csrc/_update.pyx"],
+        depends=["funkcije/kernels/csrc/openmp.pxi"],
         extra_compile_args=["-O3", "-ffp-contract=off", "-fno-math-errno"] + cflags,
         extra_link_args=lflags,
     )

@@ -203,7 +203,7 @@ def machine():
     except ImportError:
         torch_v = "not installed"
     try:
-        from funkcije import im2col_cython
+        from funkcije.kernels import _compiled as im2col_cython
 
         ext = "built, OpenMP " + ("on" if im2col_cython.openmp_enabled() else "off")
     except ImportError:

@@ -25,11 +25,11 @@ FUNKCIJE_WINOGRAD, FUNKCIJE_DIRECT, FUNKCIJE_CONV_THREADS, FUNKCIJE_WORKSPACE_MB
 FUNKCIJE_FLUSH_DENORMALS. Booleans accept 1/0, true/false, yes/no, on/off; a value
 that is none of these, or a workspace that is not a positive finite number, is a
 ValueError naming the variable. Importing funkcije changes nothing outside it
-(except OMP_WAIT_POLICY, see fast_layers, which only applies to funkcije's own
+(except OMP_WAIT_POLICY, see kernels/runtime.py, which only applies to funkcije's own
 OpenMP threads).
 
-The values of the kernel switches live with the engine (`funkcije.fast_layers`,
-which reads its defaults from `ENV` below); this module is the one door to read and
+The values of the kernel switches live with the engine (`funkcije.kernels`, which
+reads its defaults from `ENV` below); this module is the one door to read and
 change all of them.
 """
 from __future__ import annotations
@@ -122,6 +122,12 @@ def _fast():
     return fast_layers
 
 
+def _engine(name):
+    import importlib
+
+    return importlib.import_module(f"funkcije.kernels.{name}")
+
+
 def _get_layers():
     return _layers
 
@@ -135,14 +141,14 @@ def _set_layers(value):
 _SWITCHES = {
     "layers": (_get_layers, _set_layers),
     "implementation": (lambda: _fast().implementation(), lambda v: _fast().use_implementation(v)),
-    "winograd": (lambda: _fast()._winograd_enabled, lambda v: _fast().use_winograd(v)),
-    "direct": (lambda: _fast()._direct_enabled, lambda v: _fast().use_direct(v)),
+    "winograd": (lambda: _engine("conv")._winograd_enabled, lambda v: _fast().use_winograd(v)),
+    "direct": (lambda: _engine("conv")._direct_enabled, lambda v: _fast().use_direct(v)),
     "conv_threads": (lambda: _fast().get_conv_threads(), lambda v: _fast().set_conv_threads(v)),
     "workspace_mb": (
         lambda: _fast().get_workspace_limit() / 2**20,
         lambda v: _fast().set_workspace_limit(int(check_positive_real("config.set", "workspace_mb", v) * 2**20)),
     ),
-    "flush_denormals": (lambda: _fast()._flush_denormals, lambda v: _fast().use_flush_denormals(v)),
+    "flush_denormals": (lambda: _engine("runtime").flushing_denormals(), lambda v: _fast().use_flush_denormals(v)),
 }
 
 

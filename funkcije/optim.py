@@ -36,12 +36,12 @@ NumPy code only; the compiled kernels cover the four cs231n rules.
 Rules are found through one registry, `UPDATE_RULES`, via `get_update_rule`.
 
 Two implementations, one result. The NumPy code below is the reference and the
-fallback. The compiled extension `funkcije._update_kernels` does the same arithmetic
+fallback. The compiled extension `funkcije.kernels._update` does the same arithmetic
 in one pass over the arrays (w, dw and the state read once, next_w and the new state
 written once, subnormals flushed on the way, OpenMP threads for large arrays); it
 runs when
 
-  (a) the extension is built (it is compiled together with funkcije.im2col_cython),
+  (a) the extension is built (it is compiled together with funkcije.kernels._compiled),
   (b) `funkcije.fast_layers.implementation() == "cython"`: the switch of docs/ARCHITECTURE.md
       Contract 7, so FUNKCIJE_FORCE_NUMPY=1 or `fast_layers.use_implementation("numpy")`
       puts the update rules on NumPy too, and
@@ -65,7 +65,7 @@ from . import fast_layers  # first: it sets OMP_WAIT_POLICY before libgomp loads
 from .checks import check_array, check_same_dtype
 
 try:
-    from . import _update_kernels as _kernels
+    from .kernels import _update as _kernels
 except ImportError:  # not built: the NumPy code runs (fast_layers has already warned)
     _kernels = None
 

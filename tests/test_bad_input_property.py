@@ -158,7 +158,7 @@ def _bad_caches(forward_name):
     own = {forward_name} | {forward_name.replace("_fast", "_naive"), forward_name.replace("_naive", "_fast"),
                             forward_name.replace("_fast", ""), forward_name + "_fast"}
     others = [c for n, c in _CACHES.items() if n not in own]
-    if forward_name in ("relu_forward", "sigmoid_forward", "tanh_forward"):
+    if forward_name in ("relu_forward", "relu_forward_fast", "sigmoid_forward", "tanh_forward"):
         others = [c for c in others if not isinstance(c, np.ndarray)]
     return [None, "abc", 3, (), (1, 2), {"a": 1}, [np.ones(3)]] + others
 
@@ -171,6 +171,7 @@ layer_pair(FL.affine_forward_fast, FL.affine_backward_fast, dict(x=x2, w=r(5, 3)
            {"x": bad_arrays(x2, rank=False) + [np.ones(())], "w": bad_arrays(r(5, 3)) + [r(4, 3)],
             "b": bad_arrays(r(3)) + [r(4)]})
 layer_pair(L.relu_forward, L.relu_backward, dict(x=x2), {"x": bad_arrays(x2, rank=False)})
+layer_pair(FL.relu_forward_fast, FL.relu_backward_fast, dict(x=x2), {"x": bad_arrays(x2, rank=False)})
 layer_pair(L.leaky_relu_forward, L.leaky_relu_backward, dict(x=x2, negative_slope=0.1),
            {"x": bad_arrays(x2, rank=False), "negative_slope": [NAN, INF, "0.1", None, [0.1]]})
 layer_pair(L.sigmoid_forward, L.sigmoid_backward, dict(x=x2), {"x": bad_arrays(x2, rank=False)})

@@ -1,10 +1,28 @@
-"""The fast spatial batch norm (fast_layers.spatial_batchnorm_*_fast) against the reference."""
+"""The fast spatial batch norm (fast_layers.spatial_batchnorm_*_fast, also fused with
+ReLU) and the fast ReLU against the reference, on the compiled and the NumPy kernels."""
+import os
+
 import numpy as np
 import pytest
 
 from funkcije import fast_layers as FL
 from funkcije import layers as L
 from funkcije.gradient_check import eval_numerical_gradient_array, rel_error
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(autouse=True, params=["cython", "numpy"])
+def impl(request):
+    """Every test here runs on both kernel implementations."""
+    if request.param not in FL.available_implementations():
+        if IN_CI:
+            pytest.fail("the compiled extension funkcije.kernels._compiled must be built under CI=true")
+        pytest.skip("compiled extension not built")
+    previous = FL.use_implementation(request.param)
+    yield request.param
+    FL.use_implementation(previous)
+
 
 SHAPES = [(2, 3, 4, 5), (1, 4, 3, 3), (5, 1, 1, 1), (3, 16, 7, 1), (4, 64, 8, 8), (1, 2, 1, 7)]
 
@@ -118,3 +136,97 @@ def test_bad_input(rng):
         FL.spatial_batchnorm_backward_fast(out, L.spatial_batchnorm_forward(x, gamma, beta, {"mode": "train"})[1])
     with pytest.raises(ValueError, match="non-empty"):
         FL.spatial_batchnorm_forward_fast(x[:0], gamma, beta, {"mode": "train"})
+
+
+def _bn_relu_reference(x, gamma, beta, p):
+    h, c_bn = L.spatial_batchnorm_forward(x, gamma, beta, p)
+    out, c_relu = L.relu_forward(h)
+    return out, (c_bn, c_relu)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("mode", ["train", "test"])
+def test_fused_relu_matches_the_composition(shape, mode, rng):
+    x, gamma, beta = _inputs(rng, shape, np.float64)
+    p_ref = {"mode": "train", "momentum": 0.5}
+    L.spatial_batchnorm_forward(x * 0.5 + 1, gamma, beta, p_ref)  # running statistics that differ from x's
+    p_ref["mode"] = mode
+    p_fast = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in p_ref.items()}
+    out_r, (c_bn, c_relu) = _bn_relu_reference(x, gamma, beta, p_ref)
+    out_f, cache = FL.spatial_batchnorm_forward_fast(x, gamma, beta, p_fast, relu=True)
+    assert _scale_error(out_f, out_r) < 1e-12 and (out_f >= 0).all()
+    for k in ("running_mean", "running_var"):
+        np.testing.assert_allclose(p_fast[k], p_ref[k], rtol=1e-12, atol=1e-14)
+    dout = rng.standard_normal(x.shape)
+    want = L.spatial_batchnorm_backward(L.relu_backward(dout, c_relu), c_bn)
+    for got, w in zip(FL.spatial_batchnorm_backward_fast(dout, cache), want):
+        assert got.shape == w.shape and _scale_error(got, w) < 1e-11
+
+
+def test_fused_relu_numerical_gradient(rng):
+    x, gamma, beta = _inputs(rng, (3, 2, 3, 4), np.float64)
+    out, cache = FL.spatial_batchnorm_forward_fast(x, gamma, beta, {"mode": "train"}, relu=True)
+    assert np.abs(out[out > 0]).min() > 1e-4  # no output at ReLU's kink, where the slope jumps
+    dout = rng.standard_normal(out.shape)
+    dx, dgamma, dbeta = FL.spatial_batchnorm_backward_fast(dout, cache)
+    f = lambda _: FL.spatial_batchnorm_forward_fast(x, gamma, beta, {"mode": "train"}, relu=True)[0]  # noqa: E731
+    for arr, grad in ((x, dx), (gamma, dgamma), (beta, dbeta)):
+        assert rel_error(grad, eval_numerical_gradient_array(f, arr, dout, h=1e-6)) < 1e-7
+
+
+def test_float32_large_mean_keeps_its_precision(rng):
+    """Statistics around a shift and (x - mean) formed before scaling: a mean 1e4 times
+    the spread still gives float32 results close to float64's, forward and backward."""
+    x64 = rng.standard_normal((8, 3, 6, 6)) + 1e4
+    gamma, beta = rng.standard_normal(3), rng.standard_normal(3)
+    dout = rng.standard_normal(x64.shape)
+    f = lambda a: a.astype(np.float32)  # noqa: E731
+    for relu in (False, True):
+        o64, c64 = FL.spatial_batchnorm_forward_fast(x64, gamma, beta, {"mode": "train"}, relu=relu)
+        o32, c32 = FL.spatial_batchnorm_forward_fast(f(x64), f(gamma), f(beta), {"mode": "train"}, relu=relu)
+        assert _scale_error(o32, o64) < 1e-3  # x itself is stored to 1e4 * 6e-8 = 6e-4 of its spread
+        g32 = FL.spatial_batchnorm_backward_fast(f(dout), c32)
+        g64 = L.spatial_batchnorm_backward(
+            dout * (o64 > 0) if relu else dout,
+            L.spatial_batchnorm_forward(f(x64).astype(np.float64), gamma, beta, {"mode": "train"})[1])
+        for a, b in zip(g32, g64):
+            assert a.dtype == np.float32 and _scale_error(a, b) < 1e-3
+
+
+def test_fused_relu_flag_is_checked_and_fused_cache_kept_apart(rng):
+    x, gamma, beta = _inputs(rng, (2, 3, 4, 4), np.float64)
+    with pytest.raises(TypeError, match="relu must be True or False"):
+        FL.spatial_batchnorm_forward_fast(x, gamma, beta, {"mode": "train"}, relu=1)
+    with pytest.raises(TypeError, match="relu_forward_fast"):
+        FL.relu_backward_fast(x, FL.spatial_batchnorm_forward_fast(x, gamma, beta, {"mode": "train"}, relu=True)[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+@pytest.mark.parametrize("shape", [(0, 3), (7,), (2, 3, 4, 5), (64, 16, 32, 32)])
+def test_fast_relu_matches_reference(shape, dtype, rng):
+    x = rng.standard_normal(shape).astype(dtype)
+    if x.size:
+        x.flat[0] = 0.0  # the kink: subgradient 0, as the reference
+    out, cache = FL.relu_forward_fast(x)
+    out_r, cache_r = L.relu_forward(x)
+    assert out.dtype == dtype and out.shape == x.shape
+    np.testing.assert_array_equal(out, out_r)
+    dout = rng.standard_normal(shape).astype(dtype)
+    dx = FL.relu_backward_fast(dout, cache)
+    assert dx.dtype == dtype
+    np.testing.assert_array_equal(dx, L.relu_backward(dout, cache_r))
+    np.testing.assert_array_equal(FL.relu_backward_fast(dout, cache_r), dx)  # the caches are interchangeable
+
+
+def test_fast_relu_nan_and_non_contiguous(rng):
+    x = rng.standard_normal((4, 6))[:, ::2]
+    x[0, 0] = np.nan
+    out, cache = FL.relu_forward_fast(x)
+    assert np.isnan(out[0, 0])
+    np.testing.assert_array_equal(out[1:], np.maximum(x[1:], 0))
+    dx = FL.relu_backward_fast(np.ones(x.shape), cache)
+    assert dx[0, 0] == 0
+    with pytest.raises(ValueError, match="relu_backward_fast"):
+        FL.relu_backward_fast(np.ones((4, 2)), cache)
+    with pytest.raises(TypeError, match="relu_forward_fast"):
+        FL.relu_forward_fast([1.0, -1.0])

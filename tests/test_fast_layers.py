@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from funkcije import fast_layers as FL
+from funkcije.kernels import conv as KC, runtime as KR
 from funkcije import layers as L
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -25,7 +26,7 @@ def impl(request):
     name = request.param
     if name not in FL.available_implementations():
         if IN_CI:
-            pytest.fail("the compiled extension funkcije.im2col_cython must be built under CI=true")
+            pytest.fail("the compiled extension funkcije.kernels._compiled must be built under CI=true")
         pytest.skip("compiled extension not built")
     previous = FL.use_implementation(name)
     yield name
@@ -35,7 +36,7 @@ def impl(request):
 @contextlib.contextmanager
 def direct_layout(mode):
     """The direct kernels' vector layout ("columns", "auto", "rows") inside the block."""
-    k = FL._cython_kernels
+    k = KR.compiled
     if k is None:
         yield
         return
@@ -56,11 +57,11 @@ def algo(request, monkeypatch):
     wherever those apply / always along filters. So the whole grid checks every
     algorithm."""
     if request.param == "winograd-everywhere":
-        monkeypatch.setattr(FL, "_WINOGRAD_MIN_CHANNELS", 1)
-        monkeypatch.setattr(FL, "_winograd_enabled", True)
+        monkeypatch.setattr(KC, "_WINOGRAD_MIN_CHANNELS", 1)
+        monkeypatch.setattr(KC, "_winograd_enabled", True)
     if request.param == "im2col-only":
-        monkeypatch.setattr(FL, "_winograd_enabled", False)
-        monkeypatch.setattr(FL, "_direct_enabled", False)
+        monkeypatch.setattr(KC, "_winograd_enabled", False)
+        monkeypatch.setattr(KC, "_direct_enabled", False)
     if request.param.startswith("direct-"):
         with direct_layout(request.param[len("direct-"):]):
             yield request.param
@@ -146,18 +147,18 @@ def test_conv_chunked_batch(impl, algo, rng, tiny_workspace, case, dtype):
 def test_chunk_sizes_respect_the_bound():
     previous = FL.set_workspace_limit(10_000)
     try:
-        assert FL._chunk_size(64, 3_000) == 3  # 3 samples fit; 22 chunks of at most 3
-        assert FL._chunk_size(64, 20_000) == 1  # a sample larger than the bound runs alone
-        assert FL._chunk_size(5, 1) == 5
-        assert FL._chunk_size(10, 2_500) == 4  # 4 fit: 3 chunks, balanced to 4, 4, 2
+        assert KR.chunk_size(64, 3_000) == 3  # 3 samples fit; 22 chunks of at most 3
+        assert KR.chunk_size(64, 20_000) == 1  # a sample larger than the bound runs alone
+        assert KR.chunk_size(5, 1) == 5
+        assert KR.chunk_size(10, 2_500) == 4  # 4 fit: 3 chunks, balanced to 4, 4, 2
     finally:
         FL.set_workspace_limit(previous)
     previous = FL.set_workspace_limit(2**30)
     try:
         # cache-sized column blocks, but never shorter than _MIN_COLUMNS columns
-        per_col = FL._CACHE_COLS_BYTES // 4096  # 4096 columns fill the cache target
-        assert FL._chunk_size(100, 1, 1024, per_col) == max(4, -(-FL._MIN_COLUMNS // 1024))
-        assert FL._chunk_size(100, 1, 64, per_col) == 100  # short rows: the column minimum wins
+        per_col = KR.CACHE_COLS_BYTES // 4096  # 4096 columns fill the cache target
+        assert KR.chunk_size(100, 1, 1024, per_col) == max(4, -(-KR.MIN_COLUMNS // 1024))
+        assert KR.chunk_size(100, 1, 64, per_col) == 100  # short rows: the column minimum wins
     finally:
         FL.set_workspace_limit(previous)
     with pytest.raises(ValueError):
@@ -173,12 +174,12 @@ def test_workspace_is_bounded_and_releasable(impl, rng):
         FL.release_workspace()
         out, cache = FL.conv_forward_fast(x, w, b, param)
         FL.conv_backward_fast(np.ones_like(out), cache)
-        assert FL._workspace.buf.nbytes <= 20_000
+        assert KR.workspace.buf.nbytes <= 20_000
         assert_close(out, want, np.float32)
     finally:
         FL.set_workspace_limit(previous)
     FL.release_workspace()
-    assert FL._workspace.buf.nbytes == 0
+    assert KR.workspace.buf.nbytes == 0
 
 
 def test_concurrent_threads_get_their_own_workspace(impl, rng):
@@ -492,12 +493,12 @@ for c in caught:
 
 
 def test_missing_extension_falls_back_with_one_warning():
-    prelude = "sys.modules['funkcije.im2col_cython'] = None  # makes the import fail"
+    prelude = "sys.modules['funkcije.kernels._compiled'] = None  # makes the import fail"
     res = _run_python(_CHECK_SCRIPT.format(prelude=prelude))
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert lines[0] == "numpy numpy 1", res.stdout
-    assert "im2col_cython" in lines[1] and "NumPy fallback" in lines[1]
+    assert "kernels._compiled" in lines[1] and "NumPy fallback" in lines[1]
 
 
 def test_force_numpy_env_var():
@@ -520,7 +521,7 @@ def test_use_implementation_switches_and_validates():
 def test_extension_is_the_default_when_built():
     if "cython" not in FL.available_implementations():
         if IN_CI:
-            pytest.fail("the compiled extension funkcije.im2col_cython must be built under CI=true")
+            pytest.fail("the compiled extension funkcije.kernels._compiled must be built under CI=true")
         pytest.skip("compiled extension not built")
     res = _run_python("from funkcije import fast_layers as FL; print(FL.IMPLEMENTATION)")
     assert res.returncode == 0, res.stderr
@@ -658,7 +659,7 @@ def test_conv_chunk_threads_agree_and_are_deterministic(rng, threads):
     """The batch split over several threads gives the reference's results, the same
     bits on every run (dw partials are summed in chunk order), and leaves numpy's BLAS
     thread count as it found it."""
-    if threads > 1 and (FL._BLAS_THREADS is None or "cython" not in FL.available_implementations()):
+    if threads > 1 and (not KR.blas_controlled() or "cython" not in FL.available_implementations()):
         pytest.skip("needs the compiled extension and numpy's OpenBLAS thread control")
     x, w, b = _conv_inputs(rng, (9, 4, 9, 8), (6, 2, 3, 2), np.float64)
     param = {"stride": (1, 2), "pad": 1, "groups": 2}
@@ -667,7 +668,7 @@ def test_conv_chunk_threads_agree_and_are_deterministic(rng, threads):
     want = L.conv_backward_naive(dout, ref_cache)
     previous_impl = FL.use_implementation("cython") if "cython" in FL.available_implementations() else None
     previous = FL.set_conv_threads(threads)
-    blas_before = FL._BLAS_THREADS[0]() if FL._BLAS_THREADS else None
+    blas_before = [c.get_num_threads() for c in KR._BLAS]
     try:
         runs = []
         for _ in range(5):
@@ -679,8 +680,7 @@ def test_conv_chunk_threads_agree_and_are_deterministic(rng, threads):
         for run in runs[1:]:
             for a, c in zip(run, runs[0]):
                 np.testing.assert_array_equal(a, c)
-        if FL._BLAS_THREADS:
-            assert FL._BLAS_THREADS[0]() == blas_before
+        assert [c.get_num_threads() for c in KR._BLAS] == blas_before
     finally:
         FL.set_conv_threads(previous)
         if previous_impl:
@@ -699,7 +699,7 @@ def test_set_conv_threads_validates():
 def test_conv_threads_survive_fork(rng):
     """A child forked after the conv thread pool exists must not wait on the parent's
     (absent) pool threads."""
-    if FL._BLAS_THREADS is None or "cython" not in FL.available_implementations():
+    if not KR.blas_controlled() or "cython" not in FL.available_implementations():
         pytest.skip("needs the compiled extension and numpy's OpenBLAS thread control")
     import multiprocessing as mp
 
@@ -829,8 +829,8 @@ WINOGRAD_CASES = [
 def winograd_calls(monkeypatch):
     """A list that gets an entry every time the fast convolution takes Winograd."""
     calls = []
-    real = FL._winograd_conv
-    monkeypatch.setattr(FL, "_winograd_conv", lambda *a: calls.append(1) or real(*a))
+    real = KC._winograd_conv
+    monkeypatch.setattr(KC, "_winograd_conv", lambda *a: calls.append(1) or real(*a))
     return calls
 
 
@@ -867,7 +867,7 @@ def test_winograd_chunks_and_threads_agree(rng):
     try:
         for limit, threads in [(FL.get_workspace_limit(), 1), (1, 1), (1, 2), (1, 2)]:
             old_limit, old_threads = FL.set_workspace_limit(limit), FL.get_conv_threads()
-            if threads > 1 and FL._BLAS_THREADS is None:
+            if threads > 1 and not KR.blas_controlled():
                 FL.set_workspace_limit(old_limit)
                 continue
             FL.set_conv_threads(threads)
@@ -914,7 +914,7 @@ def test_use_winograd_switch(rng, winograd_calls):
 
 
 def test_winograd_env_var():
-    proc = _run_python("import funkcije.fast_layers as FL; print(FL._winograd_enabled)", FUNKCIJE_WINOGRAD="0")
+    proc = _run_python("import funkcije.kernels.conv as KC; print(KC._winograd_enabled)", FUNKCIJE_WINOGRAD="0")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "False"
 
@@ -944,7 +944,7 @@ def test_winograd_matches_torch(torch, rng):
 # ----------------------------------------------------------------------------- direct kernels
 
 needs_direct = pytest.mark.skipif(
-    not FL._DIRECT_CPU, reason="the direct float32 kernels need AVX-512F (and the compiled extension)")
+    not KC._DIRECT_CPU, reason="the direct float32 kernels need AVX-512F (and the compiled extension)")
 
 # float32 layers for the direct kernels: dx by the flipped convolution needs stride 1;
 # the others take GEMM + col2im for dx. Widths that exercise every column block of both
@@ -978,11 +978,11 @@ DIRECT_CASES = [
 @pytest.mark.parametrize("xs, ws, conv_param", DIRECT_CASES)
 def test_direct_matches_reference(rng, xs, ws, conv_param, layout, monkeypatch):
     calls = []
-    real = FL._direct_conv
-    monkeypatch.setattr(FL, "_direct_conv", lambda *a: calls.append(1) or real(*a))
+    real = KC._direct_conv
+    monkeypatch.setattr(KC, "_direct_conv", lambda *a: calls.append(1) or real(*a))
     previous = FL.use_implementation("cython")
     try:
-        FL._cython_kernels.direct_layout(layout)
+        KR.compiled.direct_layout(layout)
         x, w, b = _conv_inputs(rng, xs, ws, np.float32)
         ref, ref_cache = L.conv_forward_naive(x, w, b, conv_param)
         out, cache = FL.conv_forward_fast(x, w, b, conv_param)
@@ -997,13 +997,13 @@ def test_direct_matches_reference(rng, xs, ws, conv_param, layout, monkeypatch):
         assert dx is None
         assert_close(dw, L.conv_backward_naive(dout, ref_cache)[1], np.float32)
     finally:
-        FL._cython_kernels.direct_layout("auto")
+        KR.compiled.direct_layout("auto")
         FL.use_implementation(previous)
 
 
 @needs_direct
 def test_direct_layout_switch():
-    k = FL._cython_kernels
+    k = KR.compiled
     assert k.direct_layout() == "auto"
     assert k.direct_layout("rows") == "auto"
     try:
@@ -1030,7 +1030,7 @@ def test_direct_is_deterministic_across_threads(rng):
     old = FL.get_conv_threads()
     runs = []
     try:
-        for threads in ([1, 2, 2] if FL._BLAS_THREADS is not None else [1, 1]):
+        for threads in ([1, 2, 2] if KR.blas_controlled() else [1, 1]):
             FL.set_conv_threads(threads)
             out, cache = FL.conv_forward_fast(x, w, b, param)
             runs.append((out,) + FL.conv_backward_fast(np.ones_like(out), cache))
@@ -1043,15 +1043,15 @@ def test_direct_is_deterministic_across_threads(rng):
 
 def test_direct_not_used_without_avx512_or_when_switched_off(rng, monkeypatch):
     calls = []
-    real = FL._direct_conv
-    monkeypatch.setattr(FL, "_direct_conv", lambda *a: calls.append(1) or real(*a))
+    real = KC._direct_conv
+    monkeypatch.setattr(KC, "_direct_conv", lambda *a: calls.append(1) or real(*a))
     x, w, b = _conv_inputs(rng, (2, 3, 8, 8), (4, 3, 3, 3), np.float32)
-    monkeypatch.setattr(FL, "_DIRECT_CPU", False)
+    monkeypatch.setattr(KC, "_DIRECT_CPU", False)
     out_off = FL.conv_forward_fast(x, w, b, {"stride": 1, "pad": 1})[0]
     assert not calls
     if not real.__module__ or "cython" not in FL.available_implementations():
         return
-    monkeypatch.setattr(FL, "_DIRECT_CPU", FL._cython_kernels.direct_available())
+    monkeypatch.setattr(KC, "_DIRECT_CPU", KR.compiled.direct_available())
     assert FL.use_direct(False) is True
     try:
         FL.conv_forward_fast(x, w, b, {"stride": 1, "pad": 1})
@@ -1062,14 +1062,14 @@ def test_direct_not_used_without_avx512_or_when_switched_off(rng, monkeypatch):
 
 
 def test_direct_env_var():
-    proc = _run_python("import funkcije.fast_layers as FL; print(FL._direct_enabled)", FUNKCIJE_DIRECT="0")
+    proc = _run_python("import funkcije.kernels.conv as KC; print(KC._direct_enabled)", FUNKCIJE_DIRECT="0")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "False"
 
 
 @needs_direct
 def test_direct_kernels_reject_bad_arguments(rng):
-    k = FL._cython_kernels
+    k = KR.compiled
     x = np.zeros((2, 3, 5, 5), np.float32)
     out = np.zeros((2, 4, 5, 5), np.float32)
     wT = np.zeros((27, 32), np.float32)
@@ -1090,7 +1090,7 @@ def test_direct_kernels_reject_bad_arguments(rng):
 # ----------------------------------------------------------------------------- subnormals
 
 needs_ftz = pytest.mark.skipif(
-    "cython" not in FL.available_implementations() or not FL._cython_kernels.ftz_supported(),
+    "cython" not in FL.available_implementations() or not KR.compiled.ftz_supported(),
     reason="flushing subnormals needs the compiled extension on x86")
 TINY32 = np.finfo(np.float32).tiny
 
@@ -1151,6 +1151,6 @@ def test_model_gradients_carry_no_subnormals():
 
 
 def test_flush_denormals_env_var():
-    proc = _run_python("import funkcije.fast_layers as FL; print(FL._flush_denormals)", FUNKCIJE_FLUSH_DENORMALS="0")
+    proc = _run_python("import funkcije.kernels.runtime as KR; print(KR.flushing_denormals())", FUNKCIJE_FLUSH_DENORMALS="0")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "False"

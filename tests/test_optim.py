@@ -1,12 +1,12 @@
 """Update rules against steps computed by hand (scalar Python arithmetic, one
 coordinate at a time, independent of the vectorised NumPy code), on both
 implementations: every test runs once with the compiled kernels of
-funkcije._update_kernels and once on the NumPy code (the `impl` fixture switches
+funkcije.kernels._update and once on the NumPy code (the `impl` fixture switches
 `fast_layers.use_implementation`, which is what selects the update rules' path too).
 The compiled kernels are then compared with the NumPy code directly.
 
-Under CI=true a missing compiled extension (funkcije.im2col_cython or
-funkcije._update_kernels) fails the tests instead of skipping them.
+Under CI=true a missing compiled extension (funkcije.kernels._compiled or
+funkcije.kernels._update) fails the tests instead of skipping them.
 """
 import math
 import os
@@ -28,7 +28,7 @@ def _require_compiled():
     if "cython" not in FL.available_implementations() or optim._kernels is None:
         if IN_CI:
             pytest.fail(
-                "the compiled extensions funkcije.im2col_cython and funkcije._update_kernels "
+                "the compiled extensions funkcije.kernels._compiled and funkcije.kernels._update "
                 "must be built under CI=true"
             )
         pytest.skip("compiled extension not built")

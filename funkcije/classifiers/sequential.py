@@ -67,6 +67,7 @@ _FUNCTIONS = {
         "avg_pool": (FL.avg_pool_forward_fast, FL.avg_pool_backward_fast),
         "batchnorm2d": (FL.spatial_batchnorm_forward_fast, FL.spatial_batchnorm_backward_fast),
         "batchnorm1d": (L.batchnorm_forward, L.batchnorm_backward_alt),
+        "relu": (FL.relu_forward_fast, FL.relu_backward_fast),
     },
     "reference": {
         "conv": (L.conv_forward_naive, L.conv_backward_naive),
@@ -75,6 +76,7 @@ _FUNCTIONS = {
         "avg_pool": (L.avg_pool_forward_naive, L.avg_pool_backward_naive),
         "batchnorm2d": (L.spatial_batchnorm_forward, L.spatial_batchnorm_backward),
         "batchnorm1d": (L.batchnorm_forward, L.batchnorm_backward_alt),
+        "relu": (L.relu_forward, L.relu_backward),
     },
 }
 
@@ -390,11 +392,13 @@ class BatchNorm2d(_Norm):
             self._ones = params.pop("gamma")
         return params, state, tuple(in_shape)
 
-    def forward(self, x, params, state, train):
+    def forward(self, x, params, state, train, relu=False):
+        """relu=True (fast layers only; Sequential asks when a ReLU follows): out is
+        max(bn(x), 0), from the fused kernel, and the backward includes ReLU's mask."""
         state["mode"] = "train" if train else "test"
         fwd, bwd = _pair_fns(self.op)
         gamma = params["gamma"] if self.scale else self._ones.astype(x.dtype, copy=False)
-        out, cache = fwd(x, gamma, params["beta"], state)
+        out, cache = fwd(x, gamma, params["beta"], state, relu=True) if relu else fwd(x, gamma, params["beta"], state)
         return out, (bwd, cache)
 
     def backward(self, dout, cache, need_dx=True):
@@ -466,8 +470,12 @@ class GroupNorm(_Norm):
 
 class ReLU(_Elementwise):
     kind = "relu"
-    _fwd = staticmethod(L.relu_forward)
-    _bwd = staticmethod(L.relu_backward)
+
+    def forward(self, x, params, state, train):
+        return _pair_fns("relu")[0](x)
+
+    def backward(self, dout, cache, need_dx=True):
+        return _pair_fns("relu")[1](dout, cache), {}
 
 
 class Sigmoid(_Elementwise):
@@ -670,18 +678,39 @@ def _check_layers(where, layers):
             raise TypeError(f"{where}: every layer must be a funkcije layer object (Conv2d, ReLU, ...), got {layer!r}")
 
 
+# The cache of a ReLU whose work the batch norm before it did (fused kernel).
+_FUSED = "fused into the previous layer"
+
+
+def _fuses(layers, i):
+    """Does layers[i] (a spatial batch norm) run with the ReLU after it as one kernel?
+    Only on the fast path: the reference path is the specification, layer by layer."""
+    return (i + 1 < len(layers) and type(layers[i + 1]) is ReLU and isinstance(layers[i], BatchNorm2d)
+            and layers[i].op == "batchnorm2d" and config.get("layers") == "fast")
+
+
 def _chain_forward(layers, x, params, states, train):
     """Run layers in order; params[i] / states[i] belong to layers[i]."""
     caches = []
-    for layer, p, s in zip(layers, params, states):
-        x, c = layer.forward(x, p, s, train)
+    i = 0
+    while i < len(layers):
+        if _fuses(layers, i):
+            x, c = layers[i].forward(x, params[i], states[i], train, relu=True)
+            caches += [c, _FUSED]
+            i += 2
+            continue
+        x, c = layers[i].forward(x, params[i], states[i], train)
         caches.append(c)
+        i += 1
     return x, caches
 
 
 def _chain_backward(layers, dout, caches, need_dx):
     grads = [None] * len(layers)
     for i in range(len(layers) - 1, -1, -1):
+        if caches[i] is _FUSED:  # the batch norm's backward applies ReLU's mask
+            grads[i] = {}
+            continue
         dout, grads[i] = layers[i].backward(dout, caches[i], need_dx=need_dx or i > 0)
     return dout, grads
 

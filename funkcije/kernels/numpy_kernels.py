@@ -1,4 +1,4 @@
-"""Pure-NumPy versions of the kernels in `funkcije/im2col_cython.pyx`.
+"""Pure-NumPy versions of the compiled kernels (`funkcije/kernels/csrc/_compiled.pyx`).
 
 Same function names, arguments, layouts and results, so `funkcije.fast_layers`
 drives either one (`nthreads` is accepted and ignored). They run when the compiled extension is absent (or when the
@@ -20,6 +20,12 @@ __all__ = [
     "max_pool_backward",
     "avg_pool_forward",
     "avg_pool_backward",
+    "bn_stats",
+    "bn_apply",
+    "bn_backward_sums",
+    "bn_backward_dx",
+    "relu_forward",
+    "relu_backward",
 ]
 
 
@@ -142,3 +148,51 @@ def avg_pool_backward(dout, dx, ph, pw, sh, sw):
     for a in range(ph):
         for b in range(pw):
             _pool_view(dx, a, b, sh, sw, Ho, Wo)[...] += g
+
+
+# ----------------------------------------------------------------------------- batch norm, ReLU
+# x, out, dout, dx: (N, C, P); per-channel statistics float64 (as in csrc/norm.pxi).
+
+
+def bn_stats(x, mean, var):
+    s = x[:1, :, :1].astype(np.float64)  # each channel's first element: the shift
+    d = x - s
+    s1 = d.sum(axis=(0, 2), dtype=np.float64) / (x.shape[0] * x.shape[2])
+    s2 = np.einsum("ncp,ncp->c", d, d, dtype=np.float64) / (x.shape[0] * x.shape[2])
+    mean[:] = s.reshape(-1) + s1
+    var[:] = np.maximum(s2 - s1 * s1, 0.0)
+
+
+def bn_apply(x, out, m, scale, shift, relu):
+    np.subtract(x, m[:, None], out=out)
+    out *= scale[:, None]
+    out += shift[:, None]
+    if relu:
+        np.maximum(out, 0, out=out)
+
+
+def _masked(dout, y, relu):
+    return np.where(y > 0, dout, 0).astype(dout.dtype, copy=False) if relu else dout
+
+
+def bn_backward_sums(dout, x, y, mean, sums, relu):
+    g = _masked(dout, y, relu)
+    sums[0] = g.sum(axis=(0, 2), dtype=np.float64)
+    sums[1] = np.einsum("ncp,ncp->c", g, x - mean[:, None].astype(x.dtype), dtype=np.float64)
+
+
+def bn_backward_dx(dout, x, y, dx, m, a, b, k, relu):
+    g = _masked(dout, y, relu)
+    t = x - m[:, None]
+    t *= b[:, None]
+    t += k[:, None]
+    np.multiply(g, a[:, None], out=dx)
+    dx += t
+
+
+def relu_forward(x, out):
+    np.maximum(x, 0, out=out)
+
+
+def relu_backward(dout, y, dx):
+    dx[...] = np.where(y > 0, dout, 0)

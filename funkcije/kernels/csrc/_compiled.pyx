@@ -23,7 +23,8 @@ from libc.string cimport memset
 
 import numpy as np
 
-include "_openmp.pxi"
+include "openmp.pxi"
+include "norm.pxi"
 
 ctypedef int int32
 
@@ -319,12 +320,12 @@ def out_to_cols(const floating[:, :, ::1] dout, floating[:, ::1] res,
 
 # ----------------------------------------------------------------------------- direct convolution
 #
-# float32 kernels in C (_direct_conv.h) that compute a convolution straight from a
+# float32 kernels in C (direct_conv.h) that compute a convolution straight from a
 # zero-padded copy of each sample, with register blocks of 8 output columns x 16 or 32
 # filters: no column matrix at all. They need AVX-512F and FMA (checked at run time,
 # `direct_available`); fast_layers uses them where im2col's column traffic dominates.
 
-cdef extern from "_direct_conv.h" nogil:
+cdef extern from "direct_conv.h" nogil:
     int funk_has_avx512()
     int funk_direct_fwd(const float *x, int n0, int n1, int C, int H, int W, int c0, int Cg,
                         int ph, int pw, const float *wT, int Fp, int F, int KH, int KW,

@@ -34,7 +34,7 @@ cdef extern from "<float.h>":
     float FLT_MIN
     double DBL_MIN
 
-include "_openmp.pxi"
+include "openmp.pxi"
 
 # Below this many elements a kernel runs on one thread: a memory-bound pass over 128 Ki
 # elements takes 0.1-0.3 ms, not much more than waking a sleeping (PASSIVE) thread can
@@ -61,7 +61,7 @@ cdef inline floating _sqrt(floating x) noexcept nogil:
 
 cdef inline int _check(Py_ssize_t n, Py_ssize_t m, str what) except -1:
     if m != n:
-        raise ValueError(f"_update_kernels: {what} has {m} elements, w has {n}")
+        raise ValueError(f"kernels._update: {what} has {m} elements, w has {n}")
     return 0
 
 

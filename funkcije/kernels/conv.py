@@ -1,0 +1,411 @@
+"""Convolution algorithms: im2col + GEMM, Winograd F(2x2, 3x3) and the direct AVX-512
+kernels, each for the forward, dx and dw, chosen per layer and pass.
+
+`forward(x, w, b, g, out)` and `backward(x, w, dout, g, need_dx)` take arrays that
+`funkcije.fast_layers` has validated and made C-contiguous, and g, the layer's
+`checks.conv_geometry`. Which algorithm runs is decided here, never by a model:
+
+- Winograd for 3x3, stride-1, undilated layers with at least 16 channels in and out
+  per group (forward, dx as a convolution of dout, dw);
+- the direct kernels for small float32 layers (Cg * HH * WW <= 1600, WW <= 8) on
+  CPUs with AVX-512F;
+- im2col + one BLAS GEMM per batch chunk and group otherwise.
+
+The workspace of each is bounded (runtime.set_workspace_limit): the batch is processed
+in chunks small enough to keep it under the bound, and the backward recomputes the
+columns chunk by chunk instead of caching them.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import ENV, check_bool
+from . import runtime as R
+from .runtime import compiled as _compiled
+
+def _gemm_sizes(g, w_shape):
+    """(G, Fg, K, P, geo) of a convolution's im2col GEMMs: groups, filters per group,
+    rows of the column matrix (Cg * HH * WW), output positions per sample and the
+    geometry tuple the im2col/col2im kernels take."""
+    F, Cg, HH, WW = w_shape
+    geo = (HH, WW) + g.stride + g.pad + g.dilation + (g.out_h, g.out_w)
+    return g.groups, F // g.groups, Cg * HH * WW, g.out_h * g.out_w, geo
+
+
+def forward(x, w, b, g, out):
+    """out (N, F, H', W') = the convolution of x (N, C, H, W) by w (F, C // groups,
+    HH, WW) plus b (F,), with geometry g; x, w, b C-contiguous, N > 0."""
+    kern = R.kernels_for(x.dtype)
+    N = x.shape[0]
+    F, Cg, HH, WW = w.shape
+    if _winograd_applies(kern, g, F, Cg, HH, WW, g.pad):
+        _winograd_conv(x, _winograd_filters(w, g.groups), g.groups, g.pad, out, b)
+        return
+    if _direct_applies(kern, x, Cg, HH, WW):
+        _direct_conv(x, _direct_filters(w, g.groups), g.groups, (HH, WW), g.stride, g.pad, g.dilation, out, b)
+        return
+    G, Fg, K, P, geo = _gemm_sizes(g, w.shape)
+    out3 = out.reshape(N, F, P)
+    wmat = w.reshape(F, K)
+    workers = R.workers_for(kern)
+    nb = R.chunk_size(N, x.itemsize * P * (K + Fg), P, x.itemsize * K, workers)
+
+    def chunk(i, n0, n1, nthreads):
+        m = (n1 - n0) * P
+        cols, res = R.workspace.arrays(x.dtype, (K, m), (Fg, m))
+        for grp in range(G):
+            f0 = grp * Fg
+            kern.im2col(x, cols, n0, n1, grp * Cg, (grp + 1) * Cg, *geo, nthreads)
+            np.matmul(wmat[f0 : f0 + Fg], cols, out=res)
+            kern.cols_to_out(res, b[f0 : f0 + Fg], out3, n0, f0, nthreads)
+
+    R.run_chunks(R.chunks_of(N, nb), chunk, workers)
+
+
+def backward(x, w, dout, g, need_dx):
+    """(dx (N, C, H, W) or None, dw (F, C // groups, HH, WW), db (F,)) of the
+    convolution with geometry g; x, w, dout (N, F, H', W') C-contiguous, N > 0.
+    need_dx=False skips dx's GEMMs and scatter (a network's first layer)."""
+    kern = R.kernels_for(x.dtype)
+    N = x.shape[0]
+    F, Cg, HH, WW = w.shape
+    G, Fg, K, P, geo = _gemm_sizes(g, w.shape)
+
+    # dx of a stride-1 layer is itself a stride-1 convolution of dout, padded by the
+    # kernel's reach minus pad, with the filters flipped and in and out channels swapped
+    reach = ((HH - 1) * g.dilation[0], (WW - 1) * g.dilation[1])
+    dx_pad = (reach[0] - g.pad[0], reach[1] - g.pad[1])
+    if _winograd_applies(kern, g, F, Cg, HH, WW, dx_pad):
+        dx = None
+        if need_dx:
+            dx = np.empty_like(x)
+            _winograd_conv(dout, _winograd_filters(_flipped_filters(w, G), G), G, dx_pad, dx, np.empty(0, x.dtype))
+        return dx, _winograd_weight_grad(x, dout, G, g.pad, w.shape), dout.sum(axis=(0, 2, 3))
+    # the direct kernels' "filters" for dx are the layer's input channels; with few of
+    # them (an RGB or grey first layer) the row kernels keep the vector lanes busy
+    dx_direct = (need_dx and g.stride == (1, 1) and min(dx_pad) >= 0
+                 and _direct_applies(kern, x, Fg, HH, WW))
+    # direct dw wherever it applies, with dx from the direct kernels or else (strided
+    # layers) from GEMM + col2im alone: measured on x (100, 3, 31, 31) stride 2, 2.0-2.3
+    # ms against 2.2-2.7 ms for im2col's shared pass over dout for both (once dout's
+    # transpose for the direct dw was vectorised; before, 3.5 against 3.3 ms)
+    if _direct_applies(kern, x, Cg, HH, WW):
+        dx = dx_job = None
+        if dx_direct:
+            dx = np.empty_like(x)
+            dx_job = (_direct_filters(_flipped_filters(w, G), G), dx, dx_pad)
+        elif need_dx:
+            dx = _gemm_dx(dout, w, g, kern, x.shape)
+        return (dx,) + _direct_weight_grad(x, dout, G, g, w.shape, dx_job)
+    # col2im overwrites every (n, c) plane of dx exactly once: no zeroing pass
+    dx = np.empty_like(x) if need_dx else None
+    dout3 = dout.reshape(N, F, P)
+    wmat = w.reshape(F, K)
+    workers = R.workers_for(kern)
+    nb = R.chunk_size(N, x.itemsize * P * (2 * K + Fg), P, x.itemsize * K, workers)
+    chunks = R.chunks_of(N, nb)
+    # one dw^T partial per chunk, summed in chunk order afterwards, so the result does
+    # not depend on which thread took which chunk
+    parts = np.empty((len(chunks), G, K, Fg), dtype=x.dtype)
+    db_parts = np.empty((len(chunks), F), dtype=x.dtype)
+
+    def chunk(i, n0, n1, nthreads):
+        db_parts[i] = dout3[n0:n1].sum(axis=(0, 2))
+        m = (n1 - n0) * P
+        cols, dcols, dmat = R.workspace.arrays(x.dtype, (K, m), (K, m), (Fg, m))
+        for grp in range(G):
+            f0, c0 = grp * Fg, grp * Cg
+            kern.out_to_cols(dout3, dmat, n0, f0, nthreads)
+            kern.im2col(x, cols, n0, n1, c0, c0 + Cg, *geo, nthreads)
+            # dw_g^T = cols @ dmat^T: OpenBLAS runs this orientation up to 3x faster than
+            # dmat @ cols^T when the shared dimension (nb * P) is the long one
+            np.matmul(cols, dmat.T, out=parts[i, grp])
+            if need_dx:
+                np.matmul(wmat[f0 : f0 + Fg].T, dmat, out=dcols)
+                kern.col2im(dcols, dx, n0, n1, c0, c0 + Cg, *geo, nthreads)
+
+    R.run_chunks(chunks, chunk, workers)
+    dw = np.ascontiguousarray(R.sum_parts(parts).transpose(0, 2, 1)).reshape(F, K)
+    return dx, dw.reshape(w.shape), R.sum_parts(db_parts)
+
+
+def _gemm_dx(dout, w, g, kern, x_shape):
+    """dx (x_shape: N, C, H, W) by GEMM + col2im alone, chunked over the batch like
+    im2col: dcols = w_g^T @ dout_g, scattered back into dx (col2im overwrites every
+    plane). For layers whose dw comes from the direct kernels but whose dx cannot."""
+    N, F = dout.shape[:2]
+    Cg = w.shape[1]
+    G, Fg, K, P, geo = _gemm_sizes(g, w.shape)
+    dx = np.empty(x_shape, dtype=dout.dtype)
+    dout3 = dout.reshape(N, F, P)
+    wmat = w.reshape(F, K)
+    workers = R.workers_for(kern)
+    nb = R.chunk_size(N, dout.itemsize * P * (K + Fg), P, dout.itemsize * K, workers)
+
+    def chunk(i, n0, n1, nthreads):
+        m = (n1 - n0) * P
+        dcols, dmat = R.workspace.arrays(dout.dtype, (K, m), (Fg, m))
+        for grp in range(G):
+            f0, c0 = grp * Fg, grp * Cg
+            kern.out_to_cols(dout3, dmat, n0, f0, nthreads)
+            np.matmul(wmat[f0 : f0 + Fg].T, dmat, out=dcols)
+            kern.col2im(dcols, dx, n0, n1, c0, c0 + Cg, *geo, nthreads)
+
+    R.run_chunks(R.chunks_of(N, nb), chunk, workers)
+    return dx
+
+
+# ----------------------------------------------------------------------------- direct
+#
+# float32 layers whose Cg * HH * WW is small (few input channels, or a small kernel) do
+# little arithmetic per column of im2col's matrix, so writing and reading that matrix
+# costs as much as the GEMM. With AVX-512 the compiled direct kernels
+# (_direct_conv.h) skip it: forward, dw, and dx for stride 1 (a convolution of dout).
+# The forward (and so dx) picks per layer between vectors along filters and vectors
+# along output rows (`im2col_cython.direct_layout`, `direct_forward_kernel`); the rows
+# keep the lanes busy when there are few filters, as in dx of an RGB or grey layer
+# (x (50, 3, 32, 32) x w (32, 3, 7, 7): dx 24 ms by filters, 4 ms by rows, one thread).
+# Measured per layer: benchmarks/README.md and RESULTS.md.
+
+_direct_enabled = ENV["direct"]
+_DIRECT_MAX_K = 1600  # the largest Cg * HH * WW that takes the direct kernels
+_DIRECT_CPU = _compiled is not None and _compiled.direct_available()
+
+
+
+def use_direct(enabled: bool) -> bool:
+    """Allow (True, the default; env FUNKCIJE_DIRECT=0 disables) or forbid the direct
+    float32 kernels; returns the previous setting. They run only on CPUs with AVX-512F."""
+    global _direct_enabled
+    previous, _direct_enabled = _direct_enabled, check_bool("use_direct", "enabled", enabled)
+    return previous
+
+
+def _direct_applies(kern, x, Cg, HH, WW) -> bool:
+    return (
+        _direct_enabled
+        and _DIRECT_CPU
+        and kern is _compiled
+        and x.dtype == np.float32
+        and WW <= 8
+        and 0 < Cg * HH * WW <= _DIRECT_MAX_K
+    )
+
+
+def _direct_filters(w, G):
+    """w (F, Cg, HH, WW) in G groups as (G, Cg * HH * WW, Fp): each group's filters in
+    columns, zero-padded to Fp, a multiple of 32 (the kernels' register block)."""
+    F, Cg, HH, WW = w.shape
+    Fg = F // G
+    Fp = -(-Fg // 32) * 32
+    wT = np.zeros((G, Cg * HH * WW, Fp), dtype=w.dtype)
+    wT[:, :, :Fg] = w.reshape(G, Fg, Cg * HH * WW).transpose(0, 2, 1)
+    return wT
+
+
+def _direct_chunks(N, workers):
+    # two chunks per worker so a worker slowed by another process is covered
+    return R.split(N, 2 * workers if workers > 1 else 1, 1)
+
+
+def _direct_conv(x, wT, G, kernel, stride, pad, dilation, out, b):
+    """out (N, F, Ho, Wo) = the convolution of x (N, C, H, W) by the (KH, KW) = kernel
+    filters wT (from `_direct_filters`), plus b (F,) unless b is empty."""
+    kern = _compiled
+    Cg = x.shape[1] // G
+    Fg = out.shape[1] // G
+    KH, KW = kernel
+    workers = R.workers_for(kern)
+
+    def chunk(i, n0, n1, nthreads):
+        for grp in range(G):
+            kern.direct_conv_forward(x, wT[grp], b, out, n0, n1, grp * Cg, Cg, grp * Fg, Fg, KH, KW,
+                                     *stride, *pad, *dilation)
+
+    R.run_chunks(_direct_chunks(x.shape[0], workers), chunk, workers)
+
+
+def _direct_weight_grad(x, dout, G, g, w_shape, dx_job=None):
+    """(dw (F, C // G, HH, WW), db (F,)) from the direct kernels: per chunk of samples
+    partials (G, Cg * HH * WW, Fp) and (F,), summed in chunk order (deterministic).
+    db is summed in the chunks, on the pool's threads, rather than by one NumPy pass
+    over dout afterwards (0.1-0.2 ms of a small layer's backward, e.g. x (50, 16, 14, 14), w (32, 16, 5, 5)).
+
+    dx_job = (wTf, dx, dx_pad): also dx, as the direct convolution of dout by the
+    flipped filters wTf (from `_direct_filters`), in the same chunks: one pass over the
+    batch instead of two (one hand-off to the pool and one tail of uneven chunks less,
+    and each chunk's dout is still in cache for the second kernel). Measured, backward
+    of x (50, 1, 28, 28) x (16, 1, 5, 5): 1.31 ms fused, 1.54 ms in two passes; of
+    x (50, 16, 14, 14) x (32, 16, 5, 5): 3.58 / 3.81 ms (min of 40, alternating)."""
+    kern = _compiled
+    F, Cg, HH, WW = w_shape
+    Fg = F // G
+    Fp = -(-Fg // 32) * 32
+    workers = R.workers_for(kern)
+    chunks = _direct_chunks(x.shape[0], workers)
+    parts = np.zeros((len(chunks), G, Cg * HH * WW, Fp), dtype=x.dtype)
+    db_parts = np.empty((len(chunks), F), dtype=x.dtype)
+    no_bias = np.empty(0, x.dtype)
+    wTf, dx, dx_pad = dx_job if dx_job is not None else (None, None, None)
+
+    def chunk(i, n0, n1, nthreads):
+        db_parts[i] = dout[n0:n1].sum(axis=(0, 2, 3))
+        for grp in range(G):
+            kern.direct_conv_weight_grad(x, dout, parts[i, grp], n0, n1, grp * Cg, Cg, grp * Fg, Fg, HH, WW,
+                                         *g.stride, *g.pad, *g.dilation)
+            if dx is not None:
+                kern.direct_conv_forward(dout, wTf[grp], no_bias, dx, n0, n1, grp * Fg, Fg, grp * Cg, Cg, HH, WW,
+                                         1, 1, *dx_pad, *g.dilation)
+
+    R.run_chunks(chunks, chunk, workers)
+    total = R.sum_parts(parts)
+    return np.ascontiguousarray(total[:, :, :Fg].transpose(0, 2, 1)).reshape(w_shape), R.sum_parts(db_parts)
+
+
+def _flipped_filters(w, G):
+    """The filters of dx as a convolution of dout: w (F, Cg, HH, WW) in G groups ->
+    (G * Cg, F // G, HH, WW), rotated by 180 degrees, in and out channels swapped."""
+    F, Cg, HH, WW = w.shape
+    return w.reshape(G, F // G, Cg, HH, WW).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1].reshape(G * Cg, F // G, HH, WW)
+
+
+# ----------------------------------------------------------------------------- Winograd
+#
+# 3x3, stride-1, undilated layers with enough channels on both sides are GEMM-bound;
+# Winograd F(2x2, 3x3) (kernels in im2col_cython.pyx) does their products with 2.25x
+# fewer multiplies. Measured on (64, 256, 8, 8) x (512, 256, 3, 3): the forward's
+# products took 39 ms instead of 84 ms on one thread. With few channels the transforms
+# cost more than the products save, so im2col stays. Results differ from im2col only
+# by rounding (the transforms add and halve; float32 agrees with the reference to
+# about 1e-6 relative).
+
+_winograd_enabled = ENV["winograd"]
+# both the input and the output channels of a group must reach this
+_WINOGRAD_MIN_CHANNELS = 16
+_WINOGRAD_TILES = 256
+_WINOGRAD_DW_BYTES = 64 * 2**20  # measured best for the dw products of bench_layers.py's 3x3 layers
+
+
+def use_winograd(enabled: bool) -> bool:
+    """Allow (True, the default; env FUNKCIJE_WINOGRAD=0 disables) or forbid Winograd
+    F(2x2, 3x3) for 3x3 stride-1 convolutions; returns the previous setting."""
+    global _winograd_enabled
+    previous, _winograd_enabled = _winograd_enabled, check_bool("use_winograd", "enabled", enabled)
+    return previous
+
+
+def _winograd_applies(kern, g, F, Cg, HH, WW, pad) -> bool:
+    return (
+        _winograd_enabled
+        and kern is _compiled
+        and (HH, WW) == (3, 3)
+        and g.stride == (1, 1)
+        and g.dilation == (1, 1)
+        and min(pad) >= 0
+        and min(Cg, F // g.groups) >= _WINOGRAD_MIN_CHANNELS
+    )
+
+
+def _winograd_filters(w, G):
+    """Filter transform G w G^T of w (F, Cg, 3, 3) in G groups: U (G, 16, F // G, Cg)."""
+    F, Cg = w.shape[:2]
+    U = _padded_slabs(w.dtype, (G,), F // G, Cg)
+    _compiled.winograd_filters(np.ascontiguousarray(w), U)
+    return U
+
+
+def _winograd_plan(x, Cg, Fg, Ho, Wo):
+    """(th, tw, chunks, workers) for Winograd over the batch of x: th x tw tiles per
+    output plane and batch chunks within the workspace bound."""
+    N = x.shape[0]
+    th, tw = (Ho + 1) // 2, (Wo + 1) // 2
+    workers = R.workers_for(_compiled)
+    # about 256 tiles per chunk: the 16 products are then (Fg, Cg) x (Cg, 256), long
+    # enough for BLAS and short enough for the transformed arrays to stay in cache
+    # (measured on bench_layers.py's 3x3 layers: 256 tiles was the fastest of 16..16384 for both)
+    nb = R.chunk_size(N, x.itemsize * 16 * th * tw * (Cg + Fg), th * tw, workers=workers,
+                     target_cols=_WINOGRAD_TILES)
+    return th, tw, R.chunks_of(N, nb), workers
+
+
+def _workspace_slab_pair(dtype, rows_a, rows_b, cols):
+    """Two arrays (16, rows_a, cols) and (16, rows_b, cols) with padded-apart slabs (as
+    `_padded_slabs` makes them), carved from this thread's workspace."""
+    a, b = R.workspace.arrays(dtype, (16, rows_a * cols + 16), (16, rows_b * cols + 16))
+    return _slabs_of(a, rows_a, cols), _slabs_of(b, rows_b, cols)
+
+
+def _winograd_conv(x, U, G, pad, out, b):
+    """out (N, F, Ho, Wo) = the 3x3 stride-1 convolution of x (N, C, H, W) with zero
+    padding `pad` by the filters whose transform is U (G, 16, F // G, C // G), plus b
+    (F,) unless b is empty. Chunked over the batch like im2col, within the bound."""
+    kern = _compiled
+    Fg, Cg = U.shape[2], U.shape[3]
+    th, tw, chunks, workers = _winograd_plan(x, Cg, Fg, out.shape[2], out.shape[3])
+
+    def chunk(i, n0, n1, nthreads):
+        V, M = _workspace_slab_pair(x.dtype, Cg, Fg, (n1 - n0) * th * tw)
+        for grp in range(G):
+            kern.winograd_input(x, V, n0, n1, grp * Cg, (grp + 1) * Cg, pad[0], pad[1], th, tw, nthreads)
+            np.matmul(U[grp], V, out=M)
+            kern.winograd_output(M, out, n0, grp * Fg, th, tw, b[grp * Fg : (grp + 1) * Fg], nthreads)
+
+    R.run_chunks(chunks, chunk, workers)
+
+
+def _winograd_weight_grad(x, dout, G, pad, w_shape):
+    """dw (F, C // G, 3, 3) of the 3x3 stride-1 convolution of x (N, C, H, W) with
+    zero padding `pad` and upstream gradient dout (N, F, Ho, Wo): 16 GEMMs
+    Z[xi] (Fg, Cg) = Y[xi] (Fg, tiles) @ V[xi]^T (kernels: im2col_cython.pyx), then
+    G^T Z G.
+
+    The transforms V and Y of as many samples as fit the workspace bound (usually the
+    whole batch) are made first, chunk-parallel; then each thread takes whole xi slabs,
+    so every product runs over all those tiles at once (long inner dimension, no
+    per-chunk partials to add up) and the result does not depend on the thread count.
+    Batches beyond the bound are done in parts, added in order."""
+    kern = _compiled
+    N = x.shape[0]
+    F, Ho, Wo = dout.shape[1:]
+    Fg, Cg = F // G, x.shape[1] // G
+    th, tw, chunks, workers = _winograd_plan(x, Cg, Fg, Ho, Wo)
+    TT = th * tw
+    per_sample = x.itemsize * 16 * TT * (Cg + Fg)
+    ns = max(1, min(N, min(R.get_workspace_limit(), _WINOGRAD_DW_BYTES) // per_sample))
+    Z = _padded_slabs(x.dtype, (G,), Fg, Cg)
+    slabs = R.split(16, workers, 1)
+    for s0 in range(0, N, ns):
+        s1 = min(N, s0 + ns)
+        V, Y = _workspace_slab_pair(x.dtype, Cg, Fg, (s1 - s0) * TT)
+        parts = [(max(a, s0), min(b, s1)) for a, b in chunks if a < s1 and b > s0]
+        first = s0 == 0
+        for grp in range(G):
+            def transform(i, n0, n1, nthreads, grp=grp):
+                cols = slice((n0 - s0) * TT, (n1 - s0) * TT)
+                kern.winograd_input(x, V[:, :, cols], n0, n1, grp * Cg, (grp + 1) * Cg, pad[0], pad[1], th, tw, nthreads)
+                kern.winograd_dout(dout, Y[:, :, cols], n0, n1, grp * Fg, (grp + 1) * Fg, th, tw, nthreads)
+
+            def product(i, a, b, nthreads, grp=grp, first=first):
+                if first:
+                    np.matmul(Y[a:b], V[a:b].transpose(0, 2, 1), out=Z[grp, a:b])
+                else:
+                    Z[grp, a:b] += np.matmul(Y[a:b], V[a:b].transpose(0, 2, 1))
+
+            R.run_chunks(parts, transform, workers)
+            R.run_chunks(slabs, product, workers)
+    dw = np.empty(w_shape, dtype=x.dtype)
+    kern.winograd_filters_backward(Z, dw)
+    return dw
+
+
+def _padded_slabs(dtype, lead, rows, cols):
+    """An uninitialised array of shape lead + (16, rows, cols) whose 16 (rows, cols)
+    slabs are C-contiguous but 16 elements further apart than packed: the Winograd
+    transforms touch all 16 slabs per tile, and slabs a multiple of 4 KiB apart would
+    all fall into the same L1 cache set (measured: 4x slower transforms)."""
+    return _slabs_of(np.empty(tuple(lead) + (16, rows * cols + 16), dtype=dtype), rows, cols)
+
+
+def _slabs_of(buf, rows, cols):
+    """View (..., 16, rows, cols) of buf (..., 16, rows * cols + 16): the padded slabs."""
+    return buf[..., : rows * cols].reshape(buf.shape[:-1] + (rows, cols))
