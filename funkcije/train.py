@@ -16,6 +16,13 @@ the final results), `training.png` (loss, accuracies, learning rate),
 and `checkpoint_epoch_E.pkl` (written every epoch). `--resume CKPT` continues a
 checkpoint of a run of the same folder, with that run's settings.
 
+Pictures while it trains (funkcije.callbacks; give the same flags again with --resume):
+`--snapshots N` writes the first layer's filters every N steps to `filters/`
+(`conv1_epoch_01_step_000200.png`, ..., and `conv1_snapshots.png`, the filters over
+time), `--histograms` every parameter's histogram per epoch to `weights.png`,
+`--tensorboard` event files to `tensorboard/` (needs the tensorboard package), and
+`--check-every K` adds an accuracy check every K steps to the training figure.
+
 Data come from FUNKCIJE_DATA (see funkcije.data_utils).
 """
 from __future__ import annotations
@@ -31,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from . import augment as augment_mod
-from . import data_utils, metrics, vis_utils
+from . import callbacks, data_utils, metrics, vis_utils
 from . import optim
 from .classifiers import FullyConnectedNet, ThreeLayerConvNet
 from .classifiers.zoo import ZOO
@@ -162,6 +169,10 @@ def build_parser():
     p.add_argument("--out", default="runs/latest", help="output folder")
     p.add_argument("--resume", default=None, help="checkpoint to continue (its folder's run_config.json is used)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--check-every", type=int, default=None, help="also check accuracy every K steps within epochs")
+    p.add_argument("--snapshots", type=int, default=0, help="first-layer filter PNGs every N steps (0: none)")
+    p.add_argument("--histograms", action="store_true", help="per-epoch parameter histograms in weights.png")
+    p.add_argument("--tensorboard", action="store_true", help="TensorBoard event files in tensorboard/")
     return p
 
 
@@ -301,6 +312,17 @@ def check_args(p, args):
         p.error(f"--width applies to vgg7, vgg7bn, resnet9 and fast_cifar, not {args.model}")
     if args.lr_schedule != "none" and args.lr_decay != 1.0:
         p.error("give either --lr-decay or --lr-schedule, not both")
+    if args.check_every is not None and args.check_every < 1:
+        p.error(f"--check-every must be >= 1, got {args.check_every}")
+    if args.snapshots < 0:
+        p.error(f"--snapshots must be >= 0 (0: none), got {args.snapshots}")
+    if args.snapshots and args.model == "fc" and not args.resume:
+        p.error("--snapshots draws convolution filters; the fc model has none")
+    if args.tensorboard:
+        try:
+            callbacks.TensorBoard(os.devnull)
+        except ImportError as exc:
+            p.error(f"--tensorboard: {exc}")
     root = data_utils.data_root()
     folder = {"cifar10": "cifar-10-batches-py", "fashion-mnist": "fashion-mnist"}[args.dataset]
     if not (root / folder).is_dir():
@@ -406,6 +428,17 @@ def main(argv=None):
         num_epochs=args.epochs, checkpoint_name=str(out / "checkpoint"), verbose=not args.quiet,
         print_every=0, num_train_samples=1000, num_val_samples=None,
     )
+    watch = []
+    if args.snapshots:
+        watch.append(callbacks.FilterSnapshots(out / "filters", every=args.snapshots))
+    if args.histograms:
+        watch.append(callbacks.WeightHistograms(out / "weights.png"))
+    if args.tensorboard:
+        watch.append(callbacks.TensorBoard(out / "tensorboard"))
+    if watch:
+        solver_kwargs["callbacks"] = watch
+    if args.check_every is not None:
+        solver_kwargs["check_every"] = args.check_every
     if args.resume:
         try:
             solver = Solver(model, data, resume=args.resume, **solver_kwargs)
@@ -452,7 +485,9 @@ def main(argv=None):
         {"config": cfg, "history": solver.history, "loss_history": [float(v) for v in solver.loss_history],
          "train_acc_history": [float(v) for v in solver.train_acc_history],
          "val_acc_history": [float(v) for v in solver.val_acc_history],
-         "lr_history": [float(v) for v in solver.lr_history], "results": results}, indent=2))
+         "lr_history": [float(v) for v in solver.lr_history],
+         "check_iterations": solver.check_iterations, "iterations_per_epoch": solver.iterations_per_epoch,
+         "results": results}, indent=2))
     if solver.loss_history:  # --epochs 0 evaluates the initial model: no curves to draw
         vis_utils.plot_training(solver, path=out / "training.png")
     vis_utils.show_filters(first_layer_filters(model, input_shape), path=out / "filters.png")
@@ -464,6 +499,8 @@ def main(argv=None):
           f"on {data['X_test'].shape[0]} images | wall time {results['wall_seconds']} s | "
           f"peak memory {results['peak_rss_mb']:.0f} MB")
     written = ["history.json"] + (["training.png"] if solver.loss_history else []) + ["filters.png", "confusion.png"]
+    written += [name for flag, name in ((args.snapshots, "filters/"), (args.histograms, "weights.png"),
+                                        (args.tensorboard, "tensorboard/")) if flag]
     if solver.loss_history:
         written.append("checkpoint_epoch_*.pkl")
     print(f"wrote {out}/{', '.join(written)}")

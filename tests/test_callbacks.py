@@ -371,3 +371,36 @@ def test_tensorboard_writes_scalars_histograms_and_images(tmp_path):
     assert "params/conv1.W" in tags["histograms"]
     (img, _) = acc.Images("filters/conv1.W")
     assert (img.height, img.width) == (97, 97)
+
+
+# ----------------------------------------------------------------------------- the train command's flags
+
+
+def _train(*args, env=None):
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "funkcije.train", *args], capture_output=True, text=True,
+                          env=dict(os.environ, **(env or {})), timeout=600)
+
+
+def test_train_command_line_writes_the_pictures(data_root, tmp_path):
+    out = tmp_path / "run"
+    common = ["--model", "three_layer", "--dataset", "fashion-mnist", "--num-filters", "4", "--filter-size", "3",
+              "--hidden-dim", "8", "--num-train", "100", "--num-val", "50", "--num-test", "50", "--batch-size", "25",
+              "--quiet", "--snapshots", "2", "--histograms", "--check-every", "2"]
+    res = _train(*common, "--epochs", "1", "--out", str(out), env={"FUNKCIJE_DATA": str(data_root)})
+    assert res.returncode == 0, res.stderr
+    assert sorted(os.listdir(out / "filters")) == [
+        "W1_epoch_01_step_000000.png", "W1_epoch_01_step_000002.png", "W1_epoch_01_step_000004.png", "W1_snapshots.png"]
+    assert (out / "weights.png").is_file()
+    hist = json.loads((out / "history.json").read_text())
+    assert hist["check_iterations"] == [1, 2, 4] and hist["iterations_per_epoch"] == 4
+    fig = vis_utils.plot_training(hist)  # history.json places every check
+    np.testing.assert_allclose(fig.axes[1].get_lines()[0].get_xdata(), [0.25, 0.5, 1.0])
+    # resumed with the same flags: the pictures go on
+    res = _train("--resume", str(out / "checkpoint_epoch_1.pkl"), "--epochs", "2", *common[-6:],
+                 env={"FUNKCIJE_DATA": str(data_root)})
+    assert res.returncode == 0, res.stderr
+    assert "W1_epoch_02_step_000008.png" in os.listdir(out / "filters")
+    bad = _train(*common[:-6], "--check-every", "0", env={"FUNKCIJE_DATA": str(data_root)})
+    assert bad.returncode == 2 and "--check-every must be >= 1" in bad.stderr
