@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from funkcije import layers, metrics, vis_utils
 from funkcije.callbacks import Callback, EpochEvaluation, FilterSnapshots, TensorBoard, WeightHistograms
-from funkcije.solver import Solver
+from funkcije.solver import Solver, load_checkpoint
 
 
 class TinyConvNet:
@@ -139,13 +139,27 @@ def test_check_every_adds_accuracy_checks_within_epochs():
     assert plain.check_iterations == [1, 4, 8]
     assert len(solver.train_acc_history) == len(solver.val_acc_history) == 5
     assert len(solver.history) == 2
-    for k in plain.model.params:  # checks do not move the training trajectory
-        np.testing.assert_array_equal(plain.loss_history, solver.loss_history)
+    # checks do not move the training trajectory
+    assert plain.loss_history == solver.loss_history
     fig = vis_utils.plot_training(solver)
     acc = fig.axes[1].get_lines()[0]
     np.testing.assert_allclose(acc.get_xdata(), np.array([1, 3, 4, 6, 8]) / 4)
     with pytest.raises(ValueError, match="Solver: check_every"):
         _solver(None, check_every=0)
+
+
+def test_check_every_is_checkpointed_and_a_checkpoint_plots_every_check(tmp_path):
+    first = _solver(None, num_epochs=1, check_every=3, checkpoint_name=str(tmp_path / "ck"))
+    first.train()
+    path = str(tmp_path / "ck_epoch_1.pkl")
+    ckpt = load_checkpoint(path)
+    assert ckpt["check_every"] == 3 and ckpt["check_iterations"] == [1, 3, 4]
+    fig = vis_utils.plot_training(ckpt)  # iterations per epoch from the checkpoint's num_train and batch_size
+    np.testing.assert_allclose(fig.axes[1].get_lines()[0].get_xdata(), [0.25, 0.75, 1.0])
+    resumed = Solver(TinyConvNet(), _data(), resume=path, num_epochs=2, verbose=False)
+    assert resumed.check_every == 3  # carried, as num_epochs would be
+    resumed.train()
+    assert resumed.check_iterations == [1, 3, 4, 6, 8]
 
 
 # ----------------------------------------------------------------------------- FilterSnapshots
