@@ -1,5 +1,6 @@
-"""Pictures: image grids, first-layer filters, training curves, confusion
-matrices and the worst-classified examples.
+"""Pictures: image grids, first-layer filters (and the same filters over training),
+training curves, per-epoch parameter histograms, confusion matrices and the
+worst-classified examples.
 
 Display-safe everywhere: figures are `matplotlib.figure.Figure` objects drawn by
 the Agg canvas directly, so this module never imports `matplotlib.pyplot` and
