@@ -28,7 +28,7 @@ from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO / "notebooks"
-NOTEBOOKS = ["ConvolutionalNetworks.ipynb", "TrainingAndEvaluation.ipynb", "FERLab2.ipynb"]
+NOTEBOOKS = ["ConvolutionalNetworks.ipynb", "TrainingAndEvaluation.ipynb", "FERLab2.ipynb", "DeepNetworks.ipynb"]
 PAIRING = "ipynb,py:percent"
 
 # Wall-clock budget for one whole notebook (not per cell). Quick mode takes a minute or a
