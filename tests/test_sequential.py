@@ -156,6 +156,8 @@ LAYER_CASES = {
     "ReLU": ([Conv2d(3, 3), ReLU()], (2, 5, 5)),
     # the fast path runs these two as one fused kernel
     "BatchNorm2d+ReLU": ([Conv2d(4, 3, bias=False), BatchNorm2d(), ReLU(), Conv2d(2, 1)], (2, 6, 6)),
+    # the fast path pools first, then applies the ReLU (overlapping windows here)
+    "ReLU+MaxPool2d": ([Conv2d(3, 3), ReLU(), MaxPool2d(3, stride=2), Conv2d(2, 1), ReLU(), MaxPool2d(2)], (2, 10, 10)),
     "LeakyReLU": ([Conv2d(3, 3), LeakyReLU(0.1)], (2, 5, 5)),
     "GELU": ([Conv2d(3, 3), GELU()], (2, 5, 5)),
     "Sigmoid": ([Conv2d(3, 3), Sigmoid()], (2, 5, 5)),
@@ -179,10 +181,11 @@ def _case_model(name, **kw):
 
 
 # "BatchNorm2d+ReLU" puts ReLU's kink right behind batch norm, whose outputs crowd
-# around 0 (2 of its 192 within 5e-5 here): a finite difference there steps across the
-# kink. Its fused kernel has a kink-free gradient check in test_fast_batchnorm.py and
-# is compared with the reference composition below.
-KINKY = {"BatchNorm2d+ReLU"}
+# around 0 (2 of its 192 within 5e-5 here), and "ReLU+MaxPool2d" stacks ReLU's kinks on
+# max pooling's switches: a finite difference steps across one. Both are compared with
+# the reference composition below (test_layer_objects_fast_equals_reference), and
+# their parts have numerical gradient checks of their own.
+KINKY = {"BatchNorm2d+ReLU", "ReLU+MaxPool2d"}
 
 
 @pytest.mark.parametrize("name", sorted(set(LAYER_CASES) - KINKY))
@@ -288,6 +291,37 @@ def test_batchnorm_then_relu_fuses_on_the_fast_path_only(monkeypatch, rng):
     assert abs(loss - loss_ref) < 1e-5
     for k in grads:
         assert rel_error(grads[k], grads_ref[k]) < 2e-4, k
+
+
+def test_relu_then_max_pool_runs_swapped_on_the_fast_path(monkeypatch, rng):
+    shapes = []
+    real = FL.relu_forward_fast
+    monkeypatch.setitem(S._FUNCTIONS["fast"], "relu",
+                        (lambda x: shapes.append(x.shape) or real(x), FL.relu_backward_fast))
+    model = Sequential(Conv2d(3, 3, pad=1), ReLU(), MaxPool2d(2), Conv2d(3, 3), ReLU(), AvgPool2d(2),
+                       Flatten(), Affine(3), input_shape=(2, 8, 8), seed=0, dtype=np.float64)
+    X = rng.standard_normal((4, 2, 8, 8))
+    y = np.array([0, 1, 2, 0])
+    loss, grads = model.loss(X, y)
+    assert shapes == [(4, 3, 4, 4), (4, 3, 2, 2)]  # pooled before the first ReLU; the second is before an AvgPool
+    with config.using(layers="reference"):
+        loss_ref, grads_ref = model.loss(X, y)
+    assert abs(loss - loss_ref) < 1e-12
+    for k in grads:
+        assert rel_error(grads[k], grads_ref[k]) < 1e-10, k
+
+
+def test_backward_release_uses_the_caches_up_and_changes_nothing_else(rng):
+    model = _case_model("Residual")
+    X = rng.standard_normal((3,) + model.input_shape)
+    scores, caches = model.forward(X, train=True)
+    dscores = rng.standard_normal(scores.shape)
+    dx_keep, g_keep = model.backward(dscores, caches, need_dx=True)
+    dx_rel, g_rel = model.backward(dscores, caches, need_dx=True, release=True)  # the caches survived the first
+    assert caches == [None] * len(caches)
+    np.testing.assert_array_equal(dx_rel, dx_keep)
+    for k in g_keep:
+        np.testing.assert_array_equal(g_rel[k], g_keep[k])
 
 
 # ----------------------------------------------------------------------------- Sequential
