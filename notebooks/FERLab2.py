@@ -448,12 +448,12 @@ def photos(X):
 from funkcije.callbacks import EpochEvaluation
 
 
-def train_cifar(loss="softmax", seed=0):
+def train_cifar(loss="softmax", lr=0.01, seed=0):
     model = FERCifarNet(reg=1e-3, loss=loss, seed=seed)
     init_W = model.params["conv1.W"].copy()
     n_eval = CF["num_eval_train"]
     evaluation = EpochEvaluation(cifar["X_train"][:n_eval], cifar["y_train"][:n_eval], cifar["X_val"], cifar["y_val"])
-    solver = Solver(model, cifar, update_rule="sgd_momentum", optim_config={"learning_rate": 0.01, "momentum": 0.9},
+    solver = Solver(model, cifar, update_rule="sgd_momentum", optim_config={"learning_rate": lr, "momentum": 0.9},
                     lr_schedule={"type": "exponential", "gamma": 0.9}, batch_size=50, num_epochs=CF["num_epochs"],
                     num_train_samples=1000, callbacks=[evaluation], verbose=False, seed=seed)
     t0 = time.perf_counter()
@@ -553,13 +553,32 @@ vis_utils.plot_worst_examples(photos(cifar["X_test"][worst.indices]), worst.true
 # %% [markdown]
 # ## 8. Cross-entropy against the multiclass hinge loss
 #
-# The same network and training, with the multiclass hinge (SVM) loss
-# $\sum_{j \ne y} \max(0, s_j - s_y + 1)$ in place of the softmax cross-entropy
-# $-\log(e^{s_y} / \sum_j e^{s_j})$: `FERCifarNet(loss="hinge")`. The hinge loss is zero once the
-# true class's score leads every other by 1, and then stops pushing; cross-entropy never does.
+# The same network with the multiclass hinge (SVM) loss $\sum_{j \ne y} \max(0, s_j - s_y + 1)$
+# in place of the softmax cross-entropy $-\log(e^{s_y} / \sum_j e^{s_j})$: `FERCifarNet(loss="hinge")`.
+# The hinge loss is zero once the true class's score leads every other by 1, and then stops
+# pushing; cross-entropy never does.
+#
+# One setting cannot stay the same: the learning rate. Cross-entropy's gradient with respect to
+# one image's scores is $p - \text{onehot}(y)$, whose entries sum to 0 and whose true-class entry
+# is at most 1 in size; the hinge loss's gradient is 1 for every class inside the margin and minus
+# their count, up to 9, for the true class. At the start, when most classes are inside the
+# margin, the hinge gradient is several times larger, and with cross-entropy's rate of 0.01 SGD
+# overshoots and the network stalls near chance (we tried: below 20 % after four epochs on
+# 10 000 images). So the hinge run gets a rate ten times smaller, 0.001.
 
 # %%
-hinge_model, hinge_solver, _ = train_cifar(loss="hinge")
+from funkcije.layers import softmax_loss, svm_loss
+
+probe = FERCifarNet(seed=0)
+scores = probe.loss(cifar["X_train"][:500]).astype(np.float64)
+for name, fn in (("cross-entropy", softmax_loss), ("hinge", svm_loss)):
+    _, dscores = fn(scores, cifar["y_train"][:500])
+    print(f"{name:<14} |d loss / d scores| at initialisation: {np.linalg.norm(dscores):.3f}")
+ratio = np.linalg.norm(svm_loss(scores, cifar["y_train"][:500])[1]) / np.linalg.norm(softmax_loss(scores, cifar["y_train"][:500])[1])
+assert ratio > 2
+
+# %%
+hinge_model, hinge_solver, _ = train_cifar(loss="hinge", lr=0.001)
 hinge_test = metrics.evaluate(hinge_model, cifar["X_test"], cifar["y_test"], batch_size=500)
 
 
@@ -575,7 +594,7 @@ m_ce, m_hinge = (margins(m, cifar["X_test"], cifar["y_test"]) for m in (cifar_mo
 print(f"{'':<15}{'best val acc':>13}{'test acc':>10}{'median margin':>15}")
 for name, s, t, m in (("cross-entropy", cifar_solver, test, m_ce), ("hinge", hinge_solver, hinge_test, m_hinge)):
     print(f"{name:<15}{s.best_val_acc:>13.4f}{t.accuracy:>10.4f}{np.median(m):>15.2f}")
-assert hinge_solver.best_val_acc > (0.15 if QUICK else 0.55)
+assert hinge_solver.best_val_acc > (0.2 if QUICK else 0.55)
 
 fig, axes = plt.subplots(1, 2, figsize=(14, 4.5))
 for name, s, color in (("cross-entropy", cifar_solver, "tab:blue"), ("hinge", hinge_solver, "tab:red")):
