@@ -44,7 +44,7 @@ def _extensions():
         ["funkcije/kernels/csrc/_compiled.pyx"],
         include_dirs=[numpy.get_include(), "funkcije/kernels/csrc"],
         depends=["funkcije/kernels/csrc/direct_conv.h", "funkcije/kernels/csrc/openmp.pxi",
-                 "funkcije/kernels/csrc/norm.pxi", "funkcije/kernels/csrc/norm.h"],
+                 "funkcije/kernels/csrc/norm.pxi", "funkcije/kernels/csrc/norm.h", "funkcije/kernels/csrc/pool.h"],
         extra_compile_args=["-O3"] + cflags,
         extra_link_args=lflags,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

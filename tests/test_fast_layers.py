@@ -342,6 +342,25 @@ def test_max_pool_nan_like_the_reference(impl, rng, pool_param):
     np.testing.assert_array_equal(FL.max_pool_backward_fast(dout, cache), L.max_pool_backward_naive(dout, ref_cache))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("xs", [(2, 3, 33, 35), (1, 2, 32, 32), (3, 1, 5, 40), (2, 2, 2, 2)])
+def test_max_pool_2x2_row_kernels(impl, rng, xs, dtype):
+    """The 2x2, stride-2 kernels (forward; backward on rows of 16+ outputs writes all of
+    dx itself): odd sizes leave a last row/column out of every window, ties and NaN
+    follow the reference."""
+    pool_param = {"pool_height": 2, "pool_width": 2, "stride": 2}
+    x = rng.integers(0, 3, size=xs).astype(dtype)  # many ties
+    x.flat[::7] = np.nan
+    x.flat[3::11] = -np.inf
+    ref, ref_cache = L.max_pool_forward_naive(x, pool_param)
+    out, cache = FL.max_pool_forward_fast(x, pool_param)
+    np.testing.assert_array_equal(out, ref)
+    dout = rng.standard_normal(ref.shape).astype(dtype)
+    dx = FL.max_pool_backward_fast(dout, cache)
+    np.testing.assert_array_equal(dx, L.max_pool_backward_naive(dout, ref_cache))
+    assert dx.dtype == dtype
+
+
 def test_pool_caches_are_interchangeable(impl, rng):
     x = _distinct(rng, (2, 3, 9, 9), np.float64)
     param = {"pool_height": 3, "pool_width": 3, "stride": 2}

@@ -18,6 +18,7 @@ __all__ = [
     "out_to_cols",
     "max_pool_forward",
     "max_pool_backward",
+    "max_pool2_backward",
     "avg_pool_forward",
     "avg_pool_backward",
     "bn_stats",
@@ -131,6 +132,12 @@ def max_pool_backward(dout, arg, dx):
     # bincount sums duplicates (overlapping windows) in float64, then one cast back
     summed = np.bincount(flat, weights=dout.ravel(), minlength=N * C * HW)
     dx += summed.reshape(dx.shape).astype(dx.dtype, copy=False)
+
+
+def max_pool2_backward(dout, arg, dx):
+    """dx (any contents on entry) of a 2x2, stride-2 max pool."""
+    dx[...] = 0
+    max_pool_backward(dout, arg, dx)
 
 
 def avg_pool_forward(x, out, ph, pw, sh, sw):

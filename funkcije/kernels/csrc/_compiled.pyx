@@ -782,6 +782,22 @@ def winograd_filters_backward(const floating[:, :, :, :] Z, floating[:, :, :, ::
 # ----------------------------------------------------------------------------- pooling
 
 
+cdef extern from "pool.h" nogil:
+    void funk_maxpool2_row_f(const float *r0, const float *r1, float *o, int32 *g, Py_ssize_t Wo, int32 base, int32 W)
+    void funk_maxpool2_row_d(const double *r0, const double *r1, double *o, int32 *g, Py_ssize_t Wo, int32 base,
+                             int32 W)
+    void funk_maxpool2_back_row_f(const float *d, const int32 *g, float *d0, float *d1, Py_ssize_t Wo, int32 base,
+                                  int32 W)
+    void funk_maxpool2_back_row_d(const double *d, const int32 *g, double *d0, double *d1, Py_ssize_t Wo,
+                                  int32 base, int32 W)
+    void funk_maxpool2_plane_f(const float *x, float *o, int32 *g, Py_ssize_t Ho, Py_ssize_t Wo, int32 W)
+    void funk_maxpool2_plane_d(const double *x, double *o, int32 *g, Py_ssize_t Ho, Py_ssize_t Wo, int32 W)
+    void funk_maxpool2_back_plane_f(const float *d, const int32 *g, float *dx, Py_ssize_t Ho, Py_ssize_t Wo,
+                                    Py_ssize_t H, int32 W)
+    void funk_maxpool2_back_plane_d(const double *d, const int32 *g, double *dx, Py_ssize_t Ho, Py_ssize_t Wo,
+                                    Py_ssize_t H, int32 W)
+
+
 def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
                      int32[:, :, :, ::1] arg, Py_ssize_t ph, Py_ssize_t pw,
                      Py_ssize_t sh, Py_ssize_t sw):
@@ -809,6 +825,16 @@ def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
         raise ValueError("max_pool_forward: out/arg shapes do not match x")
     if (Ho - 1) * sh + ph > H or (Wo - 1) * sw + pw > W:
         raise ValueError("max_pool_forward: windows reach outside x")
+    if ph == 2 and pw == 2 and sh == 2 and sw == 2:  # the common pool: row kernels (pool.h)
+        with nogil:
+            for t in prange(N * C, schedule="static", num_threads=_pool_threads(N * C * H * W)):
+                if floating is float:
+                    funk_maxpool2_plane_f(&x[t // C, t % C, 0, 0], &out[t // C, t % C, 0, 0],
+                                          &arg[t // C, t % C, 0, 0], Ho, Wo, <int32>W)
+                else:
+                    funk_maxpool2_plane_d(&x[t // C, t % C, 0, 0], &out[t // C, t % C, 0, 0],
+                                          &arg[t // C, t % C, 0, 0], Ho, Wo, <int32>W)
+        return
     with nogil:
         for t in prange(N * C, schedule="static", num_threads=_pool_threads(N * C * H * W)):
             plane = &x[t // C, t % C, 0, 0]
@@ -857,6 +883,26 @@ def max_pool_backward(const floating[:, :, :, ::1] dout, const int32[:, :, :, ::
                 pos = a[q]
                 if 0 <= pos < HW:
                     d[pos] += g[q]
+
+
+def max_pool2_backward(const floating[:, :, :, ::1] dout, const int32[:, :, :, ::1] arg,
+                       floating[:, :, :, ::1] dx):
+    """dx of a 2x2, stride-2 max pool: every element written (dout at each window's
+    maximum, 0 elsewhere, also in a last odd row or column), so dx may be uninitialised."""
+    cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
+    cdef Py_ssize_t Ho = dout.shape[2], Wo = dout.shape[3]
+    cdef Py_ssize_t t
+    if dout.shape[0] != N or dout.shape[1] != C or arg.shape[0] != N or arg.shape[1] != C \
+            or arg.shape[2] != Ho or arg.shape[3] != Wo or Ho != H // 2 or Wo != W // 2:
+        raise ValueError("max_pool2_backward: dout/arg/dx shapes do not match")
+    with nogil:
+        for t in prange(N * C, schedule="static", num_threads=_pool_threads(N * C * H * W)):
+            if floating is float:
+                funk_maxpool2_back_plane_f(&dout[t // C, t % C, 0, 0], &arg[t // C, t % C, 0, 0],
+                                           &dx[t // C, t % C, 0, 0], Ho, Wo, H, <int32>W)
+            else:
+                funk_maxpool2_back_plane_d(&dout[t // C, t % C, 0, 0], &arg[t // C, t % C, 0, 0],
+                                           &dx[t // C, t % C, 0, 0], Ho, Wo, H, <int32>W)
 
 
 def avg_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
