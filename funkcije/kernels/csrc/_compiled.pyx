@@ -790,6 +790,10 @@ cdef extern from "pool.h" nogil:
                                   int32 W)
     void funk_maxpool2_back_row_d(const double *d, const int32 *g, double *d0, double *d1, Py_ssize_t Wo,
                                   int32 base, int32 W)
+    void funk_maxpool_row_f(const float *x, float *o, int32 *g, Py_ssize_t Wo, Py_ssize_t W, Py_ssize_t row0,
+                            Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t sw)
+    void funk_maxpool_row_d(const double *x, double *o, int32 *g, Py_ssize_t Wo, Py_ssize_t W, Py_ssize_t row0,
+                            Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t sw)
     void funk_maxpool2_plane_f(const float *x, float *o, int32 *g, Py_ssize_t Ho, Py_ssize_t Wo, int32 W)
     void funk_maxpool2_plane_d(const double *x, double *o, int32 *g, Py_ssize_t Ho, Py_ssize_t Wo, int32 W)
     void funk_maxpool2_back_plane_f(const float *d, const int32 *g, float *dx, Py_ssize_t Ho, Py_ssize_t Wo,
@@ -810,16 +814,11 @@ def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
     Each output row is seeded with its windows' first elements, then every other window
     offset (a, b) updates the whole row with selects rather than branches: on random
     data a branch per comparison is mispredicted half the time, which made this kernel
-    several times slower."""
+    several times slower. The row loops are C (pool.h), where gcc vectorises them;
+    2x2 stride-2 pools have kernels of their own."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t Ho = out.shape[2], Wo = out.shape[3]
-    cdef Py_ssize_t t, i, j, a, bb, row, pos
-    cdef floating v, cur
-    cdef bint take
-    cdef const floating *plane
-    cdef const floating *src
-    cdef floating *o
-    cdef int32 *g
+    cdef Py_ssize_t t, i
     if out.shape[0] != N or out.shape[1] != C or arg.shape[0] != N or arg.shape[1] != C \
             or arg.shape[2] != Ho or arg.shape[3] != Wo:
         raise ValueError("max_pool_forward: out/arg shapes do not match x")
@@ -837,28 +836,13 @@ def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
         return
     with nogil:
         for t in prange(N * C, schedule="static", num_threads=_pool_threads(N * C * H * W)):
-            plane = &x[t // C, t % C, 0, 0]
             for i in range(Ho):
-                o = &out[t // C, t % C, i, 0]
-                g = &arg[t // C, t % C, i, 0]
-                row = i * sh * W
-                src = plane + row
-                for j in range(Wo):
-                    o[j] = src[j * sw]
-                    g[j] = <int32>(row + j * sw)
-                for a in range(ph):
-                    for bb in range(pw):
-                        if a == 0 and bb == 0:
-                            continue
-                        pos = row + a * W + bb
-                        src = plane + pos
-                        for j in range(Wo):
-                            v = src[j * sw]
-                            cur = o[j]
-                            # strictly greater (first maximum wins), or the first NaN
-                            take = (v > cur) | ((v != v) & (cur == cur))
-                            o[j] = v if take else cur
-                            g[j] = <int32>(pos + j * sw) if take else g[j]
+                if floating is float:
+                    funk_maxpool_row_f(&x[t // C, t % C, 0, 0], &out[t // C, t % C, i, 0], &arg[t // C, t % C, i, 0],
+                                       Wo, W, i * sh, ph, pw, sw)
+                else:
+                    funk_maxpool_row_d(&x[t // C, t % C, 0, 0], &out[t // C, t % C, i, 0], &arg[t // C, t % C, i, 0],
+                                       Wo, W, i * sh, ph, pw, sw)
 
 
 def max_pool_backward(const floating[:, :, :, ::1] dout, const int32[:, :, :, ::1] arg,

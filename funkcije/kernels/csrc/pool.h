@@ -51,6 +51,43 @@ static inline void funk_maxpool2_back_row_##S(const T *d, const int32_t *g, T *d
     }                                                                                           \
 }
 
+#define FUNK_POOL_GENERIC(T, S)                                                                 \
+/* output row i of any (ph, pw) pool with column stride sw over plane x (W wide), window \
+   rows from row0: one window offset at a time over the whole row, the update written with \
+   an if that gcc turns into selects (the Cython loop it replaces branched) */             \
+static inline void funk_maxpool_row_##S(const T *x, T *o, int32_t *g, ptrdiff_t Wo, ptrdiff_t W, \
+                                        ptrdiff_t row0, ptrdiff_t ph, ptrdiff_t pw, ptrdiff_t sw) \
+{                                                                                               \
+    for (ptrdiff_t j = 0; j < Wo; j++) {                                                        \
+        o[j] = x[row0 * W + j * sw];                                                            \
+        g[j] = (int32_t)(row0 * W + j * sw);                                                    \
+    }                                                                                           \
+    for (ptrdiff_t a = 0; a < ph; a++)                                                          \
+        for (ptrdiff_t b = 0; b < pw; b++) {                                                    \
+            if (a == 0 && b == 0)                                                               \
+                continue;                                                                       \
+            const T *src = x + (row0 + a) * W + b;                                              \
+            int32_t off = (int32_t)((row0 + a) * W + b);                                        \
+            if (sw == 2) { /* a constant stride: loads by shuffles, not element by element */  \
+                for (ptrdiff_t j = 0; j < Wo; j++) {                                            \
+                    T v = src[2 * j], best = o[j];                                              \
+                    int32_t k = g[j];                                                           \
+                    if (v > best || (v != v && best == best)) { best = v; k = off + (int32_t)(2 * j); } \
+                    o[j] = best;                                                                \
+                    g[j] = k;                                                                   \
+                }                                                                               \
+                continue;                                                                       \
+            }                                                                                   \
+            for (ptrdiff_t j = 0; j < Wo; j++) {                                                \
+                T v = src[j * sw], best = o[j];                                                 \
+                int32_t k = g[j];                                                               \
+                if (v > best || (v != v && best == best)) { best = v; k = off + (int32_t)(j * sw); } \
+                o[j] = best;                                                                    \
+                g[j] = k;                                                                       \
+            }                                                                                   \
+        }                                                                                       \
+}
+
 #define FUNK_POOL_PLANES(T, S)                                                                  \
 /* whole (n, c) planes: x (H, W) -> out, arg (Ho, Wo); dout, arg (Ho, Wo) -> dx (H, W) */      \
 static inline void funk_maxpool2_plane_##S(const T *x, T *o, int32_t *g, ptrdiff_t Ho, ptrdiff_t Wo, \
@@ -75,5 +112,7 @@ FUNK_POOL_DEFINE(float, f)
 FUNK_POOL_DEFINE(double, d)
 FUNK_POOL_PLANES(float, f)
 FUNK_POOL_PLANES(double, d)
+FUNK_POOL_GENERIC(float, f)
+FUNK_POOL_GENERIC(double, d)
 
 #endif
