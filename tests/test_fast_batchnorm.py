@@ -24,7 +24,10 @@ def impl(request):
     FL.use_implementation(previous)
 
 
-SHAPES = [(2, 3, 4, 5), (1, 4, 3, 3), (5, 1, 1, 1), (3, 16, 7, 1), (4, 64, 8, 8), (1, 2, 1, 7)]
+# small and odd shapes, batch 1, and the zoo's (VGG7BN / ResNet9 at batch 2: 64 channels
+# at 32x32 down to 512 at 4x4)
+SHAPES = [(2, 3, 4, 5), (1, 4, 3, 3), (5, 1, 1, 1), (3, 16, 7, 1), (4, 64, 8, 8), (1, 2, 1, 7),
+          (2, 64, 32, 32), (2, 128, 16, 16), (1, 512, 4, 4)]
 
 
 def _scale_error(a, b):
@@ -230,3 +233,39 @@ def test_fast_relu_nan_and_non_contiguous(rng):
         FL.relu_backward_fast(np.ones((4, 2)), cache)
     with pytest.raises(TypeError, match="relu_forward_fast"):
         FL.relu_forward_fast([1.0, -1.0])
+
+
+_THREADS_SCRIPT = """
+import hashlib, numpy as np
+from funkcije import fast_layers as FL
+rng = np.random.default_rng(5)
+x = (rng.standard_normal((16, 64, 32, 32)) * 2 + 1).astype(np.float32)
+g, b = rng.standard_normal(64).astype(np.float32), rng.standard_normal(64).astype(np.float32)
+dout = rng.standard_normal(x.shape).astype(np.float32)
+h = hashlib.sha256()
+for relu in (False, True):
+    out, cache = FL.spatial_batchnorm_forward_fast(x, g, b, {"mode": "train"}, relu=relu)
+    for a in (out,) + FL.spatial_batchnorm_backward_fast(dout, cache):
+        h.update(a.tobytes())
+out, cache = FL.relu_forward_fast(x)
+h.update(out.tobytes()); h.update(FL.relu_backward_fast(dout, cache).tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_same_bits_on_one_and_two_threads(impl):
+    """Each channel's sums are made by one thread in a fixed order, and the elementwise
+    passes do not depend on the split: the thread count changes no bit."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "FUNKCIJE_FORCE_NUMPY"}
+    env["FUNKCIJE_FORCE_NUMPY"] = "1" if impl == "numpy" else "0"
+    digests = set()
+    for threads in ("1", "2"):
+        env["OMP_NUM_THREADS"] = threads
+        res = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], capture_output=True, text=True, env=env,
+                             timeout=120)
+        assert res.returncode == 0, res.stderr
+        digests.add(res.stdout.strip())
+    assert len(digests) == 1
