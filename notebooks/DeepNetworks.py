@@ -468,8 +468,8 @@ plt.show()
 
 # %% [markdown]
 # (ResNet9's losses include its label smoothing, which keeps them above those of the other two
-# at the same accuracy.) Things to compare: how fast each network's validation accuracy rises in the first epochs
-# (batch normalisation lets VGG7BN train at a rate where plain VGG7 is slower to start), where
-# the training accuracy pulls away from the validation accuracy (overfitting: the augmented
-# ResNet9 sees a new version of every image each epoch, so its training accuracy stays closer to
-# its validation accuracy), and at which epoch each run was best.
+# at the same accuracy.) Things to compare: how fast each network's validation accuracy rises in
+# the first epochs, with and without batch normalisation; where each network's training accuracy
+# pulls away from its validation accuracy (overfitting), and whether augmentation, which shows
+# ResNet9 a new version of every image each epoch, keeps the two closer; and at which epoch each
+# run was best.

@@ -266,6 +266,20 @@ assert files and all(p.is_file() for p in files)
 assert files[0].name == "conv1_epoch_01_step_000000.png" and files[1].name == f"conv1_epoch_01_step_{MN['every']:06d}.png"
 display(snapshots.grid())
 
+# how far the filters have moved from where they started, snapshot by snapshot
+W0 = snapshots.snapshots[0]
+moved = [float(np.linalg.norm(W - W0) / np.linalg.norm(W0)) for W in snapshots.snapshots]
+fig, ax = plt.subplots(figsize=(8, 3))
+ax.plot(snapshots.steps, moved, "o-", ms=3)
+for epoch in range(MN["step_size"], MN["num_epochs"], MN["step_size"]):
+    ax.axvline(epoch * solver.iterations_per_epoch, color="tab:gray", lw=1, ls=":")  # the rate drops here
+ax.set_xlabel("step (dotted: the learning rate drops tenfold)")
+ax.set_ylabel("|W - W0| / |W0|")
+ax.set_title("conv1: distance from the initial filters")
+ax.grid(True, alpha=0.3)
+plt.show()
+print(f"after training the filters are {moved[-1]:.0%} of their initial norm away from where they started")
+
 # %% [markdown]
 # The weights' histograms at the end of every epoch (epoch 0: the initial weights).
 
