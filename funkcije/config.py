@@ -39,7 +39,7 @@ import numbers
 import os
 from contextlib import contextmanager
 
-__all__ = ["get", "set", "using", "names", "ENV"]
+__all__ = ["get", "set", "using", "names", "ENV", "quick_mode"]
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
@@ -204,3 +204,10 @@ def using(**values):
     finally:
         for k, v in previous.items():
             _SWITCHES[k][1](v)
+
+
+def quick_mode() -> bool:
+    """FUNKCIJE_QUICK, read now (not at import): True shrinks the notebooks' data, networks
+    and epochs so the tests run them in minutes; unset or 0 means full settings. A value
+    that is not a boolean is a ValueError naming the variable."""
+    return _env_bool("FUNKCIJE_QUICK", False)

@@ -35,13 +35,12 @@
 
 # %%
 # %matplotlib inline
-import os
 import time
 
 import numpy as np
 import matplotlib.pyplot as plt
 
-from funkcije import fast_layers, metrics, vis_utils
+from funkcije import config, fast_layers, metrics, vis_utils
 from funkcije.classifiers import ThreeLayerConvNet
 from funkcije.data_utils import CIFAR10_CLASSES, get_CIFAR10_data
 from funkcije.fast_layers import (
@@ -67,10 +66,7 @@ print("fast layers use the", fast_layers.implementation(), "kernels")
 # %%
 # FUNKCIJE_QUICK=1 shrinks the data and the epochs so that CI runs this notebook in
 # a minute or two; unset (or "0") gives the full settings quoted in notebooks/README.md.
-_quick = os.environ.get("FUNKCIJE_QUICK", "0").strip()
-if _quick not in ("", "0", "1"):
-    raise ValueError(f"FUNKCIJE_QUICK must be '1' (quick) or '0' / unset (full settings), got {_quick!r}")
-QUICK = _quick == "1"
+QUICK = config.quick_mode()  # FUNKCIJE_QUICK: 1 quick, 0 / unset full; anything else is an error
 print("settings:", "quick (FUNKCIJE_QUICK=1)" if QUICK else "full")
 
 # %% [markdown]

@@ -35,14 +35,13 @@
 
 # %%
 # %matplotlib inline
-import os
 import time
 
 import numpy as np
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from funkcije import augment, metrics, vis_utils
+from funkcije import augment, config, metrics, vis_utils
 from funkcije.check_grads import LINEAR_H
 from funkcije.classifiers.zoo import ResNet9, VGG7, VGG7BN
 from funkcije.data_utils import CIFAR10_CLASSES, get_CIFAR10_data
@@ -60,10 +59,7 @@ plt.rcParams["image.interpolation"] = "nearest"
 # %%
 # FUNKCIJE_QUICK=1 shrinks the data, the networks and the epochs so that CI runs this notebook
 # in a few minutes; unset (or "0") gives the full settings quoted in notebooks/README.md.
-_quick = os.environ.get("FUNKCIJE_QUICK", "0").strip()
-if _quick not in ("", "0", "1"):
-    raise ValueError(f"FUNKCIJE_QUICK must be '1' (quick) or '0' / unset (full settings), got {_quick!r}")
-QUICK = _quick == "1"
+QUICK = config.quick_mode()  # FUNKCIJE_QUICK: 1 quick, 0 / unset full; anything else is an error
 print("settings:", "quick (FUNKCIJE_QUICK=1)" if QUICK else "full")
 
 try:

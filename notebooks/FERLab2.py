@@ -65,10 +65,7 @@ plt.rcParams["image.interpolation"] = "nearest"
 # %%
 # FUNKCIJE_QUICK=1 shrinks the data and the epochs so that CI runs this notebook in a few
 # minutes; unset (or "0") gives the lab's settings quoted in notebooks/README.md.
-_quick = os.environ.get("FUNKCIJE_QUICK", "0").strip()
-if _quick not in ("", "0", "1"):
-    raise ValueError(f"FUNKCIJE_QUICK must be '1' (quick) or '0' / unset (full settings), got {_quick!r}")
-QUICK = _quick == "1"
+QUICK = config.quick_mode()  # FUNKCIJE_QUICK: 1 quick, 0 / unset full; anything else is an error
 print("settings:", "quick (FUNKCIJE_QUICK=1)" if QUICK else "full")
 
 # Files this notebook writes (filter snapshots) go to a temporary folder, never into the

@@ -563,6 +563,17 @@ def test_config_environment_errors(var, value, expect):
     assert res.returncode != 0 and expect in res.stderr and "ValueError" in res.stderr
 
 
+def test_config_quick_mode(monkeypatch):
+    for value, want in (("1", True), ("0", False), ("", False), ("yes", True)):
+        monkeypatch.setenv("FUNKCIJE_QUICK", value)
+        assert config.quick_mode() is want
+    monkeypatch.delenv("FUNKCIJE_QUICK")
+    assert config.quick_mode() is False
+    monkeypatch.setenv("FUNKCIJE_QUICK", "2")
+    with pytest.raises(ValueError, match="FUNKCIJE_QUICK"):
+        config.quick_mode()
+
+
 def test_config_environment_read_once():
     import os
     import subprocess
