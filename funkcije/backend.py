@@ -20,7 +20,8 @@ import sys
 
 import numpy as np
 
-__all__ = ["DEVICES", "namespace", "device_of", "to_device", "require_cupy", "gpu_available"]
+__all__ = ["DEVICES", "namespace", "array_api", "is_array", "is_floating", "is_integer", "AnyArray", "device_of", "to_device",
+           "require_cupy", "gpu_available"]
 
 DEVICES = ("cpu", "gpu")
 
@@ -72,6 +73,51 @@ def namespace(*arrays):
                             "move them to one device first (backend.to_device)")
         found = xp
     return np if found is None else found
+
+
+def array_api(*arrays):
+    """A namespace that follows the Array API standard for the given arrays: NumPy
+    itself (NumPy >= 2 conforms), for CuPy arrays `array_api_compat.cupy` (the
+    array-api-compat wrapper, installed with the `gpu` extra) or CuPy itself without
+    it, and an array's own `__array_namespace__()` otherwise (array-api-strict)."""
+    xp = namespace(*arrays)
+    if xp.__name__ == "cupy":
+        try:
+            from array_api_compat import cupy as compat
+        except ImportError:
+            return xp
+        return compat
+    return xp
+
+
+def is_array(a) -> bool:
+    """A NumPy array, or an array of another library that follows the Array API
+    standard (CuPy, array-api-strict); not lists, scalars or NumPy scalars."""
+    return isinstance(a, np.ndarray) or (hasattr(a, "__array_namespace__") and hasattr(a, "shape")
+                                          and not isinstance(a, np.generic))
+
+
+class _AnyArrayMeta(type):
+    def __instancecheck__(cls, obj):
+        return is_array(obj)
+
+
+class AnyArray(metaclass=_AnyArrayMeta):
+    """For isinstance checks: `isinstance(a, AnyArray)` is `is_array(a)`."""
+
+
+def is_floating(a) -> bool:
+    """True when the array's dtype is a real floating type, in any namespace."""
+    if isinstance(a, np.ndarray) or _is_cupy(a):
+        return np.issubdtype(a.dtype, np.floating)
+    return bool(a.__array_namespace__().isdtype(a.dtype, "real floating"))
+
+
+def is_integer(a) -> bool:
+    """True when the array's dtype is an integer (signed or unsigned) type, in any namespace."""
+    if isinstance(a, np.ndarray) or _is_cupy(a):
+        return np.issubdtype(a.dtype, np.integer)
+    return bool(a.__array_namespace__().isdtype(a.dtype, "integral"))
 
 
 def device_of(a) -> str:

@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .backend import array_api, is_array, is_floating, is_integer, namespace
+
 __all__ = [
     "as_pair",
     "check_array",
@@ -60,9 +62,9 @@ def as_pair(value, name: str, layer: str) -> tuple[int, int]:
 def check_array(layer: str, name: str, a, ndim=None, floating: bool = True) -> np.ndarray:
     """Check that `a` is an ndarray of the expected rank (int or tuple of allowed ranks)
     and, by default, of a floating dtype. Returns `a` unchanged."""
-    if not isinstance(a, np.ndarray):
+    if not is_array(a):
         raise TypeError(f"{layer}: {name} must be a numpy.ndarray, got {type(a).__name__}")
-    if floating and not np.issubdtype(a.dtype, np.floating):
+    if floating and not is_floating(a):
         raise TypeError(
             f"{layer}: {name} must have a floating dtype (float32 or float64), got {a.dtype}"
         )
@@ -79,6 +81,10 @@ def check_array(layer: str, name: str, a, ndim=None, floating: bool = True) -> n
 def check_same_dtype(layer: str, **arrays) -> np.dtype:
     """All arrays must share one floating dtype: mixing float32 and float64 would
     silently upcast the fast float32 path, so it is an error instead."""
+    try:  # a CuPy array beside a NumPy one: say so before their dtypes are compared
+        namespace(*arrays.values())
+    except TypeError as exc:
+        raise TypeError(f"{layer}: {exc}") from None
     dtypes = {name: a.dtype for name, a in arrays.items() if a is not None}
     first = next(iter(dtypes.values()))
     if any(d != first for d in dtypes.values()):
@@ -294,15 +300,20 @@ def as_dout(layer: str, dout, expected_shape, dtype) -> np.ndarray:
     """The upstream gradient, checked and cast: an ndarray of the forward output's
     shape (no broadcasting); a real numeric dtype other than the forward's is cast
     to it, so the gradients come out in the forward's dtype (Contract 4)."""
-    if not isinstance(dout, np.ndarray):
+    if not is_array(dout):
         raise TypeError(f"{layer}: dout must be a numpy.ndarray, got {type(dout).__name__}")
-    if dout.dtype.kind not in "biuf":
+    if not isinstance(dout, np.ndarray):  # another array library's (CuPy, array-api-strict)
+        if not (is_floating(dout) or is_integer(dout)):
+            raise TypeError(f"{layer}: dout must have a real numeric dtype, got {dout.dtype}")
+    elif dout.dtype.kind not in "biuf":
         raise TypeError(f"{layer}: dout must have a real numeric dtype, got {dout.dtype}")
-    if dout.shape != tuple(expected_shape):
+    if tuple(dout.shape) != tuple(expected_shape):
         raise ValueError(
             f"{layer}: dout must have the forward output's shape {tuple(expected_shape)}, got {dout.shape}"
         )
-    return dout if dout.dtype == dtype else dout.astype(dtype)
+    if dout.dtype == dtype:
+        return dout
+    return dout.astype(dtype) if isinstance(dout, np.ndarray) else array_api(dout).astype(dout, dtype)
 
 
 def as_params(layer: str, x, **params):
@@ -361,8 +372,8 @@ def describe(obj) -> str:
         return f"the cache of {obj.forward}"
     if isinstance(obj, tuple):
         return f"a tuple of {len(obj)} ({', '.join(type(v).__name__ for v in obj)})"
-    if isinstance(obj, np.ndarray):
-        return f"an ndarray of shape {obj.shape}"
+    if is_array(obj):
+        return f"an ndarray of shape {tuple(obj.shape)}"
     return type(obj).__name__
 
 
@@ -388,7 +399,7 @@ def unpack_cache(layer: str, cache, forwards, types) -> tuple:
 
 def cache_array(layer: str, cache, forward: str) -> np.ndarray:
     """A cache that is one array (relu's x, sigmoid's and tanh's output)."""
-    if not isinstance(cache, np.ndarray):
+    if not is_array(cache):
         raise TypeError(f"{layer}: cache must be the cache that {forward} returned (an ndarray), got {describe(cache)}")
     return cache
 

@@ -50,8 +50,10 @@ from .checks import (
     Cache, affine_shapes, as_dout, cache_array, check_array, check_same_dtype, conv_geometry, describe, pool_geometry,
     unpack_cache,
 )
+from .backend import AnyArray, array_api
 from .kernels import conv as _conv, dense as _dense, norm as _norm
 from .kernels import runtime as _rt
+from .kernels import xp_kernels as _xk
 from .kernels.conv import use_direct, use_winograd
 from .kernels.runtime import (
     available_implementations, flush_denormals, flushes_denormals, get_conv_threads, get_workspace_limit,
@@ -88,7 +90,7 @@ __all__ = [
     "flush_denormals",
 ]
 
-_A = np.ndarray
+_A = AnyArray  # a NumPy array, or CuPy's / another Array API library's (kernels/xp_kernels.py)
 
 
 def __getattr__(name):
@@ -138,6 +140,8 @@ def conv_forward_fast(x, w, b, conv_param):
     check_same_dtype(layer, x=x, w=w, b=b)
     if b.shape != (F,):
         raise ValueError(f"{layer}: b must have shape ({F},) for w of shape {w.shape}, got {b.shape}")
+    if _rt.namespaced(x):
+        return _xk.conv_forward(x, w, b, g), ConvCache((x, w, b, conv_param))
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(w)
     b = np.ascontiguousarray(b)
@@ -158,6 +162,8 @@ def conv_backward_fast(dout, cache, *, need_dx=True):
     g, F, Cg, HH, WW = _conv_setup(layer, x, w, conv_param)
     N = x.shape[0]
     dout = as_dout(layer, dout, (N, F, g.out_h, g.out_w), x.dtype)
+    if _rt.namespaced(x):
+        return _xk.conv_backward(x, w, dout, g, need_dx)
     if N == 0:  # an empty batch: empty dx, zero dw and db (no chunks to sum)
         return (np.empty_like(x) if need_dx else None), np.zeros_like(w), np.zeros(F, dtype=x.dtype)
     return _conv.backward(np.ascontiguousarray(x), np.ascontiguousarray(w), np.ascontiguousarray(dout), g, need_dx)
@@ -173,7 +179,10 @@ def affine_forward_fast(x, w, b):
     (N, M) and the reference cache (x, w, b).
     """
     N, D, M = affine_shapes("affine_forward_fast", x, w, b)
-    return _dense.forward(x.reshape(N, D), w, b), Cache((x, w, b), "affine_forward_fast")
+    cache = Cache((x, w, b), "affine_forward_fast")
+    if _rt.namespaced(x):
+        return _xk.affine_forward(array_api(x).reshape(x, (N, D)), w, b), cache
+    return _dense.forward(x.reshape(N, D), w, b), cache
 
 
 def affine_backward_fast(dout, cache):
@@ -182,6 +191,10 @@ def affine_backward_fast(dout, cache):
     x, w, b = unpack_cache("affine_backward_fast", cache, AFFINE_FORWARDS, (_A, _A, _A))
     N, D, M = affine_shapes("affine_backward_fast", x, w, b)
     dout = as_dout("affine_backward_fast", dout, (N, M), x.dtype)
+    if _rt.namespaced(x):
+        xp = array_api(x)
+        dx, dw, db = _xk.affine_backward(xp.reshape(x, (N, D)), w, dout)
+        return xp.reshape(dx, x.shape), dw, db
     dx, dw, db = _dense.backward(x.reshape(N, D), w, dout)
     return dx.reshape(x.shape), dw, db
 
@@ -194,7 +207,7 @@ def _pool_arrays(layer, x, pool_param):
     N, C, H, W = x.shape
     if H * W >= 2**31:
         raise ValueError(f"{layer}: planes of {H}x{W} are too large for int32 argmax positions")
-    return g, np.ascontiguousarray(x)
+    return g, (x if _rt.namespaced(x) else np.ascontiguousarray(x))
 
 
 def max_pool_forward_fast(x, pool_param):
@@ -203,6 +216,9 @@ def max_pool_forward_fast(x, pool_param):
     (x, pool_param) carrying the argmax positions."""
     layer = "max_pool_forward_fast"
     g, x = _pool_arrays(layer, x, pool_param)
+    if _rt.namespaced(x):
+        out, arg = _xk.max_pool_forward(x, g)
+        return out, PoolCache((x, pool_param), "max_pool_forward_fast", arg)
     N, C = x.shape[:2]
     out = np.empty((N, C, g.out_h, g.out_w), dtype=x.dtype)
     arg = np.empty(out.shape, dtype=np.int32)
@@ -218,8 +234,12 @@ def max_pool_backward_fast(dout, cache):
     g, x = _pool_arrays(layer, x, pool_param)
     N, C = x.shape[:2]
     dout = as_dout(layer, dout, (N, C, g.out_h, g.out_w), x.dtype)
-    kern = _rt.kernels_for(x.dtype)
     arg = getattr(cache, "arg", None)
+    if _rt.namespaced(x):
+        if arg is None:  # a reference cache: find the maxima again
+            arg = _xk.max_pool_forward(x, g)[1]
+        return _xk.max_pool_backward(dout, arg, x.shape, g)
+    kern = _rt.kernels_for(x.dtype)
     if arg is None:  # a reference cache: find the maxima again
         arg = np.empty((N, C, g.out_h, g.out_w), dtype=np.int32)
         kern.max_pool_forward(x, np.empty(arg.shape, dtype=x.dtype), arg, g.pool_height, g.pool_width, *g.stride)
@@ -239,6 +259,8 @@ def avg_pool_forward_fast(x, pool_param):
     the cache (x, pool_param)."""
     layer = "avg_pool_forward_fast"
     g, x = _pool_arrays(layer, x, pool_param)
+    if _rt.namespaced(x):
+        return _xk.avg_pool_forward(x, g), PoolCache((x, pool_param), "avg_pool_forward_fast")
     N, C = x.shape[:2]
     out = np.empty((N, C, g.out_h, g.out_w), dtype=x.dtype)
     _rt.kernels_for(x.dtype).avg_pool_forward(x, out, g.pool_height, g.pool_width, *g.stride)
@@ -253,6 +275,8 @@ def avg_pool_backward_fast(dout, cache):
     g = pool_geometry(layer, x, pool_param)
     N, C = x.shape[:2]
     dout = as_dout(layer, dout, (N, C, g.out_h, g.out_w), x.dtype)
+    if _rt.namespaced(x):
+        return _xk.avg_pool_backward(dout, x.shape, g)
     dx = np.zeros(x.shape, dtype=x.dtype)
     _rt.kernels_for(x.dtype).avg_pool_backward(np.ascontiguousarray(dout), dx, g.pool_height, g.pool_width, *g.stride)
     return dx
@@ -287,6 +311,19 @@ def spatial_batchnorm_forward_fast(x, gamma, beta, bn_param, *, relu=False):
         layer, x, gamma, beta, bn_param, 4)
     N, C, H, W = x.shape
     dt = x.dtype
+    if _rt.namespaced(x):
+        if mode == "train":
+            if N * H * W < 1:
+                raise ValueError(f"{layer}: train mode needs a non-empty batch, got x shape {tuple(x.shape)}")
+            out, mean, var, inv_std = _xk.bn_forward(x, gamma, beta, eps, relu)
+            M = N * H * W
+            bn_param["running_mean"] = _xk.bn_running(running_mean, mean, momentum, dt)
+            bn_param["running_var"] = _xk.bn_running(running_var, var * (M / (M - 1)) if unbiased and M > 1 else var,
+                                                     momentum, dt)
+        else:
+            out, mean, var, inv_std = _xk.bn_forward(x, gamma, beta, eps, relu, running_mean, running_var)
+            bn_param["running_mean"], bn_param["running_var"] = running_mean, running_var
+        return out, BatchNormCache((mode, x, out if relu else x, mean, inv_std, gamma, relu))
     x = np.ascontiguousarray(x)
     if mode == "train":
         M = N * H * W
@@ -313,7 +350,10 @@ def spatial_batchnorm_backward_fast(dout, cache):
                         f"got {describe(cache)}")
     mode, x, y, mean, inv_std, gamma, relu = unpack_cache(
         layer, cache, "spatial_batchnorm_forward_fast", (str, _A, _A, _A, _A, _A, bool))
-    dout = np.ascontiguousarray(as_dout(layer, dout, x.shape, x.dtype))
+    dout = as_dout(layer, dout, x.shape, x.dtype)
+    if _rt.namespaced(x):
+        return _xk.bn_backward(dout, x, y, mean, inv_std, gamma, mode == "train", relu)
+    dout = np.ascontiguousarray(dout)
     return _norm.backward(dout, x, y, mean, inv_std, gamma, mode == "train", relu)
 
 
@@ -323,6 +363,8 @@ def spatial_batchnorm_backward_fast(dout, cache):
 def relu_forward_fast(x):
     """out = max(x, 0), as `layers.relu_forward` (one multi-threaded pass); cache is x."""
     check_array("relu_forward_fast", "x", x)
+    if _rt.namespaced(x):
+        return _xk.relu_forward(x), x
     x = np.ascontiguousarray(x)
     return _norm.relu_forward(x), x
 
@@ -330,5 +372,8 @@ def relu_forward_fast(x):
 def relu_backward_fast(dout, cache):
     """dx = dout where x > 0, else 0 (0 also where dout is inf or NaN, as PyTorch)."""
     x = cache_array("relu_backward_fast", cache, "relu_forward_fast")
-    dout = np.ascontiguousarray(as_dout("relu_backward_fast", dout, x.shape, x.dtype))
+    dout = as_dout("relu_backward_fast", dout, x.shape, x.dtype)
+    if _rt.namespaced(x):
+        return _xk.relu_backward(dout, x)
+    dout = np.ascontiguousarray(dout)
     return _norm.relu_backward(dout, np.ascontiguousarray(x))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .backend import array_api
 from .checks import (
     affine_shapes,
     check_array,
@@ -324,14 +325,16 @@ def svm_loss(x, y):
 # ----------------------------------------------------------------------------- normalisation
 
 
-def _bn_state(layer, bn_param, D, dtype):
+def _bn_state(layer, bn_param, D, x):
+    dtype = x.dtype
     rm = bn_param.get("running_mean")
     rv = bn_param.get("running_var")
+    xp = np if isinstance(x, np.ndarray) else array_api(x)  # the state lives where x does
     if rm is None:
-        rm = np.zeros(D, dtype=dtype)
+        rm = xp.zeros(D, dtype=dtype)
     if rv is None:
-        rv = np.ones(D, dtype=dtype)
-    rm, rv = np.asarray(rm, dtype=dtype), np.asarray(rv, dtype=dtype)
+        rv = xp.ones(D, dtype=dtype)
+    rm, rv = xp.asarray(rm, dtype=dtype), xp.asarray(rv, dtype=dtype)
     # a (1,) or () state would silently broadcast into the (D,) update
     if rm.shape != (D,) or rv.shape != (D,):
         raise ValueError(
@@ -367,7 +370,7 @@ def bn_setup(layer, x, gamma, beta, bn_param, ndim):
     unbiased = bn_param.get("unbiased", False)
     if not isinstance(unbiased, (bool, np.bool_)):
         raise TypeError(f"{layer}: bn_param['unbiased'] must be a bool, got {unbiased!r}")
-    running_mean, running_var = _bn_state(layer, bn_param, D, x.dtype)
+    running_mean, running_var = _bn_state(layer, bn_param, D, x)
     return mode, gamma, beta, eps, momentum, bool(unbiased), running_mean, running_var
 
 

@@ -12,7 +12,7 @@ from funkcije.gradient_check import eval_numerical_gradient_array, rel_error
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-@pytest.fixture(autouse=True, params=["cython", "numpy"])
+@pytest.fixture(autouse=True, params=["cython", "numpy", "namespace"])
 def impl(request):
     """Every test here runs on both kernel implementations."""
     if request.param not in FL.available_implementations():

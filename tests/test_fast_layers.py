@@ -21,7 +21,7 @@ from funkcije import layers as L
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-@pytest.fixture(params=["cython", "numpy"])
+@pytest.fixture(params=["cython", "numpy", "namespace"])
 def impl(request):
     name = request.param
     if name not in FL.available_implementations():

@@ -65,22 +65,33 @@ else:
 FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+# "namespace": the Array API code of kernels/xp_kernels.py, which arrays other than NumPy's
+# (CuPy on a GPU) always take; forced, NumPy arrays take it too (how CI tests it on the CPU)
+IMPLEMENTATIONS = ("cython", "numpy", "namespace")
+
+
 def implementation() -> str:
-    """The active implementation: "cython" or "numpy"."""
+    """The active implementation: "cython", "numpy" or "namespace"."""
     return _implementation
 
 
 def available_implementations() -> tuple[str, ...]:
-    return tuple(_KERNELS)
+    return tuple(_KERNELS) + ("namespace",)
+
+
+def namespaced(x) -> bool:
+    """Whether the fast layers run `x` through the Array API kernels (kernels/xp_kernels.py):
+    for any array that is not NumPy's, and for all when that implementation is forced."""
+    return _implementation == "namespace" or not isinstance(x, np.ndarray)
 
 
 def use_implementation(name: str) -> str:
-    """Switch the active implementation ("cython" or "numpy"); returns the previous one.
-    Raises ImportError for "cython" when the extension is not built."""
+    """Switch the active implementation ("cython", "numpy" or "namespace"); returns the
+    previous one. Raises ImportError for "cython" when the extension is not built."""
     global _implementation
-    if name not in ("cython", "numpy"):
-        raise ValueError(f"use_implementation: name must be 'cython' or 'numpy', got {name!r}")
-    if name not in _KERNELS:
+    if not isinstance(name, str) or name not in IMPLEMENTATIONS:
+        raise ValueError(f"use_implementation: name must be one of {IMPLEMENTATIONS}, got {name!r}")
+    if name == "cython" and name not in _KERNELS:
         raise ImportError(
             f"use_implementation: the compiled extension funkcije.kernels._compiled is not available ({_COMPILED_ERROR})"
         )
@@ -90,7 +101,7 @@ def use_implementation(name: str) -> str:
 
 def kernels_for(dtype):
     """The kernel module for arrays of `dtype` under the active implementation."""
-    if dtype in FAST_DTYPES:
+    if dtype in FAST_DTYPES and _implementation in _KERNELS:
         return _KERNELS[_implementation]
     return numpy_kernels
 
