@@ -373,8 +373,9 @@ class EpochEvaluation(Callback):
 
 
 class TensorBoard(Callback):
-    """TensorBoard event files in `logdir`: the training loss and learning rate every
-    `every` updates, and at each epoch end the epoch's loss, accuracies, validation loss,
+    """TensorBoard event files in `logdir`: the training loss (the minibatch objective,
+    penalty included) and learning rate every `every` updates, and at each epoch end the
+    epoch's mean objective ('loss'), accuracies, the training and validation data losses,
     learning rate (and EpochEvaluation's numbers when present), a histogram of every
     parameter (histograms=True) and the first layer's filters as an image (images=True).
 
@@ -448,7 +449,7 @@ class TensorBoard(Callback):
 
         entry = solver.history[-1]
         step = solver.iteration
-        for key in ("loss", "train_acc", "val_acc", "val_loss", "lr", "seconds"):
+        for key in ("loss", "train_acc", "val_acc", "train_loss", "val_loss", "lr", "seconds"):
             v = entry.get(key)
             if isinstance(v, numbers.Real) and not isinstance(v, bool):
                 self.scalar(f"epoch/{key}", v, step)

@@ -44,10 +44,21 @@ from lr0 and e, not accumulated, so a resumed run gets exactly the same ones.
 Without a schedule and with lr_decay=1 the Solver never writes `learning_rate`.
 
 History — `solver.history` holds one dict per completed epoch: {'epoch',
-'loss' (mean training loss of the epoch), 'train_acc', 'val_acc', 'val_loss', 'lr'
-(the rate used in that epoch), 'seconds' (wall clock, accuracy checks included)};
-plain Python numbers, so `json.dumps(solver.history)` works (callbacks may add
-keys, e.g. EpochEvaluation's 'eval').
+'loss' (mean training loss of the epoch's minibatches), 'train_acc', 'val_acc',
+'train_loss', 'val_loss', 'lr' (the rate used in that epoch), 'seconds' (wall clock,
+accuracy checks included)}; plain Python numbers, so `json.dumps(solver.history)`
+works (callbacks may add keys, e.g. EpochEvaluation's 'eval').
+
+Losses — `loss_history` (one value per update, as in cs231n) and the history's 'loss'
+(their mean over the epoch) are what `model.loss(X, y)` returned: the objective the
+update minimises, i.e. the data loss plus the model's regularisation (the L2 penalty),
+in training mode (dropout, batch statistics, augmentation) and on weights that changed
+during the epoch. 'val_loss' and 'train_loss' are measured at the epoch's end with one
+criterion, the model's `data_loss` (softmax cross-entropy for a model without one), no
+penalty, in test mode: 'val_loss' on the validation set (its `num_val_samples` subset),
+'train_loss' on the training samples that 'train_acc' is measured on (the
+`num_train_samples` subset). Compare 'train_loss' with 'val_loss', not 'loss': with a
+strong L2 penalty 'loss' can be several times larger than either.
 
 Accuracy checks — as in cs231n, after the first iteration and after every epoch;
 with `check_every=k` also after every k-th iteration within an epoch (those extra
@@ -1040,8 +1051,12 @@ class Solver:
         )
 
     def _check_epoch(self, train_loss_mean=None):
-        train_acc = self.check_accuracy(self.X_train, self.y_train, num_samples=self.num_train_samples)
+        # the same samples (and draws from the evaluation stream) as check_accuracy; the loss is
+        # the data loss in test mode, measured exactly as on the validation set
+        train_acc, train_loss = self._accuracy_and_loss(self.X_train, self.y_train,
+                                                        num_samples=self.num_train_samples)
         val_acc, val_loss = self._accuracy_and_loss(self.X_val, self.y_val, num_samples=self.num_val_samples)
+        self._last_train_loss = train_loss
         self._last_val_loss = val_loss
         self.train_acc_history.append(train_acc)
         self.val_acc_history.append(val_acc)
@@ -1125,6 +1140,7 @@ class Solver:
                         "loss": self._epoch_loss_sum / max(self._epoch_loss_count, 1),
                         "train_acc": train_acc,
                         "val_acc": val_acc,
+                        "train_loss": self._last_train_loss,
                         "val_loss": self._last_val_loss,
                         "lr": lr_used,
                         "seconds": self._epoch_seconds,

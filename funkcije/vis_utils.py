@@ -287,6 +287,9 @@ def plot_filter_snapshots(snapshots, labels=None, path=None, max_filters: int = 
     each rescaled on its own as in `filter_grid` (RGB for C == 3, grayscale for C == 1,
     input channel 0 otherwise); with more than `max_rows` snapshots, `max_rows` evenly
     spaced ones (the first and the last among them) are shown, so a long run stays readable.
+    With figsize None the figure is sized to hold the image, the row labels and the title
+    (the figure's suptitle, in two lines when the image is narrow); with a figsize the
+    margins are the labels' measured widths.
     """
     where = "plot_filter_snapshots"
     if isinstance(snapshots, np.ndarray) or not isinstance(snapshots, Sequence) or isinstance(snapshots, (str, bytes)):
@@ -316,24 +319,56 @@ def plot_filter_snapshots(snapshots, labels=None, path=None, max_filters: int = 
         strips.append(_tile(tiles, 1, nf, padding, pad_value))
     grid = _tile(np.stack(strips), len(rows), 1, 2 * padding, pad_value)
     gh, gw = grid.shape[:2]
+    row_labels = [str(labels[i]) for i in rows]
+    shown = f"{len(rows)} of {len(snapshots)} snapshots" if len(rows) < len(snapshots) else f"{len(rows)} snapshots"
+    title = f"filters over training ({shown}, {nf} of {F} filters, {C} x {HH} x {WW})"
+    # The margins are measured, not left to constrained layout: around a fixed-aspect image
+    # that layout let long row labels ("step 110000 (epoch 1101)") and the title run off
+    # the left and right edges of a narrow figure (few filters, many steps).
+    label_w = max(_text_inches(t, 8) for t in row_labels)
+    left, right, bottom = label_w + 0.2, 0.15, 0.55  # labels + tick pad; x tick labels and "filter"
+    fig = _new_figure(where, (1.0, 1.0) if figsize is None else figsize, dpi)  # checks figsize and dpi
+    fig.set_layout_engine("none")
     if figsize is None:
-        width = float(np.clip(0.6 * nf + 1.5, 4.0, 14.0))
-        figsize = (width, float(np.clip((width - 1.5) * gh / gw + 0.8, 1.5, 30.0)))
-    fig = _new_figure(where, figsize, dpi)
-    ax = fig.add_subplot()
+        img_w = float(np.clip(0.6 * nf, 2.5, 12.5))
+        img_h = img_w * gh / gw
+        if img_h > 28.0:  # a tall stack of rows: shrink the image, not the labels
+            img_w, img_h = img_w * 28.0 / img_h, 28.0
+        fw = left + img_w + right
+    else:
+        fw = float(figsize[0])
+    if _text_inches(title, 10) + 0.2 > fw:  # the title in two lines
+        title = title.replace(" (", "\n(", 1)
+    top = 0.2 + 0.2 * (title.count("\n") + 1)
+    if figsize is None:  # as wide as the title's longer line, at least
+        fw = max(fw, max(_text_inches(t, 10) for t in title.split("\n")) + 0.2)
+        fig.set_size_inches(fw, max(img_h + top + bottom, 1.5))
+    fw, fh = fig.get_size_inches()
+    # a figsize too small for the margins still gets an axes (the labels may not fit then)
+    ax_w, ax_h = max(fw - left - right, 0.1 * fw), max(fh - top - bottom, 0.1 * fh)
+    ax = fig.add_axes((min(left, fw - ax_w) / fw, min(bottom, fh - ax_h) / fh, ax_w / fw, ax_h / fh))
     ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
     row_h = snapshots[0].shape[2] * scale + 2 * padding
-    ax.set_yticks([r * row_h + HH * scale / 2 for r in range(len(rows))], labels=[str(labels[i]) for i in rows],
-                  fontsize=8)
+    ax.set_yticks([r * row_h + HH * scale / 2 for r in range(len(rows))], labels=row_labels, fontsize=8)
     col_w = WW * scale + padding
     step = max(1, nf // 8)
     ax.set_xticks([c * col_w + WW * scale / 2 for c in range(0, nf, step)], labels=list(range(0, nf, step)),
                   fontsize=8)
     ax.tick_params(length=0)
     ax.set_xlabel("filter" + (" (input channel 0)" if C not in (1, 3) else ""))
-    shown = f"{len(rows)} of {len(snapshots)} snapshots" if len(rows) < len(snapshots) else f"{len(rows)} snapshots"
-    ax.set_title(f"filters over training ({shown}, {nf} of {F} filters, {C} x {HH} x {WW})", fontsize=10)
+    # above the axes and centred on the figure: a title wider than a narrow image still fits
+    fig.suptitle(title, fontsize=10, y=1.0 - 0.08 / fh, va="top")
     return _finish(fig, path)
+
+
+def _text_inches(text: str, fontsize: float) -> float:
+    """Width in inches of one line of `text` in the default font at `fontsize` points."""
+    from matplotlib.backends.backend_agg import RendererAgg
+    from matplotlib.font_manager import FontProperties
+
+    renderer = RendererAgg(1, 1, 72)  # at 72 dpi a pixel is a point
+    w, _, _ = renderer.get_text_width_height_descent(text, FontProperties(size=fontsize), ismath=False)
+    return w / 72.0
 
 
 def plot_weight_histograms(histograms, path=None, max_epochs: int = 8, ncols: int = 4, figsize=None,
@@ -344,9 +379,17 @@ def plot_weight_histograms(histograms, path=None, max_epochs: int = 8, ncols: in
 
     histograms: {name: [(epoch, counts, edges), ...]} with counts (bins,) and edges
     (bins + 1,), non-decreasing, as `funkcije.callbacks.WeightHistograms` records them
-    (epoch 0: the initial weights; a constant parameter has all its edges at its value
-    and is drawn as a dashed line there). With more than `max_epochs` epochs, `max_epochs` evenly spaced
-    ones (the first and last among them) are drawn.
+    (epoch 0: the initial weights). With more than `max_epochs` epochs, `max_epochs`
+    evenly spaced ones (the first and last among them) are drawn.
+
+    Each curve is scaled to its own highest bin (the y axis has no unit), so an epoch
+    whose values bunch up — biases still at or near their initial zeros — does not
+    flatten the other epochs of its panel into the x axis. A constant (all edges at one
+    value, as WeightHistograms records zero biases or unit gammas) is not drawn as a
+    spike: the panel says "epoch 0: all 16 = 0" in that epoch's colour and marks the
+    value with a small triangle on the x axis. A histogram with every count in one bin
+    (np.histogram of a constant) is noted the same way ("all 16 in [0, 0.025]"), so its
+    +-0.5 range does not squeeze the other epochs either.
     """
     where = "plot_weight_histograms"
     if not isinstance(histograms, Mapping) or not histograms:
@@ -391,13 +434,38 @@ def plot_weight_histograms(histograms, path=None, max_epochs: int = 8, ncols: in
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     for ax, (name, rows) in zip(axes.ravel(), checked.items()):
+        constants = {}  # (low, high) -> [(epoch, count)]: said in words, not drawn as a spike
         for epoch, counts, edges in rows:
             if epoch not in keep:
                 continue
-            if edges[0] == edges[-1]:  # every value the same: a line at it, not a bar of made-up width
-                ax.axvline(edges[0], color=cmap(norm(epoch)), lw=1.2, ls="--")
-            else:
-                ax.stairs(counts, edges, color=cmap(norm(epoch)), lw=1.2)
+            full = np.flatnonzero(counts)
+            if edges[0] == edges[-1]:  # every value the same: no bar of made-up width and height
+                constants.setdefault((edges[0], edges[0]), []).append((epoch, int(round(counts.sum()))))
+                continue
+            if counts.size > 1 and full.size == 1:  # np.histogram of a constant: one bar, +-0.5 around it
+                i = int(full[0])
+                constants.setdefault((edges[i], edges[i + 1]), []).append((epoch, int(round(counts[i]))))
+                continue
+            peak = counts.max()
+            ax.stairs(counts / peak if peak > 0 else counts, edges, color=cmap(norm(epoch)), lw=1.2)
+        notes = []
+        for (low, high), group in constants.items():
+            eps = [e for e, _ in group]
+            sizes = {n for _, n in group}
+            when = (f"epoch {eps[0]:g}" if len(eps) == 1 else
+                    f"epochs {', '.join(f'{e:g}' for e in eps)}" if len(eps) <= 3 else
+                    f"epochs {eps[0]:g}-{eps[-1]:g} ({len(eps)})")
+            what = f"all {sizes.pop()}" if len(sizes) == 1 else "all"
+            where_ = f"= {low:.4g}" if low == high else f"in [{low:.4g}, {high:.4g}]"
+            notes.append((f"{when}: {what} {where_}", cmap(norm(eps[-1]))))
+            ax.plot([(low + high) / 2], [0.0], "^", color=cmap(norm(eps[-1])), ms=6, clip_on=False, zorder=3)
+        for i, (text, color) in enumerate(notes[:4]):
+            ax.text(0.02, 0.96 - 0.1 * i, text, transform=ax.transAxes, fontsize=7, color=color, va="top",
+                    bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))
+        if len(notes) > 4:
+            ax.text(0.02, 0.96 - 0.4, f"(+{len(notes) - 4} more constant)", transform=ax.transAxes, fontsize=7,
+                    va="top")
+        ax.set_ylim(0.0, 1.1 if not notes else 1.1 + 0.12 * min(len(notes), 5))  # room for the notes
         ax.set_title(str(name), fontsize=9)
         ax.tick_params(labelsize=7)
         ax.set_yticks([])
@@ -485,15 +553,18 @@ def plot_training(history, path=None, figsize=None, dpi: int = 100) -> Figure:
     """The training-progress figure: loss, accuracy, learning rate and, when the
     per-epoch dicts carry them, precision / recall / F1.
 
-    history: the per-epoch dicts {epoch, loss, train_acc, val_acc, lr, seconds}
-    (a list), or a Solver (or a dict such as a checkpoint) with attributes / keys
+    history: the per-epoch dicts {epoch, loss, train_acc, val_acc, train_loss, val_loss,
+    lr, seconds} (a list), or a Solver (or a dict such as a checkpoint) with attributes / keys
     `history`, `loss_history` (per iteration), `train_acc_history`,
     `val_acc_history`, and where present `lr_history`, `check_iterations` and
     `iterations_per_epoch`. The x axis is in epochs, fractional within an epoch, from 0
     to the end of the run (in iterations when nothing tells how long an epoch is), so
     a one-epoch run and a hundred-epoch run read alike. Panels appear for what is
     present: the loss panel shows the per-iteration loss (faint, with a moving
-    average), the per-epoch mean and the validation loss; the accuracy panel every
+    average) and its per-epoch mean — the minibatch objective, data loss plus the
+    model's regularisation ("data + reg."), as `loss_history` holds it — and the
+    per-epoch 'train_loss' and 'val_loss', the data loss alone measured the same way on
+    both splits (the two to compare for overfitting); the accuracy panel every
     accuracy check (the one after the first iteration, i.e. epoch 0, the checks within
     epochs of Solver(check_every=...), and one per epoch); the learning rate is drawn
     as a step line over the iterations or epochs it applied to (a constant rate is a
@@ -515,6 +586,7 @@ def plot_training(history, path=None, figsize=None, dpi: int = 100) -> Figure:
     ep_val = _series(epochs, "val_acc")
     ep_lr = _series(epochs, "lr")
     ep_val_loss = _series(epochs, "val_loss")
+    ep_train_loss = _series(epochs, "train_loss")
     pr = {}
     for d in epochs:
         for k, v in d.items():
@@ -574,7 +646,7 @@ def plot_training(history, path=None, figsize=None, dpi: int = 100) -> Figure:
             if it_loss is not None:
                 n = len(it_loss)
                 x = it_x(n)
-                ax.plot(x, it_loss, color="tab:blue", alpha=0.3, lw=0.8, label="per iteration")
+                ax.plot(x, it_loss, color="tab:blue", alpha=0.3, lw=0.8, label="per iteration (data + reg.)")
                 w = max(1, min(n // 10, max(n // 50, 5)))
                 if w > 1:
                     ax.plot(x[w - 1:], _moving_average(it_loss, w), color="tab:blue", lw=1.5,
@@ -582,13 +654,19 @@ def plot_training(history, path=None, figsize=None, dpi: int = 100) -> Figure:
             else:
                 ax_label = "epoch"
             if ep_loss is not None and (by_epoch or it_loss is None):
-                ax.plot(ep_x, ep_loss, "-", color="tab:orange", label="epoch mean", **_markers(n_ep))
+                ax.plot(ep_x, ep_loss, "-", color="tab:orange", label="epoch mean (data + reg.)", **_markers(n_ep))
+            # the two that compare: one criterion (the data loss, no penalty), test mode, at the epoch's end
+            if ep_train_loss is not None and (by_epoch or it_loss is None):
+                ax.plot(ep_x, ep_train_loss, "-", color="tab:green", label="train (data loss)",
+                        **_markers(n_ep, "D"))
             if ep_val_loss is not None and (by_epoch or it_loss is None):
-                ax.plot(ep_x, ep_val_loss, "--", color="tab:red", label="validation", **_markers(n_ep, "s"))
+                ax.plot(ep_x, ep_val_loss, "--", color="tab:red", label="validation (data loss)",
+                        **_markers(n_ep, "s"))
             if it_loss is not None and len(it_loss) >= 20:
                 # the first steps' loss can be 10x the rest: keep the axis on the run's body
                 body = [np.percentile(it_loss[np.isfinite(it_loss)], 98)]
-                body += [np.nanmax(v) for v in (ep_loss, ep_val_loss) if v is not None]
+                body += [np.nanmax(v) for v in (ep_loss, ep_train_loss, ep_val_loss)
+                         if v is not None and np.isfinite(v).any()]
                 ax.set_ylim(bottom=min(0.0, float(np.nanmin(it_loss))), top=1.1 * max(body))
             ax.set_ylabel("loss")
             ax.set_title("training loss")

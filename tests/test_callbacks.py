@@ -235,6 +235,10 @@ def test_weight_histograms_figure(tmp_path):
     fig = hist.figure()
     assert [ax.get_title() for ax in fig.axes[:4]] == list(solver.model.params)
     assert len(fig.axes[0].patches) == 4  # one step curve per epoch
+    # the zero biases of epoch 0 are said in words, not drawn as a spike that flattens epochs 1-3
+    bias = fig.axes[1]
+    assert len(bias.patches) == 3 and [t.get_text() for t in bias.texts] == ["epoch 0: all 4 = 0"]
+    assert all(max(p.get_data().values) / bias.get_ylim()[1] > 0.6 for p in bias.patches)
     only = WeightHistograms(tmp_path / "w.png", params=["*.W"])
     _solver([only], num_epochs=1).train()
     assert list(only.histograms) == ["conv1.W", "fc.W"]
@@ -260,6 +264,10 @@ def test_epoch_evaluation_is_recorded_in_the_history():
         assert np.sum(e["train"]["confusion"]) == 20 and np.sum(e["val"]["confusion"]) == 12
         # the whole validation set, with the epoch's params: the Solver's own val_acc
         assert e["val"]["accuracy"] == pytest.approx(entry["val_acc"])
+        # and the Solver's per-epoch data losses: the same criterion on both splits, no penalty
+        assert e["val"]["loss"] == pytest.approx(entry["val_loss"], rel=1e-12)
+        assert e["train"]["loss"] == pytest.approx(entry["train_loss"], rel=1e-12)
+        assert e["train"]["accuracy"] == pytest.approx(entry["train_acc"])
     json.dumps(solver.history)  # plain numbers only
     # the last epoch's numbers are the model's at that point (train() then restores best_params)
     r = metrics.evaluate(solver.model, d["X_val"], d["y_val"])
@@ -378,8 +386,8 @@ def test_tensorboard_writes_scalars_histograms_and_images(tmp_path):
     acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0, "histograms": 0, "images": 0})
     acc.Reload()
     tags = acc.Tags()
-    assert {"train/loss", "train/learning_rate", "epoch/loss", "epoch/val_acc", "eval_val/macro_recall"} <= set(
-        tags["scalars"])
+    assert {"train/loss", "train/learning_rate", "epoch/loss", "epoch/train_loss", "epoch/val_loss", "epoch/val_acc",
+            "eval_val/macro_recall"} <= set(tags["scalars"])
     assert [e.step for e in acc.Scalars("train/loss")] == [2, 4, 6, 8]
     assert [e.step for e in acc.Scalars("epoch/val_acc")] == [4, 8]
     assert "params/conv1.W" in tags["histograms"]

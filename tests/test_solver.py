@@ -319,12 +319,71 @@ def test_history_is_json_and_consistent():
     ipe = 200 // 40
     assert [h["epoch"] for h in s.history] == [1, 2, 3]
     for e, h in enumerate(s.history):
-        assert set(h) == {"epoch", "loss", "train_acc", "val_acc", "val_loss", "lr", "seconds"}
+        assert set(h) == {"epoch", "loss", "train_acc", "val_acc", "train_loss", "val_loss", "lr", "seconds"}
         assert h["loss"] == pytest.approx(np.mean(s.loss_history[e * ipe : (e + 1) * ipe]), rel=1e-12)
         assert h["train_acc"] == s.train_acc_history[e + 1]
         assert h["val_acc"] == s.val_acc_history[e + 1]
         assert h["seconds"] >= 0
     assert [h["lr"] for h in s.history] == pytest.approx([0.1, 0.09, 0.081], rel=1e-15)
+
+
+class EpochEndParams:
+    """A callback that keeps a copy of the params at every epoch end."""
+
+    def __init__(self):
+        self.params = []
+
+    def on_train_begin(self, s):
+        pass
+
+    def on_iteration_end(self, s):
+        pass
+
+    def on_epoch_end(self, s):
+        self.params.append({k: v.copy() for k, v in s.model.params.items()})
+
+    def on_train_end(self, s):
+        pass
+
+
+def test_epoch_train_loss_is_the_data_loss_as_for_validation():
+    """'train_loss' is measured like 'val_loss' (the data loss, no L2 penalty, at the epoch's
+    end), so the two compare; 'loss' and loss_history stay the minibatch objective with the
+    penalty, as in cs231n."""
+    data = make_data()
+    reg = 0.5  # a penalty of the size of the data loss
+    seen = EpochEndParams()
+    s = Solver(SoftmaxRegression(reg=reg), data, optim_config={"learning_rate": 0.1}, batch_size=40, num_epochs=3,
+               num_train_samples=None, num_val_samples=None, seed=0, callbacks=[seen], **QUIET)
+    s.train()
+    for h, p in zip(s.history, seen.params):
+        def data_loss(X, y):
+            return layers.softmax_loss(X @ p["W"] + p["b"], y)[0]
+
+        penalty = 0.5 * reg * float(np.sum(p["W"] ** 2))
+        assert h["train_loss"] == pytest.approx(data_loss(data["X_train"], data["y_train"]), rel=1e-12)
+        assert h["val_loss"] == pytest.approx(data_loss(data["X_val"], data["y_val"]), rel=1e-12)
+        assert h["loss"] > h["train_loss"] + 0.5 * penalty  # the objective: the penalty is in it
+
+    # a model with its own criterion (hinge) and L2: its data_loss, in test mode
+    from funkcije.classifiers import Affine, ReLU, Sequential
+
+    def net():
+        return Sequential(Affine(16), ReLU(), Affine(3), input_shape=(10,), loss="hinge", reg=0.1,
+                          dtype=np.float64, seed=0)
+
+    seen = EpochEndParams()
+    model = net()
+    s = Solver(model, data, optim_config={"learning_rate": 0.05}, batch_size=40, num_epochs=2,
+               num_train_samples=None, seed=0, callbacks=[seen], **QUIET)
+    s.train()
+    check = net()
+    for h, p in zip(s.history, seen.params):
+        check.params.update(p)
+        for split in ("train", "val"):
+            X, y = data[f"X_{split}"], data[f"y_{split}"]
+            assert h[f"{split}_loss"] == pytest.approx(check.data_loss(check.loss(X), y), rel=1e-9)
+        assert h["loss"] > h["train_loss"]
 
 
 @pytest.mark.parametrize(

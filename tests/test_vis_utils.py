@@ -9,6 +9,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from funkcije import vis_utils as vu
 from funkcije.metrics import confusion_matrix
@@ -173,11 +174,13 @@ def test_plot_training_from_a_solver_like_object(tmp_path, rng):
 
 def test_plot_training_keeps_the_run_in_view(tmp_path):
     """A huge first loss does not flatten the curve; the epoch-0 accuracy check is drawn;
-    per-iteration learning rates are one line over the epochs; validation loss appears."""
+    per-iteration learning rates are one line over the epochs; the training and validation
+    data losses appear, and the legend says which curves include the penalty."""
     loss = [30.0] + list(np.linspace(2.0, 0.5, 199))
     run = {
         "history": [{"epoch": e, "loss": 2.0 - 0.4 * e, "val_loss": 1.9 - 0.3 * e, "lr": 0.1,
-                     "train_acc": 0.2 * e, "val_acc": 0.18 * e} for e in (1, 2, 3, 4)],
+                     "train_loss": 1.8 - 0.35 * e, "train_acc": 0.2 * e, "val_acc": 0.18 * e}
+                    for e in (1, 2, 3, 4)],
         "loss_history": loss,
         "train_acc_history": [0.1, 0.2, 0.4, 0.6, 0.8],
         "val_acc_history": [0.1, 0.18, 0.36, 0.54, 0.72],
@@ -186,7 +189,11 @@ def test_plot_training_keeps_the_run_in_view(tmp_path):
     fig = vu.plot_training(run, path=tmp_path / "t.png", dpi=40)
     loss_ax, acc_ax, lr_ax = fig.axes[:3]
     assert loss_ax.get_ylim()[1] < 3.0  # the 30.0 spike is clipped
-    assert "validation" in [l.get_label() for l in loss_ax.get_lines()]
+    lines = {l.get_label(): l for l in loss_ax.get_lines()}
+    assert list(lines) == ["per iteration (data + reg.)", "moving average (5)", "epoch mean (data + reg.)",
+                           "train (data loss)", "validation (data loss)"]
+    np.testing.assert_allclose(lines["train (data loss)"].get_ydata(), [1.45, 1.1, 0.75, 0.4])
+    np.testing.assert_allclose(lines["validation (data loss)"].get_ydata(), [1.6, 1.3, 1.0, 0.7])
     assert acc_ax.get_lines()[0].get_xdata()[0] == 0.0  # the check before training
     (line,) = lr_ax.get_lines()
     # a step line: rate i spans iterations i .. i + 1, the run's 4 epochs end to end
@@ -376,12 +383,71 @@ def test_plot_filter_snapshots(tmp_path, rng):
     tile = 5 * 9  # 5 x 5 filters magnified 48 // 5 = 9 times
     assert grid.shape == (5 * tile + 4 * 4, 4 * tile + 3 * 2, 3)  # 5 rows of 4 filters
     np.testing.assert_array_equal(grid[:tile, :tile], vu.filter_grid(snaps[0][:1], scale=9))
-    assert "5 of 20 snapshots, 4 of 6 filters" in ax.get_title()
+    assert "5 of 20 snapshots, 4 of 6 filters" in fig.get_suptitle()
     assert iio.imread(tmp_path / "s.png").ndim == 3
     gray = vu.plot_filter_snapshots([rng.standard_normal((3, 1, 3, 3))])
     assert gray.axes[0].images[0].get_array().ndim == 2
     with pytest.raises(ValueError, match="share one shape"):
         vu.plot_filter_snapshots([snaps[0], snaps[0][:2]])
+
+
+def _inside(fig, texts=None):
+    """Each Text's rendered box (by default every visible text of the figure) lies within
+    the figure's pixels."""
+    renderer = fig.canvas.get_renderer()
+    fig.canvas.draw()
+    if texts is None:
+        texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text()]
+    width, height = fig.canvas.get_width_height()
+    for t in texts:
+        box = t.get_window_extent(renderer)
+        assert box.x0 >= 0 and box.x1 <= width and box.y0 >= 0 and box.y1 <= height, (t.get_text(), box, width)
+
+
+@pytest.mark.parametrize("F, C, k, n, step", [(4, 1, 3, 40, 10000), (4, 1, 3, 2, 3), (1, 3, 5, 3, 10000),
+                                              (8, 3, 3, 12, 10000), (16, 1, 5, 30, 1000), (64, 3, 7, 5, 200)])
+def test_plot_filter_snapshots_labels_and_title_fit(rng, F, C, k, n, step):
+    # FilterSnapshots' labels, few and many snapshots, few and many filters: nothing is cut at an edge
+    # (a narrow figure of 4 filters used to lose "step 110000 (epoch 1101)" and the title's end)
+    snaps = [rng.standard_normal((F, C, k, k)) for _ in range(n)]
+    labels = [f"step {i * step} (epoch {1 + i * step // 100})" for i in range(n)]
+    fig = vu.plot_filter_snapshots(snaps, labels)
+    ax = fig.axes[0]
+    assert len(ax.get_yticklabels()) == min(n, 12)
+    assert any(t.get_text().startswith("filters over training") for t in fig.findobj(Text))
+    _inside(fig)  # the row labels, the filter numbers, "filter" and the title
+    # a given figsize: the labels' measured width is the left margin
+    fig = vu.plot_filter_snapshots(snaps, labels, figsize=(6, 5), dpi=50)
+    assert fig.get_size_inches().tolist() == [6, 5]
+    _inside(fig, fig.axes[0].get_yticklabels())
+
+
+def _peak_share(ax, curve):
+    """The height of a drawn histogram curve as a fraction of its panel's y range."""
+    return float(np.max(curve.get_data().values)) / ax.get_ylim()[1]
+
+
+def test_plot_weight_histograms_a_constant_or_a_spike_flattens_nothing(rng):
+    spread = [np.histogram(rng.normal(0, 0.02 * e, 512), bins=30) for e in (1, 2, 3)]
+    hist = {
+        # as WeightHistograms records zero biases: all edges at the value
+        "recorded.b": [(0, np.array([0] * 29 + [512]), np.zeros(31))] + [(e, c, x) for e, (c, x) in
+                                                                             enumerate(spread, 1)],
+        # as np.histogram draws them: every count in the bin around 0, edges from -0.5 to 0.5
+        "np.b": [(0, *np.histogram(np.zeros(512), bins=30))] + [(e, c, x) for e, (c, x) in enumerate(spread, 1)],
+        # a narrow first epoch: 500 of 512 values in one bin, the rest spread
+        "spiky.b": [(0, np.array([6, 500, 6]), np.array([-0.03, -0.01, 0.01, 0.03]))]
+                   + [(e, c, x) for e, (c, x) in enumerate(spread, 1)],
+    }
+    fig = vu.plot_weight_histograms(hist, ncols=3)
+    rec, npb, spiky = fig.axes[:3]
+    for ax in (rec, npb):
+        assert len(ax.patches) == 3  # epochs 1-3 drawn; epoch 0 is said, not drawn
+        assert all(_peak_share(ax, p) > 0.6 for p in ax.patches)
+        assert max(abs(v) for v in ax.get_xlim()) < 0.2  # the +-0.5 of np.histogram does not widen the panel
+    assert [t.get_text() for t in rec.texts] == ["epoch 0: all 512 = 0"]
+    assert [t.get_text() for t in npb.texts] == ["epoch 0: all 512 in [0, 0.03333]"]
+    assert len(spiky.patches) == 4 and all(_peak_share(spiky, p) > 0.6 for p in spiky.patches)
 
 
 def test_plot_weight_histograms(tmp_path, rng):
@@ -397,7 +463,9 @@ def test_plot_weight_histograms(tmp_path, rng):
     panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
     assert [ax.get_title() for ax in panels] == ["conv1.W", "conv1.b", "fc.W"]
     assert len(panels[0].patches) == 4  # epochs 0, 4, 7, 11
-    assert len(panels[1].patches) == 3 and len(panels[1].get_lines()) == 1  # the constant: a dashed line
+    # the constant: no curve, a note and a marker at its value
+    assert len(panels[1].patches) == 3 and [t.get_text() for t in panels[1].texts] == ["epoch 0: all 5 = 0"]
+    assert panels[1].get_lines()[0].get_xdata().tolist() == [0.0]
     assert iio.imread(tmp_path / "h.png").shape[:2] == (round((2.3 * 2 + 0.6) * 40), round((3.2 * 2 + 1.0) * 40))
     with pytest.raises(TypeError, match="non-empty dict"):
         vu.plot_weight_histograms({})
