@@ -16,12 +16,14 @@ unchanged on each; plain NumPy arrays and scalars give `numpy`.
 """
 from __future__ import annotations
 
+import functools
+import importlib
 import sys
 
 import numpy as np
 
-__all__ = ["DEVICES", "namespace", "array_api", "is_array", "is_floating", "is_integer", "AnyArray", "device_of", "to_device",
-           "require_cupy", "gpu_available"]
+__all__ = ["DEVICES", "namespace", "array_api", "is_array", "is_floating", "is_integer", "dtype_in", "dtype_name", "copy", "all_finite", "AnyArray", "device_of",
+           "to_device", "to_host", "require_cupy", "gpu_available"]
 
 DEVICES = ("cpu", "gpu")
 
@@ -85,9 +87,70 @@ def array_api(*arrays):
         try:
             from array_api_compat import cupy as compat
         except ImportError:
-            return xp
+            return _with_fallbacks(xp)
         return compat
     return xp
+
+
+# The standard names funkcije's namespace code uses that a CuPy without array-api-compat
+# may lack (older releases predate them), each by its long-standing NumPy-style equivalent.
+_FALLBACKS = {
+    "permute_dims": lambda m, x, axes: m.transpose(x, axes),
+    "matrix_transpose": lambda m, x: m.swapaxes(x, -1, -2),
+    "concat": lambda m, arrays, axis=0: m.concatenate(arrays, axis=axis),
+    "astype": lambda m, x, dtype, copy=True: x.astype(dtype, copy=copy),
+}
+
+
+class _Fallbacks:
+    """A module's attributes, with `_FALLBACKS` for the names it lacks."""
+
+    def __init__(self, module):
+        self._module = module
+        self.__name__ = module.__name__
+
+    def __getattr__(self, name):
+        try:
+            return getattr(self._module, name)
+        except AttributeError:
+            if name not in _FALLBACKS:
+                raise
+            return functools.partial(_FALLBACKS[name], self._module)
+
+
+@functools.lru_cache(maxsize=None)
+def _with_fallbacks(module):
+    return _Fallbacks(module)
+
+
+def dtype_in(xp, dtype):
+    """NumPy `dtype` as `xp`'s dtype object (the same object for NumPy and CuPy;
+    array-api-strict has its own)."""
+    return getattr(xp, np.dtype(dtype).name)
+
+
+def dtype_name(a) -> str:
+    """The name of the array's dtype ("float32"), comparable across namespaces."""
+    if isinstance(a, np.ndarray) or _is_cupy(a):
+        return a.dtype.name
+    return str(a.dtype).rsplit(".", 1)[-1]
+
+
+def copy(a):
+    """A copy of the array a, in its own namespace."""
+    if isinstance(a, np.ndarray) or _is_cupy(a):
+        return a.copy()
+    return array_api(a).asarray(a, copy=True)
+
+
+def all_finite(a) -> bool:
+    """True when every element of a floating array is finite (other arrays: True)."""
+    if isinstance(a, np.ndarray):
+        return not np.issubdtype(a.dtype, np.inexact) or bool(np.isfinite(a).all())
+    if not is_floating(a):
+        return True
+    xp = array_api(a)
+    return bool(xp.all(xp.isfinite(a)))
 
 
 def is_array(a) -> bool:
@@ -121,30 +184,56 @@ def is_integer(a) -> bool:
 
 
 def device_of(a) -> str:
-    """"gpu" for a CuPy array, "cpu" for anything else."""
-    return "gpu" if _is_cupy(a) else "cpu"
+    """"gpu" for a CuPy array, "cpu" for a NumPy array (and anything that is not an
+    array), else the module name of the array's namespace (e.g. "array_api_strict")."""
+    if _is_cupy(a):
+        return "gpu"
+    if isinstance(a, np.ndarray) or not is_array(a):
+        return "cpu"
+    return a.__array_namespace__().__name__.split(".")[0]
 
 
 def _check_device(where, device):
-    if device not in DEVICES:
-        raise ValueError(f"{where}: device must be one of {DEVICES}, got {device!r}")
+    """The device's mover target: "cpu", "gpu", or an importable Array API module's
+    name ("array_api_strict": how the tests run device code on the CPU)."""
+    if device in DEVICES:
+        return device
+    if isinstance(device, str) and device.isidentifier():
+        try:
+            module = importlib.import_module(device)
+        except ImportError:
+            module = None
+        if module is not None and hasattr(module, "asarray") and hasattr(module, "__array_api_version__"):
+            return module
+    raise ValueError(f"{where}: device must be one of {DEVICES} (or an Array API module's name), got {device!r}")
+
+
+def to_host(a):
+    """A NumPy array with a's values (a itself when it is one)."""
+    if isinstance(a, np.ndarray):
+        return a
+    if _is_cupy(a):
+        return a.get()
+    return np.asarray(a)
 
 
 def to_device(obj, device: str):
     """obj with every array in it on `device` ("cpu": NumPy, "gpu": CuPy). Dicts, lists
     and tuples are rebuilt with their entries moved; other values pass through. An array
     already there is returned as it is (no copy)."""
-    _check_device("to_device", device)
-    if device == "gpu":
+    target = _check_device("to_device", device)
+    if target == "gpu":
         cp = require_cupy("to_device")
-        mover = (lambda a: a if _is_cupy(a) else cp.asarray(a))
+        mover = (lambda a: a if _is_cupy(a) else cp.asarray(to_host(a)))
+    elif target == "cpu":
+        mover = to_host
     else:
-        mover = (lambda a: a.get() if _is_cupy(a) else a)
+        mover = (lambda a: a if device_of(a) == device else target.asarray(to_host(a)))
     return _map_arrays(obj, mover)
 
 
 def _map_arrays(obj, fn):
-    if isinstance(obj, np.ndarray) or _is_cupy(obj):
+    if is_array(obj):
         return fn(obj)
     if isinstance(obj, dict):
         return {k: _map_arrays(v, fn) for k, v in obj.items()}

@@ -220,14 +220,16 @@ def scale_forward(x, c):
     """out = c * x for a constant c (a Python or NumPy real number); dtype kept. cache is (shape, dtype, c)."""
     check_array("scale_forward", "x", x)
     c = check_real_in("scale_forward", "c", c, -np.inf, np.inf, True, True)
+    if not isinstance(x, np.ndarray):  # CuPy / Array API: a Python scalar keeps x's dtype
+        return x * c, Cache((tuple(x.shape), x.dtype, c), "scale_forward")
     return x * x.dtype.type(c), Cache((x.shape, x.dtype, c), "scale_forward")
 
 
 def scale_backward(dout, cache):
     """dx = c * dout."""
-    shape, dtype, c = unpack_cache("scale_backward", cache, "scale_forward", (tuple, np.dtype, float))
+    shape, dtype, c = unpack_cache("scale_backward", cache, "scale_forward", (tuple, None, float))
     dout = as_dout("scale_backward", dout, shape, dtype)
-    return dout * dtype.type(c)
+    return dout * dtype.type(c) if isinstance(dout, np.ndarray) else dout * c
 
 
 def flatten_forward(x):
@@ -235,15 +237,17 @@ def flatten_forward(x):
     check_array("flatten_forward", "x", x)
     if x.ndim < 1:
         raise ValueError(f"flatten_forward: x must have a batch dimension, got shape {x.shape}")
+    if not isinstance(x, np.ndarray):
+        return array_api(x).reshape(x, (x.shape[0], -1)), Cache((tuple(x.shape), x.dtype), "flatten_forward")
     return x.reshape(x.shape[0], -1), Cache((x.shape, x.dtype), "flatten_forward")
 
 
 def flatten_backward(dout, cache):
     """dout (N, D) -> dx of the forward input's shape."""
-    shape, dtype = unpack_cache("flatten_backward", cache, "flatten_forward", (tuple, np.dtype))
+    shape, dtype = unpack_cache("flatten_backward", cache, "flatten_forward", (tuple, None))
     N = shape[0]
     dout = as_dout("flatten_backward", dout, (N, int(np.prod(shape[1:], dtype=np.int64))), dtype)
-    return dout.reshape(shape)
+    return dout.reshape(shape) if isinstance(dout, np.ndarray) else array_api(dout).reshape(dout, shape)
 
 
 def global_avg_pool_forward(x):

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import augment
+from . import augment, backend
 from .checks import check_array, check_labels
 from .layers import softmax_loss
 
@@ -253,12 +253,13 @@ def _batched_scores(where: str, model, X, batch_size, tta=None):
     for start in range(0, N, batch_size):
         Xb = X[start:start + batch_size]
         views = tta_views(Xb, tta)
-        scores = model.loss(views[0])
+        # scores of a model on the GPU come back to the host (a small (Nb, C) copy)
+        scores = backend.to_host(model.loss(views[0]))
         check_array(where, "the scores returned by model.loss(X)", scores, 2)
         if len(views) > 1:
             total = scores.astype(np.float64)
             for v in views[1:]:
-                total += model.loss(v)
+                total += backend.to_host(model.loss(v))
             scores = (total / len(views)).astype(scores.dtype)
         if scores.shape[0] != Xb.shape[0]:
             raise ValueError(

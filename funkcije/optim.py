@@ -62,6 +62,7 @@ import numbers
 import numpy as np
 
 from . import fast_layers  # first: it sets OMP_WAIT_POLICY before libgomp loads
+from .backend import array_api, is_array
 from .checks import check_array, check_same_dtype
 
 try:
@@ -177,7 +178,10 @@ def _prepare(rule: str, w, dw, config):
     for key in _STATE_KEYS[rule]:
         state = config.get(key)
         if state is None:
-            filled[key] = np.zeros_like(w)
+            filled[key] = np.zeros_like(w) if isinstance(w, np.ndarray) else array_api(w).zeros_like(w)
+            continue
+        if not isinstance(w, np.ndarray) and is_array(state) and state.shape == w.shape:
+            filled[key] = state  # a GPU (or other Array API) parameter: its state lives beside it
             continue
         if not isinstance(state, np.ndarray) or state.shape != w.shape:
             got = state.shape if isinstance(state, np.ndarray) else type(state).__name__
@@ -204,13 +208,18 @@ def _flush_subnormals(*arrays):
     torch.set_flush_denormal).
     """
     for a in arrays:
-        tiny = np.finfo(a.dtype).tiny
-        a[np.abs(a) < tiny] = 0
+        if isinstance(a, np.ndarray):
+            a[np.abs(a) < np.finfo(a.dtype).tiny] = 0
+        else:  # CuPy or another Array API library (GPUs flush subnormals in hardware, mostly)
+            xp = array_api(a)
+            a[xp.abs(a) < xp.finfo(a.dtype).smallest_normal] = 0
 
 
 def _compiled(w, dw, *state):
     """True when the compiled kernel should run (see the module docstring)."""
     if _kernels is None or fast_layers.implementation() != "cython":
+        return False
+    if type(w) is not np.ndarray:
         return False
     dtype = w.dtype
     if dtype not in _KERNEL_DTYPES:
@@ -287,7 +296,8 @@ def rmsprop(w, dw, config=None):
         return next_w, config
     cache = decay * config["cache"] + (1.0 - decay) * (dw * dw)
     config["cache"] = cache
-    next_w = w - config["learning_rate"] * dw / (np.sqrt(cache) + config["epsilon"])
+    sqrt = np.sqrt if isinstance(w, np.ndarray) else array_api(w).sqrt
+    next_w = w - config["learning_rate"] * dw / (sqrt(cache) + config["epsilon"])
     _flush_subnormals(next_w, cache)
     return next_w, config
 
@@ -320,6 +330,14 @@ def _adam_step(w, dw, config):
             b1, 1.0 - b1, b2, 1.0 - b2, 1.0 / math.sqrt(1.0 - b2**t), config["epsilon"],
             -config["learning_rate"] / (1.0 - b1**t),
         )
+        config.update(m=m, v=v, t=t)
+        return next_w, config
+    if not isinstance(w, np.ndarray):  # CuPy or another Array API library: the formulas as written
+        m = b1 * config["m"] + (1.0 - b1) * dw
+        v = b2 * config["v"] + (1.0 - b2) * (dw * dw)
+        denom = array_api(w).sqrt(v) * (1.0 / math.sqrt(1.0 - b2**t)) + config["epsilon"]
+        next_w = w - (config["learning_rate"] / (1.0 - b1**t)) * (m / denom)
+        _flush_subnormals(next_w, m, v)
         config.update(m=m, v=v, t=t)
         return next_w, config
     # Same formulas, arranged so that a large weight (ThreeLayerConvNet's 8192 x 500)

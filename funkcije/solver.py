@@ -133,6 +133,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import augment as _augment
+from . import backend
 from . import callbacks as _callbacks
 from . import checkpoint as _checkpoint_file
 from . import optim
@@ -1007,7 +1008,8 @@ class Solver:
         loss_sum = 0.0
         data_loss = getattr(self.model, "data_loss", None)
         for start in range(0, N, batch_size):
-            scores = self.model.loss(X[start : start + batch_size])
+            # scores of a model on the GPU come back to the host (a small (Nb, C) copy)
+            scores = backend.to_host(self.model.loss(X[start : start + batch_size]))
             num_classes = scores.shape[1]
             preds.append(np.argmax(scores, axis=1))
             if start == 0:
@@ -1034,7 +1036,7 @@ class Solver:
         model; returns False when there is no best yet."""
         if not self.best_params:
             return False
-        self.model.params.update({k: v.copy() for k, v in self.best_params.items()})
+        self.model.params.update({k: backend.copy(v) for k, v in self.best_params.items()})
         if self._best_bn_params is not None:
             self._load_bn(self._best_bn_params)
         return True
@@ -1045,10 +1047,8 @@ class Solver:
         arrays = list(self.model.params.values())
         for d in getattr(self.model, "bn_params", None) or []:
             if isinstance(d, dict):
-                arrays += [v for v in d.values() if isinstance(v, np.ndarray)]
-        return all(
-            np.isfinite(a).all() for a in arrays if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.inexact)
-        )
+                arrays += [v for v in d.values() if backend.is_array(v)]
+        return all(backend.all_finite(a) for a in arrays if backend.is_array(a))
 
     def _check_epoch(self, train_loss_mean=None):
         # the same samples (and draws from the evaluation stream) as check_accuracy; the loss is
@@ -1063,7 +1063,7 @@ class Solver:
         self.check_iterations.append(self._iteration)
         if (val_acc > self.best_val_acc or not self.best_params) and self._state_is_finite():
             self.best_val_acc = val_acc
-            self.best_params = {k: v.copy() for k, v in self.model.params.items()}
+            self.best_params = {k: backend.copy(v) for k, v in self.model.params.items()}
             self._best_bn_params = self._snapshot_bn()
             self._best_epoch = self.epoch
         if self.verbose:
@@ -1196,13 +1196,14 @@ class Solver:
             "seed": self.seed,
             "num_train": self._num_train,
             "iteration": self._iteration,
-            "params": self.model.params,
-            "bn_params": self._snapshot_bn(),
-            "optim_configs": self.optim_configs,
+            # arrays of a model on the GPU are saved as host arrays: a checkpoint loads anywhere
+            "params": backend.to_device(self.model.params, "cpu"),
+            "bn_params": backend.to_device(self._snapshot_bn(), "cpu"),
+            "optim_configs": backend.to_device(self.optim_configs, "cpu"),
             "history": self.history,
             "best_val_acc": self.best_val_acc,
-            "best_params": self.best_params,
-            "best_bn_params": self._best_bn_params,
+            "best_params": backend.to_device(self.best_params, "cpu"),
+            "best_bn_params": backend.to_device(self._best_bn_params, "cpu"),
             "best_epoch": self._best_epoch,
             "rng_state": {
                 "batch": self._rng.bit_generator.state,
@@ -1251,7 +1252,7 @@ class Solver:
                 f"Solver: checkpoint {path} holds params {sorted(saved)}, the model has {sorted(params)}"
             )
         for k, v in saved.items():
-            if v.shape != params[k].shape or v.dtype != params[k].dtype:
+            if tuple(v.shape) != tuple(params[k].shape) or backend.dtype_name(v) != backend.dtype_name(params[k]):
                 raise ValueError(
                     f"Solver: checkpoint {path} has {k} of shape {v.shape} {v.dtype}, the model has "
                     f"{params[k].shape} {params[k].dtype}"
@@ -1332,3 +1333,8 @@ class Solver:
             for cb, saved_cb in zip(self.callbacks, saved_cbs):
                 if saved_cb["state"] is not None and callable(getattr(cb, "load_state_dict", None)):
                     cb.load_state_dict(saved_cb["state"])
+        device = getattr(self.model, "device", "cpu")
+        if device != "cpu":  # resumed onto the GPU: the host arrays of the file go there
+            self.model.to(device)
+            self.optim_configs = backend.to_device(self.optim_configs, device)
+            self.best_params = backend.to_device(self.best_params, device)

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from . import augment as augment_mod
-from . import callbacks, data_utils, metrics, vis_utils
+from . import backend, callbacks, data_utils, metrics, vis_utils
 from . import optim
 from .classifiers import FullyConnectedNet, ThreeLayerConvNet
 from .classifiers.zoo import ZOO
@@ -54,7 +54,7 @@ RUN_KEYS = (
     "lr_schedule", "reg", "weight_scale", "num_filters", "filter_size", "hidden_dim", "hidden_dims",
     "normalization", "dropout_keep", "dtype", "seed", "width", "init",
     "augment", "normalize", "momentum", "weight_decay", "weight_decay_on", "label_smoothing", "tta",
-    "lr_mult", "onecycle",
+    "lr_mult", "onecycle", "out_scale",
 )
 # Named recipes: defaults for the arguments a command line does not give. Each is
 # the setting of a row of the README's results table.
@@ -102,6 +102,7 @@ RECIPES = {
         model="resnet9", dataset="cifar10", epochs=12, batch_size=256, update_rule="sgd_nesterov", lr=0.2,
         momentum=0.9, weight_decay=5e-4, weight_decay_on="weights", lr_schedule="onecycle", reg=0.0,
         augment="crop:4:reflect,flip,cutout:8", normalize="channel", label_smoothing=0.2, tta="flip",
+        out_scale=0.125,
     ),
 }
 MODELS = ["three_layer", "fc"] + list(ZOO)
@@ -145,6 +146,7 @@ def build_parser():
     p.add_argument("--weight-scale", type=float, default=1e-3,
                    help="three_layer / fc: the weights' std; zoo models: with --init gaussian")
     p.add_argument("--width", type=float, default=1.0, help="vgg7 / vgg7bn / resnet9: channel multiplier")
+    p.add_argument("--out-scale", type=float, default=1.0, help="resnet9: multiplier of the scores (0.125 in the recipes)")
     p.add_argument("--init", choices=["kaiming", "torch", "gaussian"], default=None,
                    help="zoo models' initialisation (default kaiming); three_layer and fc are gaussian")
     p.add_argument("--num-filters", type=int, default=32)
@@ -166,6 +168,9 @@ def build_parser():
     p.add_argument("--num-test", type=int, default=10000)
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
+                   help="gpu: train a zoo model on CuPy arrays (pip install -e \".[gpu]\"); not part of the run's "
+                        "settings, so a run may resume on either device")
     p.add_argument("--out", default="runs/latest", help="output folder")
     p.add_argument("--resume", default=None, help="checkpoint to continue (its folder's run_config.json is used)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -308,8 +313,20 @@ def check_args(p, args):
         p.error(f"--seed must be >= 0, got {args.seed}")
     if args.model in ("three_layer", "fc") and args.init not in (None, "gaussian"):
         p.error(f"--init {args.init} applies to the zoo models; {args.model} is initialised with --weight-scale")
+    finite("out-scale", args.out_scale, 0, strict=True)
+    if args.out_scale != 1.0 and args.model != "resnet9":
+        p.error(f"--out-scale applies to resnet9, not {args.model}")
     if args.width != 1.0 and args.model not in ("vgg7", "vgg7bn", "resnet9", "fast_cifar"):
         p.error(f"--width applies to vgg7, vgg7bn, resnet9 and fast_cifar, not {args.model}")
+    if args.device == "gpu":
+        if args.model in ("three_layer", "fc"):
+            p.error(f"--device gpu runs the zoo models (Sequential); {args.model} is CPU-only")
+        try:
+            backend.require_cupy("--device gpu")
+        except ImportError as exc:
+            p.error(str(exc))
+        if not backend.gpu_available():
+            p.error("--device gpu: CuPy is installed but sees no CUDA device")
     if args.lr_schedule != "none" and args.lr_decay != 1.0:
         p.error("give either --lr-decay or --lr-schedule, not both")
     if args.check_every is not None and args.check_every < 1:
@@ -338,6 +355,8 @@ def build_model(cfg, input_shape, num_classes):
                       label_smoothing=cfg.get("label_smoothing") or 0.0)
         if cfg["model"] in ("vgg7", "vgg7bn", "resnet9", "fast_cifar"):
             kwargs["width"] = cfg.get("width", 1.0)
+        if cfg["model"] == "resnet9" and cfg.get("out_scale", 1.0) != 1.0:
+            kwargs["out_scale"] = cfg["out_scale"]
         return ZOO[cfg["model"]](**kwargs)
     if cfg["model"] == "three_layer":
         return ThreeLayerConvNet(
@@ -401,6 +420,7 @@ def main(argv=None):
             "augment": args.augment, "normalize": args.normalize, "momentum": args.momentum,
             "weight_decay": args.weight_decay, "weight_decay_on": args.weight_decay_on,
             "label_smoothing": args.label_smoothing, "tta": args.tta, "lr_mult": _multipliers(args.lr_mult) or None,
+            "out_scale": args.out_scale,
         }
         print("settings: " + " ".join(f"{k}={v}" for k, v in cfg.items()))
         out.mkdir(parents=True, exist_ok=True)
@@ -420,6 +440,8 @@ def main(argv=None):
         # data-dependent layers (patch whitening) see the first 5000 training images,
         # the same ones again on --resume
         model.fit(data["X_train"][:5000])
+    if args.device != "cpu":
+        model.to(args.device)  # batches are uploaded one by one as the Solver draws them
     print(f"funkcije.train: {cfg['model']} on {cfg['dataset']}: {data['X_train'].shape[0]} train, "
           f"{data['X_val'].shape[0]} val, {data['X_test'].shape[0]} test images {tuple(input_shape)}, "
           f"{sum(p.size for p in model.params.values())} parameters; output in {out}")
@@ -465,6 +487,8 @@ def main(argv=None):
     test = metrics.evaluate(model, data["X_test"], data["y_test"], batch_size=500, tta=tta)
     val = metrics.evaluate(model, data["X_val"], data["y_val"], batch_size=500, tta=tta)
     per_class = metrics.precision_recall_f1(test.confusion)
+    if args.device != "cpu":
+        model.to("cpu")  # figures and filters read host arrays
     results = {
         "status": status,
         "epochs": solver.epoch,

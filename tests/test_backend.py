@@ -159,3 +159,127 @@ def test_fast_layers_refuse_mixed_namespaces():
     x = np.ones((2, 3, 4, 4))
     with pytest.raises(TypeError, match="mixed"):
         FL.conv_forward_fast(xps.asarray(x), np.ones((2, 3, 3, 3)), np.zeros(2), {"stride": 1, "pad": 1})
+
+
+# ----------------------------------------------------------------------------- models and the Solver off the CPU
+
+
+def _strict_model(make):
+    pytest.importorskip("array_api_strict")
+    import copy
+
+    host = make()
+    return host, copy.deepcopy(host).to("array_api_strict")
+
+
+ZOO_AT_WIDTH = {
+    "ResNet9": dict(width=1 / 16), "VGG7BN": dict(width=1 / 16), "FERMnistNet": {}, "FERCifarNet": {},
+    "FastCifarNet": dict(width=1 / 16),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ZOO_AT_WIDTH))
+def test_zoo_models_on_another_namespace_match_the_cpu(name):
+    from funkcije.classifiers import zoo
+
+    def make():
+        return getattr(zoo, name)(seed=0, dtype=np.float64, reg=1e-3, label_smoothing=0.1, **ZOO_AT_WIDTH[name])
+
+    rng = np.random.default_rng(0)
+    model = make()
+    X = rng.standard_normal((4,) + model.input_shape)
+    y = rng.integers(0, 10, 4)
+    if name == "FastCifarNet":
+        model.fit(X)
+    import copy
+
+    host = model
+    pytest.importorskip("array_api_strict")
+    dev = copy.deepcopy(host).to("array_api_strict")
+    assert dev.device == "array_api_strict" and all(backend.device_of(p) == dev.device for p in dev.params.values())
+    loss, grads = host.loss(X, y)
+    dloss, dgrads = dev.loss(X, y)  # host batches are uploaded
+    assert abs(dloss - loss) < 1e-12 * max(1.0, abs(loss))
+    for k, g in grads.items():
+        assert backend.device_of(dgrads[k]) == dev.device
+        np.testing.assert_allclose(backend.to_host(dgrads[k]), g, rtol=1e-9, atol=1e-12 * np.abs(g).max())
+    np.testing.assert_allclose(backend.to_host(dev.loss(X)), host.loss(X), rtol=1e-10, atol=1e-12)
+    for layer, state in host.state.items():
+        for key in ("running_mean", "running_var"):
+            if key in state:
+                np.testing.assert_allclose(backend.to_host(dev.state[layer][key]), state[key], rtol=1e-12, atol=1e-15)
+    dev.to("cpu")
+    assert all(isinstance(p, np.ndarray) for p in dev.params.values())
+
+
+@pytest.mark.parametrize("rule", ["sgd_nesterov", "adam", "sgdw", "adamw", "rmsprop", "sgd_momentum", "sgd"])
+def test_solver_trains_a_model_off_the_cpu_like_on_it(rule, tmp_path):
+    """The Solver on a model moved to another namespace: the same steps as on the CPU
+    (float64), host checkpoints, and a resume that lands on the model's device."""
+    from funkcije.classifiers import zoo
+    from funkcije.solver import Solver
+
+    pytest.importorskip("array_api_strict")
+    rng = np.random.default_rng(1)
+    data = {"X_train": rng.standard_normal((16, 3, 32, 32)), "y_train": rng.integers(0, 10, 16),
+            "X_val": rng.standard_normal((8, 3, 32, 32)), "y_val": rng.integers(0, 10, 8)}
+
+    def run(device, **kw):
+        model = zoo.ResNet9(width=1 / 32, seed=0, dtype=np.float64, reg=1e-3)
+        if device != "cpu":
+            model.to(device)
+        solver = Solver(model, data, update_rule=rule, optim_config={"learning_rate": 1e-2}, batch_size=8,
+                        num_epochs=2, seed=0, verbose=False, **kw)
+        solver.train()
+        return model, solver
+
+    host, hs = run("cpu")
+    dev, ds = run("array_api_strict", checkpoint_name=str(tmp_path / "ck"))
+    assert dev.device == "array_api_strict"
+    np.testing.assert_allclose(ds.loss_history, hs.loss_history, rtol=1e-10)
+    assert ds.val_acc_history == hs.val_acc_history
+    for k, w in host.params.items():
+        np.testing.assert_allclose(backend.to_host(dev.params[k]), w, rtol=1e-9, atol=1e-12)
+    from funkcije import checkpoint
+    from funkcije.solver import CHECKPOINT_FORMAT
+
+    ckpt = checkpoint.read(tmp_path / "ck_epoch_1.pkl", CHECKPOINT_FORMAT)
+    assert all(isinstance(v, np.ndarray) for v in ckpt["params"].values())
+    # resume epoch 1 onto the device: the rest of the run is the uninterrupted one
+    model = zoo.ResNet9(width=1 / 32, seed=5, dtype=np.float64, reg=1e-3).to("array_api_strict")
+    resumed = Solver(model, data, resume=str(tmp_path / "ck_epoch_1.pkl"), verbose=False)
+    resumed.train()
+    assert all(backend.device_of(p) == "array_api_strict" for p in model.params.values())
+    np.testing.assert_allclose(resumed.loss_history, hs.loss_history, rtol=1e-10)
+    for k, w in host.params.items():
+        np.testing.assert_allclose(backend.to_host(model.params[k]), w, rtol=1e-9, atol=1e-12)
+
+
+def test_moving_a_model_is_refused_clearly():
+    from funkcije import config
+    from funkcije.classifiers import zoo
+
+    model = zoo.FERMnistNet(seed=0)
+    with pytest.raises(ValueError, match=r"FERMnistNet.to: .*device must be one of"):
+        model.to("tpu")
+    with config.using(layers="reference"):
+        with pytest.raises(ValueError, match="only the fast layers"):
+            model.to("array_api_strict")
+
+
+def test_fallbacks_stand_in_for_standard_names_a_module_lacks():
+    """A CuPy without array-api-compat and without NumPy 2's names still runs the
+    namespace kernels: the NumPy-style equivalents stand in (checked here on a module
+    that has only those)."""
+    import types
+
+    old_style = types.SimpleNamespace(**{k: getattr(np, k) for k in ("transpose", "swapaxes", "concatenate")})
+    old_style.__name__ = "cupy"
+    xp = backend._Fallbacks(old_style)
+    a = np.arange(24.0).reshape(2, 3, 4)
+    assert xp.permute_dims(a, (2, 0, 1)).shape == (4, 2, 3)
+    np.testing.assert_array_equal(xp.matrix_transpose(a), np.swapaxes(a, -1, -2))
+    assert xp.concat([a, a], axis=1).shape == (2, 6, 4)
+    assert xp.astype(a, np.float32).dtype == np.float32
+    with pytest.raises(AttributeError):
+        xp.no_such_function  # noqa: B018

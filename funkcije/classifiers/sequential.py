@@ -40,11 +40,12 @@ import numbers
 
 import numpy as np
 
-from .. import config
+from .. import backend, config
 from .. import fast_layers as FL
 from .. import layers as L
 from ..checks import as_pair, check_array, check_labels, check_real_in, conv_output_size, errors_named
 from ..fast_layers import flushes_denormals
+from ..kernels import xp_kernels as XK
 from .base import add_l2_grads, as_model_input, check_positive_int, check_reg, l2_penalty, model_dtype, rng_from_seed
 
 __all__ = [
@@ -83,6 +84,16 @@ _FUNCTIONS = {
 
 def _pair_fns(op):
     return _FUNCTIONS[config.get("layers")][op]
+
+
+def _fixed(vec, x):
+    """A layer's constant vector (the zero bias of a bias-free layer, the unit scale
+    of a scale-free batch norm) in x's dtype and namespace (off the CPU a small copy
+    made anew, on it the layer's own array)."""
+    if isinstance(x, np.ndarray):
+        return vec.astype(x.dtype, copy=False)
+    xp = backend.array_api(x)
+    return xp.astype(xp.asarray(vec), x.dtype)
 
 
 def _spatial(layer, in_shape):
@@ -210,7 +221,7 @@ class Conv2d(Layer):
 
     def forward(self, x, params, state, train):
         fwd, bwd = _pair_fns("conv")
-        b = params["b"] if self.bias else self._zeros.astype(x.dtype, copy=False)
+        b = params["b"] if self.bias else _fixed(self._zeros, x)
         out, cache = fwd(x, params["W"], b, self.conv_param)
         return out, (bwd, cache)
 
@@ -295,7 +306,10 @@ class PatchWhiten(Conv2d):
         state["fitted"] = True
 
     def forward(self, x, params, state, train):
-        return super().forward(x, {**params, "W": state["W"].astype(x.dtype, copy=False)}, state, train)
+        W = state["W"]
+        if W.dtype != x.dtype:
+            W = W.astype(x.dtype) if isinstance(W, np.ndarray) else backend.array_api(W).astype(W, x.dtype)
+        return super().forward(x, {**params, "W": W}, state, train)
 
     def backward(self, dout, cache, need_dx=True):
         dx, grads = super().backward(dout, cache, need_dx)
@@ -329,7 +343,7 @@ class Affine(Layer):
 
     def forward(self, x, params, state, train):
         fwd, bwd = _pair_fns("affine")
-        b = params["b"] if self.bias else self._zeros.astype(x.dtype, copy=False)
+        b = params["b"] if self.bias else _fixed(self._zeros, x)
         out, cache = fwd(x, params["W"], b)
         return out, (bwd, cache)
 
@@ -397,7 +411,7 @@ class BatchNorm2d(_Norm):
         max(bn(x), 0), from the fused kernel, and the backward includes ReLU's mask."""
         state["mode"] = "train" if train else "test"
         fwd, bwd = _pair_fns(self.op)
-        gamma = params["gamma"] if self.scale else self._ones.astype(x.dtype, copy=False)
+        gamma = params["gamma"] if self.scale else _fixed(self._ones, x)
         out, cache = fwd(x, gamma, params["beta"], state, relu=True) if relu else fwd(x, gamma, params["beta"], state)
         return out, (bwd, cache)
 
@@ -656,7 +670,7 @@ class Residual(Layer):
         dh, grads = _chain_backward(self.layers, dout, cache, need_dx)
         if dh is None:
             return None, grads
-        if dh.flags.writeable and dh.flags.owndata and not np.may_share_memory(dh, dout):
+        if isinstance(dh, np.ndarray) and dh.flags.writeable and dh.flags.owndata and not np.may_share_memory(dh, dout):
             dh += dout  # the block's fresh input gradient: no new array for the sum
             return dh, grads
         return dout + dh, grads
@@ -770,7 +784,14 @@ class Sequential:
 
     X: (N,) + input_shape, cast to `dtype`. `loss(X)` returns scores (N, K) in test
     mode; `loss(X, y)` returns (loss, grads) in train mode (batch statistics, dropout).
+
+    `model.to("gpu")` moves the parameters and state to the GPU (CuPy arrays; the fast
+    layers then run `funkcije.kernels.xp_kernels`), `model.to("cpu")` back. On the GPU,
+    host batches given to `loss` are uploaded, scores and gradients stay on the GPU, and
+    the loss is a Python float. The reference layers and Dropout are host-only.
     """
+
+    device = "cpu"  # where params and state live (`to`)
 
     def __init__(self, *layers, input_shape, loss="softmax", label_smoothing=0.0, reg=0.0, dtype=np.float32,
                  seed=None, init="kaiming", unbiased_running_var=False):
@@ -871,8 +892,46 @@ class Sequential:
         """The name the model's errors carry: the zoo constructor's (set by zoo.py) or the class's."""
         return self.__dict__.get("_name") or type(self).__name__
 
+    def to(self, device):
+        """Move every parameter and state array (batch-norm running statistics) to
+        `device`, "cpu" or "gpu" (or an Array API module's name, as the tests do with
+        "array_api_strict"), in place; returns the model. The params dict keeps its
+        identity and keys, so a Solver built on the model sees the moved arrays."""
+        where = f"{self._where}.to"
+        if device != "cpu":
+            if config.get("layers") != "fast" or self._has_dropout:
+                raise ValueError(f"{where}: only the fast layers run off the CPU "
+                                 "(no reference layers, no Dropout)")
+            if device == "gpu":
+                backend.require_cupy(where)
+        try:
+            moved = backend.to_device({"params": self.params, "state": self.state}, device)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        for name, value in moved["params"].items():
+            self.params[name] = value
+        for layer_name, state in moved["state"].items():
+            self.state[layer_name].update(state)
+        self.device = device
+        return self
+
     def _check_input(self, X):
         where = self._where
+        if self.device != "cpu":
+            # a batch on the device already (checked and cast there), or host data uploaded
+            if backend.is_array(X) and backend.device_of(X) == self.device:
+                xp = backend.array_api(X)
+                if X.ndim < 2 or not backend.is_floating(X) and not backend.is_integer(X):
+                    raise TypeError(f"{where}: X must be a batch of real numbers, got {X.dtype} {tuple(X.shape)}")
+                want = backend.dtype_in(xp, self.dtype)
+                X = X if X.dtype == want else xp.astype(X, want)
+            else:
+                X = backend.to_device(as_model_input(where, X, self.dtype), self.device)
+            if tuple(X.shape[1:]) != self.input_shape:
+                raise ValueError(
+                    f"{where}: X must have shape (N,) + input_shape = (N, {', '.join(map(str, self.input_shape))}), "
+                    f"got {tuple(X.shape)}")
+            return X
         X = as_model_input(where, X, self.dtype)
         if X.shape[1:] != self.input_shape:
             raise ValueError(
@@ -895,6 +954,11 @@ class Sequential:
         return dx, out
 
     def _data_loss(self, scores, y):
+        if not isinstance(scores, np.ndarray):  # on the GPU: the namespace versions
+            y = backend.to_device(y, self.device)
+            if self.loss_name == "softmax":
+                return XK.softmax_loss(scores, y, self.label_smoothing)
+            return XK.svm_loss(scores, y)
         if self.loss_name == "softmax":
             return L.softmax_loss(scores, y, self.label_smoothing)
         return L.svm_loss(scores, y)
@@ -903,6 +967,8 @@ class Sequential:
         """The training criterion (softmax with this model's label smoothing, or hinge)
         of scores (N, K) against labels y (N,), without regularisation: a float. The
         Solver reports validation loss with it."""
+        if not isinstance(scores, np.ndarray):
+            y = check_labels(f"{self._where}.data_loss", backend.to_host(y), scores.shape[0], self.num_classes)
         return float(self._data_loss(scores, y)[0])
 
     @flushes_denormals
@@ -912,6 +978,8 @@ class Sequential:
             # labels checked before the forward pass, under the model's name rather than the
             # loss function's (which would check them again, unchanged)
             X = self._check_input(X)
+            if self.device != "cpu":
+                y = backend.to_host(y) if backend.is_array(y) else y  # checked on the host
             y = check_labels(f"{self._where}.loss", y, X.shape[0], self.num_classes)
         scores, caches = self.forward(X, train=y is not None)
         if y is None:
@@ -919,7 +987,11 @@ class Sequential:
         loss, dscores = self._data_loss(scores, y)
         # the images need no gradient: the first layer skips its dx
         _, grads = self.backward(dscores, caches, need_dx=False, release=True)
-        if self.reg:
+        if self.reg and self.device != "cpu":
+            loss = loss + 0.5 * self.reg * XK.l2_penalty([self.params[n] for n in self._decayed])
+            for n in self._decayed:
+                grads[n] = grads[n] + self.reg * self.params[n]
+        elif self.reg:
             loss = loss + l2_penalty(self.params, self._decayed, self.reg, self.dtype)
             add_l2_grads(grads, self.params, self._decayed, self.reg)
         return self.dtype.type(loss), grads

@@ -221,14 +221,18 @@ def _per_channel(xp, v):
 def bn_forward(x, gamma, beta, eps, relu, mean=None, var=None):
     """out (N, C, H, W) = [relu](gamma (x - mean) / sqrt(var + eps) + beta) and the
     float64 (C,) mean, var and inv_std: batch statistics when mean is None (train,
-    two passes in float64), else the given ones (test)."""
+    float64 sums), else the given ones (test)."""
     xp = _xp(x, gamma, beta)
     dt = x.dtype
     if mean is None:
-        x64 = xp.astype(x, xp.float64)
-        mean = xp.mean(x64, axis=(0, 2, 3))
-        d = x64 - _per_channel(xp, mean)
-        var = xp.mean(d * d, axis=(0, 2, 3))
+        # sums accumulated in float64 without a float64 copy of x; the deviations from
+        # the mean (rounded to x's dtype) are small numbers, so their squares keep the
+        # precision that a one-pass E[x^2] - E[x]^2 would lose for large means
+        M = x.size // x.shape[1]
+        mean = xp.sum(x, axis=(0, 2, 3), dtype=xp.float64) / M
+        d = x - _per_channel(xp, xp.astype(mean, dt))
+        shift = xp.sum(d, axis=(0, 2, 3), dtype=xp.float64) / M  # mean - its rounding
+        var = xp.sum(d * d, axis=(0, 2, 3), dtype=xp.float64) / M - shift * shift
     else:
         mean, var = xp.astype(mean, xp.float64), xp.astype(var, xp.float64)
     inv_std = 1.0 / xp.sqrt(var + eps)
@@ -274,3 +278,46 @@ def relu_forward(x):
 def relu_backward(dout, x):
     xp = _xp(dout, x)
     return xp.where(x > 0, dout, _zero(xp, dout.dtype))
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def _one_hot(xp, y, C, dtype):
+    return xp.astype(xp.reshape(y, (-1, 1)) == xp.reshape(xp.arange(C, dtype=y.dtype), (1, -1)), dtype)
+
+
+def softmax_loss(x, y, label_smoothing=0.0):
+    """(loss, dx) of `layers.softmax_loss` for scores x (N, C) and labels y (N,) of
+    one namespace; loss a Python float. Labels are checked by the caller."""
+    xp = _xp(x, y)
+    N, C = x.shape
+    shifted = x - xp.max(x, axis=1, keepdims=True)
+    log_probs = shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
+    target = _one_hot(xp, y, C, x.dtype)
+    if label_smoothing:
+        target = target * (1 - label_smoothing) + label_smoothing / C
+    loss = -float(xp.sum(xp.astype(target * log_probs, xp.float64))) / N
+    return loss, (xp.exp(log_probs) - target) / N
+
+
+def svm_loss(x, y):
+    """(loss, dx) of `layers.svm_loss` (multiclass hinge, margin 1) in the namespace of x."""
+    xp = _xp(x, y)
+    N, C = x.shape
+    onehot = _one_hot(xp, y, C, x.dtype)
+    correct = xp.sum(x * onehot, axis=1, keepdims=True)
+    margins = xp.maximum(x - correct + 1, _zero(xp, x.dtype)) * (1 - onehot)
+    positive = xp.astype(margins > 0, x.dtype)
+    dx = (positive - onehot * xp.sum(positive, axis=1, keepdims=True)) / N
+    return float(xp.sum(xp.astype(margins, xp.float64))) / N, dx
+
+
+def l2_penalty(weights):
+    """sum over the arrays of sum(W^2), a Python float (accumulated in float64)."""
+    total = 0.0
+    for w in weights:
+        xp = _xp(w)
+        w64 = xp.astype(w, xp.float64)
+        total += float(xp.sum(w64 * w64))
+    return total

@@ -1,0 +1,216 @@
+"""GPU checks of funkcije on CuPy (issue 15), as one short script for a session that has a GPU.
+
+    PYTHONPATH=. python3 benchmarks/gpu_check.py --out DIR      # a few minutes on an H100/H200
+    PYTHONPATH=. python3 benchmarks/gpu_check.py --quick        # correctness only, no timing
+
+1. layers: every fast layer (conv with stride/pad/dilation/groups, max and average
+   pooling, batch norm with and without the fused ReLU, ReLU, affine) forward and
+   backward on CuPy arrays against the NumPy reference layers on the host (float64 to
+   1e-9 relative, float32 to 1e-4 of the array's scale);
+2. models: every zoo model (width 1/8, batch 4, float64) on the GPU (`model.to("gpu")`):
+   loss, every gradient and the running statistics against the same model on the CPU;
+3. timing (not with --quick): the training step (forward, backward, Nesterov SGD update
+   of every parameter) of ResNet9 and VGG7BN at batch 512, float32, against the PyTorch
+   twin on the same GPU with TF32 off; and max-pool 2x2 and batch norm forward + backward
+   per layer against PyTorch. Median of --steps timed steps after --warmup.
+
+Prints a table and writes DIR/gpu_check.json. Needs CuPy (and PyTorch for the timing).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from funkcije import backend, fast_layers as FL, layers as L, optim
+from funkcije.classifiers import zoo
+
+
+def rel_err(got, want, dtype):
+    got = backend.to_host(got)
+    scale = np.abs(want).max() + 1e-30
+    return float(np.abs(got - want).max() / scale) if dtype == np.float64 else float(
+        (np.abs(got - want) / (np.abs(want) + scale)).max())
+
+
+LAYERS = [
+    ("conv 3x3 pad 1", lambda r: ((r.standard_normal((4, 16, 9, 9)),), (r.standard_normal((8, 16, 3, 3)), r.standard_normal(8)),
+                                  {"stride": 1, "pad": 1}), FL.conv_forward_fast, FL.conv_backward_fast,
+     L.conv_forward_naive, L.conv_backward_naive),
+    ("conv 5x3 s(2,1) d(1,2) g2", lambda r: ((r.standard_normal((3, 4, 11, 10)),),
+                                             (r.standard_normal((6, 2, 5, 3)), r.standard_normal(6)),
+                                             {"stride": (2, 1), "pad": (2, 1), "dilation": (1, 2), "groups": 2}),
+     FL.conv_forward_fast, FL.conv_backward_fast, L.conv_forward_naive, L.conv_backward_naive),
+    ("max pool 3x2 s(2,1)", lambda r: ((r.standard_normal((3, 4, 9, 8)),), (),
+                                       {"pool_height": 3, "pool_width": 2, "stride": (2, 1)}),
+     FL.max_pool_forward_fast, FL.max_pool_backward_fast, L.max_pool_forward_naive, L.max_pool_backward_naive),
+    ("max pool 2x2", lambda r: ((r.standard_normal((3, 4, 8, 8)),), (), {"pool_height": 2, "pool_width": 2, "stride": 2}),
+     FL.max_pool_forward_fast, FL.max_pool_backward_fast, L.max_pool_forward_naive, L.max_pool_backward_naive),
+    ("avg pool 2x3 s2", lambda r: ((r.standard_normal((3, 4, 9, 8)),), (),
+                                   {"pool_height": 2, "pool_width": 3, "stride": 2}),
+     FL.avg_pool_forward_fast, FL.avg_pool_backward_fast, L.avg_pool_forward_naive, L.avg_pool_backward_naive),
+    ("batch norm train", lambda r: ((r.standard_normal((5, 4, 6, 6)) + 3,), (r.standard_normal(4), r.standard_normal(4)),
+                                    {"mode": "train"}),
+     FL.spatial_batchnorm_forward_fast, FL.spatial_batchnorm_backward_fast,
+     L.spatial_batchnorm_forward, L.spatial_batchnorm_backward),
+    ("affine", lambda r: ((r.standard_normal((5, 4, 3, 2)),), (r.standard_normal((24, 7)), r.standard_normal(7)), None),
+     FL.affine_forward_fast, FL.affine_backward_fast, L.affine_forward, L.affine_backward),
+    ("relu", lambda r: ((r.standard_normal((5, 4, 3, 2)),), (), None), FL.relu_forward_fast, FL.relu_backward_fast,
+     L.relu_forward, L.relu_backward),
+]
+
+
+def check_layers(cp):
+    rows = []
+    for dtype in (np.float64, np.float32):
+        for name, make, fwd, bwd, rfwd, rbwd in LAYERS:
+            rng = np.random.default_rng(0)
+            (x,), params, setting = make(rng)
+            x = x.astype(dtype)
+            params = tuple(p.astype(dtype) for p in params)
+            extra = () if setting is None else (setting,)
+            want, rcache = rfwd(x, *params, *(dict(s) for s in extra))
+            got, cache = fwd(cp.asarray(x), *(cp.asarray(p) for p in params), *(dict(s) for s in extra))
+            dout = rng.standard_normal(want.shape).astype(dtype)
+            rg = rbwd(dout, rcache)
+            g = bwd(cp.asarray(dout), cache)
+            rg, g = (rg, g) if isinstance(rg, tuple) else ((rg,), (g,))
+            errs = [rel_err(got, want, dtype)] + [rel_err(a, b, dtype) for a, b in zip(g, rg)]
+            ok = max(errs) < (1e-9 if dtype == np.float64 else 1e-4) and all(backend.device_of(a) == "gpu" for a in g)
+            rows.append({"layer": name, "dtype": np.dtype(dtype).name, "max_rel_err": max(errs), "ok": bool(ok)})
+    return rows
+
+
+def check_models():
+    import copy
+
+    rows = []
+    for name in ("FERMnistNet", "FERCifarNet", "VGG7", "VGG7BN", "ResNet9", "FastCifarNet"):
+        kw = {} if name.startswith("FER") else {"width": 1 / 8}
+        host = getattr(zoo, name)(seed=0, dtype=np.float64, reg=1e-3, label_smoothing=0.1, **kw)
+        rng = np.random.default_rng(0)
+        X = rng.standard_normal((4,) + host.input_shape)
+        y = rng.integers(0, 10, 4)
+        if name == "FastCifarNet":
+            host.fit(X)
+        dev = copy.deepcopy(host).to("gpu")
+        loss, grads = host.loss(X, y)
+        dloss, dgrads = dev.loss(X, y)
+        errs = [abs(dloss - loss) / abs(loss)] + [rel_err(dgrads[k], g, np.float64) for k, g in grads.items()]
+        errs += [rel_err(dev.state[n][k], s[k], np.float64) for n, s in host.state.items()
+                 for k in ("running_mean", "running_var") if k in s]
+        rows.append({"model": name, "max_rel_err": max(errs), "ok": bool(max(errs) < 1e-9)})
+    return rows
+
+
+def _median_ms(fn, sync, warmup, steps):
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def time_models(cp, warmup, steps, batch):
+    import torch
+
+    from funkcije.torch_twin import to_torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    rows = []
+    for name in ("ResNet9", "VGG7BN"):
+        model = getattr(zoo, name)(seed=0)
+        twin = to_torch(model).cuda()
+        model.to("gpu")
+        rng = np.random.default_rng(0)
+        Xh = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
+        yh = rng.integers(0, 10, batch)
+        X = cp.asarray(Xh)
+        configs = {k: {"learning_rate": 0.01, "momentum": 0.9} for k in model.params}
+
+        def step():
+            _, grads = model.loss(X, yh)
+            for k, w in model.params.items():
+                model.params[k], configs[k] = optim.sgd_nesterov(w, grads[k], configs[k])
+
+        ours = _median_ms(step, cp.cuda.Device().synchronize, warmup, steps)
+        opt = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+        Xt, yt = torch.from_numpy(Xh).cuda(), torch.from_numpy(yh).cuda()
+
+        def tstep():
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(twin(Xt), yt).backward()
+            opt.step()
+
+        theirs = _median_ms(tstep, torch.cuda.synchronize, warmup, steps)
+        rows.append({"case": f"{name} step b{batch}", "funkcije_ms": ours, "torch_ms": theirs, "ratio": ours / theirs})
+
+    x = cp.random.standard_normal((batch, 128, 32, 32), dtype=cp.float32)
+    xt = torch.as_tensor(x, device="cuda").requires_grad_(True)
+    g, b = cp.ones(128, dtype=cp.float32), cp.zeros(128, dtype=cp.float32)
+    bnt = torch.nn.BatchNorm2d(128).cuda()
+
+    def pool():
+        out, cache = FL.max_pool_forward_fast(x, {"pool_height": 2, "pool_width": 2, "stride": 2})
+        FL.max_pool_backward_fast(out, cache)
+
+    def tpool():
+        out = torch.nn.functional.max_pool2d(xt, 2)
+        out.backward(out.detach())
+
+    def bn():
+        out, cache = FL.spatial_batchnorm_forward_fast(x, g, b, {"mode": "train"})
+        FL.spatial_batchnorm_backward_fast(out, cache)
+
+    def tbn():
+        out = bnt(xt)
+        out.backward(out.detach())
+
+    for case, ours_fn, theirs_fn in (("max pool 2x2 (N,128,32,32)", pool, tpool), ("batch norm (N,128,32,32)", bn, tbn)):
+        ours = _median_ms(ours_fn, cp.cuda.Device().synchronize, warmup, steps)
+        theirs = _median_ms(theirs_fn, torch.cuda.synchronize, warmup, steps)
+        rows.append({"case": f"{case} b{batch}", "funkcije_ms": ours, "torch_ms": theirs, "ratio": ours / theirs})
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=".", help="folder for gpu_check.json")
+    p.add_argument("--quick", action="store_true", help="correctness only")
+    p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--steps", type=int, default=10)
+    args = p.parse_args(argv)
+    cp = backend.require_cupy("gpu_check")
+    props = cp.cuda.runtime.getDeviceProperties(0)
+    report = {"gpu": props["name"].decode(), "cupy": cp.__version__, "numpy": np.__version__,
+              "array_api": type(backend.array_api(cp.zeros(1))).__name__}
+    report["layers"] = check_layers(cp)
+    report["models"] = check_models()
+    for row in report["layers"] + report["models"]:
+        print(json.dumps(row))
+    if not args.quick:
+        report["timing"] = time_models(cp, args.warmup, args.steps, args.batch)
+        for row in report["timing"]:
+            print(f"{row['case']:36s} funkcije {row['funkcije_ms']:9.2f} ms   torch {row['torch_ms']:9.2f} ms   "
+                  f"ratio {row['ratio']:.2f}")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "gpu_check.json").write_text(json.dumps(report, indent=2))
+    bad = [r for r in report["layers"] + report["models"] if not r["ok"]]
+    print(f"{report['gpu']}: {len(bad)} failed checks")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
