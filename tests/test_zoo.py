@@ -75,6 +75,17 @@ def test_zoo_initial_loss(name, rng):
     assert abs(torch_init.loss(X, y)[0] - np.log(10)) < 0.35  # PyTorch's default init: nearly uniform
 
 
+def test_resnet9_out_scale_multiplies_the_scores(rng):
+    X = rng.standard_normal((2, 3, 32, 32))
+    plain = ResNet9(width=1 / 16, seed=3, dtype=np.float64)
+    scaled = ResNet9(width=1 / 16, seed=3, dtype=np.float64, out_scale=0.125)
+    assert type(scaled.layers[-1]).__name__ == "Scale" and scaled.num_params() == plain.num_params()
+    np.testing.assert_allclose(scaled.loss(X), 0.125 * plain.loss(X), rtol=1e-12)
+    for bad in (0, -1.0, float("nan"), True, "x"):
+        with pytest.raises(ValueError, match="out_scale"):
+            ResNet9(width=1 / 16, out_scale=bad)
+
+
 def test_zoo_train_and_test_modes(rng):
     model = VGG7BN(width=1 / 16, dtype=np.float64, seed=0)
     X = rng.standard_normal((4, 3, 32, 32))
@@ -251,6 +262,10 @@ def test_summary_command_line():
     (["--lr-mult", "b=x"], "--lr-mult"),
     (["--onecycle", "1.5,0,0"], "--onecycle"),
     (["--onecycle", "0.3,0.1"], "--onecycle"),
+    (["--model", "vgg7", "--out-scale", "0.125"], "--out-scale applies to resnet9"),
+    (["--model", "resnet9", "--out-scale", "0"], "--out-scale"),
+    (["--model", "resnet9", "--device", "gpu"], "--device gpu"),
+    (["--device", "gpu"], "--device gpu"),
 ])
 def test_train_command_line_argument_errors(args, message):
     res = _run("funkcije.train", *args)

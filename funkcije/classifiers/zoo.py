@@ -98,11 +98,20 @@ def VGG7BN(num_classes=10, input_shape=(3, 32, 32), width=1.0, **kwargs):
     return _vgg7("VGG7BN", True, num_classes, input_shape, width, kwargs)
 
 
-def ResNet9(num_classes=10, input_shape=(3, 32, 32), width=1.0, **kwargs):
+def ResNet9(num_classes=10, input_shape=(3, 32, 32), width=1.0, out_scale=1.0, **kwargs):
     """CNR(64), CNR(128), M(2), res(CNR(128), CNR(128)), CNR(256), M(2), CNR(512), M(2),
     res(CNR(512), CNR(512)), M(4), LR(512), L(10) — the `ans` course's ResNet9
-    (bias-free convolutions, each followed by batch norm and ReLU)."""
+    (bias-free convolutions, each followed by batch norm and ReLU).
+
+    out_scale: multiplies the scores (a Scale layer after the last affine one when not 1;
+    no parameters). The fast ResNet9 recipes use 0.125 (myrtle.ai's ResNet9): the
+    max-pooled residual features are large, so at scale 1 one SGD step moves the scores
+    by about lr * |h|^2 and early training blows up (measured: loss 6.8 -> 38 in three
+    steps at lr 0.008); the scale makes the head's effective learning rate 64x smaller."""
     check_positive_int("ResNet9", "num_classes", num_classes)
+    if isinstance(out_scale, bool) or not isinstance(out_scale, numbers.Real) or not np.isfinite(out_scale) \
+            or out_scale <= 0:
+        raise ValueError(f"ResNet9: out_scale must be a positive number, got {out_scale!r}")
     w = _scaled("ResNet9", width)
 
     def cnr(n):
@@ -115,7 +124,7 @@ def ResNet9(num_classes=10, input_shape=(3, 32, 32), width=1.0, **kwargs):
         *cnr(512), MaxPool2d(2),
         Residual(*cnr(512), *cnr(512)),
         MaxPool2d(4), Flatten(), Affine(w(512)), ReLU(), Affine(num_classes),
-    ]
+    ] + ([Scale(float(out_scale))] if out_scale != 1 else [])
     return _named("ResNet9", num_classes, lambda: Sequential(*layers, input_shape=input_shape, **kwargs))
 
 
