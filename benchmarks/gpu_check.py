@@ -1,4 +1,4 @@
-"""GPU checks of funkcije on CuPy (issue 15), as one short script for a session that has a GPU.
+"""funkcije on a CUDA GPU (CuPy arrays): correctness against the CPU and speed against PyTorch, in one short run.
 
     PYTHONPATH=. python3 benchmarks/gpu_check.py --out DIR      # a few minutes on an H100/H200
     PYTHONPATH=. python3 benchmarks/gpu_check.py --quick        # correctness only, no timing

@@ -7,6 +7,8 @@ import numbers
 
 import numpy as np
 
+from ..backend import array_api
+
 __all__ = [
     "rng_from_seed", "model_dtype", "check_positive_int", "check_reg", "gaussian",
     "as_model_input", "l2_penalty", "add_l2_grads", "check_weight_scale", "model_labels",
@@ -69,10 +71,16 @@ def as_model_input(model, X, dtype):
 
 
 def l2_penalty(params, names, reg, dtype):
-    """0.5 * reg * sum over `names` of sum(W ** 2), as a scalar of `dtype`."""
+    """0.5 * reg * sum over `names` of sum(W ** 2), as a scalar of `dtype` (weights
+    of any array namespace: a model on the GPU sums there, in float64)."""
     total = dtype.type(0)
     for name in names:
-        w = params[name].ravel()
+        w = params[name]
+        if not isinstance(w, np.ndarray):
+            xp = array_api(w)
+            total += float(xp.sum(w * w, dtype=xp.float64))
+            continue
+        w = w.ravel()
         total += np.dot(w, w)  # BLAS dot: no W ** 2 temporary the size of the weights
     return dtype.type(0.5 * reg * total)
 
@@ -82,9 +90,13 @@ _L2_BLOCK = 1 << 16
 
 def add_l2_grads(grads, params, names, reg):
     """grads[name] += reg * params[name], in place. reg is a Python float, so the
-    float32 path stays float32."""
+    float32 path stays float32. Off the CPU (other array namespaces) grads[name] is
+    replaced by the sum instead."""
     for name in names:
         g, w = grads[name], params[name]
+        if not isinstance(g, np.ndarray):
+            grads[name] = g + reg * w
+            continue
         if g.size <= _L2_BLOCK or not (g.flags.c_contiguous and w.flags.c_contiguous):
             g += reg * w
             continue

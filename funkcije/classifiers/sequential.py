@@ -987,11 +987,7 @@ class Sequential:
         loss, dscores = self._data_loss(scores, y)
         # the images need no gradient: the first layer skips its dx
         _, grads = self.backward(dscores, caches, need_dx=False, release=True)
-        if self.reg and self.device != "cpu":
-            loss = loss + 0.5 * self.reg * XK.l2_penalty([self.params[n] for n in self._decayed])
-            for n in self._decayed:
-                grads[n] = grads[n] + self.reg * self.params[n]
-        elif self.reg:
+        if self.reg:
             loss = loss + l2_penalty(self.params, self._decayed, self.reg, self.dtype)
             add_l2_grads(grads, self.params, self._decayed, self.reg)
         return self.dtype.type(loss), grads

@@ -70,8 +70,8 @@ def _columns(xp, x, G, HH, WW, g):
     Cg = C // G
     xg = xp.permute_dims(xp.reshape(x, (nb, G, Cg, H, W)), (1, 2, 0, 3, 4))  # (G, Cg, nb, H, W)
     xg = _padded(xp, xg, *g.pad)
-    cols = xp.stack([xg[..., rows, cols] for rows, cols in _taps(HH, WW, g)], axis=2)  # (G, Cg, T, nb, Ho, Wo)
-    return xp.reshape(cols, (G, Cg * HH * WW, nb * g.out_h * g.out_w))
+    taps = xp.stack([xg[..., hs, ws] for hs, ws in _taps(HH, WW, g)], axis=2)  # (G, Cg, T, nb, Ho, Wo)
+    return xp.reshape(taps, (G, Cg * HH * WW, nb * g.out_h * g.out_w))
 
 
 def _dout_matrix(xp, dout, G):
@@ -118,8 +118,8 @@ def conv_backward(x, w, dout, g, need_dx=True):
         if need_dx:
             dcols = xp.reshape(xp.matmul(xp.matrix_transpose(wm), dmat), (G, Cg, HH * WW, nb, g.out_h, g.out_w))
             dxp = xp.zeros((G, Cg, nb, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
-            for t, (rows, cols) in enumerate(_taps(HH, WW, g)):
-                dxp[..., rows, cols] += dcols[:, :, t, ...]  # overlapping windows add up
+            for t, (hs, ws) in enumerate(_taps(HH, WW, g)):
+                dxp[..., hs, ws] += dcols[:, :, t, ...]  # overlapping windows add up
             dxc = xp.permute_dims(dxp[..., ph:ph + H, pw:pw + W], (2, 0, 1, 3, 4))
             dx_parts.append(xp.reshape(dxc, (nb, C, H, W)))
     dx = None
@@ -150,6 +150,13 @@ def _window(x, a, b, g):
     return x[..., a:a + sh * (Ho - 1) + 1:sh, b:b + sw * (Wo - 1) + 1:sw]
 
 
+def _window_origins(xp, W, g):
+    """(H', W') int32: the flat plane position h * W + w of each window's first element."""
+    sh, sw = g.stride
+    return (xp.reshape(xp.arange(g.out_h, dtype=xp.int32) * (sh * W), (-1, 1))
+            + xp.reshape(xp.arange(g.out_w, dtype=xp.int32) * sw, (1, -1)))
+
+
 def max_pool_forward(x, g):
     """(out (N, C, H', W'), arg): window maxima (the first on ties; NaN wins, as in
     the reference) and their flat plane positions h * W + w, int32."""
@@ -168,20 +175,14 @@ def max_pool_forward(x, g):
             seen_nan = seen_nan | v_nan
             best = xp.where(take, v, best)
             pos = xp.where(take, xp.asarray(a * W + b, dtype=xp.int32), pos)
-    sh, sw = g.stride
-    base = (xp.reshape(xp.arange(g.out_h, dtype=xp.int32) * (sh * W), (-1, 1))
-            + xp.reshape(xp.arange(g.out_w, dtype=xp.int32) * sw, (1, -1)))
-    return best, pos + base
+    return best, pos + _window_origins(xp, W, g)
 
 
 def max_pool_backward(dout, arg, x_shape, g):
     """dx (x_shape): each window's gradient at its argmax; overlapping windows add up."""
     xp = _xp(dout, arg)
     W = x_shape[3]
-    sh, sw = g.stride
-    base = (xp.reshape(xp.arange(g.out_h, dtype=xp.int32) * (sh * W), (-1, 1))
-            + xp.reshape(xp.arange(g.out_w, dtype=xp.int32) * sw, (1, -1)))
-    rel = arg - base  # a * W + b within each window
+    rel = arg - _window_origins(xp, W, g)  # a * W + b within each window
     dx = xp.zeros(x_shape, dtype=dout.dtype)
     zero = _zero(xp, dout.dtype)
     # window positions in reverse: an element shared by overlapping windows then gets
@@ -312,12 +313,3 @@ def svm_loss(x, y):
     dx = (positive - onehot * xp.sum(positive, axis=1, keepdims=True)) / N
     return float(xp.sum(xp.astype(margins, xp.float64))) / N, dx
 
-
-def l2_penalty(weights):
-    """sum over the arrays of sum(W^2), a Python float (accumulated in float64)."""
-    total = 0.0
-    for w in weights:
-        xp = _xp(w)
-        w64 = xp.astype(w, xp.float64)
-        total += float(xp.sum(w64 * w64))
-    return total
