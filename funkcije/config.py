@@ -22,11 +22,12 @@ Switches:
 Each is read from the environment once, when funkcije is imported:
 FUNKCIJE_LAYERS, FUNKCIJE_FORCE_NUMPY (1: implementation "numpy"),
 FUNKCIJE_WINOGRAD, FUNKCIJE_DIRECT, FUNKCIJE_CONV_THREADS, FUNKCIJE_WORKSPACE_MB,
-FUNKCIJE_FLUSH_DENORMALS. Booleans accept 1/0, true/false, yes/no, on/off; a value
-that is none of these, or a workspace that is not a positive finite number, is a
-ValueError naming the variable. Importing funkcije changes nothing outside it
-(except OMP_WAIT_POLICY, see kernels/runtime.py, which only applies to funkcije's own
-OpenMP threads).
+FUNKCIJE_FLUSH_DENORMALS, FUNKCIJE_KEEP_HEAP. Booleans accept 1/0, true/false, yes/no,
+on/off; a value that is none of these, or a workspace that is not a positive finite
+number, is a ValueError naming the variable. Importing funkcije changes two things
+outside it (kernels/runtime.py says why): OMP_WAIT_POLICY, unless set, which only
+applies to funkcije's own OpenMP threads; and on glibc, malloc's mmap and trim
+thresholds (1 GiB; FUNKCIJE_KEEP_HEAP=0 leaves them alone).
 
 The values of the kernel switches live with the engine (`funkcije.kernels`, which
 reads its defaults from `ENV` below); this module is the one door to read and
@@ -111,6 +112,7 @@ ENV = {
     "conv_threads": _env_number("FUNKCIJE_CONV_THREADS", int, None),
     "workspace_mb": _env_number("FUNKCIJE_WORKSPACE_MB", float, 256.0),
     "flush_denormals": _env_bool("FUNKCIJE_FLUSH_DENORMALS", True),
+    "keep_heap": _env_bool("FUNKCIJE_KEEP_HEAP", True),
 }
 
 _layers = ENV["layers"]

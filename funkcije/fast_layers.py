@@ -56,8 +56,9 @@ from .kernels import runtime as _rt
 from .kernels import xp_kernels as _xk
 from .kernels.conv import use_direct, use_winograd
 from .kernels.runtime import (
-    available_implementations, flush_denormals, flushes_denormals, get_conv_threads, get_workspace_limit,
-    implementation, release_workspace, set_conv_threads, set_workspace_limit, use_flush_denormals, use_implementation,
+    available_implementations, engine_step, flush_denormals, flushes_denormals, get_conv_threads,
+    get_workspace_limit, implementation, in_engine_step, release_workspace, set_conv_threads, set_workspace_limit,
+    use_flush_denormals, use_implementation,
 )
 # which forwards' caches each backward takes (the reference's and the fast one's alike)
 from .layers import AFFINE_FORWARDS, AVG_POOL_FORWARDS, CONV_FORWARDS, MAX_POOL_FORWARDS
@@ -88,6 +89,8 @@ __all__ = [
     "use_direct",
     "use_flush_denormals",
     "flush_denormals",
+    "engine_step",
+    "in_engine_step",
 ]
 
 _A = AnyArray  # a NumPy array, or CuPy's / another Array API library's (kernels/xp_kernels.py)

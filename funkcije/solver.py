@@ -139,7 +139,7 @@ from . import checkpoint as _checkpoint_file
 from . import optim
 from .checks import errors_named
 from .layers import softmax_loss
-from .fast_layers import flush_denormals
+from .fast_layers import engine_step
 
 __all__ = [
     "Solver",
@@ -944,8 +944,9 @@ class Solver:
         Raises TrainingDiverged, without updating, if the loss is not finite."""
         idx = self._next_batch()
         # subnormals flushed to zero for the whole step, model and update rule alike
-        # (fast_layers.flush_denormals: 3-4x slower steps otherwise, late in training)
-        with flush_denormals():
+        # (3-4x slower steps otherwise, late in training), BLAS held at one thread
+        # (fast_layers.engine_step)
+        with engine_step():
             return self._step_on(idx)
 
     def _step_on(self, idx):

@@ -706,6 +706,61 @@ def test_conv_chunk_threads_agree_and_are_deterministic(rng, threads):
             FL.use_implementation(previous_impl)
 
 
+def test_engine_step_holds_blas_for_the_whole_step():
+    """Inside engine_step (a model's loss, the Solver's step) numpy's BLAS stays at one
+    thread while the engine splits its work, and is restored afterwards; with one conv
+    thread, or the NumPy implementation, BLAS is left alone."""
+    if not KR.blas_controlled() or "cython" not in FL.available_implementations():
+        pytest.skip("needs the compiled extension and numpy's OpenBLAS thread control")
+    previous_impl = FL.use_implementation("cython")
+    previous = FL.set_conv_threads(2)
+    blas = KR._BLAS[0]
+    saved = blas.get_num_threads()
+    blas.set_num_threads(2)
+    try:
+        with FL.engine_step():
+            assert blas.get_num_threads() == 1
+            with FL.engine_step():  # nested: still held, and not released by the inner exit
+                pass
+            assert blas.get_num_threads() == 1
+        assert blas.get_num_threads() == 2
+        FL.set_conv_threads(1)
+        with FL.engine_step():
+            assert blas.get_num_threads() == 2
+        FL.set_conv_threads(2)
+        FL.use_implementation("numpy")
+        with FL.engine_step():
+            assert blas.get_num_threads() == 2
+    finally:
+        blas.set_num_threads(saved)
+        FL.set_conv_threads(previous)
+        FL.use_implementation(previous_impl)
+
+
+def _glibc():
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+@pytest.mark.skipif(not _glibc(), reason="the heap settings apply to glibc only")
+@pytest.mark.parametrize("keep", ["1", "0"])
+def test_keep_heap_setting(keep):
+    """On glibc, importing funkcije sets malloc's thresholds unless FUNKCIJE_KEEP_HEAP=0;
+    either way a model step runs and gives the same loss."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np; from funkcije.kernels import runtime as R; from funkcije.classifiers import FERMnistNet;"
+            "m = FERMnistNet(dtype=np.float64, seed=0); X = np.random.default_rng(0).standard_normal((4, 1, 28, 28));"
+            "print(R.heap_kept, repr(float(m.loss(X, np.arange(4))[0])))")
+    env = dict(os.environ, FUNKCIJE_KEEP_HEAP=keep)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == ("True" if keep == "1" else "False")
+    assert np.isfinite(float(out[1]))
+
+
 def test_set_conv_threads_validates():
     with pytest.raises(ValueError):
         FL.set_conv_threads(0)

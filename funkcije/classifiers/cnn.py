@@ -11,7 +11,7 @@ from ..layer_utils import (
     conv_relu_pool_backward,
     conv_relu_pool_forward,
 )
-from ..fast_layers import affine_backward_fast as affine_backward, affine_forward_fast as affine_forward, flushes_denormals
+from ..fast_layers import affine_backward_fast as affine_backward, affine_forward_fast as affine_forward, in_engine_step
 from ..layers import softmax_loss
 from .base import (
     add_l2_grads as _add_l2_grads,
@@ -82,7 +82,7 @@ class ThreeLayerConvNet:
             "b3": np.zeros(self.num_classes, dtype=self.dtype),
         }
 
-    @flushes_denormals
+    @in_engine_step
     def loss(self, X, y=None):
         """X: (N, C, H, W) matching input_dim; y: (N,) labels in [0, num_classes) or None.
 

@@ -21,7 +21,7 @@ from ..layer_utils import (
     affine_relu_backward,
     affine_relu_forward,
 )
-from ..fast_layers import affine_backward_fast as _affine_backward, affine_forward_fast as _affine_forward, flushes_denormals
+from ..fast_layers import affine_backward_fast as _affine_backward, affine_forward_fast as _affine_forward, in_engine_step
 from ..layers import dropout_backward, dropout_forward, softmax_loss
 # cs231n's fc_net does `from ..layers import *` and `from ..layer_utils import *`, and its
 # notebooks rely on `from cs231n.classifiers.fc_net import *` giving the layer functions:
@@ -80,7 +80,7 @@ class TwoLayerNet:
             "b2": np.zeros(self.num_classes, dtype=self.dtype),
         }
 
-    @flushes_denormals
+    @in_engine_step
     def loss(self, X, y=None):
         """Scores (N, C) when y is None, else (loss, grads)."""
         X = _as_model_input("TwoLayerNet", X, self.dtype)
@@ -193,7 +193,7 @@ class FullyConnectedNet:
         elif normalization == "layernorm":
             self.bn_params = [{} for _ in range(self.num_layers - 1)]
 
-    @flushes_denormals
+    @in_engine_step
     def loss(self, X, y=None):
         """Scores (N, C) when y is None ('test' mode), else (loss, grads) ('train' mode)."""
         X = _as_model_input("FullyConnectedNet", X, self.dtype)

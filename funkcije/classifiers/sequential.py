@@ -44,7 +44,7 @@ from .. import backend, config
 from .. import fast_layers as FL
 from .. import layers as L
 from ..checks import as_pair, check_array, check_labels, check_real_in, conv_output_size, errors_named
-from ..fast_layers import flushes_denormals
+from ..fast_layers import in_engine_step
 from ..kernels import xp_kernels as XK
 from .base import add_l2_grads, as_model_input, check_positive_int, check_reg, l2_penalty, model_dtype, rng_from_seed
 
@@ -971,7 +971,7 @@ class Sequential:
             y = check_labels(f"{self._where}.data_loss", backend.to_host(y), scores.shape[0], self.num_classes)
         return float(self._data_loss(scores, y)[0])
 
-    @flushes_denormals
+    @in_engine_step
     def loss(self, X, y=None):
         """Scores (N, K) when y is None (test mode), else (loss, grads) (train mode)."""
         if y is not None:

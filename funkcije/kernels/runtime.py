@@ -11,6 +11,10 @@
 - Workspace: per-thread scratch memory within a bound (`set_workspace_limit`, env
   FUNKCIJE_WORKSPACE_MB, default 256 MiB), reused across calls.
 - Denormals: every chunk of compiled and BLAS work runs with FTZ/DAZ set on its thread.
+- Steps: a model's loss and the Solver's step run inside `engine_step()`, which flushes
+  denormals and holds numpy's BLAS at one thread for the whole step.
+- Heap: on glibc, arrays up to 1 GiB come from the heap, and freed memory stays there
+  for the next step (FUNKCIJE_KEEP_HEAP=0 leaves malloc's defaults).
 
 Importing this module sets OMP_WAIT_POLICY=PASSIVE unless it is set already.
 """
@@ -35,6 +39,32 @@ from . import numpy_kernels
 # 20 ms. Sleeping waits cost microseconds per region. Set before the extension (and so
 # libgomp) loads; an explicit OMP_WAIT_POLICY from the user wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# glibc maps every block over its (adaptive, at most 32 MiB) mmap threshold afresh and
+# unmaps it when freed, so each step's activations were faulted in page by page again:
+# FERMnistNet's loss at batch 512 took 109 ms with malloc's defaults and 80 ms with
+# blocks up to 1 GiB served from the heap and freed memory kept there up to 1 GiB
+# (peak RSS 139 vs 141 MB). PyTorch keeps its own caching allocators for the same reason.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+HEAP_KEEP_BYTES = 1 << 30
+
+
+def _keep_heap() -> bool:
+    """Apply the two mallopt settings above on glibc; True when they took effect."""
+    if not ENV["keep_heap"] or not hasattr(os, "confstr"):
+        return False
+    try:
+        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
+            return False
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, ValueError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, HEAP_KEEP_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, HEAP_KEEP_BYTES))
+
+
+heap_kept = _keep_heap()
 
 try:
     from . import _compiled as compiled
@@ -371,6 +401,37 @@ def flushes_denormals(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         with flush_denormals():
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+def _engine_splits() -> bool:
+    from .. import config  # config imports this module lazily; no cycle at import
+
+    return _implementation == "cython" and _conv_threads > 1 and bool(_BLAS) and config.get("layers") == "fast"
+
+
+@contextmanager
+def engine_step():
+    """Context for a whole training or inference step: subnormals flushed to zero
+    (`flush_denormals`) and, while the engine splits its GEMMs over its own threads,
+    numpy's BLAS held at one thread from start to end. Holding it per kernel call
+    instead released it between the calls, and OpenBLAS's team, woken by the release,
+    spun against the engine's threads: FERMnistNet's loss at batch 512 took 109 ms
+    against 80 ms held for the step (AMD EPYC, benchmarks/RESULTS.md)."""
+    with flush_denormals():
+        if _engine_splits():
+            with single_threaded_blas():
+                yield
+        else:
+            yield
+
+
+def in_engine_step(fn):
+    """Decorator: run fn inside `engine_step()`."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with engine_step():
             return fn(*args, **kwargs)
     return wrapper
 
