@@ -2,10 +2,28 @@
 results file, in which each script owns one marked section."""
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def worker_env(threads: int, side: str, torch_keep_heap: bool = False) -> dict:
+    """The environment of a benchmark worker process: `threads` for every thread pool,
+    the working tree's funkcije on the path, the compiled kernels allowed. A PyTorch
+    worker also imports funkcije (for the twin and the data), which would set glibc's
+    heap thresholds for it too (kernels/runtime.py); FUNKCIJE_KEEP_HEAP=0 there keeps
+    PyTorch at malloc's defaults, as its users run it, unless torch_keep_heap."""
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    env.pop("FUNKCIJE_FORCE_NUMPY", None)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    if side == "torch" and not torch_keep_heap:
+        env["FUNKCIJE_KEEP_HEAP"] = "0"
+    return env
 
 
 def replace_section(path, begin: str, end: str, text: str) -> None:

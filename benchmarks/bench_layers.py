@@ -33,7 +33,7 @@ import time
 from math import exp, log
 from pathlib import Path
 
-from _common import blas_name, cpu_model, replace_section  # benchmarks/_common.py
+from _common import blas_name, cpu_model, replace_section, worker_env  # benchmarks/_common.py
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -160,19 +160,10 @@ def worker(kind, side, case, reps, threads):
 # ----------------------------------------------------------------------------- driver side
 
 
-def _env(threads):
-    env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(threads)
-    env.pop("FUNKCIJE_FORCE_NUMPY", None)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
 def run_side(kind, side, case, reps, threads):
     cmd = [sys.executable, __file__, "--worker", side, "--kind", kind, "--case", str(case),
            "--reps", str(reps), "--threads", str(threads)]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=_env(threads))
+    res = subprocess.run(cmd, capture_output=True, text=True, env=worker_env(threads, side))
     if res.returncode != 0:
         raise RuntimeError(f"worker {side} {kind} case {case} failed:\n{res.stderr}")
     return json.loads(res.stdout.strip().splitlines()[-1])

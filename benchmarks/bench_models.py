@@ -52,7 +52,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _common import RESULTS, blas_name, cpu_model, replace_section  # benchmarks/_common.py
+from _common import RESULTS, blas_name, cpu_model, replace_section, worker_env  # benchmarks/_common.py
 from bench_train_step import _load, _wait_idle  # benchmarks/bench_train_step.py
 
 HERE = Path(__file__).resolve().parent
@@ -418,13 +418,8 @@ def _run_worker(side, mode, case, args):
         cmd += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
     if args.torch_foreach:
         cmd.append("--torch-foreach")
-    env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(args.threads)
-    env.pop("FUNKCIJE_FORCE_NUMPY", None)
-    # the working tree's funkcije, wherever the script is started from
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    res = subprocess.run(cmd, capture_output=True, text=True,
+                         env=worker_env(args.threads, side, args.torch_keep_heap))
     if res.returncode != 0:
         raise SystemExit(f"{side} {mode} worker failed on {case}:\n{res.stderr}")
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -511,6 +506,8 @@ def _command(args):
             parts.append(f"--{k.replace('_', '-')} {getattr(args, k):g}")
     if args.torch_foreach:
         parts.append("--torch-foreach")
+    if args.torch_keep_heap:
+        parts.append("--torch-keep-heap")
     return " ".join(parts)
 
 
@@ -524,6 +521,8 @@ def _report(results, args, machine, load_before, load_after, started):
     avx = {True: "AVX-512F", False: "no AVX-512F", None: "AVX-512F unknown"}[machine["avx512f"]]
     opt_impl = "foreach=True" if args.torch_foreach else \
         "default implementation (on CPU the per-parameter for-loop: torch defaults to foreach only on CUDA)"
+    heap = ("both sides with funkcije's glibc heap settings (--torch-keep-heap)" if args.torch_keep_heap else
+            "funkcije with its glibc heap settings (FUNKCIJE_KEEP_HEAP), PyTorch with malloc's defaults")
     mem_run = ("the timing process (--quick)" if args.quick else
                f"a separate process per side after {args.mem_warmup} + {args.mem_steps} steps")
     lines = [HEADING, ""]
@@ -544,7 +543,7 @@ def _report(results, args, machine, load_before, load_after, started):
         "(X ~ N(0, 1), random labels). funkcije: `model.loss(X, y)` + `funkcije.optim.<rule>` per parameter with "
         "one config each (as the Solver does); PyTorch: the twin with the same architecture and weights "
         f"(`funkcije.torch_twin.to_torch`; ThreeLayerConvNet's written out), `F.cross_entropy`, `torch.optim` "
-        f"with the same hyperparameters, {opt_impl}. Each side in its own process; a side's time in a round is "
+        f"with the same hyperparameters, {opt_impl}; {heap}. Each side in its own process; a side's time in a round is "
         f"the median of {args.steps} steps after {args.warmup} warm-ups; rounds ({args.rounds} per case) alternate "
         "which side goes first; the ratio is the median of the per-round ratios (< 1: funkcije faster). Peak "
         f"RSS: `ru_maxrss` of {mem_run}, in brackets above the RSS after imports and data creation (the model, "
@@ -628,6 +627,8 @@ def main(argv=None):
                     help="steps of the per-phase run, after --warmup (default 5)")
     ap.add_argument("--torch-foreach", action="store_true",
                     help="torch.optim with foreach=True (default: torch's default, a for-loop on CPU)")
+    ap.add_argument("--torch-keep-heap", action="store_true",
+                    help="let the PyTorch workers run with funkcije's glibc heap settings too (default: malloc's defaults)")
     ap.add_argument("--quick", action="store_true",
                     help="tiny widths (1/8) and batches (8), 1 round of 2 steps: checks that the script works")
     ap.add_argument("--json", metavar="FILE", help="write the raw results to FILE")

@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import blas_name, cpu_model, replace_section  # benchmarks/_common.py
+from _common import blas_name, cpu_model, replace_section, worker_env  # benchmarks/_common.py
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -189,13 +189,7 @@ def _run_worker(side, args):
            "--warmup", str(args.warmup), "--batch", str(args.batch), "--threads", str(args.threads)]
     if args.breakdown and side == "funkcije":
         cmd.append("--breakdown")
-    env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(args.threads)
-    env.pop("FUNKCIJE_FORCE_NUMPY", None)
-    # the working tree's funkcije, wherever the script is started from
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    res = subprocess.run(cmd, capture_output=True, text=True, env=worker_env(args.threads, side))
     if res.returncode != 0:
         raise SystemExit(f"{side} worker failed:\n{res.stderr}")
     return json.loads(res.stdout.strip().splitlines()[-1])

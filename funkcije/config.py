@@ -13,7 +13,8 @@ Switches:
                                             (classifiers.Sequential and the zoo) call;
                                             "reference" runs layers.py, the specification
     implementation   "cython" | "numpy"     the fast path's kernels (compiled or NumPy)
-    winograd         bool                   Winograd F(2x2, 3x3) for eligible 3x3 layers
+    winograd         bool                   Winograd for eligible 3x3 layers
+    winograd_tile    2 or 4                 its float32 output tile: F(2x2, 3x3) or F(4x4, 3x3)
     direct           bool                   direct AVX-512 kernels for small float32 layers
     conv_threads     int >= 1               threads the convolution splits its batch over
     workspace_mb     real > 0               bound on the convolution's column workspace (MiB)
@@ -21,7 +22,7 @@ Switches:
 
 Each is read from the environment once, when funkcije is imported:
 FUNKCIJE_LAYERS, FUNKCIJE_FORCE_NUMPY (1: implementation "numpy"),
-FUNKCIJE_WINOGRAD, FUNKCIJE_DIRECT, FUNKCIJE_CONV_THREADS, FUNKCIJE_WORKSPACE_MB,
+FUNKCIJE_WINOGRAD, FUNKCIJE_WINOGRAD_TILE, FUNKCIJE_DIRECT, FUNKCIJE_CONV_THREADS, FUNKCIJE_WORKSPACE_MB,
 FUNKCIJE_FLUSH_DENORMALS, FUNKCIJE_KEEP_HEAP. Booleans accept 1/0, true/false, yes/no,
 on/off; a value that is none of these, or a workspace that is not a positive finite
 number, is a ValueError naming the variable. Importing funkcije changes two things
@@ -108,6 +109,7 @@ ENV = {
     "layers": _env_choice("FUNKCIJE_LAYERS", ("fast", "reference"), "fast"),
     "force_numpy": _env_bool("FUNKCIJE_FORCE_NUMPY", False),
     "winograd": _env_bool("FUNKCIJE_WINOGRAD", True),
+    "winograd_tile": int(_env_choice("FUNKCIJE_WINOGRAD_TILE", ("2", "4"), "4")),
     "direct": _env_bool("FUNKCIJE_DIRECT", True),
     "conv_threads": _env_number("FUNKCIJE_CONV_THREADS", int, None),
     "workspace_mb": _env_number("FUNKCIJE_WORKSPACE_MB", float, 256.0),
@@ -144,6 +146,7 @@ _SWITCHES = {
     "layers": (_get_layers, _set_layers),
     "implementation": (lambda: _fast().implementation(), lambda v: _fast().use_implementation(v)),
     "winograd": (lambda: _engine("conv")._winograd_enabled, lambda v: _fast().use_winograd(v)),
+    "winograd_tile": (lambda: _engine("conv").get_winograd_tile(), lambda v: _fast().use_winograd_tile(v)),
     "direct": (lambda: _engine("conv")._direct_enabled, lambda v: _fast().use_direct(v)),
     "conv_threads": (lambda: _fast().get_conv_threads(), lambda v: _fast().set_conv_threads(v)),
     "workspace_mb": (

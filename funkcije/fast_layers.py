@@ -54,7 +54,7 @@ from .backend import AnyArray, array_api
 from .kernels import conv as _conv, dense as _dense, norm as _norm
 from .kernels import runtime as _rt
 from .kernels import xp_kernels as _xk
-from .kernels.conv import use_direct, use_winograd
+from .kernels.conv import use_direct, use_winograd, use_winograd_tile
 from .kernels.runtime import (
     available_implementations, engine_step, flush_denormals, flushes_denormals, get_conv_threads,
     get_workspace_limit, implementation, in_engine_step, release_workspace, set_conv_threads, set_workspace_limit,
@@ -88,6 +88,7 @@ __all__ = [
     "use_winograd",
     "use_direct",
     "use_flush_denormals",
+    "use_winograd_tile",
     "flush_denormals",
     "engine_step",
     "in_engine_step",

@@ -263,13 +263,14 @@ for setter, bad in (
     (FL.set_workspace_limit, [0, -1, NAN, INF, "1", None, 1.5]),
     (FL.set_conv_threads, [0, -1, 1.5, "2", None, NAN]),
     (FL.use_winograd, BAD_BOOL),
+    (FL.use_winograd_tile, [0, 3, 2.0, "4", None, True]),
     (FL.use_direct, BAD_BOOL),
     (FL.use_flush_denormals, BAD_BOOL),
 ):
     arg = list(__import__("inspect").signature(setter).parameters)[0]
     spec(setter.__name__, setter, lambda: {}, lambda bad=bad, arg=arg: {arg: bad})
 spec("config.set", config.set, lambda: {}, lambda: {
-    "winograd": BAD_BOOL, "direct": BAD_BOOL, "flush_denormals": BAD_BOOL, "layers": ["naive", None, 1],
+    "winograd": BAD_BOOL, "winograd_tile": [0, 3, 2.0, "4", None], "direct": BAD_BOOL, "flush_denormals": BAD_BOOL, "layers": ["naive", None, 1],
     "implementation": ["fortran", None], "conv_threads": [0, -2, 1.5, "2"],
     "workspace_mb": [0, -1, NAN, INF, "256", None], "bogus": [1]})
 spec("config.get", config.get, lambda: {}, lambda: {"name": ["bogus", 3]})

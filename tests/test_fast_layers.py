@@ -47,18 +47,21 @@ def direct_layout(mode):
         k.direct_layout(previous)
 
 
-@pytest.fixture(params=["default", "winograd-everywhere", "im2col-only", "direct-rows", "direct-columns"])
+@pytest.fixture(params=["default", "winograd-everywhere", "winograd2-everywhere", "im2col-only", "direct-rows",
+                        "direct-columns"])
 def algo(request, monkeypatch):
     """"default": the library's choice of algorithm (float32 layers with small
     C * HH * WW take the direct kernels on AVX-512 CPUs); "winograd-everywhere": every
-    3x3 stride-1 undilated convolution takes Winograd F(2x2, 3x3), however few its
-    channels; "im2col-only": neither Winograd nor the direct kernels; "direct-rows" /
+    3x3 stride-1 undilated convolution takes Winograd F(4x4, 3x3), however few its
+    channels ("winograd2-everywhere": F(2x2, 3x3));
+    "im2col-only": neither Winograd nor the direct kernels; "direct-rows" /
     "direct-columns": the direct forward kernels with vectors along output rows
     wherever those apply / always along filters. So the whole grid checks every
     algorithm."""
-    if request.param == "winograd-everywhere":
+    if request.param.startswith("winograd"):
         monkeypatch.setattr(KC, "_WINOGRAD_MIN_CHANNELS", 1)
         monkeypatch.setattr(KC, "_winograd_enabled", True)
+        monkeypatch.setattr(KC, "_winograd_tile", 2 if request.param.startswith("winograd2") else 4)
     if request.param == "im2col-only":
         monkeypatch.setattr(KC, "_winograd_enabled", False)
         monkeypatch.setattr(KC, "_direct_enabled", False)
@@ -891,11 +894,15 @@ WINOGRAD_CASES = [
     ((1, 16, 1, 1), (17, 16, 3, 3), {"stride": 1, "pad": 1}),
     ((2, 16, 6, 5), (16, 16, 3, 3), {"stride": 1, "pad": 3}),
     ((5, 18, 11, 4), (16, 18, 3, 3), {"stride": 1, "pad": (2, 1)}),
-    # output planes with one tile row per 256-tile block (tw = 129), several rows per
-    # block with an odd width, and wider than one block (tw = 257: tile-by-tile path)
+    # F(2x2)'s output transform: planes with one tile row per 256-tile block (tw = 129),
+    # several rows per block with an odd width, and wider than one block (tw = 257:
+    # tile-by-tile path); F(4x4)'s: 128-tile blocks, so the last two are one row per
+    # block (tw = 65) and wider than a block (tw = 129); and F(4x4)'s input transform
+    # with a row copy on the heap (over 1024 columns)
     ((1, 16, 5, 258), (16, 16, 3, 3), {"stride": 1, "pad": 1}),
     ((2, 16, 9, 31), (16, 16, 3, 3), {"stride": 1, "pad": 1}),
     ((1, 16, 2, 514), (16, 16, 3, 3), {"stride": 1, "pad": 1}),
+    ((1, 16, 3, 1030), (16, 16, 3, 3), {"stride": 1, "pad": 1}),
 ]
 
 
@@ -908,11 +915,13 @@ def winograd_calls(monkeypatch):
     return calls
 
 
+@pytest.mark.parametrize("tile", [4, 2])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("xs, ws, conv_param", WINOGRAD_CASES)
-def test_winograd_matches_reference(rng, xs, ws, conv_param, dtype, winograd_calls):
+def test_winograd_matches_reference(rng, xs, ws, conv_param, dtype, tile, winograd_calls, monkeypatch):
     if "cython" not in FL.available_implementations():
         pytest.skip("compiled extension not built")
+    monkeypatch.setattr(KC, "_winograd_tile", tile)
     previous = FL.use_implementation("cython")
     try:
         x, w, b = _conv_inputs(rng, xs, ws, dtype)
@@ -991,6 +1000,58 @@ def test_winograd_env_var():
     proc = _run_python("import funkcije.kernels.conv as KC; print(KC._winograd_enabled)", FUNKCIJE_WINOGRAD="0")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize("value, expected", [("2", "2"), ("4", "4"), ("", "4")])
+def test_winograd_tile_env_var(value, expected):
+    proc = _run_python("from funkcije import config; print(config.get('winograd_tile'))",
+                       FUNKCIJE_WINOGRAD_TILE=value)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == expected
+
+
+def test_winograd_tile_env_var_rejected():
+    proc = _run_python("import funkcije.config", FUNKCIJE_WINOGRAD_TILE="3")
+    assert proc.returncode != 0 and "FUNKCIJE_WINOGRAD_TILE" in proc.stderr
+
+
+def _with_tile(m, fn):
+    previous = FL.use_winograd_tile(m)
+    try:
+        return fn()
+    finally:
+        FL.use_winograd_tile(previous)
+
+
+def test_use_winograd_tile_switch(rng, winograd_calls):
+    """Both tiles agree with the reference; the switch returns the previous tile and
+    refuses anything but 2 and 4."""
+    if "cython" not in FL.available_implementations():
+        pytest.skip("compiled extension not built")
+    previous_impl = FL.use_implementation("cython")
+    x, w, b = _conv_inputs(rng, (2, 16, 10, 9), (16, 16, 3, 3), np.float32)
+    ref = L.conv_forward_naive(x, w, b, {"stride": 1, "pad": 1})[0]
+    previous = FL.use_winograd_tile(2)
+    try:
+        two = FL.conv_forward_fast(x, w, b, {"stride": 1, "pad": 1})[0]
+        assert FL.use_winograd_tile(4) == 2
+        four = FL.conv_forward_fast(x, w, b, {"stride": 1, "pad": 1})[0]
+        assert len(winograd_calls) == 2
+        assert_close(two, ref, np.float32)
+        assert_close(four, ref, np.float32)
+        assert not np.array_equal(two, four)  # two algorithms, rounded differently
+        # float64 takes F(2x2) whatever the setting
+        x64, w64, b64 = (a.astype(np.float64) for a in (x, w, b))
+        np.testing.assert_array_equal(FL.conv_forward_fast(x64, w64, b64, {"stride": 1, "pad": 1})[0],
+                                      _with_tile(2, lambda: FL.conv_forward_fast(x64, w64, b64,
+                                                                                 {"stride": 1, "pad": 1})[0]))
+        for bad in (3, 0, 2.0, "4", None, True):
+            with pytest.raises(ValueError, match="use_winograd_tile"):
+                FL.use_winograd_tile(bad)
+        assert KC.get_winograd_tile() == 4
+    finally:
+        FL.use_winograd_tile(previous)
+        FL.use_implementation(previous_impl)
 
 
 @pytest.mark.torch

@@ -39,7 +39,7 @@ def forward(x, w, b, g, out):
     N = x.shape[0]
     F, Cg, HH, WW = w.shape
     if _winograd_applies(kern, g, F, Cg, HH, WW, g.pad):
-        _winograd_conv(x, _winograd_filters(w, g.groups), g.groups, g.pad, out, b)
+        _winograd_conv(x, _winograd_filters(w, g.groups, _tile_for(x.dtype)), g.groups, g.pad, out, b)
         return
     if _direct_applies(kern, x, Cg, HH, WW):
         _direct_conv(x, _direct_filters(w, g.groups), g.groups, (HH, WW), g.stride, g.pad, g.dilation, out, b)
@@ -77,10 +77,11 @@ def backward(x, w, dout, g, need_dx):
     dx_pad = (reach[0] - g.pad[0], reach[1] - g.pad[1])
     if _winograd_applies(kern, g, F, Cg, HH, WW, dx_pad):
         dx = None
+        m = _tile_for(x.dtype)
         if need_dx:
             dx = np.empty_like(x)
-            _winograd_conv(dout, _winograd_filters(_flipped_filters(w, G), G), G, dx_pad, dx, np.empty(0, x.dtype))
-        return dx, _winograd_weight_grad(x, dout, G, g.pad, w.shape), dout.sum(axis=(0, 2, 3))
+            _winograd_conv(dout, _winograd_filters(_flipped_filters(w, G), G, m), G, dx_pad, dx, np.empty(0, x.dtype))
+        return dx, _winograd_weight_grad(x, dout, G, g.pad, w.shape, m), dout.sum(axis=(0, 2, 3))
     # the direct kernels' "filters" for dx are the layer's input channels; with few of
     # them (an RGB or grey first layer) the row kernels keep the vector lanes busy
     dx_direct = (need_dx and g.stride == (1, 1) and min(dx_pad) >= 0
@@ -272,18 +273,20 @@ def _flipped_filters(w, G):
 # ----------------------------------------------------------------------------- Winograd
 #
 # 3x3, stride-1, undilated layers with enough channels on both sides are GEMM-bound;
-# Winograd F(2x2, 3x3) (kernels in im2col_cython.pyx) does their products with 2.25x
-# fewer multiplies. Measured on (64, 256, 8, 8) x (512, 256, 3, 3): the forward's
-# products took 39 ms instead of 84 ms on one thread. With few channels the transforms
-# cost more than the products save, so im2col stays. Results differ from im2col only
-# by rounding (the transforms add and halve; float32 agrees with the reference to
-# about 1e-6 relative).
+# Winograd F(2x2, 3x3) (kernels in _compiled.pyx) does their products with 2.25x
+# fewer multiplies, F(4x4, 3x3) (winograd4.h) with 4x fewer. Measured on
+# (64, 256, 8, 8) x (512, 256, 3, 3): F(2x2)'s forward products took 39 ms instead of
+# 84 ms on one thread. With few channels the transforms cost more than the products
+# save, so im2col stays. Results differ from im2col by rounding: F(2x2)'s transforms
+# add and halve (float32 within about 1e-6 relative of the reference); F(4x4)'s scale
+# by up to 8 and 1/24, so its float32 rounding errors are larger (RESULTS.md).
 
 _winograd_enabled = ENV["winograd"]
 # both the input and the output channels of a group must reach this
 _WINOGRAD_MIN_CHANNELS = 16
 _WINOGRAD_TILES = 256
 _WINOGRAD_DW_BYTES = 64 * 2**20  # measured best for the dw products of bench_layers.py's 3x3 layers
+_winograd_tile = ENV["winograd_tile"]
 
 
 def use_winograd(enabled: bool) -> bool:
@@ -292,6 +295,26 @@ def use_winograd(enabled: bool) -> bool:
     global _winograd_enabled
     previous, _winograd_enabled = _winograd_enabled, check_bool("use_winograd", "enabled", enabled)
     return previous
+
+
+def use_winograd_tile(m: int) -> int:
+    """Output tile of the float32 Winograd convolutions: 4 (F(4x4, 3x3), the default;
+    env FUNKCIJE_WINOGRAD_TILE) or 2 (F(2x2, 3x3), fewer rounding steps); returns the
+    previous value. float64 always takes F(2x2, 3x3): it is the dtype of gradient
+    checks, and F(4x4)'s rounding (about 1e-14 of the output's scale) is 10x F(2x2)'s."""
+    global _winograd_tile
+    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m not in (2, 4):
+        raise ValueError(f"use_winograd_tile: m must be 2 or 4, got {m!r}")
+    previous, _winograd_tile = _winograd_tile, int(m)
+    return previous
+
+
+def get_winograd_tile() -> int:
+    return _winograd_tile
+
+
+def _tile_for(dtype) -> int:
+    return _winograd_tile if dtype == np.float32 else 2
 
 
 def _winograd_applies(kern, g, F, Cg, HH, WW, pad) -> bool:
@@ -306,58 +329,64 @@ def _winograd_applies(kern, g, F, Cg, HH, WW, pad) -> bool:
     )
 
 
-def _winograd_filters(w, G):
-    """Filter transform G w G^T of w (F, Cg, 3, 3) in G groups: U (G, 16, F // G, Cg)."""
+def _winograd_filters(w, G, m):
+    """Filter transform G w G^T of w (F, Cg, 3, 3) in G groups for F(m x m, 3x3):
+    U (G, (m + 2)^2, F // G, Cg)."""
     F, Cg = w.shape[:2]
-    U = _padded_slabs(w.dtype, (G,), F // G, Cg)
-    _compiled.winograd_filters(np.ascontiguousarray(w), U)
+    U = _padded_slabs(w.dtype, (G,), F // G, Cg, (m + 2) ** 2)
+    _compiled.winograd_filters(np.ascontiguousarray(w), U, 0, m)
     return U
 
 
-def _winograd_plan(x, Cg, Fg, Ho, Wo):
-    """(th, tw, chunks, workers) for Winograd over the batch of x: th x tw tiles per
-    output plane and batch chunks within the workspace bound."""
+def _tile_of(U):
+    """m of F(m x m, 3x3) from a filter transform's (m + 2)^2 slabs."""
+    return 4 if U.shape[1] == 36 else 2
+
+
+def _winograd_plan(x, Cg, Fg, Ho, Wo, m):
+    """(th, tw, chunks, workers) for Winograd F(m x m, 3x3) over the batch of x: th x tw
+    tiles per output plane and batch chunks within the workspace bound."""
     N = x.shape[0]
-    th, tw = (Ho + 1) // 2, (Wo + 1) // 2
+    th, tw = -(-Ho // m), -(-Wo // m)
     workers = R.workers_for(_compiled)
     # about 256 tiles per chunk: the 16 products are then (Fg, Cg) x (Cg, 256), long
     # enough for BLAS and short enough for the transformed arrays to stay in cache
     # (measured on bench_layers.py's 3x3 layers: 256 tiles was the fastest of 16..16384 for both)
-    nb = R.chunk_size(N, x.itemsize * 16 * th * tw * (Cg + Fg), th * tw, workers=workers,
+    nb = R.chunk_size(N, x.itemsize * (m + 2) ** 2 * th * tw * (Cg + Fg), th * tw, workers=workers,
                      target_cols=_WINOGRAD_TILES)
     return th, tw, R.chunks_of(N, nb), workers
 
 
-def _workspace_slab_pair(dtype, rows_a, rows_b, cols):
-    """Two arrays (16, rows_a, cols) and (16, rows_b, cols) with padded-apart slabs (as
-    `_padded_slabs` makes them), carved from this thread's workspace."""
-    a, b = R.workspace.arrays(dtype, (16, rows_a * cols + 16), (16, rows_b * cols + 16))
+def _workspace_slab_pair(dtype, rows_a, rows_b, cols, slabs):
+    """Two arrays (slabs, rows_a, cols) and (slabs, rows_b, cols) with padded-apart slabs
+    (as `_padded_slabs` makes them), carved from this thread's workspace."""
+    a, b = R.workspace.arrays(dtype, (slabs, rows_a * cols + 16), (slabs, rows_b * cols + 16))
     return _slabs_of(a, rows_a, cols), _slabs_of(b, rows_b, cols)
 
 
 def _winograd_conv(x, U, G, pad, out, b):
     """out (N, F, Ho, Wo) = the 3x3 stride-1 convolution of x (N, C, H, W) with zero
-    padding `pad` by the filters whose transform is U (G, 16, F // G, C // G), plus b
-    (F,) unless b is empty. Chunked over the batch like im2col, within the bound."""
+    padding `pad` by the filters whose transform is U (G, (m + 2)^2, F // G, C // G),
+    plus b (F,) unless b is empty. Chunked over the batch like im2col, within the bound."""
     kern = _compiled
+    m = _tile_of(U)
     Fg, Cg = U.shape[2], U.shape[3]
-    th, tw, chunks, workers = _winograd_plan(x, Cg, Fg, out.shape[2], out.shape[3])
+    th, tw, chunks, workers = _winograd_plan(x, Cg, Fg, out.shape[2], out.shape[3], m)
 
     def chunk(i, n0, n1, nthreads):
-        V, M = _workspace_slab_pair(x.dtype, Cg, Fg, (n1 - n0) * th * tw)
+        V, M = _workspace_slab_pair(x.dtype, Cg, Fg, (n1 - n0) * th * tw, U.shape[1])
         for grp in range(G):
-            kern.winograd_input(x, V, n0, n1, grp * Cg, (grp + 1) * Cg, pad[0], pad[1], th, tw, nthreads)
+            kern.winograd_input(x, V, n0, n1, grp * Cg, (grp + 1) * Cg, pad[0], pad[1], th, tw, nthreads, m)
             np.matmul(U[grp], V, out=M)
-            kern.winograd_output(M, out, n0, grp * Fg, th, tw, b[grp * Fg : (grp + 1) * Fg], nthreads)
+            kern.winograd_output(M, out, n0, grp * Fg, th, tw, b[grp * Fg : (grp + 1) * Fg], nthreads, m)
 
     R.run_chunks(chunks, chunk, workers)
 
 
-def _winograd_weight_grad(x, dout, G, pad, w_shape):
+def _winograd_weight_grad(x, dout, G, pad, w_shape, m):
     """dw (F, C // G, 3, 3) of the 3x3 stride-1 convolution of x (N, C, H, W) with
-    zero padding `pad` and upstream gradient dout (N, F, Ho, Wo): 16 GEMMs
-    Z[xi] (Fg, Cg) = Y[xi] (Fg, tiles) @ V[xi]^T (kernels: im2col_cython.pyx), then
-    G^T Z G.
+    zero padding `pad` and upstream gradient dout (N, F, Ho, Wo) by F(m x m, 3x3):
+    (m + 2)^2 GEMMs Z[xi] (Fg, Cg) = Y[xi] (Fg, tiles) @ V[xi]^T, then G^T Z G.
 
     The transforms V and Y of as many samples as fit the workspace bound (usually the
     whole batch) are made first, chunk-parallel; then each thread takes whole xi slabs,
@@ -368,22 +397,24 @@ def _winograd_weight_grad(x, dout, G, pad, w_shape):
     N = x.shape[0]
     F, Ho, Wo = dout.shape[1:]
     Fg, Cg = F // G, x.shape[1] // G
-    th, tw, chunks, workers = _winograd_plan(x, Cg, Fg, Ho, Wo)
+    th, tw, chunks, workers = _winograd_plan(x, Cg, Fg, Ho, Wo, m)
     TT = th * tw
-    per_sample = x.itemsize * 16 * TT * (Cg + Fg)
+    nslabs = (m + 2) ** 2
+    per_sample = x.itemsize * nslabs * TT * (Cg + Fg)
     ns = max(1, min(N, min(R.get_workspace_limit(), _WINOGRAD_DW_BYTES) // per_sample))
-    Z = _padded_slabs(x.dtype, (G,), Fg, Cg)
-    slabs = R.split(16, workers, 1)
+    Z = _padded_slabs(x.dtype, (G,), Fg, Cg, nslabs)
+    slabs = R.split(nslabs, workers, 1)
     for s0 in range(0, N, ns):
         s1 = min(N, s0 + ns)
-        V, Y = _workspace_slab_pair(x.dtype, Cg, Fg, (s1 - s0) * TT)
+        V, Y = _workspace_slab_pair(x.dtype, Cg, Fg, (s1 - s0) * TT, nslabs)
         parts = [(max(a, s0), min(b, s1)) for a, b in chunks if a < s1 and b > s0]
         first = s0 == 0
         for grp in range(G):
             def transform(i, n0, n1, nthreads, grp=grp):
                 cols = slice((n0 - s0) * TT, (n1 - s0) * TT)
-                kern.winograd_input(x, V[:, :, cols], n0, n1, grp * Cg, (grp + 1) * Cg, pad[0], pad[1], th, tw, nthreads)
-                kern.winograd_dout(dout, Y[:, :, cols], n0, n1, grp * Fg, (grp + 1) * Fg, th, tw, nthreads)
+                kern.winograd_input(x, V[:, :, cols], n0, n1, grp * Cg, (grp + 1) * Cg, pad[0], pad[1], th, tw,
+                                    nthreads, m)
+                kern.winograd_dout(dout, Y[:, :, cols], n0, n1, grp * Fg, (grp + 1) * Fg, th, tw, nthreads, m)
 
             def product(i, a, b, nthreads, grp=grp, first=first):
                 if first:
@@ -394,18 +425,18 @@ def _winograd_weight_grad(x, dout, G, pad, w_shape):
             R.run_chunks(parts, transform, workers)
             R.run_chunks(slabs, product, workers)
     dw = np.empty(w_shape, dtype=x.dtype)
-    kern.winograd_filters_backward(Z, dw)
+    kern.winograd_filters_backward(Z, dw, 0, m)
     return dw
 
 
-def _padded_slabs(dtype, lead, rows, cols):
-    """An uninitialised array of shape lead + (16, rows, cols) whose 16 (rows, cols)
+def _padded_slabs(dtype, lead, rows, cols, slabs):
+    """An uninitialised array of shape lead + (slabs, rows, cols) whose (rows, cols)
     slabs are C-contiguous but 16 elements further apart than packed: the Winograd
-    transforms touch all 16 slabs per tile, and slabs a multiple of 4 KiB apart would
+    transforms touch all slabs per tile, and slabs a multiple of 4 KiB apart would
     all fall into the same L1 cache set (measured: 4x slower transforms)."""
-    return _slabs_of(np.empty(tuple(lead) + (16, rows * cols + 16), dtype=dtype), rows, cols)
+    return _slabs_of(np.empty(tuple(lead) + (slabs, rows * cols + 16), dtype=dtype), rows, cols)
 
 
 def _slabs_of(buf, rows, cols):
-    """View (..., 16, rows, cols) of buf (..., 16, rows * cols + 16): the padded slabs."""
+    """View (..., slabs, rows, cols) of buf (..., slabs, rows * cols + 16): the padded slabs."""
     return buf[..., : rows * cols].reshape(buf.shape[:-1] + (rows, cols))

@@ -444,6 +444,25 @@ def direct_conv_weight_grad(const float[:, :, :, ::1] x, const float[:, :, :, ::
         raise MemoryError("direct_conv_weight_grad: no memory for a padded sample")
 
 
+cdef extern from "winograd4.h" nogil:
+    int funk_w4_in_plane_f(const float *x, Py_ssize_t H, Py_ssize_t W, float *V, Py_ssize_t vs,
+                           Py_ssize_t th, Py_ssize_t tw, Py_ssize_t ph, Py_ssize_t pw)
+    int funk_w4_in_plane_d(const double *x, Py_ssize_t H, Py_ssize_t W, double *V, Py_ssize_t vs,
+                           Py_ssize_t th, Py_ssize_t tw, Py_ssize_t ph, Py_ssize_t pw)
+    void funk_w4_out_plane_f(const float *M, Py_ssize_t ms, float *out, Py_ssize_t Ho, Py_ssize_t Wo,
+                             Py_ssize_t th, Py_ssize_t tw, float bias)
+    void funk_w4_out_plane_d(const double *M, Py_ssize_t ms, double *out, Py_ssize_t Ho, Py_ssize_t Wo,
+                             Py_ssize_t th, Py_ssize_t tw, double bias)
+    void funk_w4_dout_plane_f(const float *dout, Py_ssize_t Ho, Py_ssize_t Wo, float *Y, Py_ssize_t ys,
+                              Py_ssize_t th, Py_ssize_t tw)
+    void funk_w4_dout_plane_d(const double *dout, Py_ssize_t Ho, Py_ssize_t Wo, double *Y, Py_ssize_t ys,
+                              Py_ssize_t th, Py_ssize_t tw)
+    void funk_w4_filter_row_f(const float *w, Py_ssize_t Cg, float *u, Py_ssize_t us)
+    void funk_w4_filter_row_d(const double *w, Py_ssize_t Cg, double *u, Py_ssize_t us)
+    void funk_w4_filter_grad_row_f(const float *z, Py_ssize_t zs, Py_ssize_t Cg, float *g)
+    void funk_w4_filter_grad_row_d(const double *z, Py_ssize_t zs, Py_ssize_t Cg, double *g)
+
+
 # ----------------------------------------------------------------------------- Winograd F(2x2, 3x3)
 #
 # A 3x3, stride-1, undilated convolution computed on 4x4 input tiles that overlap by
@@ -465,6 +484,13 @@ def direct_conv_weight_grad(const float[:, :, :, ::1] x, const float[:, :, :, ::
 # per call of the inline helpers, so their local arrays are private to a thread.
 # V and M may have padding between their 16 slabs (any first stride): each tile
 # touches all 16, and slabs 4 KiB-multiples apart would share L1 cache sets.
+
+
+cdef Py_ssize_t _wino_slabs(int m) except -1:
+    """(m + 2)^2 transformed values a tile for F(m x m, 3x3); m is 2 or 4."""
+    if m != 2 and m != 4:
+        raise ValueError(f"Winograd tiles are 2x2 or 4x4, not {m}x{m}")
+    return (m + 2) * (m + 2)
 
 
 cdef enum:
@@ -596,15 +622,17 @@ cdef inline void _wino_out_plane(const floating *m0, Py_ssize_t ms, floating *pl
 
 def winograd_input(const floating[:, :, :, ::1] x, floating[:, :, :] V,
                    Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t c0, Py_ssize_t c1,
-                   Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t th, Py_ssize_t tw, int nthreads=0):
-    """V[xi, c - c0, tile] = (B^T d B)[xi // 4, xi % 4] for the 4x4 input tile d of
-    x[n, c], for every tile of the samples [n0, n1) and channels [c0, c1).
-    V: (16, c1 - c0, (n1 - n0) * th * tw)."""
+                   Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t th, Py_ssize_t tw, int nthreads=0, int m=2):
+    """V[xi, c - c0, tile] = (B^T d B)[xi // a, xi % a] for the a x a input tile d of
+    x[n, c] (a = m + 2; F(m x m, 3x3), m 2 or 4), for every tile of the samples
+    [n0, n1) and channels [c0, c1). V: (a * a, c1 - c0, (n1 - n0) * th * tw)."""
     cdef Py_ssize_t H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t nb = n1 - n0, Cg = c1 - c0, TT = th * tw
     cdef Py_ssize_t t, n, c, vs
-    if V.shape[0] != 16 or V.shape[1] != Cg or V.shape[2] != nb * TT:
-        raise ValueError(f"winograd_input: V must have shape (16, {Cg}, {nb * TT})")
+    cdef Py_ssize_t slabs = _wino_slabs(m)
+    cdef int failed = 0
+    if V.shape[0] != slabs or V.shape[1] != Cg or V.shape[2] != nb * TT:
+        raise ValueError(f"winograd_input: V must have shape ({slabs}, {Cg}, {nb * TT})")
     if V.shape[2] > 1 and V.strides[2] != sizeof(floating):
         raise ValueError("winograd_input: V's last axis must be contiguous")
     if not (0 <= n0 <= n1 <= x.shape[0] and 0 <= c0 <= c1 <= x.shape[1]):
@@ -614,22 +642,32 @@ def winograd_input(const floating[:, :, :, ::1] x, floating[:, :, :] V,
         for t in prange(nb * Cg, schedule="static", num_threads=_pick_threads(nthreads, nb * Cg * TT * 16)):
             n = t // Cg
             c = t - n * Cg
-            _wino_in_plane(&x[n0 + n, c0 + c, 0, 0], H, W, &V[0, c, n * TT], vs, th, tw, ph, pw)
+            if m == 4:
+                if floating is float:
+                    if funk_w4_in_plane_f(&x[n0 + n, c0 + c, 0, 0], H, W, &V[0, c, n * TT], vs, th, tw, ph, pw):
+                        failed = 1
+                else:
+                    if funk_w4_in_plane_d(&x[n0 + n, c0 + c, 0, 0], H, W, &V[0, c, n * TT], vs, th, tw, ph, pw):
+                        failed = 1
+            else:
+                _wino_in_plane(&x[n0 + n, c0 + c, 0, 0], H, W, &V[0, c, n * TT], vs, th, tw, ph, pw)
+    if failed:
+        raise MemoryError("winograd_input: no memory for a row copy of a wide plane")
 
 
 def winograd_output(const floating[:, :, :] M, floating[:, :, :, ::1] out,
                     Py_ssize_t n0, Py_ssize_t f0, Py_ssize_t th, Py_ssize_t tw,
-                    const floating[::1] b, int nthreads=0):
-    """out[n0 + n, f0 + f, 2 ti + a, 2 tj + bb] = (A^T m A)[a, bb] + b[f] for the 16
-    products m = M[:, f, tile] of every tile (b may be empty: no bias); positions
-    past the output plane are dropped. M: (16, Fg, nb * th * tw)."""
+                    const floating[::1] b, int nthreads=0, int m=2):
+    """out[n0 + n, f0 + f, m ti + a, m tj + bb] = (A^T p A)[a, bb] + b[f] for the
+    (m + 2)^2 products p = M[:, f, tile] of every tile (b may be empty: no bias);
+    positions past the output plane are dropped. M: ((m + 2)^2, Fg, nb * th * tw)."""
     cdef Py_ssize_t Ho = out.shape[2], Wo = out.shape[3]
     cdef Py_ssize_t Fg = M.shape[1], TT = th * tw
     cdef Py_ssize_t nb = M.shape[2] // TT if TT > 0 else 0
     cdef Py_ssize_t t, n, f, ms
     cdef bint has_bias = b.shape[0] > 0
-    if M.shape[0] != 16 or M.shape[2] != nb * TT or n0 + nb > out.shape[0] or f0 + Fg > out.shape[1] \
-            or th != (Ho + 1) // 2 or tw != (Wo + 1) // 2:
+    if M.shape[0] != _wino_slabs(m) or M.shape[2] != nb * TT or n0 + nb > out.shape[0] \
+            or f0 + Fg > out.shape[1] or th != (Ho + m - 1) // m or tw != (Wo + m - 1) // m:
         raise ValueError("winograd_output: shapes do not match")
     if M.shape[2] > 1 and M.strides[2] != sizeof(floating):
         raise ValueError("winograd_output: M's last axis must be contiguous")
@@ -640,8 +678,16 @@ def winograd_output(const floating[:, :, :] M, floating[:, :, :, ::1] out,
         for t in prange(nb * Fg, schedule="static", num_threads=_pick_threads(nthreads, nb * Fg * TT * 16)):
             n = t // Fg
             f = t - n * Fg
-            _wino_out_plane(&M[0, f, n * TT], ms, &out[n0 + n, f0 + f, 0, 0], Ho, Wo, th, tw,
-                            b[f] if has_bias else 0)
+            if m == 4:
+                if floating is float:
+                    funk_w4_out_plane_f(&M[0, f, n * TT], ms, &out[n0 + n, f0 + f, 0, 0], Ho, Wo, th, tw,
+                                        b[f] if has_bias else 0)
+                else:
+                    funk_w4_out_plane_d(&M[0, f, n * TT], ms, &out[n0 + n, f0 + f, 0, 0], Ho, Wo, th, tw,
+                                        b[f] if has_bias else 0)
+            else:
+                _wino_out_plane(&M[0, f, n * TT], ms, &out[n0 + n, f0 + f, 0, 0], Ho, Wo, th, tw,
+                                b[f] if has_bias else 0)
 
 
 
@@ -665,21 +711,27 @@ cdef inline void _wino_filter_row(const floating *g, Py_ssize_t Cg, floating *u,
         g = g + 9
 
 
-def winograd_filters(const floating[:, :, :, ::1] w, floating[:, :, :, :] U, int nthreads=0):
-    """U[grp, xi, f, c] = (G w[grp * Fg + f, c] G^T)[xi // 4, xi % 4]: the filter
-    transform of w (F, Cg, 3, 3) in G = U.shape[0] groups; U: (G, 16, F // G, Cg)
-    with a contiguous last axis (slabs may be padded apart)."""
+def winograd_filters(const floating[:, :, :, ::1] w, floating[:, :, :, :] U, int nthreads=0, int m=2):
+    """U[grp, xi, f, c] = (G w[grp * Fg + f, c] G^T)[xi // a, xi % a] (a = m + 2): the
+    filter transform of w (F, Cg, 3, 3) in G = U.shape[0] groups; U: (G, a * a, F // G,
+    Cg) with a contiguous last axis (slabs may be padded apart)."""
     cdef Py_ssize_t F = w.shape[0], Cg = w.shape[1], G = U.shape[0]
     cdef Py_ssize_t Fg = U.shape[2] if G > 0 else 0
     cdef Py_ssize_t f, us
-    if w.shape[2] != 3 or w.shape[3] != 3 or U.shape[1] != 16 or G * Fg != F or U.shape[3] != Cg:
-        raise ValueError("winograd_filters: w must be (F, Cg, 3, 3) and U (G, 16, F // G, Cg)")
+    if w.shape[2] != 3 or w.shape[3] != 3 or U.shape[1] != _wino_slabs(m) or G * Fg != F or U.shape[3] != Cg:
+        raise ValueError(f"winograd_filters: w must be (F, Cg, 3, 3) and U (G, {_wino_slabs(m)}, F // G, Cg)")
     if Cg > 1 and U.strides[3] != sizeof(floating):
         raise ValueError("winograd_filters: U's last axis must be contiguous")
     us = U.strides[1] // sizeof(floating)
     with nogil:
         for f in prange(F, schedule="static", num_threads=_pick_threads(nthreads, F * Cg * 16)):
-            _wino_filter_row(&w[f, 0, 0, 0], Cg, &U[f // Fg, 0, f % Fg, 0], us)
+            if m == 4:
+                if floating is float:
+                    funk_w4_filter_row_f(&w[f, 0, 0, 0], Cg, &U[f // Fg, 0, f % Fg, 0], us)
+                else:
+                    funk_w4_filter_row_d(&w[f, 0, 0, 0], Cg, &U[f // Fg, 0, f % Fg, 0], us)
+            else:
+                _wino_filter_row(&w[f, 0, 0, 0], Cg, &U[f // Fg, 0, f % Fg, 0], us)
 
 
 
@@ -720,26 +772,32 @@ cdef inline void _wino_dout_plane(const floating *plane, Py_ssize_t Ho, Py_ssize
 
 def winograd_dout(const floating[:, :, :, ::1] dout, floating[:, :, :] Y,
                   Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t f0, Py_ssize_t f1,
-                  Py_ssize_t th, Py_ssize_t tw, int nthreads=0):
-    """Y[xi, f - f0, tile] = (A e A^T)[xi // 4, xi % 4] for the 2x2 block e of
-    dout[n, f] of every tile (zero past the plane), samples [n0, n1), filters
-    [f0, f1). Y: (16, f1 - f0, (n1 - n0) * th * tw), last axis contiguous."""
+                  Py_ssize_t th, Py_ssize_t tw, int nthreads=0, int m=2):
+    """Y[xi, f - f0, tile] = (A e A^T)[xi // a, xi % a] (a = m + 2) for the m x m block
+    e of dout[n, f] of every tile (zero past the plane), samples [n0, n1), filters
+    [f0, f1). Y: (a * a, f1 - f0, (n1 - n0) * th * tw), last axis contiguous."""
     cdef Py_ssize_t Ho = dout.shape[2], Wo = dout.shape[3]
     cdef Py_ssize_t nb = n1 - n0, Fg = f1 - f0, TT = th * tw
     cdef Py_ssize_t t, n, f, ys
-    if Y.shape[0] != 16 or Y.shape[1] != Fg or Y.shape[2] != nb * TT:
-        raise ValueError(f"winograd_dout: Y must have shape (16, {Fg}, {nb * TT})")
+    if Y.shape[0] != _wino_slabs(m) or Y.shape[1] != Fg or Y.shape[2] != nb * TT:
+        raise ValueError(f"winograd_dout: Y must have shape ({_wino_slabs(m)}, {Fg}, {nb * TT})")
     if Y.shape[2] > 1 and Y.strides[2] != sizeof(floating):
         raise ValueError("winograd_dout: Y's last axis must be contiguous")
     if not (0 <= n0 <= n1 <= dout.shape[0] and 0 <= f0 <= f1 <= dout.shape[1]) \
-            or th != (Ho + 1) // 2 or tw != (Wo + 1) // 2:
+            or th != (Ho + m - 1) // m or tw != (Wo + m - 1) // m:
         raise ValueError("winograd_dout: ranges or tiles do not match dout")
     ys = Y.strides[0] // sizeof(floating)
     with nogil:
         for t in prange(nb * Fg, schedule="static", num_threads=_pick_threads(nthreads, nb * Fg * TT * 16)):
             n = t // Fg
             f = t - n * Fg
-            _wino_dout_plane(&dout[n0 + n, f0 + f, 0, 0], Ho, Wo, &Y[0, f, n * TT], ys, th, tw)
+            if m == 4:
+                if floating is float:
+                    funk_w4_dout_plane_f(&dout[n0 + n, f0 + f, 0, 0], Ho, Wo, &Y[0, f, n * TT], ys, th, tw)
+                else:
+                    funk_w4_dout_plane_d(&dout[n0 + n, f0 + f, 0, 0], Ho, Wo, &Y[0, f, n * TT], ys, th, tw)
+            else:
+                _wino_dout_plane(&dout[n0 + n, f0 + f, 0, 0], Ho, Wo, &Y[0, f, n * TT], ys, th, tw)
 
 
 cdef inline void _wino_filter_grad_row(const floating *z, Py_ssize_t zs, Py_ssize_t Cg,
@@ -764,19 +822,26 @@ cdef inline void _wino_filter_grad_row(const floating *z, Py_ssize_t zs, Py_ssiz
         g = g + 9
 
 
-def winograd_filters_backward(const floating[:, :, :, :] Z, floating[:, :, :, ::1] dw, int nthreads=0):
-    """dw[grp * Fg + f, c] = G^T Z[grp, :, f, c] G (4x4 -> 3x3) for Z (G, 16, Fg, Cg)
-    with a contiguous last axis; dw: (G * Fg, Cg, 3, 3)."""
+def winograd_filters_backward(const floating[:, :, :, :] Z, floating[:, :, :, ::1] dw, int nthreads=0, int m=2):
+    """dw[grp * Fg + f, c] = G^T Z[grp, :, f, c] G (a x a -> 3x3, a = m + 2) for Z
+    (G, a * a, Fg, Cg) with a contiguous last axis; dw: (G * Fg, Cg, 3, 3)."""
     cdef Py_ssize_t G = Z.shape[0], Fg = Z.shape[2], Cg = Z.shape[3]
     cdef Py_ssize_t F = G * Fg, f, zs
-    if Z.shape[1] != 16 or dw.shape[0] != F or dw.shape[1] != Cg or dw.shape[2] != 3 or dw.shape[3] != 3:
-        raise ValueError("winograd_filters_backward: Z must be (G, 16, Fg, Cg) and dw (G * Fg, Cg, 3, 3)")
+    if Z.shape[1] != _wino_slabs(m) or dw.shape[0] != F or dw.shape[1] != Cg or dw.shape[2] != 3 \
+            or dw.shape[3] != 3:
+        raise ValueError(f"winograd_filters_backward: Z must be (G, {_wino_slabs(m)}, Fg, Cg) and dw (G * Fg, Cg, 3, 3)")
     if Cg > 1 and Z.strides[3] != sizeof(floating):
         raise ValueError("winograd_filters_backward: Z's last axis must be contiguous")
     zs = Z.strides[1] // sizeof(floating)
     with nogil:
         for f in prange(F, schedule="static", num_threads=_pick_threads(nthreads, F * Cg * 16)):
-            _wino_filter_grad_row(&Z[f // Fg, 0, f % Fg, 0], zs, Cg, &dw[f, 0, 0, 0])
+            if m == 4:
+                if floating is float:
+                    funk_w4_filter_grad_row_f(&Z[f // Fg, 0, f % Fg, 0], zs, Cg, &dw[f, 0, 0, 0])
+                else:
+                    funk_w4_filter_grad_row_d(&Z[f // Fg, 0, f % Fg, 0], zs, Cg, &dw[f, 0, 0, 0])
+            else:
+                _wino_filter_grad_row(&Z[f // Fg, 0, f % Fg, 0], zs, Cg, &dw[f, 0, 0, 0])
 
 
 # ----------------------------------------------------------------------------- pooling
