@@ -616,7 +616,7 @@ def test_every_public_function_is_covered():
     import inspect
 
     no_args = {"implementation", "available_implementations", "get_workspace_limit", "release_workspace",
-               "get_conv_threads", "flush_denormals", "data_root"}
+               "get_conv_threads", "flush_denormals", "engine_step", "data_root"}
     not_functions = {"IMPLEMENTATION", "UPDATE_RULES", "DEFAULT_CONFIGS", "CIFAR10_CLASSES",
                      "FASHION_MNIST_CLASSES", "MNIST_CLASSES", "IMAGENET_MEAN", "IMAGENET_STD", "CHECKPOINT_FORMAT"}
     # result records and exception types: constructed by the library, not called with user input

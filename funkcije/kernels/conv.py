@@ -1,12 +1,13 @@
-"""Convolution algorithms: im2col + GEMM, Winograd F(2x2, 3x3) and the direct AVX-512
-kernels, each for the forward, dx and dw, chosen per layer and pass.
+"""Convolution algorithms: im2col + GEMM, Winograd F(4x4, 3x3) and F(2x2, 3x3), and the
+direct AVX-512 kernels, each for the forward, dx and dw, chosen per layer and pass.
 
 `forward(x, w, b, g, out)` and `backward(x, w, dout, g, need_dx)` take arrays that
 `funkcije.fast_layers` has validated and made C-contiguous, and g, the layer's
 `checks.conv_geometry`. Which algorithm runs is decided here, never by a model:
 
 - Winograd for 3x3, stride-1, undilated layers with at least 16 channels in and out
-  per group (forward, dx as a convolution of dout, dw);
+  per group (forward, dx as a convolution of dout, dw): F(4x4, 3x3) in float32
+  (`use_winograd_tile`), F(2x2, 3x3) in float64;
 - the direct kernels for small float32 layers (Cg * HH * WW <= 1600, WW <= 8) on
   CPUs with AVX-512F;
 - im2col + one BLAS GEMM per batch chunk and group otherwise.
@@ -291,7 +292,7 @@ _winograd_tile = ENV["winograd_tile"]
 
 def use_winograd(enabled: bool) -> bool:
     """Allow (True, the default; env FUNKCIJE_WINOGRAD=0 disables) or forbid Winograd
-    F(2x2, 3x3) for 3x3 stride-1 convolutions; returns the previous setting."""
+    for 3x3 stride-1 convolutions; returns the previous setting."""
     global _winograd_enabled
     previous, _winograd_enabled = _winograd_enabled, check_bool("use_winograd", "enabled", enabled)
     return previous
