@@ -1015,6 +1015,30 @@ def test_winograd_tile_env_var_rejected():
     assert proc.returncode != 0 and "FUNKCIJE_WINOGRAD_TILE" in proc.stderr
 
 
+@pytest.mark.parametrize("xs, dtype, slabs", [
+    ((2, 16, 8, 8), np.float32, 36),   # F(4x4): 4 tiles x 36 products < 16 x 16
+    ((2, 16, 5, 7), np.float32, 36),   # partial tiles: 4 x 36 < 12 x 16
+    ((2, 16, 2, 2), np.float32, 16),   # one 4x4 tile for four outputs: F(2x2)
+    ((2, 16, 6, 6), np.float32, 16),   # a tie (144 products each): F(2x2), cheaper transforms
+    ((2, 16, 8, 8), np.float64, 16),   # float64: always F(2x2)
+])
+def test_winograd_tile_choice(rng, monkeypatch, xs, dtype, slabs):
+    """F(4x4, 3x3) where it needs fewer products than F(2x2, 3x3), per layer."""
+    if "cython" not in FL.available_implementations():
+        pytest.skip("compiled extension not built")
+    tiles = []
+    real = KC._winograd_conv
+    monkeypatch.setattr(KC, "_winograd_conv", lambda x, U, *a: tiles.append(U.shape[1]) or real(x, U, *a))
+    previous = FL.use_implementation("cython")
+    try:
+        x, w, b = _conv_inputs(rng, xs, (16, 16, 3, 3), dtype)
+        out, cache = FL.conv_forward_fast(x, w, b, {"stride": 1, "pad": 1})
+        FL.conv_backward_fast(np.ones_like(out), cache)
+    finally:
+        FL.use_implementation(previous)
+    assert tiles == [slabs, slabs]  # the forward and dx
+
+
 def _with_tile(m, fn):
     previous = FL.use_winograd_tile(m)
     try:
