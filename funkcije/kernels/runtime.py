@@ -42,9 +42,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # glibc maps every block over its (adaptive, at most 32 MiB) mmap threshold afresh and
 # unmaps it when freed, so each step's activations were faulted in page by page again:
-# FERMnistNet's loss at batch 512 took 109 ms with malloc's defaults and 80 ms with
-# blocks up to 1 GiB served from the heap and freed memory kept there up to 1 GiB
-# (peak RSS 139 vs 141 MB). PyTorch keeps its own caching allocators for the same reason.
+# FERMnistNet's loss at batch 512 (BLAS held for the step) took 93-109 ms with malloc's
+# defaults and 77-83 ms with blocks up to 1 GiB served from the heap and freed memory
+# kept there up to 1 GiB (peak RSS 139 vs 141 MB).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 HEAP_KEEP_BYTES = 1 << 30
 
@@ -417,8 +417,9 @@ def engine_step():
     (`flush_denormals`) and, while the engine splits its GEMMs over its own threads,
     numpy's BLAS held at one thread from start to end. Holding it per kernel call
     instead released it between the calls, and OpenBLAS's team, woken by the release,
-    spun against the engine's threads: FERMnistNet's loss at batch 512 took 109 ms
-    against 80 ms held for the step (AMD EPYC, benchmarks/RESULTS.md)."""
+    spun against the engine's threads: FERMnistNet's loss at batch 512 took 144-148 ms
+    against 102-109 ms held for the step (malloc's defaults; AMD EPYC,
+    benchmarks/RESULTS.md)."""
     with flush_denormals():
         if _engine_splits():
             with single_threaded_blas():
