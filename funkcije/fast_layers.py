@@ -57,7 +57,7 @@ from .kernels import runtime as _rt
 from .kernels import xp_kernels as _xk
 from .kernels.conv import use_direct, use_winograd, use_winograd_tile
 from .kernels.runtime import (
-    available_implementations, engine_step, flush_denormals, flushes_denormals, get_conv_threads,
+    available_implementations, engine_step, flush_denormals, get_conv_threads,
     get_workspace_limit, implementation, in_engine_step, release_workspace, set_conv_threads, set_workspace_limit,
     use_flush_denormals, use_implementation,
 )

@@ -396,15 +396,6 @@ def flush_denormals():
         compiled.restore_fp_mode(old)
 
 
-def flushes_denormals(fn):
-    """Decorator: run fn inside `flush_denormals()`."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with flush_denormals():
-            return fn(*args, **kwargs)
-    return wrapper
-
-
 def _engine_splits() -> bool:
     from .. import config  # config imports this module lazily; no cycle at import
 
