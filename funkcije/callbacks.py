@@ -26,6 +26,7 @@ one. A callback that draws from randomness keeps its own Generator: the training
 with or without callbacks.
 
 Any object with the four hooks can be a callback; subclassing `Callback` gives no-op defaults.
+`Lookahead` is the one built-in callback that changes training: it moves the weights.
 """
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ import os
 
 import numpy as np
 
-__all__ = ["Callback", "FilterSnapshots", "WeightHistograms", "EpochEvaluation", "TensorBoard", "HOOKS"]
+from . import backend
+
+__all__ = ["Callback", "FilterSnapshots", "WeightHistograms", "EpochEvaluation", "Lookahead", "TensorBoard", "HOOKS"]
 
 HOOKS = ("on_train_begin", "on_iteration_end", "on_epoch_end", "on_train_end")
 
@@ -367,6 +370,89 @@ class EpochEvaluation(Callback):
     def load_state_dict(self, state):
         _check_state("EpochEvaluation", state, ("results",))
         self.results = list(state["results"])
+
+
+# ----------------------------------------------------------------------------- lookahead
+
+
+class Lookahead(Callback):
+    """Lookahead on a moving average of the weights, with the averaging schedule of the
+    fast CIFAR-10 recipes (Zhang et al. 2019, "Lookahead Optimizer: k steps forward, 1
+    step back"; the schedule of Jordan 2024, "94% on CIFAR-10 in 3.29 seconds").
+
+    Every `every` updates, with t the update count and T the run's total
+    (num_epochs * iterations_per_epoch):
+
+        d_t = decay * (t / T) ** power
+        avg <- d_t * avg + (1 - d_t) * w,    then    w <- avg
+
+    for every parameter and the batch-norm running statistics. d_t is near 0 early (the
+    weights run free) and reaches `decay` at the end, when the average smooths the last
+    steps' noise; after the last update the weights are set to the average. Training with
+    it is as reproducible and resumable as without: the average is the callback's state,
+    saved in every checkpoint. The update rule's own state (momentum, Adam's moments) is
+    left alone. Arrays stay in their dtype and on their device.
+    """
+
+    def __init__(self, every: int = 5, decay: float = 0.95 ** 5, power: float = 3.0):
+        where = "Lookahead"
+        self.every = _check_count(where, "every", every)
+        for name, value, high in (("decay", decay, 1.0), ("power", power, math.inf)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= high:
+                raise ValueError(f"{where}: {name} must be a number in [0, {high}], got {value!r}")
+        self.decay, self.power = float(decay), float(power)
+        self.avg = None      # {param name: array}
+        self.avg_bn = None   # [{'running_mean': array, 'running_var': array}, ...] or None
+
+    @staticmethod
+    def _bn(solver):
+        bn = getattr(solver.model, "bn_params", None)
+        return bn if isinstance(bn, list) else []
+
+    def on_train_begin(self, solver):
+        params = solver.model.params
+        if self.avg is None:
+            self.avg = {k: v.copy() for k, v in params.items()}
+            self.avg_bn = [{k: d[k].copy() for k in ("running_mean", "running_var") if k in d}
+                           for d in self._bn(solver)]
+        elif params:  # resumed: the saved host arrays go where the model is
+            device = backend.device_of(next(iter(params.values())))
+            self.avg, self.avg_bn = backend.to_device(self.avg, device), backend.to_device(self.avg_bn, device)
+
+    def _blend(self, solver, d):
+        params = solver.model.params
+        for k, a in self.avg.items():
+            a += (1 - d) * (params[k] - a)  # in place; a Python float keeps a's dtype
+            params[k] = a.copy()
+        for i, live in enumerate(self._bn(solver)):
+            if i == len(self.avg_bn):
+                self.avg_bn.append({})
+            avg = self.avg_bn[i]
+            for k in ("running_mean", "running_var"):
+                if k not in live:  # some models create their running statistics in the first forward
+                    continue
+                if k not in avg:
+                    avg[k] = live[k].copy()
+                else:
+                    avg[k] += (1 - d) * (live[k] - avg[k])
+                live[k] = avg[k].copy()
+
+    def on_iteration_end(self, solver):
+        t = solver.iteration
+        total = solver.num_epochs * solver.iterations_per_epoch
+        if t % self.every == 0:
+            self._blend(solver, self.decay * (min(t, total) / total) ** self.power)
+        if t == total:
+            self._blend(solver, 1.0)  # the weights become the average
+
+    def state_dict(self):
+        return {"avg": self.avg, "avg_bn": self.avg_bn}
+
+    def load_state_dict(self, state):
+        _check_state("Lookahead", state, ("avg", "avg_bn"))
+        self.avg = None if state["avg"] is None else {k: np.array(v) for k, v in state["avg"].items()}
+        self.avg_bn = None if state["avg_bn"] is None else [
+            {k: np.array(v) for k, v in d.items()} for d in state["avg_bn"]]
 
 
 # ----------------------------------------------------------------------------- TensorBoard

@@ -951,7 +951,9 @@ class Solver:
 
     def _step_on(self, idx):
         X = self.X_train[idx]
-        if self.augment is not None:
+        if getattr(self.augment, "needs_index", False):
+            X = self.augment(X, self._augment_rng, index=idx, epoch=self.epoch)
+        elif self.augment is not None:
             X = self.augment(X, self._augment_rng)
         if self._per_iteration:
             self._set_lr(scheduled_learning_rate(
@@ -1226,7 +1228,8 @@ class Solver:
             "check_iterations": self.check_iterations,
             "callbacks": [
                 {"name": type(cb).__name__,
-                 "state": cb.state_dict() if callable(getattr(cb, "state_dict", None)) else None}
+                 "state": backend.to_device(cb.state_dict(), "cpu") if callable(getattr(cb, "state_dict", None))
+                 else None}
                 for cb in self.callbacks
             ],
         }

@@ -54,7 +54,7 @@ RUN_KEYS = (
     "lr_schedule", "reg", "weight_scale", "num_filters", "filter_size", "hidden_dim", "hidden_dims",
     "normalization", "dropout_keep", "dtype", "seed", "width", "init",
     "augment", "normalize", "momentum", "weight_decay", "weight_decay_on", "label_smoothing", "tta",
-    "lr_mult", "onecycle", "out_scale",
+    "lr_mult", "onecycle", "out_scale", "lookahead",
 )
 # Named recipes: defaults for the arguments a command line does not give. Each is
 # the setting of a row of the README's results table.
@@ -91,12 +91,15 @@ RECIPES = {
     # after the airbench94 recipe (Jordan 2024), its batch-summed hyperparameters turned
     # into a mean loss: lr 11.5 / (1024 (1 + 1 / 0.15)) * 1024 = 1.5, coupled weight decay
     # 0.0153 / 11.5 = 1.33e-3, batch-norm biases at 64x the rate; warm-up from 0.2 over
-    # 23 % of the run, then down to 0.07
+    # 23 % of the run, then down to 0.07; lookahead every 5 steps on the weights' moving average
+    # (decay 0.95**5 (t/T)**3); convolutions start as the identity (FastCifarNet's dirac init);
+    # alternating (derandomised) flips
     "fast-94": dict(
         model="fast_cifar", dataset="cifar10", epochs=10, batch_size=1024, update_rule="sgd_nesterov", lr=1.5,
         momentum=0.85, weight_decay=1.33e-3, weight_decay_on="weights", lr_schedule="onecycle",
         onecycle="0.23,0.2,0.07", lr_mult="bn*.beta=64", reg=0.0, init="torch",
-        augment="translate:2:reflect,flip", normalize="channel", label_smoothing=0.2, tta="flip_translate",
+        augment="translate:2:reflect,altflip", normalize="channel", label_smoothing=0.2, tta="flip_translate",
+        lookahead="5,0.7738,3",
     ),
     "resnet9-90": dict(
         model="resnet9", dataset="cifar10", epochs=12, batch_size=256, update_rule="sgd_nesterov", lr=0.2,
@@ -161,6 +164,9 @@ def build_parser():
                    help="channel: every split divided into per-channel unit variance with the training "
                         "split's mean and std (after the loader's own preprocessing)")
     p.add_argument("--label-smoothing", type=float, default=0.0, help="zoo models' softmax loss")
+    p.add_argument("--lookahead", default="",
+                   help="EVERY,DECAY,POWER: every EVERY steps the weights are set to their moving average with "
+                        "decay DECAY*(t/T)**POWER (funkcije.callbacks.Lookahead), e.g. 5,0.7738,3; empty: none")
     p.add_argument("--tta", choices=["none", "flip", "flip_translate"], default="none",
                    help="test-time augmentation of the final validation and test evaluation")
     p.add_argument("--num-train", type=int, default=None, help="training images (default: all but validation)")
@@ -286,6 +292,12 @@ def check_args(p, args):
     cycle = _numbers(args.onecycle, 3)
     if cycle is None or not all(np.isfinite(cycle)) or not 0 < cycle[0] < 1 or min(cycle[1:]) < 0:
         p.error(f"--onecycle must be PEAK,START,END with 0 < PEAK < 1 and START, END >= 0, got {args.onecycle!r}")
+    if args.lookahead:
+        look = _numbers(args.lookahead, 3)
+        if look is None or not all(np.isfinite(look)) or look[0] < 1 or look[0] != int(look[0]) \
+                or not 0 <= look[1] <= 1 or look[2] < 0:
+            p.error(f"--lookahead must be EVERY,DECAY,POWER with an integer EVERY >= 1, 0 <= DECAY <= 1 and "
+                    f"POWER >= 0, got {args.lookahead!r}")
     mults = _multipliers(args.lr_mult)
     if mults is None or not all(np.isfinite(v) and v >= 0 for v in mults.values()):
         p.error(f"--lr-mult must be pattern=factor pairs with finite factors >= 0, got {args.lr_mult!r}")
@@ -420,7 +432,7 @@ def main(argv=None):
             "augment": args.augment, "normalize": args.normalize, "momentum": args.momentum,
             "weight_decay": args.weight_decay, "weight_decay_on": args.weight_decay_on,
             "label_smoothing": args.label_smoothing, "tta": args.tta, "lr_mult": _multipliers(args.lr_mult) or None,
-            "out_scale": args.out_scale,
+            "out_scale": args.out_scale, "lookahead": _numbers(args.lookahead, 3) if args.lookahead else None,
         }
         print("settings: " + " ".join(f"{k}={v}" for k, v in cfg.items()))
         out.mkdir(parents=True, exist_ok=True)
@@ -451,6 +463,9 @@ def main(argv=None):
         print_every=0, num_train_samples=1000, num_val_samples=None,
     )
     watch = []
+    if cfg.get("lookahead"):  # part of the run (run_config.json), so also on --resume
+        every, decay, power = cfg["lookahead"]
+        watch.append(callbacks.Lookahead(every=int(every), decay=decay, power=power))
     if args.snapshots:
         watch.append(callbacks.FilterSnapshots(out / "filters", every=args.snapshots))
     if args.histograms:

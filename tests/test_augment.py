@@ -257,3 +257,77 @@ def test_tta_is_the_mean_of_the_views_scores():
     np.testing.assert_array_equal(metrics.tta_views(X, "flip_translate")[2], augment.translate(X, 1, 1))
     with pytest.raises(ValueError, match="tta"):
         metrics.evaluate(model, X, y, tta="rotate")
+
+
+# ----------------------------------------------------------------------------- alternating flip
+
+
+def test_alternating_flip_mirrors_each_image_every_other_epoch():
+    t = augment.AlternatingFlip()
+    X = ramp(N=1000, C=1, H=2, W=3, dtype=np.float64)
+    index = np.arange(1000)
+    rng = np.random.default_rng(0)
+    state = rng.bit_generator.state
+    flipped = []
+    for epoch in range(3):
+        out = t(X, rng, index=index, epoch=epoch)
+        f = np.all(out == X[:, :, :, ::-1], axis=(1, 2, 3))
+        assert np.all(f | np.all(out == X, axis=(1, 2, 3)))  # each image either mirrored or untouched
+        flipped.append(f)
+    assert rng.bit_generator.state == state  # draws nothing
+    assert np.all(flipped[0] != flipped[1]) and np.array_equal(flipped[0], flipped[2])
+    assert 0.45 < flipped[0].mean() < 0.55
+    # an image's orientation depends on its index, not its place in the batch
+    perm = np.random.default_rng(1).permutation(1000)
+    np.testing.assert_array_equal(t(X[perm], rng, index=perm, epoch=1), t(X, rng, index=index, epoch=1)[perm])
+    assert t(X.astype(np.float32), rng, index=index, epoch=0).dtype == np.float32
+    assert augment.parse("translate:1,altflip").needs_index and augment.parse("altflip").spec == "altflip"
+    with pytest.raises(ValueError, match="needs the images' training-set indices"):
+        t(X, rng)
+    with pytest.raises(ValueError, match=r"index must be \(1000,\) non-negative integers"):
+        t(X, rng, index=index[:10], epoch=0)
+    with pytest.raises(ValueError, match="epoch must be an int >= 0"):
+        t(X, rng, index=index, epoch=-1)
+
+
+class IndexRecorder(augment.Transform):
+    needs_index = True
+    spec = "recorder"
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, X, rng, index=None, epoch=None):
+        self.calls.append((np.array(index), epoch))
+        return X
+
+
+def test_solver_passes_batch_indices_and_epoch():
+    data = tiny_data()
+    rec = IndexRecorder()
+    s = Solver(tiny_model(), data, augment=augment.Compose(augment.Translate(1), rec), num_epochs=2,
+               batch_size=16, update_rule="sgd", verbose=False, seed=0)
+    s.train()
+    assert [e for _, e in rec.calls] == [0] * 4 + [1] * 4
+    for epoch in range(2):
+        seen = np.concatenate([i for i, e in rec.calls if e == epoch])
+        assert sorted(seen) == list(range(data["X_train"].shape[0]))  # each training image once an epoch
+
+
+def test_alternating_flip_run_resumes_exactly_mid_epoch(tmp_path):
+    data = tiny_data()
+    kw = dict(augment="translate:1:reflect,altflip", num_epochs=2, batch_size=8, update_rule="sgd_nesterov",
+              optim_config={"learning_rate": 0.05}, verbose=False, seed=5)
+    full_model = tiny_model()
+    full = Solver(full_model, data, **kw)
+    full.train()
+    part = Solver(tiny_model(), data, **kw)
+    for _ in range(5):
+        part._step()
+    part.save_checkpoint(tmp_path / "mid.ckpt")
+    resumed_model = tiny_model(seed=4)
+    resumed = Solver(resumed_model, data, resume=str(tmp_path / "mid.ckpt"), verbose=False)
+    resumed.train()
+    assert resumed.loss_history == full.loss_history
+    for k in full_model.params:
+        np.testing.assert_array_equal(resumed_model.params[k], full_model.params[k])

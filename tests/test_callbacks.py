@@ -12,7 +12,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from funkcije import layers, metrics, vis_utils
-from funkcije.callbacks import Callback, EpochEvaluation, FilterSnapshots, TensorBoard, WeightHistograms
+from funkcije.callbacks import Callback, EpochEvaluation, FilterSnapshots, Lookahead, TensorBoard, WeightHistograms
 from funkcije.solver import Solver, load_checkpoint
 
 
@@ -426,3 +426,98 @@ def test_train_command_line_writes_the_pictures(data_root, tmp_path):
     assert "W1_epoch_02_step_000008.png" in os.listdir(out / "filters")
     bad = _train(*common[:-6], "--check-every", "0", env={"FUNKCIJE_DATA": str(data_root)})
     assert bad.returncode == 2 and "--check-every must be >= 1" in bad.stderr
+
+
+# ----------------------------------------------------------------------------- lookahead
+
+
+def _bn_net(dtype=np.float64):
+    from funkcije.classifiers.sequential import Affine, BatchNorm2d, Conv2d, Flatten, ReLU, Sequential
+
+    return Sequential(Conv2d(4, 3, pad=1), BatchNorm2d(), ReLU(), Flatten(), Affine(3),
+                      input_shape=(1, 6, 6), seed=0, dtype=dtype)
+
+
+class Probe(Callback):
+    """Copies of the params and running statistics at each on_iteration_end."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_iteration_end(self, s):
+        self.seen.append(({k: v.copy() for k, v in s.model.params.items()},
+                          [{k: d[k].copy() for k in ("running_mean", "running_var")} for d in s.model.bn_params]))
+
+
+def test_lookahead_blends_by_hand_computed_weights():
+    model = _bn_net()
+    start = ({k: v.copy() for k, v in model.params.items()},
+             [{k: d[k].copy() for k in ("running_mean", "running_var")} for d in model.bn_params])
+    before, after = Probe(), Probe()
+    solver = _solver([before, Lookahead(every=3, decay=0.6, power=2.0), after], model=model)
+    solver.train()
+    total = 8  # 2 epochs of 4 updates
+    avg = start
+    for t in range(1, total + 1):
+        (w, bn), (w_out, bn_out) = before.seen[t - 1], after.seen[t - 1]
+        if t % 3 == 0 or t == total:
+            d = 0.6 * (t / total) ** 2 if t % 3 == 0 else None
+            if d is not None:
+                avg = ({k: d * avg[0][k] + (1 - d) * w[k] for k in w},
+                       [{k: d * a[k] + (1 - d) * live[k] for k in a} for a, live in zip(avg[1], bn)])
+            want = avg  # at t == total (not a multiple of 3) the weights become the average as it is
+        else:
+            want = (w, bn)
+        for k in w:
+            np.testing.assert_allclose(w_out[k], want[0][k], rtol=1e-12, atol=1e-14, err_msg=f"{k} at {t}")
+        for a, b in zip(bn_out, want[1]):
+            for k in a:
+                np.testing.assert_allclose(a[k], b[k], rtol=1e-12, atol=1e-14, err_msg=f"{k} at {t}")
+    # the last update is not a blend point, so the end really moved the weights back
+    assert not all(np.array_equal(before.seen[-1][0][k], after.seen[-1][0][k]) for k in w)
+
+
+def test_lookahead_keeps_dtype_and_decay_zero_changes_nothing():
+    plain = _solver(None, model=_bn_net(np.float32))
+    plain.train()
+    zero = _solver([Lookahead(every=1, decay=0.0)], model=_bn_net(np.float32))
+    zero.train()
+    for k in plain.model.params:
+        assert zero.model.params[k].dtype == np.float32
+        np.testing.assert_array_equal(plain.model.params[k], zero.model.params[k])
+    moved = _solver([Lookahead(every=2, decay=0.9, power=0.0)], model=_bn_net(np.float32))
+    moved.train()
+    assert all(v.dtype == np.float32 for v in moved.model.params.values())
+    assert all(d["running_mean"].dtype == np.float32 for d in moved.model.bn_params)
+    assert not all(np.array_equal(plain.model.params[k], moved.model.params[k]) for k in plain.model.params)
+
+
+def test_lookahead_resumes_exactly(tmp_path):
+    full = _solver([Lookahead(every=3, decay=0.7)], model=_bn_net(), num_epochs=3,
+                   checkpoint_name=str(tmp_path / "a"))
+    full.train()
+    crashed = _solver([Lookahead(every=3, decay=0.7), StopAt(6)], model=_bn_net(), num_epochs=3,
+                      checkpoint_name=str(tmp_path / "b"))
+    with pytest.raises(Interrupt):
+        crashed.train()
+    resumed = Solver(_bn_net(), _data(), resume=str(tmp_path / "b_epoch_1.pkl"),
+                     callbacks=[Lookahead(every=3, decay=0.7), StopAt(None)], verbose=False)
+    resumed.train()
+    for k in full.model.params:
+        np.testing.assert_array_equal(full.model.params[k], resumed.model.params[k])
+    for a, b in zip(full.model.bn_params, resumed.model.bn_params):
+        np.testing.assert_array_equal(a["running_var"], b["running_var"])
+    assert full.loss_history == resumed.loss_history
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"every": 0}, "every must be an int >= 1"),
+    ({"every": 2.5}, "every must be an int >= 1"),
+    ({"decay": 1.5}, r"decay must be a number in \[0, 1.0\]"),
+    ({"decay": float("nan")}, "decay must be a number"),
+    ({"power": -1}, "power must be a number"),
+    ({"decay": True}, "decay must be a number"),
+])
+def test_lookahead_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Lookahead(**kwargs)

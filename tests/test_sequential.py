@@ -612,3 +612,34 @@ def test_batchnorm_without_scale_has_only_beta(rng):
     assert "bn1.gamma" not in model.params and "bn1.beta" in model.params
     with pytest.raises(TypeError, match="scale"):
         BatchNorm2d(scale=1)
+
+
+# ----------------------------------------------------------------------------- dirac initialisation
+
+
+def test_conv_dirac_start_passes_the_input_through():
+    from funkcije.classifiers.sequential import Conv2d
+
+    def init(layer, in_shape):
+        return layer.init(np.random.default_rng(0), in_shape, np.float64, ("torch", None))[0]
+
+    x = np.random.default_rng(3).standard_normal((2, 3, 5, 5))
+    layer = Conv2d(5, 3, pad=1, bias=False, dirac=True)
+    params = init(layer, (3, 5, 5))
+    W = params["W"]
+    out, _ = layer.forward(x, params, None, True)
+    np.testing.assert_allclose(out[:, :3], x, rtol=0, atol=1e-12)  # the first 3 filters are the identity
+    assert np.count_nonzero(W[:3]) == 3 and np.all(W[[0, 1, 2], [0, 1, 2], 1, 1] == 1)
+    plain = init(Conv2d(5, 3, pad=1, bias=False), (3, 5, 5))
+    np.testing.assert_array_equal(W[3:], plain["W"][3:])  # the rest drawn as usual
+    # groups: filter i of each group is the identity on that group's channel i
+    Wg = init(Conv2d(6, (3, 1), pad=(1, 0), groups=2, bias=False, dirac=True), (4, 5, 5))["W"]
+    assert Wg.shape == (6, 2, 3, 1)  # groups of 3 filters over 2 channels
+    for f, c in ((0, 0), (1, 1), (3, 0), (4, 1)):
+        expect = np.zeros((2, 3, 1))
+        expect[c, 1, 0] = 1
+        np.testing.assert_array_equal(Wg[f], expect)
+    assert np.count_nonzero(Wg[[2, 5]]) > 1
+    assert "dirac=True" in repr(layer)
+    with pytest.raises(TypeError, match="dirac must be True or False"):
+        Conv2d(4, 3, dirac=1)

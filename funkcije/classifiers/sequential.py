@@ -180,11 +180,15 @@ class _Elementwise(Layer):
 
 class Conv2d(Layer):
     """Convolution. x (N, C, H, W) -> (N, F, H', W'); params W (F, C // groups, HH, WW),
-    b (F,) unless bias=False. kernel, stride, pad, dilation: an int or an (h, w) pair."""
+    b (F,) unless bias=False. kernel, stride, pad, dilation: an int or an (h, w) pair.
+    dirac=True: after the usual draw, the first min(F, C) / groups filters of each group
+    start as the identity (1 at the kernel's centre tap of their own input channel, 0
+    elsewhere; PyTorch's `dirac_`), so the layer first passes its input through, as the
+    fast CIFAR-10 recipes initialise their convolutions."""
 
     kind = "conv"
 
-    def __init__(self, out_channels, kernel, stride=1, pad=0, dilation=1, groups=1, bias=True):
+    def __init__(self, out_channels, kernel, stride=1, pad=0, dilation=1, groups=1, bias=True, dirac=False):
         where = "Conv2d"
         self.out_channels = check_positive_int(where, "out_channels", out_channels)
         self.kernel = as_pair(kernel, "kernel", where)
@@ -199,7 +203,9 @@ class Conv2d(Layer):
             )
         if not isinstance(bias, bool):
             raise TypeError(f"{where}: bias must be True or False, got {bias!r}")
-        self.bias = bias
+        if not isinstance(dirac, bool):
+            raise TypeError(f"{where}: dirac must be True or False, got {dirac!r}")
+        self.bias, self.dirac = bias, dirac
         self.conv_param = {"stride": self.stride, "pad": self.pad, "dilation": self.dilation, "groups": self.groups}
 
     def init(self, rng, in_shape, dtype, scheme):
@@ -213,6 +219,12 @@ class Conv2d(Layer):
         Wo = conv_output_size("Conv2d", W, kw, self.stride[1], self.pad[1], self.dilation[1], (None,) + tuple(in_shape), detail)
         fan_in = (C // G) * kh * kw
         params = {"W": _draw_weight(rng, (F, C // G, kh, kw), fan_in, scheme, dtype)}
+        if self.dirac:
+            Fg, Cg = F // G, C // G
+            n = min(Fg, Cg)
+            rows = (np.arange(G)[:, None] * Fg + np.arange(n)).ravel()  # filter i of each group
+            params["W"][rows] = 0
+            params["W"][rows, np.tile(np.arange(n), G), kh // 2, kw // 2] = 1
         if self.bias:
             params["b"] = _draw_bias(rng, F, fan_in, scheme, dtype)
         else:
@@ -249,6 +261,8 @@ class Conv2d(Layer):
             args["groups"] = self.groups
         if not self.bias:
             args["bias"] = False
+        if self.dirac:
+            args["dirac"] = True
         return args
 
 

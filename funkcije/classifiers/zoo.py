@@ -133,16 +133,18 @@ def FastCifarNet(num_classes=10, input_shape=(3, 32, 32), width=1.0, widths=(64,
     2024, "94% on CIFAR-10 in 3.29 seconds on a single GPU"): a frozen 2x2 patch-whitening
     convolution (24 channels, fitted to the training images by `model.fit(X_train)`),
     ReLU, then three groups of conv 3x3 - max-pool 2 - BN - ReLU - conv 3x3 - BN - ReLU
-    with widths 64, 256, 256 (bias-free convolutions, batch norms without a learnt
-    scale), a 3x3 max-pool over the last 3x3 map, affine (no bias) and a scale of 1/9.
+    with widths 64, 256, 256 (bias-free convolutions that start as the identity on their
+    first channels, `dirac=True`; batch norms without a learnt scale, running statistics
+    with momentum 0.6), a 3x3 max-pool over the last 3x3 map, affine (no bias) and a scale of 1/9.
     About 1.97 M parameters and 0.24 GFLOP per 32x32 image forward."""
     check_positive_int("FastCifarNet", "num_classes", num_classes)
     w = _scaled("FastCifarNet", width)
     layers = [PatchWhiten(2), ReLU()]
     for n in widths:
         layers += [
-            Conv2d(w(n), 3, pad=1, bias=False), MaxPool2d(2), BatchNorm2d(scale=False), ReLU(),
-            Conv2d(w(n), 3, pad=1, bias=False), BatchNorm2d(scale=False), ReLU(),
+            Conv2d(w(n), 3, pad=1, bias=False, dirac=True), MaxPool2d(2), BatchNorm2d(momentum=0.6, scale=False),
+            ReLU(),
+            Conv2d(w(n), 3, pad=1, bias=False, dirac=True), BatchNorm2d(momentum=0.6, scale=False), ReLU(),
         ]
     layers += [MaxPool2d(3), Flatten(), Affine(num_classes, bias=False), Scale(1 / 9)]
     return _named("FastCifarNet", num_classes, lambda: Sequential(*layers, input_shape=input_shape, **kwargs))
