@@ -388,6 +388,11 @@ for cls, args in ((A.RandomCrop, {"padding": 2}), (A.Translate, {"k": 1}), (A.Ho
     spec(name, lambda X, rng, cls=cls, args=args: cls(**args)(X, rng), lambda: dict(X=Xa, rng=np.random.default_rng(0)),
          lambda: {"X": JUNK + [None, Xa + 1j, Xa.astype(object), r(3, 6, 6), np.full((2, 3, 6, 6), "x")],
                   "rng": ["abc", [1], 1.5]})
+spec("AlternatingFlip", lambda X, rng, index, epoch: A.AlternatingFlip()(X, rng, index=index, epoch=epoch),
+     lambda: dict(X=Xa, rng=np.random.default_rng(0), index=np.arange(2), epoch=1),
+     lambda: {"X": JUNK + [None, Xa + 1j, Xa.astype(object), r(3, 6, 6)], "rng": ["abc", [1], 1.5],
+              "index": [None, "ab", np.arange(3), np.array([0.5, 1.0]), np.array([-1, 0])],
+              "epoch": [None, -1, 1.5, "1", True]})
 spec("Compose", lambda transforms: A.Compose(*transforms), lambda: dict(transforms=[A.HorizontalFlip()]),
      lambda: {"transforms": [[3], ["flip"], [None], [A.HorizontalFlip]]})
 spec("parse", A.parse, lambda: dict(text="flip"), lambda: {"text": [None, 3, "flipp", "crop:-1", "crop:x", ["flip"]]})
