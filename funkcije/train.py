@@ -95,7 +95,7 @@ RECIPES = {
     # (decay 0.95**5 (t/T)**3); convolutions start as the identity (FastCifarNet's dirac init);
     # alternating (derandomised) flips
     "fast-94": dict(
-        model="fast_cifar", dataset="cifar10", epochs=10, batch_size=1024, update_rule="sgd_nesterov", lr=1.5,
+        model="fast_cifar", dataset="cifar10", epochs=16, batch_size=1024, update_rule="sgd_nesterov", lr=1.5,
         momentum=0.85, weight_decay=1.33e-3, weight_decay_on="weights", lr_schedule="onecycle",
         onecycle="0.23,0.2,0.07", lr_mult="bn*.beta=64", reg=0.0, init="torch",
         augment="translate:2:reflect,altflip", normalize="channel", label_smoothing=0.2, tta="flip_translate",
