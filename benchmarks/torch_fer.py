@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from funkcije import augment  # noqa: E402
+from funkcije.solver import scheduled_learning_rate  # noqa: E402
 from funkcije.torch_twin import to_torch  # noqa: E402
 from funkcije.train import DATASETS, RECIPES, build_model  # noqa: E402
 
@@ -43,6 +44,8 @@ cfg = dict(r, dtype="float32", seed=a.seed, weight_scale=None)
 if r["update_rule"] not in ("sgd", "sgd_momentum") or r["lr_schedule"] not in ("step", "exponential"):
     sys.exit(f"torch_fer: {a.recipe} uses settings this twin does not reproduce")
 momentum = r.get("momentum", 0.9) if r["update_rule"] == "sgd_momentum" else 0.0
+schedule = ({"type": "step", "step_size": r["lr_step"], "gamma": r["lr_gamma"]} if r["lr_schedule"] == "step"
+            else {"type": "exponential", "gamma": r["lr_gamma"]})  # the Solver's own formulas below
 
 t0 = time.time()
 loader, _, num_train = DATASETS[r["dataset"]]
@@ -74,10 +77,7 @@ best = (-1.0, 0, None)
 history = []
 t1 = time.time()
 for epoch in range(r["epochs"]):
-    if r["lr_schedule"] == "step":
-        lr = r["lr"] * r["lr_gamma"] ** (epoch // r["lr_step"])
-    else:
-        lr = r["lr"] * r["lr_gamma"] ** epoch
+    lr = scheduled_learning_rate(r["lr"], epoch, schedule)
     for group in opt.param_groups:
         group["lr"] = lr
     perm = torch.from_numpy(rng.permutation(num_train))
