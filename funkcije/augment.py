@@ -10,6 +10,11 @@ input's dtype and never modifies its input.
     Solver(model, data, augment=pipe, ...)           # training batches only
     augment.parse("crop:4:reflect,flip,cutout:8")    # the same from a string (the CLI's --augment)
 
+Arrays on a device (CuPy, or any Array API array) are transformed where they are: the
+random draws are the same host draws from `rng` (so a run repeats, and resumes, alike on
+either device), and each transform is one gather or select on the device (`_shifted`),
+equal element for element to the NumPy path.
+
 Transforms (each `t(X, rng) -> X'`, X of shape (N, C, H, W)):
   RandomCrop(padding, mode="zero"|"reflect")  pad by `padding` on every side, cut a
       random H x W window: a translation by up to `padding` pixels each way
@@ -34,6 +39,7 @@ import numbers
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from . import backend
 from .checks import as_real_array, check_array
 
 __all__ = [
@@ -110,6 +116,72 @@ def _windows(X, dy, dx, padding, mode):
     return np.ascontiguousarray(view[np.arange(N), :, dy, dx])
 
 
+def _reflect_or_clip(idx, size, mode):
+    """(indices into an axis of `size`, valid mask) for positions idx of the padded axis
+    counted from the unpadded origin: mirrored without repeating the edge (NumPy's
+    'reflect'), or clipped and marked invalid (zero padding)."""
+    if mode == "reflect":
+        idx = np.abs(idx)
+        idx = np.where(idx > size - 1, 2 * (size - 1) - idx, idx)
+        return idx, None
+    valid = (idx >= 0) & (idx < size)
+    return np.clip(idx, 0, size - 1), valid
+
+
+def _shifted(X, dy, dx, padding, mode, flip=None):
+    """Off the CPU: image n's H x W window starting at (dy[n], dx[n]) of the batch padded
+    by `padding`, mirrored left-right where flip[n]; X (N, C, H, W) on its device, the
+    offsets host (N,) integers. The padding is never built: the window's rows and columns
+    map to source rows and columns (reflected, or clipped and masked to zero), and the
+    output is one flat `take` of X."""
+    xp = backend.array_api(X)
+    N, C, H, W = X.shape
+    if mode == "reflect" and padding >= min(H, W):
+        raise ValueError(f"reflect padding of {padding} needs images larger than {padding} pixels, got {(H, W)}")
+    rows, rvalid = _reflect_or_clip(np.asarray(dy)[:, None] + np.arange(H) - padding, H, mode)  # (N, H)
+    cols, cvalid = _reflect_or_clip(np.asarray(dx)[:, None] + np.arange(W) - padding, W, mode)  # (N, W)
+    if flip is not None:
+        flip = np.asarray(flip, dtype=bool)[:, None]
+        cols = np.where(flip, cols[:, ::-1], cols)
+        cvalid = None if cvalid is None else np.where(flip, cvalid[:, ::-1], cvalid)
+    planes = np.arange(N * C, dtype=np.int64).reshape(N, C) * (H * W)
+    # the (N, C, H, W) index is formed on the device from (N, C), (N, H) and (N, W) pieces
+    r = backend.asarray_like(X, rows.astype(np.int64) * W)
+    c = backend.asarray_like(X, cols.astype(np.int64))
+    index = (xp.reshape(backend.asarray_like(X, planes), (N, C, 1, 1))
+             + xp.reshape(r, (N, 1, H, 1)) + xp.reshape(c, (N, 1, 1, W)))
+    out = xp.reshape(xp.take(xp.reshape(X, (-1,)), xp.reshape(index, (-1,))), (N, C, H, W))
+    if rvalid is not None:
+        keep = rvalid[:, :, None] & cvalid[:, None, :]  # (N, H, W)
+        if not keep.all():
+            out = _zero_where(out, ~keep)
+    return out
+
+
+def _zero_where(X, hole):
+    """X (N, C, H, W) with the host (N, H, W) mask's pixels set to zero in every channel,
+    in X's namespace; a new array."""
+    N, _, H, W = X.shape
+    if isinstance(X, np.ndarray):
+        out = X.copy()
+        out *= ~hole[:, None]  # a bool mask: exact zeros, dtype kept
+        return out
+    xp = backend.array_api(X)
+    mask = xp.reshape(backend.asarray_like(X, hole), (N, 1, H, W))
+    return xp.where(mask, xp.zeros((), dtype=X.dtype), X)
+
+
+def _flipped(X, flip):
+    """X (N, C, H, W) with the images where the host (N,) bool flip is True mirrored."""
+    if isinstance(X, np.ndarray):
+        out = X.copy()
+        out[flip] = X[flip, :, :, ::-1]
+        return out
+    xp = backend.array_api(X)
+    mask = xp.reshape(backend.asarray_like(X, flip), (X.shape[0], 1, 1, 1))
+    return xp.where(mask, xp.flip(X, axis=3), X)
+
+
 class Transform:
     """A random batch transform: `t(X, rng)`. `spec` is its string in parse()'s form,
     used to tell whether a resumed run augments as the original did."""
@@ -147,7 +219,9 @@ class RandomCrop(Transform):
         p = self.padding
         offsets = rng.integers(0, 2 * p + 1, size=(2, N))
         if p == 0 or N == 0:
-            return X.copy()
+            return backend.copy(X)
+        if not isinstance(X, np.ndarray):
+            return _shifted(X, offsets[0], offsets[1], p, self.mode)
         return _windows(X, offsets[0], offsets[1], p, self.mode)
 
 
@@ -172,10 +246,7 @@ class HorizontalFlip(Transform):
     def __call__(self, X, rng):
         _check_batch("HorizontalFlip", X)
         _check_rng("HorizontalFlip", rng)
-        flip = rng.random(X.shape[0]) < self.p
-        out = X.copy()
-        out[flip] = X[flip, :, :, ::-1]
-        return out
+        return _flipped(X, rng.random(X.shape[0]) < self.p)
 
 
 class AlternatingFlip(Transform):
@@ -197,17 +268,14 @@ class AlternatingFlip(Transform):
         if index is None or epoch is None:
             raise ValueError("AlternatingFlip: needs the images' training-set indices and the epoch "
                              "(t(X, rng, index=, epoch=), as the Solver calls it); HorizontalFlip flips at random")
-        index = np.asarray(index)
+        index = backend.to_host(index) if backend.is_array(index) else np.asarray(index)
         if index.shape != (X.shape[0],) or not np.issubdtype(index.dtype, np.integer) or (index < 0).any():
             raise ValueError(f"AlternatingFlip: index must be ({X.shape[0]},) non-negative integers, got "
                              f"{index.dtype} of shape {index.shape}")
         if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
             raise ValueError(f"AlternatingFlip: epoch must be an int >= 0, got {epoch!r}")
         bit = (index.astype(np.uint64) * self._MULT) >> np.uint64(63)  # wraps modulo 2^64
-        flip = (bit + np.uint64(epoch % 2)) % np.uint64(2) == 1
-        out = X.copy()
-        out[flip] = X[flip, :, :, ::-1]
-        return out
+        return _flipped(X, (bit + np.uint64(epoch % 2)) % np.uint64(2) == 1)
 
 
 class Cutout(Transform):
@@ -234,9 +302,7 @@ class Cutout(Transform):
         in_rows = (rows >= y0[:, None]) & (rows < (y0 + self.size)[:, None])  # (N, H)
         in_cols = (cols >= x0[:, None]) & (cols < (x0 + self.size)[:, None])  # (N, W)
         hole = in_rows[:, :, None] & in_cols[:, None, :] & apply[:, None, None]  # (N, H, W)
-        out = X.copy()
-        out *= ~hole[:, None]  # a bool mask: exact zeros, dtype kept
-        return out
+        return _zero_where(X, hole)
 
 
 class Compose(Transform):
@@ -321,6 +387,8 @@ def parse(text):
 def hflip(X):
     """Every image mirrored left-right: X (N, C, H, W) -> a new array, same dtype."""
     _check_batch("hflip", X)
+    if not isinstance(X, np.ndarray):
+        return backend.array_api(X).flip(X, axis=3)
     return np.ascontiguousarray(X[:, :, :, ::-1])
 
 
@@ -335,7 +403,9 @@ def translate(X, dy, dx, mode="reflect"):
     p = max(abs(dy), abs(dx))
     N = X.shape[0]
     if p == 0 or N == 0:
-        return X.copy()
+        return backend.copy(X)
+    if not isinstance(X, np.ndarray):
+        return _shifted(X, np.full(N, p - dy), np.full(N, p - dx), p, mode)
     return _windows(X, np.full(N, p - dy), np.full(N, p - dx), p, mode)
 
 
@@ -381,9 +451,14 @@ class Normalize:
                 f"Normalize: {self.mean.size} means and {self.std.size} stds for {C} channels"
             )
         shape = (1, -1, 1, 1)
-        out = X - self.mean.astype(X.dtype).reshape(shape)
-        out *= (1.0 / self.std).astype(X.dtype).reshape(shape)
-        return out
+        dtype = np.dtype(backend.dtype_name(X))
+        mean = backend.asarray_like(X, self.mean.astype(dtype).reshape(shape))
+        scale = backend.asarray_like(X, (1.0 / self.std).astype(dtype).reshape(shape))
+        out = X - mean
+        if isinstance(out, np.ndarray):
+            out *= scale  # in place: one full-size temporary fewer
+            return out
+        return out * scale
 
     def __repr__(self):
         return f"Normalize(mean={self.mean.tolist()}, std={self.std.tolist()})"

@@ -23,7 +23,7 @@ import sys
 import numpy as np
 
 __all__ = ["DEVICES", "namespace", "array_api", "is_array", "is_floating", "is_integer", "dtype_in", "dtype_name", "copy", "all_finite", "AnyArray", "device_of",
-           "to_device", "to_host", "require_cupy", "gpu_available"]
+           "to_device", "to_host", "require_cupy", "gpu_available", "asarray_like", "take_rows"]
 
 DEVICES = ("cpu", "gpu")
 
@@ -230,6 +230,22 @@ def to_device(obj, device: str):
     else:
         mover = (lambda a: a if device_of(a) == device else target.asarray(to_host(a)))
     return _map_arrays(obj, mover)
+
+
+def asarray_like(ref, host):
+    """The host (NumPy) array `host` as an array of ref's namespace and device: itself
+    when ref is a NumPy array, else uploaded (a copy)."""
+    if isinstance(ref, np.ndarray):
+        return np.asarray(host)
+    return array_api(ref).asarray(np.asarray(host))
+
+
+def take_rows(X, idx):
+    """X[idx] for host integer indices idx (k,): rows of X (N, ...) gathered where X
+    lives (one `take` on the device for a device array; X[idx] for NumPy)."""
+    if isinstance(X, np.ndarray):
+        return X[idx]
+    return array_api(X).take(X, asarray_like(X, np.asarray(idx, dtype=np.int64)), axis=0)
 
 
 def _map_arrays(obj, fn):

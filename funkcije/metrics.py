@@ -229,14 +229,15 @@ def _frozen_state(model):
 def _check_eval_inputs(where: str, X, y, batch_size, model=None):
     if not callable(getattr(model, "loss", None)):
         raise TypeError(f"{where}: model must have a loss(X, y=None) method, got {type(model).__name__}")
-    if not isinstance(X, np.ndarray):
-        raise TypeError(f"{where}: X must be a numpy.ndarray, got {type(X).__name__}")
+    if not backend.is_array(X):
+        raise TypeError(f"{where}: X must be a numpy.ndarray (or an array on the model's device), "
+                        f"got {type(X).__name__}")
     if X.ndim < 1 or X.shape[0] < 1:
         raise ValueError(f"{where}: X must hold at least one sample along axis 0, got shape {X.shape}")
     batch_size = _check_positive_int(where, "batch_size", batch_size)
-    y = np.asarray(y)
+    y = backend.to_host(y) if backend.is_array(y) else np.asarray(y)
     if y.shape != (X.shape[0],):
-        raise ValueError(f"{where}: y must have shape ({X.shape[0]},) to match X {X.shape}, got {y.shape}")
+        raise ValueError(f"{where}: y must have shape ({X.shape[0]},) to match X {tuple(X.shape)}, got {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
         raise TypeError(f"{where}: labels y must be integers, got dtype {y.dtype}")
     return y, batch_size
@@ -251,7 +252,7 @@ def _batched_scores(where: str, model, X, batch_size, tta=None):
     N = X.shape[0]
     C = None
     for start in range(0, N, batch_size):
-        Xb = X[start:start + batch_size]
+        Xb = X[start:min(N, start + batch_size), ...]
         views = tta_views(Xb, tta)
         # scores of a model on the GPU come back to the host (a small (Nb, C) copy)
         scores = backend.to_host(model.loss(views[0]))

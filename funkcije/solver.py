@@ -729,17 +729,28 @@ class Solver:
         missing = [k for k in ("X_train", "y_train", "X_val", "y_val") if k not in data]
         if missing:
             raise ValueError(f"Solver: data is missing {missing}; it needs 'X_train', 'y_train', 'X_val', 'y_val'")
-        self.X_train, self.y_train = data["X_train"], data["y_train"]
-        self.X_val, self.y_val = data["X_val"], data["y_val"]
+        model_device = getattr(self.model, "device", "cpu")
         for split in ("train", "val"):
             X, y = data[f"X_{split}"], data[f"y_{split}"]
-            if not hasattr(X, "shape") or not hasattr(y, "shape") or len(X) != len(y) or len(X) == 0:
+            if backend.is_array(X) and not isinstance(X, np.ndarray) and backend.device_of(X) != model_device:
+                raise ValueError(
+                    f"Solver: X_{split} is on {backend.device_of(X)!r} but the model on {model_device!r}; "
+                    f"move one of them (model.to(device), or backend.to_device(X, {model_device!r}))")
+            if not hasattr(X, "shape") or not hasattr(y, "shape") or X.shape[0] != y.shape[0] or X.shape[0] == 0:
                 raise ValueError(
                     f"Solver: X_{split} and y_{split} must be non-empty arrays of equal length, got "
                     f"{getattr(X, 'shape', type(X).__name__)} and {getattr(y, 'shape', type(y).__name__)}"
                 )
-            self._check_labels(f"y_{split}", y)
+            self._check_labels(f"y_{split}", backend.to_host(y) if backend.is_array(y) else y)
+        # images may live on the model's device (uploaded once: batches are gathered there);
+        # labels are kept on the host, where they are checked and compared
+        self.X_train, self.y_train = data["X_train"], self._host_labels(data["y_train"])
+        self.X_val, self.y_val = data["X_val"], self._host_labels(data["y_val"])
         self._num_train = int(self.X_train.shape[0])
+
+    @staticmethod
+    def _host_labels(y):
+        return backend.to_host(y) if backend.is_array(y) else y
 
     @staticmethod
     def _check_labels(name, y, num_classes=None):
@@ -950,7 +961,7 @@ class Solver:
             return self._step_on(idx)
 
     def _step_on(self, idx):
-        X = self.X_train[idx]
+        X = backend.take_rows(self.X_train, idx)
         if getattr(self.augment, "needs_index", False):
             X = self.augment(X, self._augment_rng, index=idx, epoch=self.epoch)
         elif self.augment is not None:
@@ -999,12 +1010,12 @@ class Solver:
         N = X.shape[0]
         if N == 0:
             raise ValueError("Solver.check_accuracy: X is empty")
-        y_all = y = np.asarray(y)
+        y_all = y = np.asarray(self._host_labels(y))
         if y.shape != (N,):
             raise ValueError(f"Solver.check_accuracy: y must have shape ({N},) to match X, got {y.shape}")
         if num_samples is not None and N > num_samples:
             idx = self._eval_rng.choice(N, num_samples, replace=False)
-            X, y = X[idx], y[idx]
+            X, y = backend.take_rows(X, idx), y[idx]
             N = num_samples
         preds = []
         num_classes = None
@@ -1012,7 +1023,7 @@ class Solver:
         data_loss = getattr(self.model, "data_loss", None)
         for start in range(0, N, batch_size):
             # scores of a model on the GPU come back to the host (a small (Nb, C) copy)
-            scores = backend.to_host(self.model.loss(X[start : start + batch_size]))
+            scores = backend.to_host(self.model.loss(X[start : min(N, start + batch_size), ...]))
             num_classes = scores.shape[1]
             preds.append(np.argmax(scores, axis=1))
             if start == 0:

@@ -179,6 +179,9 @@ def build_parser():
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
                    help="gpu: train a zoo model on CuPy arrays (pip install -e \".[gpu]\"); not part of the run's "
                         "settings, so a run may resume on either device")
+    p.add_argument("--upload", choices=["once", "batch"], default="once",
+                   help="with --device gpu: once = the images go to the GPU at the start and batches (and their "
+                        "augmentation) are made there; batch = they stay on the host and each batch is uploaded")
     p.add_argument("--out", default="runs/latest", help="output folder")
     p.add_argument("--resume", default=None, help="checkpoint to continue (its folder's run_config.json is used)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -455,7 +458,10 @@ def main(argv=None):
         # the same ones again on --resume
         model.fit(data["X_train"][:5000])
     if args.device != "cpu":
-        model.to(args.device)  # batches are uploaded one by one as the Solver draws them
+        model.to(args.device)
+        if args.upload == "once":  # else the Solver uploads each batch as it draws it
+            for split in ("X_train", "X_val", "X_test"):
+                data[split] = backend.to_device(data[split], args.device)
     print(f"funkcije.train: {cfg['model']} on {cfg['dataset']}: {data['X_train'].shape[0]} train, "
           f"{data['X_val'].shape[0]} val, {data['X_test'].shape[0]} test images {tuple(input_shape)}, "
           f"{sum(p.size for p in model.params.values())} parameters; output in {out}")

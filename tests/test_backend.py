@@ -274,3 +274,103 @@ def test_fallbacks_stand_in_for_standard_names_a_module_lacks():
     assert xp.astype(a, np.float32).dtype == np.float32
     with pytest.raises(AttributeError):
         xp.no_such_function  # noqa: B018
+
+
+# ----------------------------------------------------------------------------- data on the device
+# Images uploaded once: augmentation, batch gathering and evaluation happen where they live,
+# with the same host random draws as on the CPU, so the results are the same element for element.
+
+from funkcije import augment as A  # noqa: E402
+
+DEVICE_TRANSFORMS = {
+    "crop zero": lambda: A.RandomCrop(3, mode="zero"),
+    "crop reflect": lambda: A.RandomCrop(4, mode="reflect"),
+    "crop 0": lambda: A.RandomCrop(0),
+    "translate": lambda: A.Translate(2),
+    "flip": lambda: A.HorizontalFlip(0.5),
+    "cutout": lambda: A.Cutout(5, p=0.7),
+    "crop reflect, flip, cutout": lambda: A.parse("crop:2:reflect,flip,cutout:4"),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", sorted(DEVICE_TRANSFORMS))
+def test_augmentation_on_device_arrays_equals_the_numpy_path(name, dtype):
+    xps = pytest.importorskip("array_api_strict")
+    X = np.random.default_rng(0).standard_normal((7, 3, 6, 5)).astype(dtype)
+    t = DEVICE_TRANSFORMS[name]()
+    want = t(X, np.random.default_rng(11))
+    got = t(xps.asarray(X), np.random.default_rng(11))
+    assert backend.device_of(got) == "array_api_strict" and backend.dtype_name(got) == np.dtype(dtype).name
+    np.testing.assert_array_equal(backend.to_host(got), want)
+
+
+def test_alternating_flip_and_the_deterministic_views_on_device_arrays():
+    xps = pytest.importorskip("array_api_strict")
+    X = np.random.default_rng(1).standard_normal((6, 2, 5, 7))
+    sX = xps.asarray(X)
+    idx = np.array([5, 0, 9, 3, 2, 8])
+    t = A.AlternatingFlip()
+    for epoch in (0, 1):
+        np.testing.assert_array_equal(backend.to_host(t(sX, np.random.default_rng(0), index=idx, epoch=epoch)),
+                                      t(X, np.random.default_rng(0), index=idx, epoch=epoch))
+    np.testing.assert_array_equal(backend.to_host(A.hflip(sX)), A.hflip(X))
+    for dy, dx, mode in ((1, -2, "reflect"), (-3, 0, "zero"), (2, 2, "zero")):
+        np.testing.assert_array_equal(backend.to_host(A.translate(sX, dy, dx, mode)), A.translate(X, dy, dx, mode))
+    norm = A.Normalize([0.5, -1.0], [2.0, 0.25])
+    np.testing.assert_allclose(backend.to_host(norm(sX)), norm(X), rtol=1e-15)
+    with pytest.raises(ValueError, match="reflect padding of 5"):
+        A.RandomCrop(5, mode="reflect")(sX, np.random.default_rng(0))
+
+
+def _strict_data(data):
+    """data with its images on the array-api-strict 'device' (labels too: the Solver
+    keeps them on the host itself)."""
+    return {k: backend.to_device(v, "array_api_strict") for k, v in data.items()}
+
+
+def test_solver_trains_on_data_that_lives_on_the_device():
+    """Data uploaded once, batches gathered and augmented on the device: the same run,
+    step for step, as with host data; evaluate reads device images too."""
+    from funkcije import metrics
+    from funkcije.classifiers import zoo
+    from funkcije.solver import Solver
+
+    pytest.importorskip("array_api_strict")
+    rng = np.random.default_rng(2)
+    data = {"X_train": rng.standard_normal((24, 3, 32, 32)), "y_train": rng.integers(0, 10, 24),
+            "X_val": rng.standard_normal((10, 3, 32, 32)), "y_val": rng.integers(0, 10, 10)}
+
+    def run(device, data):
+        model = zoo.ResNet9(width=1 / 32, seed=0, dtype=np.float64, reg=1e-3)
+        if device != "cpu":
+            model.to(device)
+        solver = Solver(model, data, update_rule="sgd_nesterov", optim_config={"learning_rate": 1e-2},
+                        batch_size=8, num_epochs=2, seed=0, verbose=False, num_train_samples=12,
+                        augment="crop:4:reflect,flip,cutout:8")
+        solver.train()
+        return model, solver
+
+    host, hs = run("cpu", data)
+    dev, ds = run("array_api_strict", _strict_data(data))
+    np.testing.assert_allclose(ds.loss_history, hs.loss_history, rtol=1e-10)
+    assert ds.train_acc_history == hs.train_acc_history and ds.val_acc_history == hs.val_acc_history
+    for k, w in host.params.items():
+        np.testing.assert_allclose(backend.to_host(dev.params[k]), w, rtol=1e-9, atol=1e-12)
+    want = metrics.evaluate(host, data["X_val"], data["y_val"], batch_size=4, tta="flip_translate")
+    got = metrics.evaluate(dev, backend.to_device(data["X_val"], "array_api_strict"),
+                           backend.to_device(data["y_val"], "array_api_strict"), batch_size=4, tta="flip_translate")
+    assert got.accuracy == want.accuracy and abs(got.loss - want.loss) < 1e-10
+    np.testing.assert_array_equal(got.confusion, want.confusion)
+
+
+def test_solver_refuses_device_data_for_a_model_elsewhere():
+    from funkcije.classifiers import zoo
+    from funkcije.solver import Solver
+
+    pytest.importorskip("array_api_strict")
+    rng = np.random.default_rng(0)
+    data = {"X_train": rng.standard_normal((4, 1, 28, 28)), "y_train": rng.integers(0, 10, 4),
+            "X_val": rng.standard_normal((2, 1, 28, 28)), "y_val": rng.integers(0, 10, 2)}
+    with pytest.raises(ValueError, match=r"X_train is on 'array_api_strict' but the model on 'cpu'"):
+        Solver(zoo.FERMnistNet(seed=0), _strict_data(data), verbose=False)
