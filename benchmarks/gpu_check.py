@@ -6,13 +6,20 @@
 1. layers: every fast layer (conv with stride/pad/dilation/groups, max and average
    pooling, batch norm with and without the fused ReLU, ReLU, affine) forward and
    backward on CuPy arrays against the NumPy reference layers on the host (float64 to
-   1e-9 relative, float32 to 1e-4 of the array's scale);
+   1e-9 relative, float32 to 1e-4 of the array's scale), once through funkcije's CUDA
+   kernels (max pooling, batch norm: kernels/cuda_kernels.py) and once through their
+   Array API form (config cuda_kernels=False);
 2. models: every zoo model (width 1/8, batch 4, float64) on the GPU (`model.to("gpu")`):
    loss, every gradient and the running statistics against the same model on the CPU;
 3. timing (not with --quick): the training step (forward, backward, Nesterov SGD update
    of every parameter) of ResNet9 and VGG7BN at batch 512, float32, against the PyTorch
    twin on the same GPU with TF32 off; and max-pool 2x2 and batch norm forward + backward
-   per layer against PyTorch. Median of --steps timed steps after --warmup.
+   per layer against PyTorch, each with the CUDA kernels on and off. Median of --steps
+   timed steps after --warmup;
+4. an epoch (not with --quick): ResNet9 trained by the Solver for one epoch of --epoch-images
+   images uploaded once (crop + flip made on the GPU, batch 512, Nesterov SGD, the epoch's
+   accuracy checks included), on the CIFAR-10 training set under FUNKCIJE_DATA when it is
+   there, else on random images of its shape (the time does not depend on the values).
 
 Prints a table and writes DIR/gpu_check.json. Needs CuPy (and PyTorch for the timing).
 """
@@ -27,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from funkcije import backend, fast_layers as FL, layers as L, optim
+from funkcije import backend, config, fast_layers as FL, layers as L, optim
 from funkcije.classifiers import zoo
 
 
@@ -67,7 +74,7 @@ LAYERS = [
 
 def check_layers(cp):
     rows = []
-    for dtype in (np.float64, np.float32):
+    for kernels, dtype in ((k, d) for k in (True, False) for d in (np.float64, np.float32)):
         for name, make, fwd, bwd, rfwd, rbwd in LAYERS:
             rng = np.random.default_rng(0)
             (x,), params, setting = make(rng)
@@ -75,14 +82,16 @@ def check_layers(cp):
             params = tuple(p.astype(dtype) for p in params)
             extra = () if setting is None else (setting,)
             want, rcache = rfwd(x, *params, *(dict(s) for s in extra))
-            got, cache = fwd(cp.asarray(x), *(cp.asarray(p) for p in params), *(dict(s) for s in extra))
             dout = rng.standard_normal(want.shape).astype(dtype)
             rg = rbwd(dout, rcache)
-            g = bwd(cp.asarray(dout), cache)
+            with config.using(cuda_kernels=kernels):
+                got, cache = fwd(cp.asarray(x), *(cp.asarray(p) for p in params), *(dict(s) for s in extra))
+                g = bwd(cp.asarray(dout), cache)
             rg, g = (rg, g) if isinstance(rg, tuple) else ((rg,), (g,))
             errs = [rel_err(got, want, dtype)] + [rel_err(a, b, dtype) for a, b in zip(g, rg)]
             ok = max(errs) < (1e-9 if dtype == np.float64 else 1e-4) and all(backend.device_of(a) == "gpu" for a in g)
-            rows.append({"layer": name, "dtype": np.dtype(dtype).name, "max_rel_err": max(errs), "ok": bool(ok)})
+            rows.append({"layer": name, "dtype": np.dtype(dtype).name, "cuda_kernels": kernels,
+                         "max_rel_err": max(errs), "ok": bool(ok)})
     return rows
 
 
@@ -129,7 +138,7 @@ def time_models(cp, warmup, steps, batch):
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     rows = []
-    for name in ("ResNet9", "VGG7BN"):
+    for name, kernels in (("ResNet9", True), ("ResNet9", False), ("VGG7BN", True)):
         model = getattr(zoo, name)(seed=0)
         twin = to_torch(model).cuda()
         model.to("gpu")
@@ -144,7 +153,8 @@ def time_models(cp, warmup, steps, batch):
             for k, w in model.params.items():
                 model.params[k], configs[k] = optim.sgd_nesterov(w, grads[k], configs[k])
 
-        ours = _median_ms(step, cp.cuda.Device().synchronize, warmup, steps)
+        with config.using(cuda_kernels=kernels):
+            ours = _median_ms(step, cp.cuda.Device().synchronize, warmup, steps)
         opt = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9, nesterov=True)
         Xt, yt = torch.from_numpy(Xh).cuda(), torch.from_numpy(yh).cuda()
 
@@ -154,7 +164,8 @@ def time_models(cp, warmup, steps, batch):
             opt.step()
 
         theirs = _median_ms(tstep, torch.cuda.synchronize, warmup, steps)
-        rows.append({"case": f"{name} step b{batch}", "funkcije_ms": ours, "torch_ms": theirs, "ratio": ours / theirs})
+        rows.append({"case": f"{name} step b{batch}" + ("" if kernels else " (no CUDA kernels)"),
+                     "funkcije_ms": ours, "torch_ms": theirs, "ratio": ours / theirs})
 
     x = cp.random.standard_normal((batch, 128, 32, 32), dtype=cp.float32)
     xt = torch.as_tensor(x, device="cuda").requires_grad_(True)
@@ -178,10 +189,50 @@ def time_models(cp, warmup, steps, batch):
         out.backward(out.detach())
 
     for case, ours_fn, theirs_fn in (("max pool 2x2 (N,128,32,32)", pool, tpool), ("batch norm (N,128,32,32)", bn, tbn)):
-        ours = _median_ms(ours_fn, cp.cuda.Device().synchronize, warmup, steps)
         theirs = _median_ms(theirs_fn, torch.cuda.synchronize, warmup, steps)
-        rows.append({"case": f"{case} b{batch}", "funkcije_ms": ours, "torch_ms": theirs, "ratio": ours / theirs})
+        for kernels in (True, False):
+            with config.using(cuda_kernels=kernels):
+                ours = _median_ms(ours_fn, cp.cuda.Device().synchronize, warmup, steps)
+            rows.append({"case": f"{case} b{batch}" + ("" if kernels else " (no CUDA kernels)"),
+                         "funkcije_ms": ours, "torch_ms": theirs, "ratio": ours / theirs})
     return rows
+
+
+def time_epoch(cp, images, batch):
+    """Seconds of one Solver epoch of ResNet9 on `images` CIFAR-shaped images on the GPU."""
+    import os
+
+    from funkcije import augment
+    from funkcije.solver import Solver
+
+    rng = np.random.default_rng(0)
+    source = "random"
+    try:
+        from funkcije.data_utils import get_CIFAR10_data
+
+        if os.environ.get("FUNKCIJE_DATA"):
+            d = get_CIFAR10_data(num_training=images, num_validation=1000, num_test=1, subtract_mean=False)
+            norm = augment.Normalize.fit(d["X_train"])
+            X, y, Xv, yv = norm(d["X_train"]), d["y_train"], norm(d["X_val"]), d["y_val"]
+            source = "CIFAR-10"
+    except (OSError, ValueError) as exc:
+        print(f"epoch: no CIFAR-10 ({exc}); random images")
+    if source == "random":
+        X = rng.standard_normal((images, 3, 32, 32)).astype(np.float32)
+        y = rng.integers(0, 10, images)
+        Xv, yv = X[:1000], y[:1000]
+    model = zoo.ResNet9(seed=0).to("gpu")
+    data = {"X_train": cp.asarray(X), "y_train": y, "X_val": cp.asarray(Xv), "y_val": yv}
+    solver = Solver(model, data, update_rule="sgd_nesterov", optim_config={"learning_rate": 0.01, "momentum": 0.9},
+                    batch_size=batch, num_epochs=1, seed=0, verbose=False, num_train_samples=1000,
+                    augment=augment.parse("crop:4:reflect,flip"))
+    cp.cuda.Device().synchronize()
+    t = time.perf_counter()
+    solver.train()
+    cp.cuda.Device().synchronize()
+    seconds = time.perf_counter() - t
+    return {"case": f"ResNet9 epoch, {images} {source} images, batch {batch}, data on the GPU", "seconds": seconds,
+            "val_acc": solver.val_acc_history[-1], "final_loss": solver.loss_history[-1]}
 
 
 def main(argv=None):
@@ -191,6 +242,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--epoch-images", type=int, default=49000, help="training images of the timed epoch (0: none)")
     args = p.parse_args(argv)
     cp = backend.require_cupy("gpu_check")
     props = cp.cuda.runtime.getDeviceProperties(0)
@@ -205,6 +257,9 @@ def main(argv=None):
         for row in report["timing"]:
             print(f"{row['case']:36s} funkcije {row['funkcije_ms']:9.2f} ms   torch {row['torch_ms']:9.2f} ms   "
                   f"ratio {row['ratio']:.2f}")
+        if args.epoch_images:
+            report["epoch"] = time_epoch(cp, args.epoch_images, args.batch)
+            print(json.dumps(report["epoch"]))
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "gpu_check.json").write_text(json.dumps(report, indent=2))
     bad = [r for r in report["layers"] + report["models"] if not r["ok"]]

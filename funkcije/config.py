@@ -19,11 +19,13 @@ Switches:
     conv_threads     int >= 1               threads the convolution splits its batch over
     workspace_mb     real > 0               bound on the convolution's column workspace (MiB)
     flush_denormals  bool                   flush subnormal floats to zero in the fast path
+    cuda_kernels     bool                   on a GPU, max pooling and batch norm by funkcije's
+                                            CUDA kernels (else their Array API form)
 
 Each is read from the environment once, when funkcije is imported:
 FUNKCIJE_LAYERS, FUNKCIJE_FORCE_NUMPY (1: implementation "numpy"),
 FUNKCIJE_WINOGRAD, FUNKCIJE_WINOGRAD_TILE, FUNKCIJE_DIRECT, FUNKCIJE_CONV_THREADS, FUNKCIJE_WORKSPACE_MB,
-FUNKCIJE_FLUSH_DENORMALS, FUNKCIJE_KEEP_HEAP. Booleans accept 1/0, true/false, yes/no,
+FUNKCIJE_FLUSH_DENORMALS, FUNKCIJE_KEEP_HEAP, FUNKCIJE_CUDA_KERNELS. Booleans accept 1/0, true/false, yes/no,
 on/off; a value that is none of these, or a workspace that is not a positive finite
 number, is a ValueError naming the variable. Importing funkcije changes two things
 outside it (kernels/runtime.py says why): OMP_WAIT_POLICY, unless set, which only
@@ -115,9 +117,11 @@ ENV = {
     "workspace_mb": _env_number("FUNKCIJE_WORKSPACE_MB", float, 256.0),
     "flush_denormals": _env_bool("FUNKCIJE_FLUSH_DENORMALS", True),
     "keep_heap": _env_bool("FUNKCIJE_KEEP_HEAP", True),
+    "cuda_kernels": _env_bool("FUNKCIJE_CUDA_KERNELS", True),
 }
 
 _layers = ENV["layers"]
+_cuda_kernels = ENV["cuda_kernels"]
 
 
 def _fast():
@@ -141,6 +145,11 @@ def _set_layers(value):
     _layers = check_choice("config.set", "layers", value, ("fast", "reference"))
 
 
+def _set_cuda_kernels(value):
+    global _cuda_kernels
+    _cuda_kernels = check_bool("config.set", "cuda_kernels", value)
+
+
 # name -> (getter, setter); setters validate and raise on bad values
 _SWITCHES = {
     "layers": (_get_layers, _set_layers),
@@ -154,6 +163,7 @@ _SWITCHES = {
         lambda v: _fast().set_workspace_limit(int(check_positive_real("config.set", "workspace_mb", v) * 2**20)),
     ),
     "flush_denormals": (lambda: _engine("runtime").flushing_denormals(), lambda v: _fast().use_flush_denormals(v)),
+    "cuda_kernels": (lambda: _cuda_kernels, _set_cuda_kernels),
 }
 
 

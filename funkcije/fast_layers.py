@@ -51,10 +51,10 @@ from .checks import (
     Cache, affine_shapes, as_dout, cache_array, check_array, check_same_dtype, conv_geometry, describe, pool_geometry,
     unpack_cache,
 )
-from .backend import AnyArray, array_api
+from .backend import AnyArray, array_api, device_of
 from .kernels import conv as _conv, dense as _dense, norm as _norm
 from .kernels import runtime as _rt
-from .kernels import xp_kernels as _xk
+from .kernels import cuda_kernels as _ck, xp_kernels as _xk
 from .kernels.conv import use_direct, use_winograd, use_winograd_tile
 from .kernels.runtime import (
     available_implementations, engine_step, flush_denormals, get_conv_threads,
@@ -214,6 +214,15 @@ def _pool_arrays(layer, x, pool_param):
     return g, (x if _rt.namespaced(x) else np.ascontiguousarray(x))
 
 
+def _gpu_kernels(x):
+    """The module of pooling and batch-norm kernels for an array off the NumPy path:
+    funkcije's CUDA kernels for a CuPy array (while config's cuda_kernels is on), else
+    the Array API form."""
+    from . import config
+
+    return _ck if device_of(x) == "gpu" and config.get("cuda_kernels") else _xk
+
+
 def max_pool_forward_fast(x, pool_param):
     """Max pooling as `max_pool_forward_naive`. x: (N, C, H, W); pool_param:
     `pool_height`, `pool_width`, `stride`. Returns out (N, C, H', W') and the cache
@@ -221,7 +230,7 @@ def max_pool_forward_fast(x, pool_param):
     layer = "max_pool_forward_fast"
     g, x = _pool_arrays(layer, x, pool_param)
     if _rt.namespaced(x):
-        out, arg = _xk.max_pool_forward(x, g)
+        out, arg = _gpu_kernels(x).max_pool_forward(x, g)
         return out, PoolCache((x, pool_param), "max_pool_forward_fast", arg)
     N, C = x.shape[:2]
     out = np.empty((N, C, g.out_h, g.out_w), dtype=x.dtype)
@@ -240,9 +249,10 @@ def max_pool_backward_fast(dout, cache):
     dout = as_dout(layer, dout, (N, C, g.out_h, g.out_w), x.dtype)
     arg = getattr(cache, "arg", None)
     if _rt.namespaced(x):
+        kern = _gpu_kernels(x)
         if arg is None:  # a reference cache: find the maxima again
-            arg = _xk.max_pool_forward(x, g)[1]
-        return _xk.max_pool_backward(dout, arg, x.shape, g)
+            arg = kern.max_pool_forward(x, g)[1]
+        return kern.max_pool_backward(dout, arg, x.shape, g)
     kern = _rt.kernels_for(x.dtype)
     if arg is None:  # a reference cache: find the maxima again
         arg = np.empty((N, C, g.out_h, g.out_w), dtype=np.int32)
@@ -319,13 +329,13 @@ def spatial_batchnorm_forward_fast(x, gamma, beta, bn_param, *, relu=False):
         if mode == "train":
             if N * H * W < 1:
                 raise ValueError(f"{layer}: train mode needs a non-empty batch, got x shape {tuple(x.shape)}")
-            out, mean, var, inv_std = _xk.bn_forward(x, gamma, beta, eps, relu)
+            out, mean, var, inv_std = _gpu_kernels(x).bn_forward(x, gamma, beta, eps, relu)
             M = N * H * W
             bn_param["running_mean"] = _xk.bn_running(running_mean, mean, momentum, dt)
             bn_param["running_var"] = _xk.bn_running(running_var, var * (M / (M - 1)) if unbiased and M > 1 else var,
                                                      momentum, dt)
         else:
-            out, mean, var, inv_std = _xk.bn_forward(x, gamma, beta, eps, relu, running_mean, running_var)
+            out, mean, var, inv_std = _gpu_kernels(x).bn_forward(x, gamma, beta, eps, relu, running_mean, running_var)
             bn_param["running_mean"], bn_param["running_var"] = running_mean, running_var
         return out, BatchNormCache((mode, x, out if relu else x, mean, inv_std, gamma, relu))
     x = np.ascontiguousarray(x)
@@ -356,7 +366,7 @@ def spatial_batchnorm_backward_fast(dout, cache):
         layer, cache, "spatial_batchnorm_forward_fast", (str, _A, _A, _A, _A, _A, bool))
     dout = as_dout(layer, dout, x.shape, x.dtype)
     if _rt.namespaced(x):
-        return _xk.bn_backward(dout, x, y, mean, inv_std, gamma, mode == "train", relu)
+        return _gpu_kernels(x).bn_backward(dout, x, y, mean, inv_std, gamma, mode == "train", relu)
     dout = np.ascontiguousarray(dout)
     return _norm.backward(dout, x, y, mean, inv_std, gamma, mode == "train", relu)
 

@@ -374,3 +374,45 @@ def test_solver_refuses_device_data_for_a_model_elsewhere():
             "X_val": rng.standard_normal((2, 1, 28, 28)), "y_val": rng.integers(0, 10, 2)}
     with pytest.raises(ValueError, match=r"X_train is on 'array_api_strict' but the model on 'cpu'"):
         Solver(zoo.FERMnistNet(seed=0), _strict_data(data), verbose=False)
+
+
+@pytest.mark.parametrize("upload", ["once", "batch"])
+def test_train_command_line_on_a_stand_in_gpu(data_root, tmp_path, monkeypatch, upload):
+    """`python -m funkcije.train --device gpu` end to end, array-api-strict standing in for
+    CuPy: the model, and with --upload once the images, live off the host; the run gives
+    the figures of the same run on the CPU."""
+    import json
+
+    pytest.importorskip("array_api_strict")
+    from funkcije import train
+
+    args = ["--model", "fer_mnist", "--dataset", "fashion-mnist", "--epochs", "1", "--num-train", "200",
+            "--num-val", "50", "--num-test", "100", "--batch-size", "50", "--update-rule", "sgd_momentum",
+            "--lr", "0.05", "--augment", "crop:2,flip", "--dtype", "float64", "--quiet"]
+    monkeypatch.setenv("FUNKCIJE_DATA", str(data_root))
+    assert train.main(args + ["--out", str(tmp_path / "cpu")]) == 0
+
+    real_to_device, real_device_of = backend.to_device, backend.device_of
+    moved = []
+
+    def to_device(obj, device):
+        if device == "gpu":
+            moved.append(obj)
+        return real_to_device(obj, "array_api_strict" if device == "gpu" else device)
+
+    monkeypatch.setattr(backend, "require_cupy", lambda where="": None)
+    monkeypatch.setattr(backend, "gpu_available", lambda: True)
+    monkeypatch.setattr(backend, "to_device", to_device)
+    monkeypatch.setattr(backend, "device_of", lambda a: "gpu" if real_device_of(a) == "array_api_strict"
+                        else real_device_of(a))
+    assert train.main(args + ["--device", "gpu", "--upload", upload, "--out", str(tmp_path / "gpu")]) == 0
+    sizes = [a.shape[0] for a in moved if backend.is_array(a) and a.ndim == 4]
+    if upload == "once":  # the train, val and test images, and no batch after them
+        assert sizes == [200, 50, 100]
+    else:  # every batch (the epoch's four training batches of 50 among them), never the training set
+        assert sizes.count(50) >= 4 and 200 not in sizes
+    cpu = json.loads((tmp_path / "cpu" / "history.json").read_text())
+    gpu = json.loads((tmp_path / "gpu" / "history.json").read_text())
+    np.testing.assert_allclose(gpu["loss_history"], cpu["loss_history"], rtol=1e-9)
+    for key in ("val_acc", "test_acc"):
+        assert gpu["results"][key] == cpu["results"][key]

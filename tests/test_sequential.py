@@ -516,7 +516,7 @@ def test_overfits_a_small_batch(rng):
 def test_config_get_set_using():
     before = config.get()
     assert set(before) == {"layers", "implementation", "winograd", "winograd_tile", "direct", "conv_threads",
-                           "workspace_mb", "flush_denormals"}
+                           "workspace_mb", "flush_denormals", "cuda_kernels"}
     with config.using(winograd=False, workspace_mb=8, layers="reference"):
         assert config.get("winograd") is False and config.get("workspace_mb") == 8
         assert config.get("layers") == "reference"

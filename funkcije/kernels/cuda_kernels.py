@@ -1,0 +1,295 @@
+"""CUDA kernels for the layers whose Array API form makes many passes over memory on a
+GPU: max pooling (one pass each way instead of one per window position) and batch norm
+(statistics in two passes, the normalisation with its ReLU in one; the backward's two
+sums in one pass, dx in one).
+
+The functions have the signatures and results of their namesakes in `xp_kernels`, which
+`fast_layers` calls instead for CuPy arrays while `config.set(cuda_kernels=True)` (the
+default; FUNKCIJE_CUDA_KERNELS=0 turns them off). The sources are compiled on first use
+with CuPy's `RawModule` (NVRTC), once per process.
+
+Every kernel is written so that each thread writes only its own outputs and reads no
+other thread's: no shared memory, no atomics, no synchronisation. That keeps the results
+deterministic (the sums' order is fixed) and lets the tests run the same source on the
+CPU: compiled by the host C++ compiler with the launch grid walked in a loop
+(`tests/test_cuda_kernels.py`), the wrappers below given NumPy arrays.
+
+Sums are accumulated in double, as the compiled CPU kernels and `xp_kernels` do. Max
+pooling keeps the reference's rules: the first maximum of a window on ties, NaN wins;
+its argmax positions are flat plane positions h * W + w (int32), the format of the
+other paths, so caches are interchangeable.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .. import backend
+
+SOURCE = r"""
+#define GRID_STRIDE(i, n) for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
+                               i += (long long)blockDim.x * gridDim.x)
+
+extern "C" __global__ void max_pool_fwd_SUFFIX(const scalar_t* __restrict__ x, scalar_t* __restrict__ out,
+        int* __restrict__ arg, long long total, int H, int W, int Ho, int Wo, int ph, int pw, int sh, int sw) {
+    GRID_STRIDE(i, total) {
+        long long plane = i / ((long long)Ho * Wo);
+        int r = (int)(i - plane * Ho * Wo);
+        int oh = r / Wo, ow = r - oh * Wo;
+        const scalar_t* xp = x + plane * H * W;
+        int h0 = oh * sh, w0 = ow * sw;
+        int pos = h0 * W + w0;
+        scalar_t best = xp[pos];
+        bool nan_seen = isnan(best);
+        for (int a = 0; a < ph; ++a) {
+            for (int b = 0; b < pw; ++b) {
+                int p = (h0 + a) * W + w0 + b;
+                scalar_t v = xp[p];
+                bool v_nan = isnan(v);
+                if (!nan_seen && (v > best || v_nan)) { best = v; pos = p; }
+                nan_seen = nan_seen || v_nan;
+            }
+        }
+        out[i] = best;
+        arg[i] = pos;
+    }
+}
+
+/* dx gathered: each input element sums, in the windows' raster order, the gradients of
+   the windows whose maximum it is. */
+extern "C" __global__ void max_pool_bwd_SUFFIX(const scalar_t* __restrict__ dout, const int* __restrict__ arg,
+        scalar_t* __restrict__ dx, long long total, int H, int W, int Ho, int Wo, int ph, int pw, int sh, int sw) {
+    GRID_STRIDE(i, total) {
+        long long plane = i / ((long long)H * W);
+        int r = (int)(i - plane * H * W);
+        int h = r / W, w = r - h * W;
+        int oh0 = h >= ph ? (h - ph) / sh + 1 : 0, oh1 = min(h / sh, Ho - 1);
+        int ow0 = w >= pw ? (w - pw) / sw + 1 : 0, ow1 = min(w / sw, Wo - 1);
+        const long long base = plane * Ho * Wo;
+        scalar_t acc = 0;
+        for (int oh = oh0; oh <= oh1; ++oh)
+            for (int ow = ow0; ow <= ow1; ++ow) {
+                long long o = base + (long long)oh * Wo + ow;
+                if (arg[o] == r) acc += dout[o];
+            }
+        dx[i] = acc;
+    }
+}
+
+/* Per-channel partial sums of (N, C, HW) arrays: block (c, s) of the C * S blocks, thread t
+   of T, sums images s, s + S, ... at positions t, t + T, ... and writes one partial of each
+   sum to s1[(c * S + s) * T + t] (and s2). mode 0: s1 = sum x; mode 1: d = x - m[c],
+   s1 = sum d, s2 = sum d*d; mode 2 (backward): g = dout (0 where relu and y <= 0),
+   s1 = sum g, s2 = sum g * (x - m[c]). */
+extern "C" __global__ void channel_sums_SUFFIX(const scalar_t* __restrict__ a, const scalar_t* __restrict__ x,
+        const scalar_t* __restrict__ y, const scalar_t* __restrict__ m, double* __restrict__ s1,
+        double* __restrict__ s2, int N, int C, long long HW, int S, int mode, int relu) {
+    int c = blockIdx.x / S, s = blockIdx.x - c * S;
+    int t = threadIdx.x, T = blockDim.x;
+    double acc1 = 0.0, acc2 = 0.0;
+    scalar_t mc = mode ? m[c] : (scalar_t)0;
+    for (int n = s; n < N; n += S) {
+        long long base = ((long long)n * C + c) * HW;
+        for (long long k = t; k < HW; k += T) {
+            long long e = base + k;
+            if (mode == 0) {
+                acc1 += (double)a[e];
+            } else if (mode == 1) {
+                scalar_t d = a[e] - mc;
+                acc1 += (double)d;
+                acc2 += (double)d * (double)d;
+            } else {
+                scalar_t g = (relu && !(y[e] > (scalar_t)0)) ? (scalar_t)0 : a[e];
+                acc1 += (double)g;
+                acc2 += (double)g * (double)(x[e] - mc);
+            }
+        }
+    }
+    long long o = ((long long)c * S + s) * T + t;
+    s1[o] = acc1;
+    if (mode) s2[o] = acc2;
+}
+
+/* out = (x - m[c]) * k[c] + b[c], then max(., 0) when relu. */
+extern "C" __global__ void bn_apply_SUFFIX(const scalar_t* __restrict__ x, const scalar_t* __restrict__ m,
+        const scalar_t* __restrict__ k, const scalar_t* __restrict__ b, scalar_t* __restrict__ out,
+        long long total, int C, long long HW, int relu) {
+    GRID_STRIDE(i, total) {
+        int c = (int)((i / HW) % C);
+        scalar_t v = (x[i] - m[c]) * k[c] + b[c];
+        out[i] = (relu && !(v > (scalar_t)0)) ? (scalar_t)0 : v;
+    }
+}
+
+/* dx = g * k[c] + (x - m[c]) * p[c] + q[c] (the last two terms in train mode only), g as in
+   channel_sums' mode 2. */
+extern "C" __global__ void bn_dx_SUFFIX(const scalar_t* __restrict__ dout, const scalar_t* __restrict__ x,
+        const scalar_t* __restrict__ y, const scalar_t* __restrict__ m, const scalar_t* __restrict__ k,
+        const scalar_t* __restrict__ p, const scalar_t* __restrict__ q, scalar_t* __restrict__ dx,
+        long long total, int C, long long HW, int train, int relu) {
+    GRID_STRIDE(i, total) {
+        int c = (int)((i / HW) % C);
+        scalar_t g = (relu && !(y[i] > (scalar_t)0)) ? (scalar_t)0 : dout[i];
+        scalar_t v = g * k[c];
+        if (train) v = v + (x[i] - m[c]) * p[c] + q[c];
+        dx[i] = v;
+    }
+}
+"""
+
+_TYPES = {"float32": "float", "float64": "double"}
+BLOCK = 256
+
+
+def source_for(dtype_name: str) -> str:
+    """The kernels' source for one dtype ("float32" or "float64"): names end in _float / _double."""
+    ctype = _TYPES[dtype_name]
+    return SOURCE.replace("scalar_t", ctype).replace("SUFFIX", ctype)
+
+
+@functools.lru_cache(maxsize=None)
+def _module(dtype_name):
+    cp = backend.require_cupy("cuda_kernels")
+    return cp.RawModule(code=source_for(dtype_name))
+
+
+def _cuda_launch(name, dtype_name, grid, block, args):
+    """Run kernel `name` for `dtype_name` on the current CUDA device (CuPy arrays; ints
+    passed as the C types of the kernels' signatures: see `_c_args`)."""
+    fn = _module(dtype_name).get_function(f"{name}_{_TYPES[dtype_name]}")
+    fn((grid,), (block,), _c_args(args))
+
+
+def _c_args(args):
+    out = []
+    for a in args:
+        if isinstance(a, _LL):
+            out.append(np.int64(a))
+        elif isinstance(a, (bool, int, np.integer)):
+            out.append(np.int32(a))
+        else:
+            out.append(a)
+    return out
+
+
+class _LL(int):
+    """An int passed as `long long` (element counts): the rest are `int`."""
+
+
+# The launcher: CuPy's, or (tests) the host compiler's build of the same source.
+_launch = _cuda_launch
+
+
+def _grid(total):
+    return max(1, min(-(-int(total) // BLOCK), 65535 * 4))
+
+
+def _contiguous(a):
+    return backend.namespace(a).ascontiguousarray(a)
+
+
+def _dtype(a):
+    return backend.dtype_name(a)
+
+
+# ----------------------------------------------------------------------------- max pooling
+
+
+def max_pool_forward(x, g):
+    """(out (N, C, H', W'), arg int32 flat plane positions) of x (N, C, H, W), geometry g."""
+    xp = backend.array_api(x)
+    x = _contiguous(x)
+    N, C, H, W = x.shape
+    out = xp.empty((N, C, g.out_h, g.out_w), dtype=x.dtype)
+    arg = xp.empty(out.shape, dtype=xp.int32)
+    total = out.size
+    if total:
+        _launch("max_pool_fwd", _dtype(x), _grid(total), BLOCK,
+                (x, out, arg, _LL(total), H, W, g.out_h, g.out_w, g.pool_height, g.pool_width, *g.stride))
+    return out, arg
+
+
+def max_pool_backward(dout, arg, x_shape, g):
+    """dx (x_shape): each window's gradient at its argmax; overlapping windows add up."""
+    xp = backend.array_api(dout)
+    dout, arg = _contiguous(dout), _contiguous(arg)
+    N, C, H, W = x_shape
+    dx = xp.empty(tuple(x_shape), dtype=dout.dtype)
+    total = dx.size
+    if total:
+        _launch("max_pool_bwd", _dtype(dout), _grid(total), BLOCK,
+                (dout, arg, dx, _LL(total), H, W, g.out_h, g.out_w, g.pool_height, g.pool_width, *g.stride))
+    return dx
+
+
+# ----------------------------------------------------------------------------- batch norm
+
+
+def _sum_layout(N, C, HW):
+    """(S, T): images split over S blocks per channel, T threads each; about 1024 blocks
+    in all, so that a few channels still fill the GPU."""
+    T = BLOCK if HW >= BLOCK else max(32, 1 << max(0, int(HW - 1).bit_length()))
+    S = max(1, min(N, -(-1024 // max(1, C))))
+    return S, T
+
+
+def _channel_sums(mode, a, x, y, m, relu):
+    """Per-channel float64 sums (s1, s2) of channel_sums' `mode` over (N, C, H, W) arrays."""
+    xp = backend.array_api(a)
+    N, C, H, W = a.shape
+    S, T = _sum_layout(N, C, H * W)
+    s1 = xp.empty((C * S * T,), dtype=xp.float64)
+    s2 = xp.empty((C * S * T,), dtype=xp.float64) if mode else s1
+    a_ = _contiguous(a)
+    _launch("channel_sums", _dtype(a), C * S, T,
+            (a_, a_ if x is None else _contiguous(x), a_ if y is None else _contiguous(y),
+             a_ if m is None else m, s1, s2, N, C, _LL(H * W), S, mode, int(relu)))
+    total = lambda s: xp.sum(xp.reshape(s, (C, S * T)), axis=1)  # noqa: E731
+    return total(s1), (total(s2) if mode else None)
+
+
+def bn_forward(x, gamma, beta, eps, relu, mean=None, var=None):
+    """As `xp_kernels.bn_forward`: (out, mean, var, inv_std), statistics float64 (C,)."""
+    xp = backend.array_api(x, gamma, beta)
+    dt = x.dtype
+    x = _contiguous(x)
+    N, C, H, W = x.shape
+    if mean is None:
+        M = N * H * W
+        mean = _channel_sums(0, x, None, None, None, False)[0] / M
+        shift, sq = _channel_sums(1, x, None, None, _contiguous(xp.astype(mean, dt)), False)
+        shift = shift / M  # mean - its rounding to x's dtype
+        var = sq / M - shift * shift
+    else:
+        mean, var = xp.astype(mean, xp.float64), xp.astype(var, xp.float64)
+    inv_std = 1.0 / xp.sqrt(var + eps)
+    scale = xp.astype(xp.astype(gamma, xp.float64) * inv_std, dt)
+    out = xp.empty(x.shape, dtype=dt)
+    if out.size:
+        _launch("bn_apply", _dtype(x), _grid(out.size), BLOCK,
+                (x, _contiguous(xp.astype(mean, dt)), _contiguous(scale), _contiguous(xp.astype(beta, dt)), out,
+                 _LL(out.size), C, _LL(H * W), int(relu)))
+    return out, mean, var, inv_std
+
+
+def bn_backward(dout, x, y, mean, inv_std, gamma, train, relu):
+    """As `xp_kernels.bn_backward`: (dx, dgamma, dbeta)."""
+    xp = backend.array_api(dout, x, gamma)
+    dt = x.dtype
+    dout, x = _contiguous(dout), _contiguous(x)
+    N, C, H, W = x.shape
+    M = N * H * W
+    mean_t = _contiguous(xp.astype(mean, dt))
+    dbeta, dgamma = _channel_sums(2, dout, x, y if relu else None, mean_t, relu)
+    dgamma = dgamma * inv_std
+    k = xp.astype(gamma, xp.float64) * inv_std
+    p = -k * inv_std * dgamma / M
+    q = -k * dbeta / M
+    dx = xp.empty(x.shape, dtype=dt)
+    if dx.size:
+        _launch("bn_dx", _dtype(x), _grid(dx.size), BLOCK,
+                (dout, x, _contiguous(y) if relu else dout, mean_t, _contiguous(xp.astype(k, dt)),
+                 _contiguous(xp.astype(p, dt)), _contiguous(xp.astype(q, dt)), dx,
+                 _LL(dx.size), C, _LL(H * W), int(bool(train)), int(relu)))
+    return dx, xp.astype(dgamma, dt), xp.astype(dbeta, dt)

@@ -1,0 +1,211 @@
+"""The CUDA kernels (funkcije/kernels/cuda_kernels.py) without a GPU: their source compiled
+by the host C++ compiler, each launch's grid walked thread by thread in a loop, and the
+Python wrappers run on NumPy arrays against the reference layers. The kernels share
+nothing between threads, so the sequential walk computes what the GPU computes (up to
+the GPU's fused multiply-adds). On a GPU, benchmarks/gpu_check.py checks them there."""
+import ctypes
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from funkcije import config, fast_layers as FL, layers as L
+from funkcije.kernels import cuda_kernels as CK
+
+CXX = shutil.which("g++") or shutil.which("c++")
+pytestmark = pytest.mark.skipif(CXX is None, reason="needs a C++ compiler")
+
+SHIM = r"""
+#include <cmath>
+#include <algorithm>
+using std::isnan; using std::min;
+struct dim3_ { unsigned x, y, z; };
+static dim3_ threadIdx, blockIdx, blockDim, gridDim;
+#define __global__
+#define __restrict__ __restrict
+"""
+
+_SIG = re.compile(r'extern "C" __global__ void (\w+)\(([^)]*)\)')
+_CTYPES = {"long long": ctypes.c_longlong, "int": ctypes.c_int, "double": ctypes.c_double}
+
+
+def _launcher(name, params):
+    """A C function launch_<name>(grid, block, params...) that runs every thread in turn."""
+    names = [p.split()[-1].lstrip("*") for p in params]
+    return (f'extern "C" void launch_{name}(int grid, int block, {", ".join(params)}) {{\n'
+            f"  gridDim.x = grid; blockDim.x = block;\n"
+            f"  for (unsigned blk_ = 0; blk_ < (unsigned)grid; ++blk_)\n"
+            f"    for (unsigned thr_ = 0; thr_ < (unsigned)block; ++thr_) {{\n"
+            f"      blockIdx.x = blk_; threadIdx.x = thr_; {name}({', '.join(names)});\n    }}\n}}\n")
+
+
+@pytest.fixture(scope="module")
+def host_launch(tmp_path_factory):
+    """A stand-in for cuda_kernels._launch that runs the kernels' source on the CPU."""
+    folder = tmp_path_factory.mktemp("cuda_on_host")
+    libs, signatures = {}, {}
+    for dtype_name in ("float32", "float64"):
+        src = CK.source_for(dtype_name)
+        code = SHIM + src
+        for name, params in _SIG.findall(src):
+            params = [" ".join(p.split()) for p in params.split(",")]
+            signatures[name] = params
+            code += _launcher(name, params)
+        path = folder / f"kernels_{dtype_name}.cpp"
+        path.write_text(code)
+        lib = folder / f"kernels_{dtype_name}.so"
+        subprocess.run([CXX, "-O1", "-shared", "-fPIC", "-o", str(lib), str(path)], check=True,
+                       capture_output=True, text=True)
+        libs[dtype_name] = ctypes.CDLL(str(lib))
+
+    def launch(name, dtype_name, grid, block, args):
+        full = f"{name}_{CK._TYPES[dtype_name]}"
+        params = signatures[full]
+        assert len(params) == len(args), (full, len(params), len(args))
+        c_args = []
+        for p, a in zip(params, args):
+            if "*" in p:
+                assert isinstance(a, np.ndarray) and a.flags.c_contiguous, (full, p)
+                base = p.replace("const ", "").split("*")[0].strip()
+                want = {"float": np.float32, "double": np.float64, "int": np.int32}[base]
+                assert a.dtype == want, (full, p, a.dtype)
+                if "const" not in p:
+                    assert a.flags.writeable
+                c_args.append(ctypes.c_void_p(a.ctypes.data))
+            else:
+                ctype = p.rsplit(" ", 1)[0]
+                assert ctype in _CTYPES, p
+                if ctype == "long long":
+                    assert isinstance(a, CK._LL), (full, p)  # the GPU launch passes it as int64 only so
+                c_args.append(_CTYPES[ctype](a))
+        getattr(libs[dtype_name], f"launch_{full}")(grid, block, *c_args)
+
+    return launch
+
+
+@pytest.fixture
+def on_host(host_launch, monkeypatch):
+    monkeypatch.setattr(CK, "_launch", host_launch)
+
+
+POOLS = [
+    ((2, 3, 8, 8), {"pool_height": 2, "pool_width": 2, "stride": 2}),
+    ((2, 2, 9, 8), {"pool_height": 3, "pool_width": 2, "stride": (2, 1)}),
+    ((1, 3, 7, 9), {"pool_height": 3, "pool_width": 3, "stride": 1}),
+    ((3, 1, 5, 11), {"pool_height": 1, "pool_width": 4, "stride": (1, 3)}),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape,pool", POOLS)
+def test_max_pool_kernels_match_the_reference(on_host, shape, pool, dtype):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(dtype)
+    x[0, 0, 1, :3] = x[0, 0, 0, 0]  # ties: the first maximum wins
+    x[-1, -1, 2, 2] = np.nan  # NaN wins its windows
+    g = FL.pool_geometry("t", x, pool)
+    out, arg = CK.max_pool_forward(x, g)
+    want, cache = L.max_pool_forward_naive(x, pool)
+    np.testing.assert_array_equal(out, want)
+    ref_out, ref_arg = FL._xk.max_pool_forward(x, g)
+    np.testing.assert_array_equal(arg, ref_arg)
+    dout = rng.standard_normal(want.shape).astype(dtype)
+    np.testing.assert_allclose(CK.max_pool_backward(dout, arg, x.shape, g), L.max_pool_backward_naive(dout, cache),
+                               rtol=1e-6 if dtype == np.float32 else 1e-14, atol=0)
+
+
+BNS = [(4, 3, 5, 6), (3, 5, 17, 16), (2, 2, 1, 1), (1, 4, 3, 2)]
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", BNS)
+def test_batchnorm_kernels_match_the_namespace_path(on_host, shape, dtype, relu):
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal(shape) * 3 + 5).astype(dtype)
+    C = shape[1]
+    gamma, beta = rng.standard_normal(C).astype(dtype), rng.standard_normal(C).astype(dtype)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-12)
+    for stats in (None, (rng.random(C) + 4.0, rng.random(C) + 0.5)):
+        mean, var = (None, None) if stats is None else stats
+        got = CK.bn_forward(x, gamma, beta, 1e-5, relu, mean, var)
+        want = FL._xk.bn_forward(x, gamma, beta, 1e-5, relu, mean, var)
+        for a, b in zip(got, want):
+            assert a.dtype == b.dtype
+            np.testing.assert_allclose(a, b, **tol)
+        dout = rng.standard_normal(shape).astype(dtype)
+        y = got[0]
+        for train in (True, False):
+            g = CK.bn_backward(dout, x, y, got[1], got[3], gamma, train, relu)
+            w = FL._xk.bn_backward(dout, x, y, got[1], got[3], gamma, train, relu)
+            for a, b in zip(g, w):
+                assert a.dtype == np.dtype(dtype)
+                np.testing.assert_allclose(a, b, **tol)
+
+
+def test_batchnorm_kernels_against_the_reference_layer(on_host):
+    """The whole fused path (train mode, float64) against layers.spatial_batchnorm_*."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((6, 4, 5, 5)) * 2 - 1
+    gamma, beta = rng.standard_normal(4), rng.standard_normal(4)
+    out, mean, var, inv_std = CK.bn_forward(x, gamma, beta, 1e-5, False)
+    want, cache = L.spatial_batchnorm_forward(x, gamma, beta, {"mode": "train", "eps": 1e-5})
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
+    dout = rng.standard_normal(x.shape)
+    for a, b in zip(CK.bn_backward(dout, x, out, mean, inv_std, gamma, True, False),
+                    L.spatial_batchnorm_backward(dout, cache)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_the_switch_and_its_dispatch():
+    """fast_layers takes the CUDA kernels only for GPU arrays, and only while the switch is on."""
+    assert config.get("cuda_kernels") is True
+    x = np.ones((1, 1, 2, 2))
+    assert FL._gpu_kernels(x) is FL._xk
+    with config.using(cuda_kernels=False):
+        assert config.get("cuda_kernels") is False
+    with pytest.raises(TypeError, match="cuda_kernels must be True or False"):
+        config.set(cuda_kernels="yes")
+
+
+def test_fast_layers_through_the_kernels(on_host, monkeypatch):
+    """The fast layers' GPU branch wired to the kernels (as for a CuPy array): pooling and
+    batch norm with its fused ReLU, forward and backward, against the reference."""
+    monkeypatch.setattr(FL, "_gpu_kernels", lambda x: CK)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 3, 8, 6))
+    pool = {"pool_height": 2, "pool_width": 3, "stride": (2, 1)}
+    gamma, beta = rng.standard_normal(3), rng.standard_normal(3)
+    with config.using(implementation="namespace"):
+        out, cache = FL.max_pool_forward_fast(x, pool)
+        dout = rng.standard_normal(out.shape)
+        dx = FL.max_pool_backward_fast(dout, cache)
+        dx_ref_cache = FL.max_pool_backward_fast(dout, (x, pool))  # a reference cache: maxima found again
+        bn = {"mode": "train"}
+        bout, bcache = FL.spatial_batchnorm_forward_fast(x, gamma, beta, bn, relu=True)
+        bgrads = FL.spatial_batchnorm_backward_fast(dout.repeat(2, axis=2).repeat(2, axis=3)[:, :, :8, :6], bcache)
+    want, wcache = L.max_pool_forward_naive(x, pool)
+    np.testing.assert_array_equal(out, want)
+    np.testing.assert_allclose(dx, L.max_pool_backward_naive(dout, wcache), rtol=1e-14)
+    np.testing.assert_array_equal(dx_ref_cache, dx)
+    ref_bn = {"mode": "train"}
+    with config.using(implementation="numpy"):
+        rout, rcache = FL.spatial_batchnorm_forward_fast(x, gamma, beta, ref_bn, relu=True)
+        rgrads = FL.spatial_batchnorm_backward_fast(dout.repeat(2, axis=2).repeat(2, axis=3)[:, :, :8, :6], rcache)
+    np.testing.assert_allclose(bout, rout, rtol=1e-12, atol=1e-12)
+    for key in ("running_mean", "running_var"):
+        np.testing.assert_allclose(bn[key], ref_bn[key], rtol=1e-12)
+    for a, b in zip(bgrads, rgrads):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("value,expect", [("0", "False"), ("on", "True"), ("maybe", "FUNKCIJE_CUDA_KERNELS must be 1 or 0")])
+def test_the_environment_variable(value, expect):
+    import os
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", "from funkcije import config; print(config.get('cuda_kernels'))"],
+                         env=dict(os.environ, FUNKCIJE_CUDA_KERNELS=value), capture_output=True, text=True)
+    assert expect in res.stdout + res.stderr
