@@ -162,7 +162,7 @@ class FilterSnapshots(Callback):
         step = solver.iteration
         if self.steps and self.steps[-1] == step:
             return
-        W = np.asarray(solver.model.params[self.param])
+        W = backend.to_host(solver.model.params[self.param])
         epoch = _epoch_of_step(solver, step)
         path = os.path.join(self.out_dir, f"{self.prefix}_epoch_{epoch:02d}_step_{step:06d}.png")
         vis_utils.save_image(path, vis_utils.filter_grid(W))
@@ -249,7 +249,7 @@ class WeightHistograms(Callback):
         if self.epochs and self.epochs[-1] == solver.epoch:
             return
         for name in self._names(solver.model.params):
-            a = np.asarray(solver.model.params[name], dtype=np.float64).ravel()
+            a = backend.to_host(solver.model.params[name]).astype(np.float64).ravel()
             bins = min(self.bins, 2 * math.isqrt(a.size) or 1)  # a 16-value bias in 50 bins is all spikes
             a = a[np.isfinite(a)]
             if a.size and a.min() == a.max():
@@ -412,8 +412,8 @@ class Lookahead(Callback):
     def on_train_begin(self, solver):
         params = solver.model.params
         if self.avg is None:
-            self.avg = {k: v.copy() for k, v in params.items()}
-            self.avg_bn = [{k: d[k].copy() for k in ("running_mean", "running_var") if k in d}
+            self.avg = {k: backend.copy(v) for k, v in params.items()}
+            self.avg_bn = [{k: backend.copy(d[k]) for k in ("running_mean", "running_var") if k in d}
                            for d in self._bn(solver)]
         elif params:  # resumed: the saved host arrays go where the model is
             device = backend.device_of(next(iter(params.values())))
@@ -423,7 +423,7 @@ class Lookahead(Callback):
         params = solver.model.params
         for k, a in self.avg.items():
             a += (1 - d) * (params[k] - a)  # in place; a Python float keeps a's dtype
-            params[k] = a.copy()
+            params[k] = backend.copy(a)
         for i, live in enumerate(self._bn(solver)):
             if i == len(self.avg_bn):
                 self.avg_bn.append({})
@@ -432,10 +432,10 @@ class Lookahead(Callback):
                 if k not in live:  # some models create their running statistics in the first forward
                     continue
                 if k not in avg:
-                    avg[k] = live[k].copy()
+                    avg[k] = backend.copy(live[k])
                 else:
                     avg[k] += (1 - d) * (live[k] - avg[k])
-                live[k] = avg[k].copy()
+                live[k] = backend.copy(avg[k])
 
     def on_iteration_end(self, solver):
         t = solver.iteration
@@ -551,7 +551,7 @@ class TensorBoard(Callback):
             except ValueError:
                 name = None  # no convolution: no filter image
             if name is not None:
-                self.image(f"filters/{name}", vis_utils.filter_grid(np.asarray(solver.model.params[name])), step)
+                self.image(f"filters/{name}", vis_utils.filter_grid(backend.to_host(solver.model.params[name])), step)
         self._writer.flush()
 
     def on_train_end(self, solver):

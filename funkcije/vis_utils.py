@@ -25,6 +25,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .backend import is_array, to_host
 from .checks import check_real_in, names_errors
 from .metrics import _check_cm, _class_names
 
@@ -153,6 +154,10 @@ def _check_padding(where: str, padding) -> int:
 
 
 def _check_real_array(where: str, name: str, a, ndim) -> np.ndarray:
+    """a checked, as a NumPy array: an array on a GPU (e.g. a parameter of a model moved
+    there) comes to the host, where pictures are drawn."""
+    if is_array(a) and not isinstance(a, np.ndarray):
+        a = to_host(a)
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{where}: {name} must be a numpy.ndarray, got {type(a).__name__}")
     if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
@@ -172,7 +177,7 @@ def visualize_grid(Xs, ubound=255.0, padding=1):
     (G H + (G - 1) padding, G W + (G - 1) padding, C) with G = ceil(sqrt(N)).
     """
     where = "visualize_grid"
-    _check_real_array(where, "Xs", Xs, 4)
+    Xs = _check_real_array(where, "Xs", Xs, 4)
     padding = _check_padding(where, padding)
     N = Xs.shape[0]
     if N < 1:
@@ -197,7 +202,7 @@ def _check_scale(where: str, scale, HH: int, WW: int) -> int:
 
 
 def _check_filters(where: str, W) -> np.ndarray:
-    _check_real_array(where, "W", W, 4)
+    W = _check_real_array(where, "W", W, 4)
     if min(W.shape) < 1:
         raise ValueError(f"{where}: W must have shape (F, C, HH, WW) with no empty axis, got {W.shape}")
     return W
@@ -225,7 +230,7 @@ def filter_grid(W, padding: int = 1, scale: int | None = None, pad_value: int = 
     Tiles are separated by `padding` pixels of `pad_value`; empty cells are pad_value.
     """
     where = "filter_grid"
-    _check_filters(where, W)
+    W = _check_filters(where, W)
     padding = _check_padding(where, padding)
     F, C, HH, WW = W.shape
     scale = _check_scale(where, scale, HH, WW)
@@ -296,8 +301,8 @@ def plot_filter_snapshots(snapshots, labels=None, path=None, max_filters: int = 
         raise TypeError(f"{where}: snapshots must be a list of (F, C, HH, WW) arrays, got {type(snapshots).__name__}")
     if not snapshots:
         raise ValueError(f"{where}: snapshots is empty; there is nothing to draw")
+    snapshots = [_check_filters(f"{where}: snapshots[{i}]", W) for i, W in enumerate(snapshots)]
     for i, W in enumerate(snapshots):
-        _check_filters(f"{where}: snapshots[{i}]", W)
         if W.shape != snapshots[0].shape:
             raise ValueError(f"{where}: snapshots must share one shape, got {snapshots[0].shape} and {W.shape} (index {i})")
     if labels is None:
@@ -799,7 +804,7 @@ def plot_confusion_matrix(cm, class_names=None, normalize=False, path=None, anno
 def _as_hwc_images(where: str, images) -> np.ndarray:
     """(k, H, W), (k, H, W, 1|3) or unambiguous channels-first (k, 1|3, H, W) ->
     (k, H, W, 1|3)."""
-    _check_real_array(where, "images", images, (3, 4))
+    images = _check_real_array(where, "images", images, (3, 4))
     if images.ndim == 3:
         return images[..., None]
     if images.shape[3] in (1, 3):

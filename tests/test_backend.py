@@ -416,3 +416,38 @@ def test_train_command_line_on_a_stand_in_gpu(data_root, tmp_path, monkeypatch, 
     np.testing.assert_allclose(gpu["loss_history"], cpu["loss_history"], rtol=1e-9)
     for key in ("val_acc", "test_acc"):
         assert gpu["results"][key] == cpu["results"][key]
+
+
+def test_callbacks_and_pictures_read_a_model_on_the_device(tmp_path):
+    """Filter snapshots, weight histograms and Lookahead during a run on the device, and the
+    pictures of its parameters, give what they give for the same run on the CPU."""
+    from funkcije import callbacks, vis_utils
+    from funkcije.classifiers import zoo
+    from funkcije.solver import Solver
+
+    pytest.importorskip("array_api_strict")
+    rng = np.random.default_rng(4)
+    data = {"X_train": rng.standard_normal((16, 1, 28, 28)), "y_train": rng.integers(0, 10, 16),
+            "X_val": rng.standard_normal((8, 1, 28, 28)), "y_val": rng.integers(0, 10, 8)}
+
+    def run(device):
+        model = zoo.FERMnistNet(seed=0, dtype=np.float64)
+        if device != "cpu":
+            model.to(device)
+        watch = [callbacks.FilterSnapshots(tmp_path / device / "filters", every=2),
+                 callbacks.WeightHistograms(tmp_path / device / "weights.png"),
+                 callbacks.Lookahead(every=2, decay=0.5, power=1)]
+        Solver(model, _strict_data(data) if device != "cpu" else data, update_rule="sgd_momentum",
+               optim_config={"learning_rate": 1e-2}, batch_size=8, num_epochs=2, seed=0, verbose=False,
+               callbacks=watch).train()
+        return model, watch
+
+    host, hw = run("cpu")
+    dev, dw = run("array_api_strict")
+    assert len(dw[0].snapshots) == len(hw[0].snapshots) > 1
+    for a, b in zip(dw[0].snapshots, hw[0].snapshots):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    W = dev.params["conv1.W"]
+    assert backend.device_of(W) == "array_api_strict"
+    np.testing.assert_array_equal(vis_utils.filter_grid(W), vis_utils.filter_grid(host.params["conv1.W"]))
+    assert (tmp_path / "array_api_strict" / "weights.png").is_file()
