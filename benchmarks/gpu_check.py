@@ -21,12 +21,16 @@
    accuracy checks included), on the CIFAR-10 training set under FUNKCIJE_DATA when it is
    there, else on random images of its shape (the time does not depend on the values).
 
+--tf32: the timings only, with TF32 matrix products on both sides (CuPy's CUPY_TF32=1,
+PyTorch's allow_tf32), written to DIR/gpu_check_tf32.json; run it in its own process.
+
 Prints a table and writes DIR/gpu_check.json. Needs CuPy (and PyTorch for the timing).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -130,13 +134,13 @@ def _median_ms(fn, sync, warmup, steps):
     return statistics.median(times)
 
 
-def time_models(cp, warmup, steps, batch):
+def time_models(cp, warmup, steps, batch, tf32=False):
     import torch
 
     from funkcije.torch_twin import to_torch
 
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
     rows = []
     for name, kernels in (("ResNet9", True), ("ResNet9", False), ("VGG7BN", True)):
         model = getattr(zoo, name)(seed=0)
@@ -200,8 +204,6 @@ def time_models(cp, warmup, steps, batch):
 
 def time_epoch(cp, images, batch):
     """Seconds of one Solver epoch of ResNet9 on `images` CIFAR-shaped images on the GPU."""
-    import os
-
     from funkcije import augment
     from funkcije.solver import Solver
 
@@ -243,17 +245,23 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--epoch-images", type=int, default=49000, help="training images of the timed epoch (0: none)")
+    p.add_argument("--tf32", action="store_true",
+                   help="timings only, with TF32 matrix products on both sides (CUPY_TF32=1; PyTorch's allow_tf32)")
     args = p.parse_args(argv)
+    if args.tf32:  # before CuPy's first float32 matrix product
+        os.environ["CUPY_TF32"] = "1"
     cp = backend.require_cupy("gpu_check")
     props = cp.cuda.runtime.getDeviceProperties(0)
     report = {"gpu": props["name"].decode(), "cupy": cp.__version__, "numpy": np.__version__,
               "array_api": type(backend.array_api(cp.zeros(1))).__name__}
-    report["layers"] = check_layers(cp)
-    report["models"] = check_models()
+    report["tf32"] = args.tf32
+    # TF32 products are not float32's: the correctness checks run in float32 mode only
+    report["layers"] = [] if args.tf32 else check_layers(cp)
+    report["models"] = [] if args.tf32 else check_models()
     for row in report["layers"] + report["models"]:
         print(json.dumps(row))
     if not args.quick:
-        report["timing"] = time_models(cp, args.warmup, args.steps, args.batch)
+        report["timing"] = time_models(cp, args.warmup, args.steps, args.batch, args.tf32)
         for row in report["timing"]:
             print(f"{row['case']:36s} funkcije {row['funkcije_ms']:9.2f} ms   torch {row['torch_ms']:9.2f} ms   "
                   f"ratio {row['ratio']:.2f}")
@@ -261,7 +269,7 @@ def main(argv=None):
             report["epoch"] = time_epoch(cp, args.epoch_images, args.batch)
             print(json.dumps(report["epoch"]))
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "gpu_check.json").write_text(json.dumps(report, indent=2))
+    (Path(args.out) / ("gpu_check_tf32.json" if args.tf32 else "gpu_check.json")).write_text(json.dumps(report, indent=2))
     bad = [r for r in report["layers"] + report["models"] if not r["ok"]]
     print(f"{report['gpu']}: {len(bad)} failed checks")
     return 1 if bad else 0

@@ -179,6 +179,9 @@ def build_parser():
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
                    help="gpu: train a zoo model on CuPy arrays (pip install -e \".[gpu]\"); not part of the run's "
                         "settings, so a run may resume on either device")
+    p.add_argument("--tf32", action="store_true",
+                   help="with --device gpu: float32 matrix products in TF32 on the tensor cores (CuPy's CUPY_TF32=1; "
+                        "10-bit mantissas in the products); without it they are float32")
     p.add_argument("--upload", choices=["once", "batch"], default="once",
                    help="with --device gpu: once = the images go to the GPU at the start and batches (and their "
                         "augmentation) are made there; batch = they stay on the host and each batch is uploaded")
@@ -335,6 +338,10 @@ def check_args(p, args):
         p.error(f"--out-scale applies to resnet9, not {args.model}")
     if args.width != 1.0 and args.model not in ("vgg7", "vgg7bn", "resnet9", "fast_cifar"):
         p.error(f"--width applies to vgg7, vgg7bn, resnet9 and fast_cifar, not {args.model}")
+    if args.tf32 and args.device != "gpu":
+        p.error("--tf32 applies to --device gpu")
+    if args.tf32:  # CuPy reads it at its first float32 matrix product
+        os.environ["CUPY_TF32"] = "1"
     if args.device == "gpu":
         if args.model in ("three_layer", "fc"):
             p.error(f"--device gpu runs the zoo models (Sequential); {args.model} is CPU-only")

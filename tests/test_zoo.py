@@ -286,6 +286,7 @@ def test_summary_command_line():
     (["--model", "resnet9", "--out-scale", "0"], "--out-scale"),
     (["--model", "resnet9", "--device", "gpu"], "--device gpu"),
     (["--device", "gpu"], "--device gpu"),
+    (["--tf32"], "--tf32 applies to --device gpu"),
 ])
 def test_train_command_line_argument_errors(args, message):
     res = _run("funkcije.train", *args)

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The device machine's prepared command (benchmarks/README.md, "On a GPU"):
+#   bash benchmarks/gpu_run.sh check   correctness and timings (gpu_check.py, then its TF32 timings)
+#   bash benchmarks/gpu_run.sh train   the fast-94 recipe on the GPU, on CIFAR-10 carried in gpu_data/
+# Results go to $OUT (the device tool's folder) or runs/gpu; each stage stays under 10 minutes.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-runs/gpu}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH=.
+# the device's Python may differ from the one that built the extensions here
+python3 setup.py -q build_ext --inplace >"$OUT/build.log" 2>&1 ||
+  echo "build_ext failed (see build.log): the host-side references use the NumPy kernels"
+if ls gpu_data/cifar.tar.* >/dev/null 2>&1; then
+  mkdir -p /tmp/funkcije_data && cat gpu_data/cifar.tar.* | tar -C /tmp/funkcije_data -xf - &&
+    export FUNKCIJE_DATA=/tmp/funkcije_data
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
+case "${1:-check}" in
+  check)
+    timeout 330 python3 benchmarks/gpu_check.py --out "$OUT" 2>&1 | tee "$OUT/gpu_check.log"
+    timeout 150 python3 benchmarks/gpu_check.py --tf32 --epoch-images 0 --out "$OUT" 2>&1 | tee "$OUT/gpu_check_tf32.log"
+    ;;
+  train)
+    [ -n "${FUNKCIJE_DATA:-}" ] || { echo "no CIFAR-10: carry gpu_data/cifar.tar.* first"; exit 2; }
+    timeout 540 python3 -m funkcije.train --recipe fast-94 --device gpu --quiet --out "$OUT/fast94" 2>&1 |
+      tee "$OUT/fast94.log"
+    ;;
+  *) echo "usage: bash benchmarks/gpu_run.sh check|train"; exit 2 ;;
+esac
