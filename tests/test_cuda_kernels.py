@@ -77,8 +77,8 @@ def host_launch(tmp_path_factory):
             else:
                 ctype = p.rsplit(" ", 1)[0]
                 assert ctype in _CTYPES, p
-                if ctype == "long long":
-                    assert isinstance(a, CK._LL), (full, p)  # the GPU launch passes it as int64 only so
+                # the GPU launch passes _LL as int64 and other ints as int32: they must match
+                assert isinstance(a, CK._LL) == (ctype == "long long"), (full, p)
                 c_args.append(_CTYPES[ctype](a))
         getattr(libs[dtype_name], f"launch_{full}")(grid, block, *c_args)
 
@@ -209,3 +209,30 @@ def test_the_environment_variable(value, expect):
     res = subprocess.run([sys.executable, "-c", "from funkcije import config; print(config.get('cuda_kernels'))"],
                          env=dict(os.environ, FUNKCIJE_CUDA_KERNELS=value), capture_output=True, text=True)
     assert expect in res.stdout + res.stderr
+
+
+def test_the_gpu_launch_passes_c_typed_arguments(monkeypatch):
+    """What _cuda_launch hands CuPy (a stand-in RawModule records it): the dtype's source,
+    the kernel by its suffixed name, ints as int32 and long long as int64, arrays as they are."""
+    import types
+
+    calls = []
+
+    class Module:
+        def __init__(self, code):
+            self.code = code
+
+        def get_function(self, name):
+            return lambda grid, block, args: calls.append((self.code, name, grid, block, args))
+
+    CK._module.cache_clear()
+    monkeypatch.setattr(CK.backend, "require_cupy", lambda where="": types.SimpleNamespace(RawModule=Module))
+    try:
+        x = np.ones(3, dtype=np.float32)
+        CK._cuda_launch("bn_apply", "float32", 5, 64, (x, CK._LL(7), 3, True))
+    finally:
+        CK._module.cache_clear()
+    (code, name, grid, block, args), = calls
+    assert code == CK.source_for("float32") and name == "bn_apply_float" and (grid, block) == ((5,), (64,))
+    assert isinstance(args, tuple) and args[0] is x
+    assert [type(a) for a in args[1:]] == [np.int64, np.int32, np.int32]

@@ -158,10 +158,11 @@ def _cuda_launch(name, dtype_name, grid, block, args):
     """Run kernel `name` for `dtype_name` on the current CUDA device (CuPy arrays; ints
     passed as the C types of the kernels' signatures: see `_c_args`)."""
     fn = _module(dtype_name).get_function(f"{name}_{_TYPES[dtype_name]}")
-    fn((grid,), (block,), _c_args(args))
+    fn((grid,), (block,), tuple(_c_args(args)))
 
 
 def _c_args(args):
+    """The launch arguments, Python ints as the kernels' int or long long (numpy scalars)."""
     out = []
     for a in args:
         if isinstance(a, _LL):
