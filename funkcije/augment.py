@@ -101,11 +101,13 @@ def _pad(X, padding, mode):
     widths = ((0, 0), (0, 0), (padding, padding), (padding, padding))
     if mode == "zero":
         return np.pad(X, widths)
-    if padding >= min(X.shape[2], X.shape[3]):
-        raise ValueError(
-            f"reflect padding of {padding} needs images larger than {padding} pixels, got {X.shape[2:]}"
-        )
+    _check_reflect(padding, X.shape[2], X.shape[3])
     return np.pad(X, widths, mode="reflect")
+
+
+def _check_reflect(padding, H, W):
+    if padding >= min(H, W):
+        raise ValueError(f"reflect padding of {padding} needs images larger than {padding} pixels, got {(H, W)}")
 
 
 def _windows(X, dy, dx, padding, mode):
@@ -136,8 +138,8 @@ def _shifted(X, dy, dx, padding, mode, flip=None):
     output is one flat `take` of X."""
     xp = backend.array_api(X)
     N, C, H, W = X.shape
-    if mode == "reflect" and padding >= min(H, W):
-        raise ValueError(f"reflect padding of {padding} needs images larger than {padding} pixels, got {(H, W)}")
+    if mode == "reflect":
+        _check_reflect(padding, H, W)
     rows, rvalid = _reflect_or_clip(np.asarray(dy)[:, None] + np.arange(H) - padding, H, mode)  # (N, H)
     cols, cvalid = _reflect_or_clip(np.asarray(dx)[:, None] + np.arange(W) - padding, W, mode)  # (N, W)
     if flip is not None:
@@ -164,7 +166,7 @@ def _zero_where(X, hole):
     N, _, H, W = X.shape
     if isinstance(X, np.ndarray):
         out = X.copy()
-        out *= ~hole[:, None]  # a bool mask: exact zeros, dtype kept
+        np.copyto(out, 0, where=hole[:, None])  # exact +0, also where X is inf or NaN
         return out
     xp = backend.array_api(X)
     mask = xp.reshape(backend.asarray_like(X, hole), (N, 1, H, W))

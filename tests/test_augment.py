@@ -315,3 +315,17 @@ def test_solver_passes_batch_indices_and_epoch():
         seen = np.concatenate([i for i, e in rec.calls if e == epoch])
         assert sorted(seen) == list(range(data["X_train"].shape[0]))  # each training image once an epoch
 
+
+
+def test_cutout_zeroes_its_square_whatever_the_pixels_hold():
+    """The square is +0 also over inf, NaN and negative pixels (a multiplication by 0
+    would leave NaN, and -0 for negative pixels)."""
+    X = np.full((3, 2, 6, 6), np.nan, dtype=np.float32)
+    X[1] = -np.inf
+    X[2] = -1.5
+    out = augment.Cutout(3)(X, np.random.default_rng(0))
+    hole = np.isfinite(out) & (out == 0)
+    assert hole.sum() >= 3 * 2 * 4  # at least a clipped square in every image and channel
+    assert not np.signbit(out[hole]).any()
+    kept = ~hole
+    np.testing.assert_array_equal(out[kept], X[kept])

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(CXX is None, reason="needs a C++ compiler")
 SHIM = r"""
 #include <cmath>
 #include <algorithm>
-using std::isnan; using std::min;
+using std::min;
 struct dim3_ { unsigned x, y, z; };
 static dim3_ threadIdx, blockIdx, blockDim, gridDim;
 #define __global__

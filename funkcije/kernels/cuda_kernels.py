@@ -28,6 +28,8 @@ import numpy as np
 from .. import backend
 
 SOURCE = r"""
+/* x != x: NaN, without relying on a math header under NVRTC (built without fast-math) */
+#define IS_NAN(v) ((v) != (v))
 #define GRID_STRIDE(i, n) for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
                                i += (long long)blockDim.x * gridDim.x)
 
@@ -41,12 +43,12 @@ extern "C" __global__ void max_pool_fwd_SUFFIX(const scalar_t* __restrict__ x, s
         int h0 = oh * sh, w0 = ow * sw;
         int pos = h0 * W + w0;
         scalar_t best = xp[pos];
-        bool nan_seen = isnan(best);
+        bool nan_seen = IS_NAN(best);
         for (int a = 0; a < ph; ++a) {
             for (int b = 0; b < pw; ++b) {
                 int p = (h0 + a) * W + w0 + b;
                 scalar_t v = xp[p];
-                bool v_nan = isnan(v);
+                bool v_nan = IS_NAN(v);
                 if (!nan_seen && (v > best || v_nan)) { best = v; pos = p; }
                 nan_seen = nan_seen || v_nan;
             }
