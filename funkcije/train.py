@@ -79,9 +79,9 @@ RECIPES = {
         momentum=0.9, weight_decay=5e-4, weight_decay_on="weights", lr_schedule="onecycle", reg=0.0,
         augment="crop:4:reflect,flip", normalize="channel", tta="flip",
     ),
-    "vgg7": dict(  # the ans course's first network: Adam, no augmentation
+    "vgg7": dict(  # the ans course's first network: Adam, no augmentation, PyTorch's default init as the lab's
         model="vgg7", dataset="cifar10", epochs=6, batch_size=64, update_rule="adam", lr=1e-3, reg=0.0,
-        normalize="channel",
+        normalize="channel", init="torch",
     ),
     "vgg7bn-88": dict(
         model="vgg7bn", dataset="cifar10", epochs=16, batch_size=128, update_rule="sgd_nesterov", lr=0.1,
