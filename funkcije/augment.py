@@ -270,7 +270,7 @@ class AlternatingFlip(Transform):
         if index is None or epoch is None:
             raise ValueError("AlternatingFlip: needs the images' training-set indices and the epoch "
                              "(t(X, rng, index=, epoch=), as the Solver calls it); HorizontalFlip flips at random")
-        index = backend.to_host(index) if backend.is_array(index) else np.asarray(index)
+        index = backend.to_host(index)
         if index.shape != (X.shape[0],) or not np.issubdtype(index.dtype, np.integer) or (index < 0).any():
             raise ValueError(f"AlternatingFlip: index must be ({X.shape[0]},) non-negative integers, got "
                              f"{index.dtype} of shape {index.shape}")

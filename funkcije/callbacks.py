@@ -249,7 +249,7 @@ class WeightHistograms(Callback):
         if self.epochs and self.epochs[-1] == solver.epoch:
             return
         for name in self._names(solver.model.params):
-            a = backend.to_host(solver.model.params[name]).astype(np.float64).ravel()
+            a = np.asarray(backend.to_host(solver.model.params[name]), dtype=np.float64).ravel()
             bins = min(self.bins, 2 * math.isqrt(a.size) or 1)  # a 16-value bias in 50 bins is all spikes
             a = a[np.isfinite(a)]
             if a.size and a.min() == a.max():

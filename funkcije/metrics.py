@@ -235,7 +235,7 @@ def _check_eval_inputs(where: str, X, y, batch_size, model=None):
     if X.ndim < 1 or X.shape[0] < 1:
         raise ValueError(f"{where}: X must hold at least one sample along axis 0, got shape {X.shape}")
     batch_size = _check_positive_int(where, "batch_size", batch_size)
-    y = backend.to_host(y) if backend.is_array(y) else np.asarray(y)
+    y = backend.to_host(y)  # labels on a device come to the host
     if y.shape != (X.shape[0],):
         raise ValueError(f"{where}: y must have shape ({X.shape[0]},) to match X {tuple(X.shape)}, got {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):

@@ -730,6 +730,9 @@ class Solver:
         if missing:
             raise ValueError(f"Solver: data is missing {missing}; it needs 'X_train', 'y_train', 'X_val', 'y_val'")
         model_device = getattr(self.model, "device", "cpu")
+        # images may live on the model's device (uploaded once: batches are gathered there);
+        # labels are kept on the host, where they are checked and compared
+        labels = {}
         for split in ("train", "val"):
             X, y = data[f"X_{split}"], data[f"y_{split}"]
             if backend.is_array(X) and not isinstance(X, np.ndarray) and backend.device_of(X) != model_device:
@@ -741,16 +744,11 @@ class Solver:
                     f"Solver: X_{split} and y_{split} must be non-empty arrays of equal length, got "
                     f"{getattr(X, 'shape', type(X).__name__)} and {getattr(y, 'shape', type(y).__name__)}"
                 )
-            self._check_labels(f"y_{split}", backend.to_host(y) if backend.is_array(y) else y)
-        # images may live on the model's device (uploaded once: batches are gathered there);
-        # labels are kept on the host, where they are checked and compared
-        self.X_train, self.y_train = data["X_train"], self._host_labels(data["y_train"])
-        self.X_val, self.y_val = data["X_val"], self._host_labels(data["y_val"])
+            labels[split] = backend.to_host(y)
+            self._check_labels(f"y_{split}", labels[split])
+        self.X_train, self.y_train = data["X_train"], labels["train"]
+        self.X_val, self.y_val = data["X_val"], labels["val"]
         self._num_train = int(self.X_train.shape[0])
-
-    @staticmethod
-    def _host_labels(y):
-        return backend.to_host(y) if backend.is_array(y) else y
 
     @staticmethod
     def _check_labels(name, y, num_classes=None):
@@ -1010,7 +1008,7 @@ class Solver:
         N = X.shape[0]
         if N == 0:
             raise ValueError("Solver.check_accuracy: X is empty")
-        y_all = y = np.asarray(self._host_labels(y))
+        y_all = y = backend.to_host(y)
         if y.shape != (N,):
             raise ValueError(f"Solver.check_accuracy: y must have shape ({N},) to match X, got {y.shape}")
         if num_samples is not None and N > num_samples:

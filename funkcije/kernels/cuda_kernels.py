@@ -192,10 +192,6 @@ def _contiguous(a):
     return backend.namespace(a).ascontiguousarray(a)
 
 
-def _dtype(a):
-    return backend.dtype_name(a)
-
-
 # ----------------------------------------------------------------------------- max pooling
 
 
@@ -208,7 +204,7 @@ def max_pool_forward(x, g):
     arg = xp.empty(out.shape, dtype=xp.int32)
     total = out.size
     if total:
-        _launch("max_pool_fwd", _dtype(x), _grid(total), BLOCK,
+        _launch("max_pool_fwd", backend.dtype_name(x), _grid(total), BLOCK,
                 (x, out, arg, _LL(total), H, W, g.out_h, g.out_w, g.pool_height, g.pool_width, *g.stride))
     return out, arg
 
@@ -221,7 +217,7 @@ def max_pool_backward(dout, arg, x_shape, g):
     dx = xp.empty(tuple(x_shape), dtype=dout.dtype)
     total = dx.size
     if total:
-        _launch("max_pool_bwd", _dtype(dout), _grid(total), BLOCK,
+        _launch("max_pool_bwd", backend.dtype_name(dout), _grid(total), BLOCK,
                 (dout, arg, dx, _LL(total), H, W, g.out_h, g.out_w, g.pool_height, g.pool_width, *g.stride))
     return dx
 
@@ -245,7 +241,7 @@ def _channel_sums(mode, a, x, y, m, relu):
     s1 = xp.empty((C * S * T,), dtype=xp.float64)
     s2 = xp.empty((C * S * T,), dtype=xp.float64) if mode else s1
     a_ = _contiguous(a)
-    _launch("channel_sums", _dtype(a), C * S, T,
+    _launch("channel_sums", backend.dtype_name(a), C * S, T,
             (a_, a_ if x is None else _contiguous(x), a_ if y is None else _contiguous(y),
              a_ if m is None else m, s1, s2, N, C, _LL(H * W), S, mode, int(relu)))
     total = lambda s: xp.sum(xp.reshape(s, (C, S * T)), axis=1)  # noqa: E731
@@ -270,7 +266,7 @@ def bn_forward(x, gamma, beta, eps, relu, mean=None, var=None):
     scale = xp.astype(xp.astype(gamma, xp.float64) * inv_std, dt)
     out = xp.empty(x.shape, dtype=dt)
     if out.size:
-        _launch("bn_apply", _dtype(x), _grid(out.size), BLOCK,
+        _launch("bn_apply", backend.dtype_name(x), _grid(out.size), BLOCK,
                 (x, _contiguous(xp.astype(mean, dt)), _contiguous(scale), _contiguous(xp.astype(beta, dt)), out,
                  _LL(out.size), C, _LL(H * W), int(relu)))
     return out, mean, var, inv_std
@@ -291,7 +287,7 @@ def bn_backward(dout, x, y, mean, inv_std, gamma, train, relu):
     q = -k * dbeta / M
     dx = xp.empty(x.shape, dtype=dt)
     if dx.size:
-        _launch("bn_dx", _dtype(x), _grid(dx.size), BLOCK,
+        _launch("bn_dx", backend.dtype_name(x), _grid(dx.size), BLOCK,
                 (dout, x, _contiguous(y) if relu else dout, mean_t, _contiguous(xp.astype(k, dt)),
                  _contiguous(xp.astype(p, dt)), _contiguous(xp.astype(q, dt)), dx,
                  _LL(dx.size), C, _LL(H * W), int(bool(train)), int(relu)))
