@@ -7,14 +7,15 @@
    pooling, batch norm with and without the fused ReLU, ReLU, affine) forward and
    backward on CuPy arrays against the NumPy reference layers on the host (float64 to
    1e-9 relative, float32 to 1e-4 of the array's scale), once through funkcije's CUDA
-   kernels (max pooling, batch norm: kernels/cuda_kernels.py) and once through their
+   kernels (convolution steps, max pooling, batch norm: kernels/cuda_kernels.py) and once through their
    Array API form (config cuda_kernels=False);
 2. models: every zoo model (width 1/8, batch 4, float64) on the GPU (`model.to("gpu")`):
    loss, every gradient and the running statistics against the same model on the CPU;
 3. timing (not with --quick): the training step (forward, backward, Nesterov SGD update
    of every parameter) of ResNet9 and VGG7BN at batch 512, float32, against the PyTorch
-   twin on the same GPU with TF32 off; and max-pool 2x2 and batch norm forward + backward
-   per layer against PyTorch, each with the CUDA kernels on and off. Median of --steps
+   twin on the same GPU with TF32 off; and convolution (3x3 at two sizes, the 7x7 first
+   layer over 3 channels), max-pool 2x2 and batch norm forward + backward per layer
+   against PyTorch, each with the CUDA kernels on and off. Median of --steps
    timed steps after --warmup;
 4. an epoch (not with --quick): ResNet9 trained by the Solver for one epoch of --epoch-images
    images uploaded once (crop + flip made on the GPU, batch 512, Nesterov SGD, the epoch's
@@ -56,6 +57,14 @@ LAYERS = [
     ("conv 5x3 s(2,1) d(1,2) g2", lambda r: ((r.standard_normal((3, 4, 11, 10)),),
                                              (r.standard_normal((6, 2, 5, 3)), r.standard_normal(6)),
                                              {"stride": (2, 1), "pad": (2, 1), "dilation": (1, 2), "groups": 2}),
+     FL.conv_forward_fast, FL.conv_backward_fast, L.conv_forward_naive, L.conv_backward_naive),
+    ("conv 7x7 s2 p3 over 3 channels", lambda r: ((r.standard_normal((3, 3, 13, 12)),),
+                                                  (r.standard_normal((5, 3, 7, 7)), r.standard_normal(5)),
+                                                  {"stride": 2, "pad": 3}),
+     FL.conv_forward_fast, FL.conv_backward_fast, L.conv_forward_naive, L.conv_backward_naive),
+    ("conv 3x3 s3 depthwise", lambda r: ((r.standard_normal((2, 6, 8, 7)),),
+                                         (r.standard_normal((6, 1, 3, 3)), r.standard_normal(6)),
+                                         {"stride": 3, "pad": 1, "groups": 6}),
      FL.conv_forward_fast, FL.conv_backward_fast, L.conv_forward_naive, L.conv_backward_naive),
     ("max pool 3x2 s(2,1)", lambda r: ((r.standard_normal((3, 4, 9, 8)),), (),
                                        {"pool_height": 3, "pool_width": 2, "stride": (2, 1)}),
@@ -192,7 +201,28 @@ def time_models(cp, warmup, steps, batch, tf32=False):
         out = bnt(xt)
         out.backward(out.detach())
 
-    for case, ours_fn, theirs_fn in (("max pool 2x2 (N,128,32,32)", pool, tpool), ("batch norm (N,128,32,32)", bn, tbn)):
+    def conv_case(C, F, HW, k):
+        xc = cp.random.standard_normal((batch, C, HW, HW), dtype=cp.float32)
+        w = cp.random.standard_normal((F, C, k, k), dtype=cp.float32) * (2 / (C * k * k)) ** 0.5
+        bias = cp.zeros(F, dtype=cp.float32)
+        cparam = {"stride": 1, "pad": k // 2}
+        xct = torch.as_tensor(xc, device="cuda").requires_grad_(True)
+        wt = torch.as_tensor(w, device="cuda").requires_grad_(True)
+        bt = torch.as_tensor(bias, device="cuda").requires_grad_(True)
+
+        def conv():
+            out, cache = FL.conv_forward_fast(xc, w, bias, cparam)
+            FL.conv_backward_fast(out, cache)
+
+        def tconv():
+            out = torch.nn.functional.conv2d(xct, wt, bt, padding=k // 2)
+            out.backward(out.detach())
+
+        return f"conv {k}x{k} {C}->{F} (N,{C},{HW},{HW})", conv, tconv
+
+    cases = [conv_case(64, 128, 32, 3), conv_case(256, 512, 8, 3), conv_case(3, 32, 32, 7),
+             ("max pool 2x2 (N,128,32,32)", pool, tpool), ("batch norm (N,128,32,32)", bn, tbn)]
+    for case, ours_fn, theirs_fn in cases:
         theirs = _median_ms(theirs_fn, torch.cuda.synchronize, warmup, steps)
         for kernels in (True, False):
             with config.using(cuda_kernels=kernels):

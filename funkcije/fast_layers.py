@@ -145,7 +145,7 @@ def conv_forward_fast(x, w, b, conv_param):
     if b.shape != (F,):
         raise ValueError(f"{layer}: b must have shape ({F},) for w of shape {w.shape}, got {b.shape}")
     if _rt.namespaced(x):
-        return _xk.conv_forward(x, w, b, g), ConvCache((x, w, b, conv_param))
+        return _gpu_kernels(x).conv_forward(x, w, b, g), ConvCache((x, w, b, conv_param))
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(w)
     b = np.ascontiguousarray(b)
@@ -167,7 +167,7 @@ def conv_backward_fast(dout, cache, *, need_dx=True):
     N = x.shape[0]
     dout = as_dout(layer, dout, (N, F, g.out_h, g.out_w), x.dtype)
     if _rt.namespaced(x):
-        return _xk.conv_backward(x, w, dout, g, need_dx)
+        return _gpu_kernels(x).conv_backward(x, w, dout, g, need_dx)
     if N == 0:  # an empty batch: empty dx, zero dw and db (no chunks to sum)
         return (np.empty_like(x) if need_dx else None), np.zeros_like(w), np.zeros(F, dtype=x.dtype)
     return _conv.backward(np.ascontiguousarray(x), np.ascontiguousarray(w), np.ascontiguousarray(dout), g, need_dx)
@@ -215,7 +215,7 @@ def _pool_arrays(layer, x, pool_param):
 
 
 def _gpu_kernels(x):
-    """The module of pooling and batch-norm kernels for an array off the NumPy path:
+    """The module of convolution, pooling and batch-norm kernels for an array off the NumPy path:
     funkcije's CUDA kernels for a CuPy array (while config's cuda_kernels is on), else
     the Array API form."""
     from . import config

@@ -24,6 +24,7 @@ using std::min;
 struct dim3_ { unsigned x, y, z; };
 static dim3_ threadIdx, blockIdx, blockDim, gridDim;
 #define __global__
+#define __device__
 #define __restrict__ __restrict
 """
 
@@ -41,10 +42,13 @@ def _launcher(name, params):
             f"      blockIdx.x = blk_; threadIdx.x = thr_; {name}({', '.join(names)});\n    }}\n}}\n")
 
 
-@pytest.fixture(scope="module")
-def host_launch(tmp_path_factory):
-    """A stand-in for cuda_kernels._launch that runs the kernels' source on the CPU."""
+@pytest.fixture(scope="module", params=["int", "long long"])
+def host_launch(request, tmp_path_factory):
+    """A stand-in for cuda_kernels._launch that runs the kernels' source on the CPU, built
+    twice: as it is (int element indices below INDEX32 elements, every case here) and
+    with INDEX32 = 0 (every launch on its long long indices)."""
     folder = tmp_path_factory.mktemp("cuda_on_host")
+    defines = [] if request.param == "int" else ["-DINDEX32=0"]
     libs, signatures = {}, {}
     for dtype_name in ("float32", "float64"):
         src = CK.source_for(dtype_name)
@@ -56,7 +60,7 @@ def host_launch(tmp_path_factory):
         path = folder / f"kernels_{dtype_name}.cpp"
         path.write_text(code)
         lib = folder / f"kernels_{dtype_name}.so"
-        subprocess.run([CXX, "-O1", "-shared", "-fPIC", "-o", str(lib), str(path)], check=True,
+        subprocess.run([CXX, "-O1", "-shared", "-fPIC", *defines, "-o", str(lib), str(path)], check=True,
                        capture_output=True, text=True)
         libs[dtype_name] = ctypes.CDLL(str(lib))
 
@@ -236,3 +240,106 @@ def test_the_gpu_launch_passes_c_typed_arguments(monkeypatch):
     assert code == CK.source_for("float32") and name == "bn_apply_float" and (grid, block) == ((5,), (64,))
     assert isinstance(args, tuple) and args[0] is x
     assert [type(a) for a in args[1:]] == [np.int64, np.int32, np.int32]
+
+
+CONVS = [  # x shape, w shape, conv_param
+    ((2, 3, 7, 7), (4, 3, 3, 3), {"stride": 1, "pad": 1}),
+    ((3, 4, 11, 10), (6, 2, 5, 3), {"stride": (2, 1), "pad": (2, 0), "dilation": (1, 2), "groups": 2}),
+    ((2, 3, 9, 8), (5, 3, 7, 7), {"stride": 2, "pad": 3}),  # a first layer: 7x7 over 3 channels
+    ((1, 6, 5, 6), (6, 1, 3, 3), {"stride": 3, "pad": 1, "groups": 6}),  # depthwise, stride over kernel
+    ((4, 5, 4, 4), (3, 5, 1, 1), {"stride": 1, "pad": 0}),
+    ((2, 2, 6, 5), (3, 2, 2, 3), {"stride": (1, 2), "pad": (0, 2), "dilation": 2}),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("xs,ws,cp", CONVS)
+def test_conv_kernels_match_the_namespace_path_and_the_reference(on_host, xs, ws, cp, dtype):
+    """The three conv kernels compute what xp_kernels' standard calls compute, in the same
+    order (columns and output bit for bit, dx to its summation order); the whole layer
+    agrees with the reference, forward and backward."""
+    rng = np.random.default_rng(4)
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in (xs, ws, ws[:1]))
+    g = FL.conv_geometry("t", x, w, cp)
+    G, HH, WW = g.groups, ws[2], ws[3]
+    np.testing.assert_array_equal(CK.ConvSteps.columns(np, x, G, HH, WW, g),
+                                  FL._xk.ConvSteps.columns(np, x, G, HH, WW, g))
+    out = CK.conv_forward(x, w, b, g)
+    np.testing.assert_array_equal(out, FL._xk.conv_forward(x, w, b, g))
+    want, cache = L.conv_forward_naive(x, w, b, cp)
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    assert out.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(out, want, **tol)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    got = CK.conv_backward(x, w, dout, g)
+    for a, c, r in zip(got, FL._xk.conv_backward(x, w, dout, g), L.conv_backward_naive(dout, cache)):
+        assert a.dtype == np.dtype(dtype) and a.shape == r.shape
+        np.testing.assert_allclose(a, c, rtol=1e-6 if dtype == np.float32 else 1e-14, atol=1e-6 if dtype == np.float32 else 1e-14)
+        np.testing.assert_allclose(a, r, **tol)
+    dx, dw, db = CK.conv_backward(x, w, dout, g, need_dx=False)
+    assert dx is None
+    np.testing.assert_array_equal(dw, got[1])
+
+
+def test_conv_kernels_write_each_chunk_in_place(on_host):
+    """A workspace bound of one image: each chunk's output and dx land at their offset."""
+    from funkcije.kernels import runtime as R
+
+    rng = np.random.default_rng(5)
+    x, w, b = rng.standard_normal((5, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    cp = {"stride": 1, "pad": 1}
+    g = FL.conv_geometry("t", x, w, cp)
+    previous = R.set_workspace_limit(1)
+    try:
+        out = CK.conv_forward(x, w, b, g)
+        dout = rng.standard_normal(out.shape)
+        dx, dw, db = CK.conv_backward(x, w, dout, g)
+    finally:
+        R.set_workspace_limit(previous)
+    want, cache = L.conv_forward_naive(x, w, b, cp)
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
+    for a, r in zip((dx, dw, db), L.conv_backward_naive(dout, cache)):
+        np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
+    empty = CK.conv_forward(x[:0], w, b, g)
+    assert empty.shape == (0, 4, 6, 6)
+    edx, edw, edb = CK.conv_backward(x[:0], w, empty, g)
+    assert edx.shape == (0, 3, 6, 6) and not edw.any() and not edb.any()
+
+
+def test_fast_conv_through_the_kernels(on_host, monkeypatch):
+    """conv_forward_fast / conv_backward_fast take the CUDA kernels for a GPU array."""
+    monkeypatch.setattr(FL, "_gpu_kernels", lambda x: CK)
+    used = []
+    real = CK._launch
+    monkeypatch.setattr(CK, "_launch", lambda name, *a: (used.append(name), real(name, *a)))
+    rng = np.random.default_rng(6)
+    x, w, b = rng.standard_normal((3, 2, 5, 5)), rng.standard_normal((4, 2, 3, 3)), rng.standard_normal(4)
+    cp = {"stride": 2, "pad": 1}
+    with config.using(implementation="namespace"):
+        out, cache = FL.conv_forward_fast(x, w, b, cp)
+        grads = FL.conv_backward_fast(np.ones_like(out), cache)
+    assert set(used) == {"im2col", "conv_out", "col2im"}
+    want, wcache = L.conv_forward_naive(x, w, b, cp)
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
+    for a, r in zip(grads, L.conv_backward_naive(np.ones_like(out), wcache)):
+        np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
+
+
+def test_the_gpu_check_scripts_layer_checks_run_on_the_host(on_host, monkeypatch):
+    """benchmarks/gpu_check.py's layer checks, CuPy played by NumPy and the CUDA kernels by
+    their host build: the script runs through and every check passes, with the kernels on
+    and off (a mistake in it would otherwise surface only on a GPU)."""
+    import importlib.util
+    import pathlib
+    import types
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    monkeypatch.setattr(FL, "_gpu_kernels", lambda x: CK if config.get("cuda_kernels") else FL._xk)
+    monkeypatch.setattr(gpu_check.backend, "device_of", lambda a: "gpu")
+    with config.using(implementation="namespace"):
+        rows = gpu_check.check_layers(types.SimpleNamespace(asarray=np.asarray))
+    assert len(rows) == 4 * len(gpu_check.LAYERS)
+    assert all(r["ok"] for r in rows), [r for r in rows if not r["ok"]]

@@ -1,7 +1,9 @@
 """CUDA kernels for the layers whose Array API form makes many passes over memory on a
-GPU: max pooling (one pass each way instead of one per window position) and batch norm
+GPU: max pooling (one pass each way instead of one per window position), batch norm
 (statistics in two passes, the normalisation with its ReLU in one; the backward's two
-sums in one pass, dx in one).
+sums in one pass, dx in one) and the convolution's steps around its cuBLAS GEMMs (the
+columns in one pass instead of a padded copy and one per kernel position, the product's
+layout with the bias in one, the images' gradient gathered in one).
 
 The functions have the signatures and results of their namesakes in `xp_kernels`, which
 `fast_layers` calls instead for CuPy arrays while `config.set(cuda_kernels=True)` (the
@@ -26,17 +28,28 @@ import functools
 import numpy as np
 
 from .. import backend
+from . import xp_kernels as _xk
 
 SOURCE = r"""
 /* x != x: NaN, without relying on a math header under NVRTC (built without fast-math) */
 #define IS_NAN(v) ((v) != (v))
-#define GRID_STRIDE(i, n) for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
-                               i += (long long)blockDim.x * gridDim.x)
+/* Element indices are int while every array a launch touches has fewer than INDEX32
+   elements (a grid-stride step then cannot overflow), long long beyond: a GPU's 64-bit
+   division is emulated, many times the cost of the 32-bit one, and these kernels divide
+   per element to find their coordinates. */
+#ifndef INDEX32
+#define INDEX32 (1LL << 30)
+#endif
+#define GRID_LOOP(I, i, n) for (I i = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; i < (n); \
+                                i += (I)blockDim.x * (I)gridDim.x)
+#define BY_INDEX(span, body, ...) do { if ((span) < INDEX32) body<int>(__VA_ARGS__); \
+                                       else body<long long>(__VA_ARGS__); } while (0)
 
-extern "C" __global__ void max_pool_fwd_SUFFIX(const scalar_t* __restrict__ x, scalar_t* __restrict__ out,
-        int* __restrict__ arg, long long total, int H, int W, int Ho, int Wo, int ph, int pw, int sh, int sw) {
-    GRID_STRIDE(i, total) {
-        long long plane = i / ((long long)Ho * Wo);
+template <typename I>
+__device__ void max_pool_fwd_body(const scalar_t* __restrict__ x, scalar_t* __restrict__ out, int* __restrict__ arg,
+        I total, int H, int W, int Ho, int Wo, int ph, int pw, int sh, int sw) {
+    GRID_LOOP(I, i, total) {
+        I plane = i / ((I)Ho * Wo);
         int r = (int)(i - plane * Ho * Wo);
         int oh = r / Wo, ow = r - oh * Wo;
         const scalar_t* xp = x + plane * H * W;
@@ -58,32 +71,45 @@ extern "C" __global__ void max_pool_fwd_SUFFIX(const scalar_t* __restrict__ x, s
     }
 }
 
+/* span: the input's element count (the largest array read) */
+extern "C" __global__ void max_pool_fwd_SUFFIX(const scalar_t* __restrict__ x, scalar_t* __restrict__ out,
+        int* __restrict__ arg, long long total, long long span, int H, int W, int Ho, int Wo, int ph, int pw,
+        int sh, int sw) {
+    BY_INDEX(span, max_pool_fwd_body, x, out, arg, total, H, W, Ho, Wo, ph, pw, sh, sw);
+}
+
 /* dx gathered: each input element sums, in the windows' raster order, the gradients of
    the windows whose maximum it is. */
-extern "C" __global__ void max_pool_bwd_SUFFIX(const scalar_t* __restrict__ dout, const int* __restrict__ arg,
-        scalar_t* __restrict__ dx, long long total, int H, int W, int Ho, int Wo, int ph, int pw, int sh, int sw) {
-    GRID_STRIDE(i, total) {
-        long long plane = i / ((long long)H * W);
+template <typename I>
+__device__ void max_pool_bwd_body(const scalar_t* __restrict__ dout, const int* __restrict__ arg,
+        scalar_t* __restrict__ dx, I total, int H, int W, int Ho, int Wo, int ph, int pw, int sh, int sw) {
+    GRID_LOOP(I, i, total) {
+        I plane = i / ((I)H * W);
         int r = (int)(i - plane * H * W);
         int h = r / W, w = r - h * W;
         int oh0 = h >= ph ? (h - ph) / sh + 1 : 0, oh1 = min(h / sh, Ho - 1);
         int ow0 = w >= pw ? (w - pw) / sw + 1 : 0, ow1 = min(w / sw, Wo - 1);
-        const long long base = plane * Ho * Wo;
+        const I base = plane * Ho * Wo;
         scalar_t acc = 0;
         for (int oh = oh0; oh <= oh1; ++oh)
             for (int ow = ow0; ow <= ow1; ++ow) {
-                long long o = base + (long long)oh * Wo + ow;
+                I o = base + (I)oh * Wo + ow;
                 if (arg[o] == r) acc += dout[o];
             }
         dx[i] = acc;
     }
 }
 
+extern "C" __global__ void max_pool_bwd_SUFFIX(const scalar_t* __restrict__ dout, const int* __restrict__ arg,
+        scalar_t* __restrict__ dx, long long total, int H, int W, int Ho, int Wo, int ph, int pw, int sh, int sw) {
+    BY_INDEX(total, max_pool_bwd_body, dout, arg, dx, total, H, W, Ho, Wo, ph, pw, sh, sw);
+}
+
 /* Per-channel partial sums of (N, C, HW) arrays: block (c, s) of the C * S blocks, thread t
    of T, sums images s, s + S, ... at positions t, t + T, ... and writes one partial of each
    sum to s1[(c * S + s) * T + t] (and s2). mode 0: s1 = sum x; mode 1: d = x - m[c],
    s1 = sum d, s2 = sum d*d; mode 2 (backward): g = dout (0 where relu and y <= 0),
-   s1 = sum g, s2 = sum g * (x - m[c]). */
+   s1 = sum g, s2 = sum g * (x - m[c]). No division per element: long long indices. */
 extern "C" __global__ void channel_sums_SUFFIX(const scalar_t* __restrict__ a, const scalar_t* __restrict__ x,
         const scalar_t* __restrict__ y, const scalar_t* __restrict__ m, double* __restrict__ s1,
         double* __restrict__ s2, int N, int C, long long HW, int S, int mode, int relu) {
@@ -114,29 +140,136 @@ extern "C" __global__ void channel_sums_SUFFIX(const scalar_t* __restrict__ a, c
 }
 
 /* out = (x - m[c]) * k[c] + b[c], then max(., 0) when relu. */
-extern "C" __global__ void bn_apply_SUFFIX(const scalar_t* __restrict__ x, const scalar_t* __restrict__ m,
+template <typename I>
+__device__ void bn_apply_body(const scalar_t* __restrict__ x, const scalar_t* __restrict__ m,
         const scalar_t* __restrict__ k, const scalar_t* __restrict__ b, scalar_t* __restrict__ out,
-        long long total, int C, long long HW, int relu) {
-    GRID_STRIDE(i, total) {
+        I total, int C, I HW, int relu) {
+    GRID_LOOP(I, i, total) {
         int c = (int)((i / HW) % C);
         scalar_t v = (x[i] - m[c]) * k[c] + b[c];
         out[i] = (relu && !(v > (scalar_t)0)) ? (scalar_t)0 : v;
     }
 }
 
+extern "C" __global__ void bn_apply_SUFFIX(const scalar_t* __restrict__ x, const scalar_t* __restrict__ m,
+        const scalar_t* __restrict__ k, const scalar_t* __restrict__ b, scalar_t* __restrict__ out,
+        long long total, int C, long long HW, int relu) {
+    BY_INDEX(total, bn_apply_body, x, m, k, b, out, total, C, HW, relu);
+}
+
 /* dx = g * k[c] + (x - m[c]) * p[c] + q[c] (the last two terms in train mode only), g as in
    channel_sums' mode 2. */
-extern "C" __global__ void bn_dx_SUFFIX(const scalar_t* __restrict__ dout, const scalar_t* __restrict__ x,
+template <typename I>
+__device__ void bn_dx_body(const scalar_t* __restrict__ dout, const scalar_t* __restrict__ x,
         const scalar_t* __restrict__ y, const scalar_t* __restrict__ m, const scalar_t* __restrict__ k,
         const scalar_t* __restrict__ p, const scalar_t* __restrict__ q, scalar_t* __restrict__ dx,
-        long long total, int C, long long HW, int train, int relu) {
-    GRID_STRIDE(i, total) {
+        I total, int C, I HW, int train, int relu) {
+    GRID_LOOP(I, i, total) {
         int c = (int)((i / HW) % C);
         scalar_t g = (relu && !(y[i] > (scalar_t)0)) ? (scalar_t)0 : dout[i];
         scalar_t v = g * k[c];
         if (train) v = v + (x[i] - m[c]) * p[c] + q[c];
         dx[i] = v;
     }
+}
+
+extern "C" __global__ void bn_dx_SUFFIX(const scalar_t* __restrict__ dout, const scalar_t* __restrict__ x,
+        const scalar_t* __restrict__ y, const scalar_t* __restrict__ m, const scalar_t* __restrict__ k,
+        const scalar_t* __restrict__ p, const scalar_t* __restrict__ q, scalar_t* __restrict__ dx,
+        long long total, int C, long long HW, int train, int relu) {
+    BY_INDEX(total, bn_dx_body, dout, x, y, m, k, p, q, dx, total, C, HW, train, relu);
+}
+
+/* Convolution columns (G, K, nb * P) of images x (nb, C, H, W), zero padded: row
+   c * HH * WW + kh * WW + kw (the order of w.reshape(F, K), groups stacked), column n * P +
+   oh * Wo + ow. One thread per (c, n, oh, ow) writes that column's HH * WW rows of channel
+   c: its coordinates are found once for the whole kernel window. */
+template <typename I>
+__device__ void im2col_body(const scalar_t* __restrict__ x, scalar_t* __restrict__ cols, I total, int nb, int C,
+        int H, int W, int HH, int WW, int Ho, int Wo, int pad_h, int pad_w, int sh, int sw, int dh, int dw) {
+    const I P = (I)Ho * Wo, row_step = (I)nb * P;
+    GRID_LOOP(I, i, total) {
+        I q = i / Wo;
+        int ow = (int)(i - q * Wo);
+        I q2 = q / Ho;
+        int oh = (int)(q - q2 * Ho);
+        I c = q2 / nb;
+        int n = (int)(q2 - c * nb);
+        const scalar_t* xc = x + ((I)n * C + c) * H * W;
+        scalar_t* col = cols + (c * HH * WW * nb + n) * P + (I)oh * Wo + ow;
+        int h0 = oh * sh - pad_h, w0 = ow * sw - pad_w;
+        for (int kh = 0; kh < HH; ++kh) {
+            int h = h0 + kh * dh;
+            bool h_in = h >= 0 && h < H;
+            for (int kw = 0; kw < WW; ++kw) {
+                int w = w0 + kw * dw;
+                *col = (h_in && w >= 0 && w < W) ? xc[(I)h * W + w] : (scalar_t)0;
+                col += row_step;
+            }
+        }
+    }
+}
+
+/* span: the larger of the images' and the columns' element counts */
+extern "C" __global__ void im2col_SUFFIX(const scalar_t* __restrict__ x, scalar_t* __restrict__ cols,
+        long long total, long long span, int nb, int C, int H, int W, int HH, int WW, int Ho, int Wo,
+        int pad_h, int pad_w, int sh, int sw, int dh, int dw) {
+    BY_INDEX(span, im2col_body, x, cols, total, nb, C, H, W, HH, WW, Ho, Wo, pad_h, pad_w, sh, sw, dh, dw);
+}
+
+/* The images' gradient dx (nb, C, H, W) gathered from the columns' gradient dcols (layout
+   of im2col): each element sums, kernel positions in raster order, the columns entries
+   that read it. */
+template <typename I>
+__device__ void col2im_body(const scalar_t* __restrict__ dcols, scalar_t* __restrict__ dx, I total, int nb, int C,
+        int H, int W, int HH, int WW, int Ho, int Wo, int pad_h, int pad_w, int sh, int sw, int dh, int dw) {
+    const I P = (I)Ho * Wo, row_step = (I)nb * P;
+    GRID_LOOP(I, i, total) {
+        I q = i / W;
+        int w = (int)(i - q * W);
+        I q2 = q / H;
+        int h = (int)(q - q2 * H);
+        I n = q2 / C;
+        int c = (int)(q2 - n * C);
+        const scalar_t* d = dcols + ((I)c * HH * WW * nb + n) * P;
+        scalar_t acc = 0;
+        for (int kh = 0; kh < HH; ++kh) {
+            int hp = h + pad_h - kh * dh;
+            int oh = hp / sh;
+            bool h_in = hp >= 0 && hp == oh * sh && oh < Ho;
+            for (int kw = 0; kw < WW; ++kw) {
+                int wp = w + pad_w - kw * dw;
+                int ow = wp / sw;
+                if (h_in && wp >= 0 && wp == ow * sw && ow < Wo) acc += d[(I)oh * Wo + ow];
+                d += row_step;
+            }
+        }
+        dx[i] = acc;
+    }
+}
+
+extern "C" __global__ void col2im_SUFFIX(const scalar_t* __restrict__ dcols, scalar_t* __restrict__ dx,
+        long long total, long long span, int nb, int C, int H, int W, int HH, int WW, int Ho, int Wo,
+        int pad_h, int pad_w, int sh, int sw, int dh, int dw) {
+    BY_INDEX(span, col2im_body, dcols, dx, total, nb, C, H, W, HH, WW, Ho, Wo, pad_h, pad_w, sh, sw, dh, dw);
+}
+
+/* out (nb, F, P) = res (F, nb, P), the GEMM's product, plus b[f]. */
+template <typename I>
+__device__ void conv_out_body(const scalar_t* __restrict__ res, const scalar_t* __restrict__ b,
+        scalar_t* __restrict__ out, I total, int nb, int F, I P) {
+    GRID_LOOP(I, i, total) {
+        I q = i / P;
+        I p = i - q * P;
+        I n = q / F;
+        int f = (int)(q - n * F);
+        out[i] = res[((I)f * nb + n) * P + p] + b[f];
+    }
+}
+
+extern "C" __global__ void conv_out_SUFFIX(const scalar_t* __restrict__ res, const scalar_t* __restrict__ b,
+        scalar_t* __restrict__ out, long long total, int nb, int F, long long P) {
+    BY_INDEX(total, conv_out_body, res, b, out, total, nb, F, P);
 }
 """
 
@@ -205,7 +338,8 @@ def max_pool_forward(x, g):
     total = out.size
     if total:
         _launch("max_pool_fwd", backend.dtype_name(x), _grid(total), BLOCK,
-                (x, out, arg, _LL(total), H, W, g.out_h, g.out_w, g.pool_height, g.pool_width, *g.stride))
+                (x, out, arg, _LL(total), _LL(x.size), H, W, g.out_h, g.out_w, g.pool_height, g.pool_width,
+                 *g.stride))
     return out, arg
 
 
@@ -292,3 +426,56 @@ def bn_backward(dout, x, y, mean, inv_std, gamma, train, relu):
                  _contiguous(xp.astype(p, dt)), _contiguous(xp.astype(q, dt)), dx,
                  _LL(dx.size), C, _LL(H * W), int(bool(train)), int(relu)))
     return dx, xp.astype(dgamma, dt), xp.astype(dbeta, dt)
+
+
+# ----------------------------------------------------------------------------- convolution
+
+
+class ConvSteps(_xk.ConvSteps):
+    """`xp_kernels.ConvSteps` as one kernel each: the columns built in one pass over the
+    images, the product laid out with its bias in one, the images' gradient gathered in
+    one (no zeroed padded buffer, no pass per kernel position)."""
+
+    @staticmethod
+    def _geometry(x_shape, HH, WW, g):
+        nb, C, H, W = x_shape
+        return (nb, C, H, W, HH, WW, g.out_h, g.out_w, *g.pad, *g.stride, *g.dilation)
+
+    @staticmethod
+    def columns(xp, x, G, HH, WW, g):
+        x = _contiguous(x)
+        nb, C = x.shape[:2]
+        P = g.out_h * g.out_w
+        cols = xp.empty((G, C // G * HH * WW, nb * P), dtype=x.dtype)
+        total = C * nb * P
+        if total:
+            _launch("im2col", backend.dtype_name(x), _grid(total), BLOCK,
+                    (x, cols, _LL(total), _LL(max(x.size, cols.size)), *ConvSteps._geometry(x.shape, HH, WW, g)))
+        return cols
+
+    @staticmethod
+    def outputs(xp, res, b, out, n0, n1):
+        view = out[n0:n1, ...]
+        if view.size:
+            _launch("conv_out", backend.dtype_name(out), _grid(view.size), BLOCK,
+                    (_contiguous(res), _contiguous(b), view, _LL(view.size), n1 - n0, out.shape[1],
+                     _LL(out.shape[2] * out.shape[3])))
+
+    @staticmethod
+    def image_grads(xp, dcols, dx, n0, n1, G, HH, WW, g):
+        view = dx[n0:n1, ...]
+        if view.size:
+            dcols = _contiguous(dcols)
+            _launch("col2im", backend.dtype_name(dx), _grid(view.size), BLOCK,
+                    (dcols, view, _LL(view.size), _LL(max(view.size, dcols.size)),
+                     *ConvSteps._geometry(view.shape, HH, WW, g)))
+
+
+def conv_forward(x, w, b, g):
+    """As `xp_kernels.conv_forward`, its memory-bound steps as CUDA kernels."""
+    return _xk.conv_forward(x, w, b, g, steps=ConvSteps)
+
+
+def conv_backward(x, w, dout, g, need_dx=True):
+    """As `xp_kernels.conv_backward`, its memory-bound steps as CUDA kernels."""
+    return _xk.conv_backward(x, w, dout, g, need_dx, steps=ConvSteps)

@@ -14,7 +14,8 @@ Layouts. A convolution's columns are (G, K, nb * P): groups, K = Cg * HH * WW ro
 the order of w.reshape(F, K), and nb * P columns (images of the chunk times output
 positions), so the forward is one batched matmul (G, Fg, K) @ (G, K, nb * P), dw the
 product with the columns transposed and dx the filters' transpose times dout, scattered
-back by one strided slice-add per kernel position. The batch is processed in chunks
+back by one strided slice-add per kernel position (`ConvSteps`: the steps around the
+GEMMs, which `cuda_kernels` replaces with one kernel each). The batch is processed in chunks
 whose columns stay under the engine's workspace bound (`runtime.get_workspace_limit`).
 
 Batch-norm statistics accumulate in float64, as the compiled kernels do; the max-pool
@@ -64,14 +65,42 @@ def _chunks(N, per_sample_bytes):
     return [(n0, min(N, n0 + nb)) for n0 in range(0, N, nb)]
 
 
-def _columns(xp, x, G, HH, WW, g):
-    """x (nb, C, H, W) -> columns (G, K, nb * P)."""
-    nb, C, H, W = x.shape
-    Cg = C // G
-    xg = xp.permute_dims(xp.reshape(x, (nb, G, Cg, H, W)), (1, 2, 0, 3, 4))  # (G, Cg, nb, H, W)
-    xg = _padded(xp, xg, *g.pad)
-    taps = xp.stack([xg[..., hs, ws] for hs, ws in _taps(HH, WW, g)], axis=2)  # (G, Cg, T, nb, Ho, Wo)
-    return xp.reshape(taps, (G, Cg * HH * WW, nb * g.out_h * g.out_w))
+class ConvSteps:
+    """The memory-bound steps around a convolution's GEMMs, in standard calls: building
+    the columns, laying the product out as (N, F, H', W') with the bias added, and
+    scattering the columns' gradients back onto the image. `cuda_kernels` replaces them
+    with one CUDA kernel each; the chunking and the GEMMs stay here, shared."""
+
+    @staticmethod
+    def columns(xp, x, G, HH, WW, g):
+        """x (nb, C, H, W) -> columns (G, K, nb * P)."""
+        nb, C, H, W = x.shape
+        Cg = C // G
+        xg = xp.permute_dims(xp.reshape(x, (nb, G, Cg, H, W)), (1, 2, 0, 3, 4))  # (G, Cg, nb, H, W)
+        xg = _padded(xp, xg, *g.pad)
+        taps = xp.stack([xg[..., hs, ws] for hs, ws in _taps(HH, WW, g)], axis=2)  # (G, Cg, T, nb, Ho, Wo)
+        return xp.reshape(taps, (G, Cg * HH * WW, nb * g.out_h * g.out_w))
+
+    @staticmethod
+    def outputs(xp, res, b, out, n0, n1):
+        """out[n0:n1] = res (G, Fg, nb * P) as (nb, F, H', W'), plus b (F,); nb = n1 - n0."""
+        nb, F = n1 - n0, out.shape[1]
+        res = xp.permute_dims(xp.reshape(res, (F, nb, out.shape[2] * out.shape[3])), (1, 0, 2))
+        out[n0:n1, ...] = xp.reshape(res, (nb, F) + out.shape[2:]) + xp.reshape(b, (1, F, 1, 1))
+
+    @staticmethod
+    def image_grads(xp, dcols, dx, n0, n1, G, HH, WW, g):
+        """dx[n0:n1] = the gradient of the images under the columns' gradient dcols
+        (G, K, nb * P): each kernel position's slice added back (overlaps add up)."""
+        C, H, W = dx.shape[1:]
+        nb = n1 - n0
+        ph, pw = g.pad
+        dcols = xp.reshape(dcols, (G, C // G, HH * WW, nb, g.out_h, g.out_w))
+        dxp = xp.zeros((G, C // G, nb, H + 2 * ph, W + 2 * pw), dtype=dx.dtype)
+        for t, (hs, ws) in enumerate(_taps(HH, WW, g)):
+            dxp[..., hs, ws] += dcols[:, :, t, ...]
+        dxc = xp.permute_dims(dxp[..., ph:ph + H, pw:pw + W], (2, 0, 1, 3, 4))
+        dx[n0:n1, ...] = xp.reshape(dxc, (nb, C, H, W))
 
 
 def _dout_matrix(xp, dout, G):
@@ -81,7 +110,7 @@ def _dout_matrix(xp, dout, G):
     return xp.reshape(d, (G, F // G, nb * Ho * Wo))
 
 
-def conv_forward(x, w, b, g):
+def conv_forward(x, w, b, g, steps=ConvSteps):
     """out (N, F, H', W') of x (N, C, H, W), w (F, C // groups, HH, WW), b (F,), geometry g."""
     xp = _xp(x, w, b)
     N = x.shape[0]
@@ -89,43 +118,27 @@ def conv_forward(x, w, b, g):
     G, P = g.groups, g.out_h * g.out_w
     K = Cg * HH * WW
     wm = xp.reshape(w, (G, F // G, K))
-    parts = []
+    out = xp.empty((N, F, g.out_h, g.out_w), dtype=x.dtype)
     for n0, n1 in _chunks(N, _dtype_size(xp, x.dtype) * P * (G * K + F)):
-        res = xp.matmul(wm, _columns(xp, x[n0:n1, ...], G, HH, WW, g))  # (G, Fg, nb * P)
-        res = xp.permute_dims(xp.reshape(res, (F, n1 - n0, P)), (1, 0, 2))
-        parts.append(xp.reshape(res, (n1 - n0, F, g.out_h, g.out_w)))
-    if not parts:  # an empty batch
-        return xp.zeros((0, F, g.out_h, g.out_w), dtype=x.dtype)
-    out = parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
-    return out + xp.reshape(b, (1, F, 1, 1))
+        steps.outputs(xp, xp.matmul(wm, steps.columns(xp, x[n0:n1, ...], G, HH, WW, g)), b, out, n0, n1)
+    return out
 
 
-def conv_backward(x, w, dout, g, need_dx=True):
+def conv_backward(x, w, dout, g, need_dx=True, steps=ConvSteps):
     """(dx (N, C, H, W) or None, dw (F, C // groups, HH, WW), db (F,))."""
     xp = _xp(x, w, dout)
-    N, C, H, W = x.shape
+    N = x.shape[0]
     F, Cg, HH, WW = w.shape
     G, P = g.groups, g.out_h * g.out_w
     K, Fg = Cg * HH * WW, F // G
-    ph, pw = g.pad
     wm = xp.reshape(w, (G, Fg, K))
     dw = xp.zeros((G, Fg, K), dtype=x.dtype)
-    dx_parts = []
+    dx = xp.empty(x.shape, dtype=x.dtype) if need_dx else None
     for n0, n1 in _chunks(N, _dtype_size(xp, x.dtype) * P * (2 * G * K + F)):
-        nb = n1 - n0
         dmat = _dout_matrix(xp, dout[n0:n1, ...], G)
-        dw = dw + xp.matmul(dmat, xp.matrix_transpose(_columns(xp, x[n0:n1, ...], G, HH, WW, g)))
+        dw = dw + xp.matmul(dmat, xp.matrix_transpose(steps.columns(xp, x[n0:n1, ...], G, HH, WW, g)))
         if need_dx:
-            dcols = xp.reshape(xp.matmul(xp.matrix_transpose(wm), dmat), (G, Cg, HH * WW, nb, g.out_h, g.out_w))
-            dxp = xp.zeros((G, Cg, nb, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
-            for t, (hs, ws) in enumerate(_taps(HH, WW, g)):
-                dxp[..., hs, ws] += dcols[:, :, t, ...]  # overlapping windows add up
-            dxc = xp.permute_dims(dxp[..., ph:ph + H, pw:pw + W], (2, 0, 1, 3, 4))
-            dx_parts.append(xp.reshape(dxc, (nb, C, H, W)))
-    dx = None
-    if need_dx:
-        dx = xp.zeros(x.shape, dtype=x.dtype) if not dx_parts else (
-            dx_parts[0] if len(dx_parts) == 1 else xp.concat(dx_parts, axis=0))
+            steps.image_grads(xp, xp.matmul(xp.matrix_transpose(wm), dmat), dx, n0, n1, G, HH, WW, g)
     db = xp.sum(dout, axis=(0, 2, 3))
     return dx, xp.reshape(dw, w.shape), db
 
