@@ -66,6 +66,7 @@ def host_launch(request, tmp_path_factory):
 
     def launch(name, dtype_name, grid, block, args):
         full = f"{name}_{CK._TYPES[dtype_name]}"
+        assert 1 <= grid < 2**31 and 1 <= block <= 1024, (full, grid, block)  # what CUDA accepts
         params = signatures[full]
         assert len(params) == len(args), (full, len(params), len(args))
         c_args = []
@@ -147,6 +148,19 @@ def test_batchnorm_kernels_match_the_namespace_path(on_host, shape, dtype, relu)
             for a, b in zip(g, w):
                 assert a.dtype == np.dtype(dtype)
                 np.testing.assert_allclose(a, b, **tol)
+
+
+def test_empty_launches_are_skipped(on_host):
+    """No channels or no images: no launch of an empty grid (CUDA refuses those), empty results."""
+    x = np.ones((2, 0, 3, 3))
+    out, mean, var, inv_std = CK.bn_forward(x, np.ones(0), np.zeros(0), 1e-5, True)
+    assert out.shape == x.shape and mean.shape == var.shape == (0,)
+    dx, dgamma, dbeta = CK.bn_backward(x, x, out, mean, inv_std, np.ones(0), True, True)
+    assert dx.shape == x.shape and dgamma.shape == (0,)
+    g = FL.pool_geometry("t", x, {"pool_height": 2, "pool_width": 2, "stride": 1})
+    pooled, arg = CK.max_pool_forward(x, g)
+    assert pooled.shape == (2, 0, 2, 2) and CK.max_pool_backward(pooled, arg, x.shape, g).shape == x.shape
+    assert CK._grid(0) == 0
 
 
 def test_batchnorm_kernels_against_the_reference_layer(on_host):

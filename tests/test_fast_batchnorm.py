@@ -66,6 +66,22 @@ def test_matches_reference_float64(shape, unbiased, rng):
         assert _scale_error(got, want) < 1e-12
 
 
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("shape", [(2, 0, 3, 3), (3, 0, 1, 1)])
+def test_zero_channels_give_empty_results_like_the_reference(shape, relu, rng):
+    """No channels: empty outputs, gradients and statistics, in both modes (the
+    reference's result; no special case in the kernels)."""
+    x, gamma, beta = _inputs(rng, shape, np.float64)
+    for mode in ("train", "test"):
+        p = {"mode": mode}
+        out, cache = FL.spatial_batchnorm_forward_fast(x, gamma, beta, p, relu=relu)
+        want, _ = L.spatial_batchnorm_forward(x, gamma, beta, {"mode": mode})
+        assert out.shape == want.shape == shape and out.dtype == np.float64
+        assert p["running_mean"].shape == p["running_var"].shape == (0,)
+        dx, dgamma, dbeta = FL.spatial_batchnorm_backward_fast(np.ones(shape), cache)
+        assert dx.shape == shape and dgamma.shape == dbeta.shape == (0,)
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_float32_kept_and_close_to_float64(shape, rng):
     x, gamma, beta = _inputs(rng, shape, np.float64)

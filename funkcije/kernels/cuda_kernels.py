@@ -318,7 +318,13 @@ _launch = _cuda_launch
 
 
 def _grid(total):
-    return max(1, min(-(-int(total) // BLOCK), 65535 * 4))
+    return min(-(-int(total) // BLOCK), 65535 * 4)
+
+
+def _run(name, dtype_name, grid, block, args):
+    """`_launch`, except for an empty grid (nothing to compute; CUDA refuses a launch of no blocks)."""
+    if grid:
+        _launch(name, dtype_name, grid, block, args)
 
 
 def _contiguous(a):
@@ -336,10 +342,9 @@ def max_pool_forward(x, g):
     out = xp.empty((N, C, g.out_h, g.out_w), dtype=x.dtype)
     arg = xp.empty(out.shape, dtype=xp.int32)
     total = out.size
-    if total:
-        _launch("max_pool_fwd", backend.dtype_name(x), _grid(total), BLOCK,
-                (x, out, arg, _LL(total), _LL(x.size), H, W, g.out_h, g.out_w, g.pool_height, g.pool_width,
-                 *g.stride))
+    _run("max_pool_fwd", backend.dtype_name(x), _grid(total), BLOCK,
+        (x, out, arg, _LL(total), _LL(x.size), H, W, g.out_h, g.out_w, g.pool_height, g.pool_width,
+         *g.stride))
     return out, arg
 
 
@@ -350,9 +355,8 @@ def max_pool_backward(dout, arg, x_shape, g):
     N, C, H, W = x_shape
     dx = xp.empty(tuple(x_shape), dtype=dout.dtype)
     total = dx.size
-    if total:
-        _launch("max_pool_bwd", backend.dtype_name(dout), _grid(total), BLOCK,
-                (dout, arg, dx, _LL(total), H, W, g.out_h, g.out_w, g.pool_height, g.pool_width, *g.stride))
+    _run("max_pool_bwd", backend.dtype_name(dout), _grid(total), BLOCK,
+        (dout, arg, dx, _LL(total), H, W, g.out_h, g.out_w, g.pool_height, g.pool_width, *g.stride))
     return dx
 
 
@@ -375,9 +379,9 @@ def _channel_sums(mode, a, x, y, m, relu):
     s1 = xp.empty((C * S * T,), dtype=xp.float64)
     s2 = xp.empty((C * S * T,), dtype=xp.float64) if mode else s1
     a_ = _contiguous(a)
-    _launch("channel_sums", backend.dtype_name(a), C * S, T,
-            (a_, a_ if x is None else _contiguous(x), a_ if y is None else _contiguous(y),
-             a_ if m is None else m, s1, s2, N, C, _LL(H * W), S, mode, int(relu)))
+    _run("channel_sums", backend.dtype_name(a), C * S, T,
+        (a_, a_ if x is None else _contiguous(x), a_ if y is None else _contiguous(y),
+         a_ if m is None else m, s1, s2, N, C, _LL(H * W), S, mode, int(relu)))
     total = lambda s: xp.sum(xp.reshape(s, (C, S * T)), axis=1)  # noqa: E731
     return total(s1), (total(s2) if mode else None)
 
@@ -399,10 +403,9 @@ def bn_forward(x, gamma, beta, eps, relu, mean=None, var=None):
     inv_std = 1.0 / xp.sqrt(var + eps)
     scale = xp.astype(xp.astype(gamma, xp.float64) * inv_std, dt)
     out = xp.empty(x.shape, dtype=dt)
-    if out.size:
-        _launch("bn_apply", backend.dtype_name(x), _grid(out.size), BLOCK,
-                (x, _contiguous(xp.astype(mean, dt)), _contiguous(scale), _contiguous(xp.astype(beta, dt)), out,
-                 _LL(out.size), C, _LL(H * W), int(relu)))
+    _run("bn_apply", backend.dtype_name(x), _grid(out.size), BLOCK,
+        (x, _contiguous(xp.astype(mean, dt)), _contiguous(scale), _contiguous(xp.astype(beta, dt)), out,
+         _LL(out.size), C, _LL(H * W), int(relu)))
     return out, mean, var, inv_std
 
 
@@ -420,11 +423,10 @@ def bn_backward(dout, x, y, mean, inv_std, gamma, train, relu):
     p = -k * inv_std * dgamma / M
     q = -k * dbeta / M
     dx = xp.empty(x.shape, dtype=dt)
-    if dx.size:
-        _launch("bn_dx", backend.dtype_name(x), _grid(dx.size), BLOCK,
-                (dout, x, _contiguous(y) if relu else dout, mean_t, _contiguous(xp.astype(k, dt)),
-                 _contiguous(xp.astype(p, dt)), _contiguous(xp.astype(q, dt)), dx,
-                 _LL(dx.size), C, _LL(H * W), int(bool(train)), int(relu)))
+    _run("bn_dx", backend.dtype_name(x), _grid(dx.size), BLOCK,
+        (dout, x, _contiguous(y) if relu else dout, mean_t, _contiguous(xp.astype(k, dt)),
+         _contiguous(xp.astype(p, dt)), _contiguous(xp.astype(q, dt)), dx,
+         _LL(dx.size), C, _LL(H * W), int(bool(train)), int(relu)))
     return dx, xp.astype(dgamma, dt), xp.astype(dbeta, dt)
 
 
@@ -448,27 +450,24 @@ class ConvSteps(_xk.ConvSteps):
         P = g.out_h * g.out_w
         cols = xp.empty((G, C // G * HH * WW, nb * P), dtype=x.dtype)
         total = C * nb * P
-        if total:
-            _launch("im2col", backend.dtype_name(x), _grid(total), BLOCK,
-                    (x, cols, _LL(total), _LL(max(x.size, cols.size)), *ConvSteps._geometry(x.shape, HH, WW, g)))
+        _run("im2col", backend.dtype_name(x), _grid(total), BLOCK,
+            (x, cols, _LL(total), _LL(max(x.size, cols.size)), *ConvSteps._geometry(x.shape, HH, WW, g)))
         return cols
 
     @staticmethod
     def outputs(xp, res, b, out, n0, n1):
         view = out[n0:n1, ...]
-        if view.size:
-            _launch("conv_out", backend.dtype_name(out), _grid(view.size), BLOCK,
-                    (_contiguous(res), _contiguous(b), view, _LL(view.size), n1 - n0, out.shape[1],
-                     _LL(out.shape[2] * out.shape[3])))
+        _run("conv_out", backend.dtype_name(out), _grid(view.size), BLOCK,
+            (_contiguous(res), _contiguous(b), view, _LL(view.size), n1 - n0, out.shape[1],
+             _LL(out.shape[2] * out.shape[3])))
 
     @staticmethod
     def image_grads(xp, dcols, dx, n0, n1, G, HH, WW, g):
         view = dx[n0:n1, ...]
-        if view.size:
-            dcols = _contiguous(dcols)
-            _launch("col2im", backend.dtype_name(dx), _grid(view.size), BLOCK,
-                    (dcols, view, _LL(view.size), _LL(max(view.size, dcols.size)),
-                     *ConvSteps._geometry(view.shape, HH, WW, g)))
+        dcols = _contiguous(dcols)
+        _run("col2im", backend.dtype_name(dx), _grid(view.size), BLOCK,
+            (dcols, view, _LL(view.size), _LL(max(view.size, dcols.size)),
+             *ConvSteps._geometry(view.shape, HH, WW, g)))
 
 
 def conv_forward(x, w, b, g):

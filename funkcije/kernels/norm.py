@@ -14,8 +14,9 @@ from . import runtime as R
 
 
 def _planes(a):
-    N, C = a.shape[:2]
-    return a.reshape(N, C, -1)
+    """(N, C, H, W) -> (N, C, H * W) (also when C or H * W is 0, where -1 is ambiguous)."""
+    N, C, H, W = a.shape
+    return a.reshape(N, C, H * W)
 
 
 def forward(x, gamma, beta, eps, relu, mean=None, var=None):

@@ -242,7 +242,8 @@ def bn_forward(x, gamma, beta, eps, relu, mean=None, var=None):
         # sums accumulated in float64 without a float64 copy of x; the deviations from
         # the mean (rounded to x's dtype) are small numbers, so their squares keep the
         # precision that a one-pass E[x^2] - E[x]^2 would lose for large means
-        M = x.size // x.shape[1]
+        N, C, H, W = x.shape
+        M = N * H * W
         mean = xp.sum(x, axis=(0, 2, 3), dtype=xp.float64) / M
         d = x - _per_channel(xp, xp.astype(mean, dt))
         shift = xp.sum(d, axis=(0, 2, 3), dtype=xp.float64) / M  # mean - its rounding
@@ -263,8 +264,8 @@ def bn_backward(dout, x, y, mean, inv_std, gamma, train, relu):
     (masked by y > 0); sums in float64."""
     xp = _xp(dout, x, gamma)
     dt = x.dtype
-    C = x.shape[1]
-    M = x.size // C if C else 0
+    N, C, H, W = x.shape
+    M = N * H * W
     g = xp.where(y > 0, dout, _zero(xp, dt)) if relu else dout
     centred = x - _per_channel(xp, xp.astype(mean, dt))
     dbeta = xp.sum(g, axis=(0, 2, 3), dtype=xp.float64)
