@@ -19,8 +19,9 @@ Switches:
     conv_threads     int >= 1               threads the convolution splits its batch over
     workspace_mb     real > 0               bound on the convolution's column workspace (MiB)
     flush_denormals  bool                   flush subnormal floats to zero in the fast path
-    cuda_kernels     bool                   on a GPU, max pooling and batch norm by funkcije's
-                                            CUDA kernels (else their Array API form)
+    cuda_kernels     bool                   on a GPU, the convolution's steps around its GEMMs,
+                                            max pooling and batch norm by funkcije's CUDA
+                                            kernels (else their Array API form)
 
 Each is read from the environment once, when funkcije is imported:
 FUNKCIJE_LAYERS, FUNKCIJE_FORCE_NUMPY (1: implementation "numpy"),
