@@ -9,6 +9,7 @@
    1e-9 relative, float32 to 1e-4 of the array's scale), once through funkcije's CUDA
    kernels (convolution steps, max pooling, batch norm: kernels/cuda_kernels.py) and once through their
    Array API form (config cuda_kernels=False);
+   Every update rule, three steps on CuPy arrays against the host (kernels on and off);
 2. models: every zoo model (width 1/8, batch 4, float64) on the GPU (`model.to("gpu")`):
    loss, every gradient and the running statistics against the same model on the CPU;
 3. timing (not with --quick): the training step (forward, backward, Nesterov SGD update
@@ -105,6 +106,31 @@ def check_layers(cp):
             ok = max(errs) < (1e-9 if dtype == np.float64 else 1e-4) and all(backend.device_of(a) == "gpu" for a in g)
             rows.append({"layer": name, "dtype": np.dtype(dtype).name, "cuda_kernels": kernels,
                          "max_rel_err": max(errs), "ok": bool(ok)})
+    return rows
+
+
+UPDATE_RULES = {"sgd": {}, "sgd_momentum": {}, "rmsprop": {}, "adam": {}, "adamw": {"weight_decay": 0.1},
+                "sgd_nesterov": {"weight_decay": 5e-4}, "sgdw": {}}
+
+
+def check_updates(cp):
+    """Every update rule, three steps on the GPU (CUDA kernels on and off) against the host."""
+    rows = []
+    for kernels, dtype in ((k, d) for k in (True, False) for d in (np.float64, np.float32)):
+        for rule, extra in UPDATE_RULES.items():
+            fn = optim.get_update_rule(rule)
+            rng = np.random.default_rng(0)
+            w = rng.standard_normal((64, 33)).astype(dtype)
+            grads = [rng.standard_normal(w.shape).astype(dtype) for _ in range(3)]
+            hw, hc, dw_, dc = w, dict(extra), cp.asarray(w), dict(extra)
+            with config.using(cuda_kernels=kernels):
+                for g in grads:
+                    hw, hc = fn(hw, g, hc)
+                    dw_, dc = fn(dw_, cp.asarray(g), dc)
+            err = rel_err(dw_, hw, dtype)
+            ok = err < (1e-12 if dtype == np.float64 else 1e-5) and backend.device_of(dw_) == "gpu"
+            rows.append({"update": rule, "dtype": np.dtype(dtype).name, "cuda_kernels": kernels,
+                         "max_rel_err": err, "ok": bool(ok)})
     return rows
 
 
@@ -287,8 +313,9 @@ def main(argv=None):
     report["tf32"] = args.tf32
     # TF32 products are not float32's: the correctness checks run in float32 mode only
     report["layers"] = [] if args.tf32 else check_layers(cp)
+    report["updates"] = [] if args.tf32 else check_updates(cp)
     report["models"] = [] if args.tf32 else check_models()
-    for row in report["layers"] + report["models"]:
+    for row in report["layers"] + report["updates"] + report["models"]:
         print(json.dumps(row))
     if not args.quick:
         report["timing"] = time_models(cp, args.warmup, args.steps, args.batch, args.tf32)
@@ -300,7 +327,7 @@ def main(argv=None):
             print(json.dumps(report["epoch"]))
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / ("gpu_check_tf32.json" if args.tf32 else "gpu_check.json")).write_text(json.dumps(report, indent=2))
-    bad = [r for r in report["layers"] + report["models"] if not r["ok"]]
+    bad = [r for r in report["layers"] + report["updates"] + report["models"] if not r["ok"]]
     print(f"{report['gpu']}: {len(bad)} failed checks")
     return 1 if bad else 0
 

@@ -48,7 +48,12 @@ runs when
   (c) w, dw and the state arrays are C-contiguous, aligned float32 or float64
       ndarrays of one dtype;
 
-otherwise the NumPy code runs. The compiled kernels follow the NumPy code operation
+otherwise the NumPy code runs. A parameter on the GPU (a CuPy array) is updated by
+funkcije's CUDA kernels (`kernels/cuda_kernels.py`: every rule, the same operations in
+one pass, subnormals flushed), while config's `cuda_kernels` is on; else, and for any
+other Array API array, by the NumPy code's formulas in its namespace. One launch per
+parameter instead of one per operation matters there: the updates' arrays are small, so
+their cost is the launches. The compiled kernels follow the NumPy code operation
 for operation, in the array's dtype (a float32 array computes in float32, as NumPy 2
 does with a Python float times a float32 array), so both give the same numbers up to
 float rounding (bit for bit on the machines tested). A missing extension is not
@@ -63,6 +68,7 @@ import numpy as np
 
 from . import fast_layers  # first: it sets OMP_WAIT_POLICY before libgomp loads
 from .backend import array_api, is_array
+from .kernels import cuda_kernels as _ck
 from .checks import check_array, check_same_dtype
 
 try:
@@ -181,7 +187,8 @@ def _prepare(rule: str, w, dw, config):
             filled[key] = np.zeros_like(w) if isinstance(w, np.ndarray) else array_api(w).zeros_like(w)
             continue
         if not isinstance(w, np.ndarray) and is_array(state) and state.shape == w.shape:
-            filled[key] = state  # a GPU (or other Array API) parameter: its state lives beside it
+            # a GPU (or other Array API) parameter: its state lives beside it, in its dtype
+            filled[key] = state if state.dtype == w.dtype else array_api(w).astype(state, w.dtype)
             continue
         if not isinstance(state, np.ndarray) or state.shape != w.shape:
             got = state.shape if isinstance(state, np.ndarray) else type(state).__name__
@@ -233,6 +240,13 @@ def _compiled(w, dw, *state):
     return True
 
 
+def _cuda(w):
+    """funkcije's CUDA kernels for a parameter on the GPU (one pass per update, the
+    subnormal flush included) while config's cuda_kernels is on; else None."""
+    kern = fast_layers._gpu_kernels(w)
+    return kern if kern is _ck else None
+
+
 def _flat(a):
     """A 1-D view of a C-contiguous array."""
     return a.reshape(-1)
@@ -248,6 +262,8 @@ def sgd(w, dw, config=None):
         next_w = np.empty_like(w)
         _kernels.sgd(_flat(w), _flat(dw), _flat(next_w), config["learning_rate"])
         return next_w, config
+    if cuda := _cuda(w):
+        return cuda.sgd(w, dw, config["learning_rate"]), config
     next_w = w - config["learning_rate"] * dw
     _flush_subnormals(next_w)
     return next_w, config
@@ -268,6 +284,10 @@ def sgd_momentum(w, dw, config=None):
             config["learning_rate"], config["momentum"],
         )
         config["velocity"] = v
+        return next_w, config
+    if cuda := _cuda(w):
+        next_w, config["velocity"] = cuda.sgd_momentum(w, dw, config["velocity"], config["learning_rate"],
+                                                       config["momentum"])
         return next_w, config
     v = config["momentum"] * config["velocity"] - config["learning_rate"] * dw
     config["velocity"] = v
@@ -294,6 +314,10 @@ def rmsprop(w, dw, config=None):
         )
         config["cache"] = cache
         return next_w, config
+    if cuda := _cuda(w):
+        next_w, config["cache"] = cuda.rmsprop(w, dw, config["cache"], config["learning_rate"], decay,
+                                               config["epsilon"])
+        return next_w, config
     cache = decay * config["cache"] + (1.0 - decay) * (dw * dw)
     config["cache"] = cache
     sqrt = np.sqrt if isinstance(w, np.ndarray) else array_api(w).sqrt
@@ -317,10 +341,18 @@ def adam(w, dw, config=None):
     return _adam_step(w, dw, config)
 
 
-def _adam_step(w, dw, config):
-    """Adam's update of w with a prepared config (shared by adam and adamw)."""
+def _adam_step(w, dw, config, wscale=1.0):
+    """Adam's update of w * wscale with a prepared config (shared by adam and adamw,
+    whose decoupled decay is the scale)."""
     b1, b2 = config["beta1"], config["beta2"]
     t = config["t"] + 1
+    if cuda := _cuda(w):
+        next_w, m, v = cuda.adam(w, dw, config["m"], config["v"], config["learning_rate"], b1, b2,
+                                 config["epsilon"], t, wscale)
+        config.update(m=m, v=v, t=t)
+        return next_w, config
+    if wscale != 1.0:
+        w = w * wscale
     if _compiled(w, dw, config["m"], config["v"]):
         # The same formulas and constants as the NumPy code below, in one pass.
         next_w, m, v = np.empty_like(w), np.empty_like(w), np.empty_like(w)
@@ -395,6 +427,9 @@ def sgdw(w, dw, config=None):
 
 def _nesterov_step(w, dw, config, coupled, decoupled):
     lr, mu = config["learning_rate"], config["momentum"]
+    if cuda := _cuda(w):
+        next_w, config["velocity"] = cuda.nesterov(w, dw, config["velocity"], lr, mu, coupled, decoupled)
+        return next_w, config
     g = dw + coupled * w if coupled else dw
     v = config["velocity"] * mu
     v += g
@@ -418,8 +453,7 @@ def adamw(w, dw, config=None):
     config: adam's keys plus `weight_decay` (1e-2, PyTorch's default).
     """
     config = _prepare("adamw", w, dw, config)
-    decayed = w * (1.0 - config["learning_rate"] * config["weight_decay"])
-    return _adam_step(decayed, dw, config)
+    return _adam_step(w, dw, config, 1.0 - config["learning_rate"] * config["weight_decay"])
 
 
 UPDATE_RULES = {

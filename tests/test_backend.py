@@ -451,3 +451,16 @@ def test_callbacks_and_pictures_read_a_model_on_the_device(tmp_path):
     assert backend.device_of(W) == "array_api_strict"
     np.testing.assert_array_equal(vis_utils.filter_grid(W), vis_utils.filter_grid(host.params["conv1.W"]))
     assert (tmp_path / "array_api_strict" / "weights.png").is_file()
+
+
+@pytest.mark.parametrize("rule", ["sgd_momentum", "adam"])
+def test_update_state_on_the_device_takes_the_parameters_dtype(rule):
+    """A float64 state beside a float32 device parameter is cast to float32 (Contract 4),
+    as on the host: the state never upcasts the parameter, and a one-pass kernel gets one dtype."""
+    from funkcije import optim
+
+    w, dw, s = _strict(np.ones(4, dtype=np.float32), np.ones(4, dtype=np.float32), np.ones(4))
+    key = "velocity" if rule == "sgd_momentum" else "m"
+    next_w, config = optim.get_update_rule(rule)(w, dw, {key: s})
+    assert next_w.dtype == w.dtype and config[key].dtype == w.dtype
+    assert type(config[key]).__module__.startswith("array_api_strict")

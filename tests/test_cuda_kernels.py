@@ -21,6 +21,7 @@ SHIM = r"""
 #include <cmath>
 #include <algorithm>
 using std::min;
+using std::sqrt;
 struct dim3_ { unsigned x, y, z; };
 static dim3_ threadIdx, blockIdx, blockDim, gridDim;
 #define __global__
@@ -29,7 +30,7 @@ static dim3_ threadIdx, blockIdx, blockDim, gridDim;
 """
 
 _SIG = re.compile(r'extern "C" __global__ void (\w+)\(([^)]*)\)')
-_CTYPES = {"long long": ctypes.c_longlong, "int": ctypes.c_int, "double": ctypes.c_double}
+_CTYPES = {"long long": ctypes.c_longlong, "int": ctypes.c_int, "float": ctypes.c_float, "double": ctypes.c_double}
 
 
 def _launcher(name, params):
@@ -82,8 +83,12 @@ def host_launch(request, tmp_path_factory):
             else:
                 ctype = p.rsplit(" ", 1)[0]
                 assert ctype in _CTYPES, p
-                # the GPU launch passes _LL as int64 and other ints as int32: they must match
-                assert isinstance(a, CK._LL) == (ctype == "long long"), (full, p)
+                # the GPU launch passes _LL as int64, other ints as int32 and _Real as the
+                # kernel's float type: they must match
+                if ctype in ("float", "double"):
+                    assert isinstance(a, CK._Real) and ctype == CK._TYPES[dtype_name], (full, p)
+                else:
+                    assert isinstance(a, CK._LL) == (ctype == "long long"), (full, p)
                 c_args.append(_CTYPES[ctype](a))
         getattr(libs[dtype_name], f"launch_{full}")(grid, block, *c_args)
 
@@ -340,7 +345,7 @@ def test_fast_conv_through_the_kernels(on_host, monkeypatch):
 
 
 def test_the_gpu_check_scripts_layer_checks_run_on_the_host(on_host, monkeypatch):
-    """benchmarks/gpu_check.py's layer checks, CuPy played by NumPy and the CUDA kernels by
+    """benchmarks/gpu_check.py's layer and update-rule checks, CuPy played by NumPy and the CUDA kernels by
     their host build: the script runs through and every check passes, with the kernels on
     and off (a mistake in it would otherwise surface only on a GPU)."""
     import importlib.util
@@ -351,12 +356,26 @@ def test_the_gpu_check_scripts_layer_checks_run_on_the_host(on_host, monkeypatch
     spec = importlib.util.spec_from_file_location("gpu_check", path)
     gpu_check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu_check)
-    monkeypatch.setattr(FL, "_gpu_kernels", lambda x: CK if config.get("cuda_kernels") else FL._xk)
+    class OnDevice(np.ndarray):
+        """What cp.asarray makes: NumPy arrays marked as the GPU's, so that the host
+        references (plain arrays) run the NumPy code and the marked ones the kernels."""
+
+    monkeypatch.setattr(FL, "_gpu_kernels",
+                        lambda x: CK if isinstance(x, OnDevice) and config.get("cuda_kernels") else FL._xk)
     monkeypatch.setattr(gpu_check.backend, "device_of", lambda a: "gpu")
+    real_update = CK._update  # a new parameter stays marked, so its next update is a device update too
+    monkeypatch.setattr(CK, "_update", lambda *a: tuple(o.view(OnDevice) for o in real_update(*a)))
     with config.using(implementation="namespace"):
-        rows = gpu_check.check_layers(types.SimpleNamespace(asarray=np.asarray))
-    assert len(rows) == 4 * len(gpu_check.LAYERS)
+        cp = types.SimpleNamespace(asarray=lambda a: np.asarray(a).view(OnDevice))
+        rows = gpu_check.check_layers(cp)
+        assert len(rows) == 4 * len(gpu_check.LAYERS)
+        used = []
+        real = CK._launch
+        monkeypatch.setattr(CK, "_launch", lambda name, *a: (used.append(name), real(name, *a)))
+        rows += gpu_check.check_updates(cp)
     assert all(r["ok"] for r in rows), [r for r in rows if not r["ok"]]
+    assert {n for n in used if n.startswith("upd_")} == {"upd_sgd", "upd_momentum", "upd_rmsprop", "upd_adam",
+                                                         "upd_nesterov"}
 
 
 def _nvrtc():
@@ -404,6 +423,66 @@ def test_nvrtc_compiles_the_kernels(dtype_name, arch):
         lib.nvrtcDestroyProgram(ctypes.byref(prog))
     kernels = {name for name, _ in _SIG.findall(src)}
     compiled = set(re.findall(r"Compiling entry function '(\w+)'", log))
-    assert compiled == kernels and len(kernels) == 8
+    assert compiled == kernels and len(kernels) == 13
     spills = re.findall(r"(\d+) bytes spill stores", log)
     assert spills and all(s == "0" for s in spills), log
+
+
+RULES = {
+    "sgd": {"learning_rate": 0.1},
+    "sgd_momentum": {"learning_rate": 0.1, "momentum": 0.9},
+    "rmsprop": {"learning_rate": 0.01, "decay_rate": 0.9},
+    "adam": {"learning_rate": 0.01},
+    "adamw": {"learning_rate": 0.01, "weight_decay": 0.1},
+    "sgd_nesterov": {"learning_rate": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
+    "sgdw": {"learning_rate": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_update_kernels_follow_the_numpy_rules(on_host, monkeypatch, rule, dtype):
+    """Each rule through its CUDA kernel (as for a GPU parameter) against the NumPy code,
+    three steps; state and results of w's dtype, inputs untouched, subnormal results flushed."""
+    from funkcije import optim
+
+    rng = np.random.default_rng(7)
+    w0 = rng.standard_normal((3, 5, 4)).astype(dtype)
+    w0[0, 0, :2] = 0  # with a zero gradient these give subnormal or zero results
+    grads = [rng.standard_normal(w0.shape).astype(dtype) for _ in range(3)]
+    for g in grads:
+        g[0, 0, :2] = np.finfo(dtype).smallest_normal / 4  # subnormal steps: flushed on both paths
+    fn = optim.get_update_rule(rule)
+
+    def run(use_kernels):
+        used = []
+        if use_kernels:
+            monkeypatch.setattr(FL, "_gpu_kernels", lambda x: CK)
+            real = CK._launch
+            monkeypatch.setattr(CK, "_launch", lambda name, *a: (used.append(name), real(name, *a)))
+        w, config = w0.copy(), dict(RULES[rule])
+        with config_scope():
+            for g in grads:
+                before = (w.copy(), g.copy())
+                w, config = fn(w, g, config)
+                assert w.dtype == np.dtype(dtype)
+                np.testing.assert_array_equal(before[1], g)
+        monkeypatch.undo()
+        return w, config, used
+
+    def config_scope():
+        return config.using(implementation="numpy")
+
+    got, got_cfg, used = run(True)
+    want, want_cfg, _ = run(False)
+    assert len(used) == 3 and all(n.startswith("upd_") for n in used)
+    tol = dict(rtol=2e-6, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(got, want, **tol)
+    for key, value in want_cfg.items():
+        if isinstance(value, np.ndarray):
+            assert got_cfg[key].dtype == np.dtype(dtype)
+            np.testing.assert_allclose(got_cfg[key], value, **tol)
+        else:
+            assert got_cfg[key] == value
+    tiny = np.finfo(dtype).smallest_normal
+    assert not ((np.abs(got) < tiny) & (got != 0)).any()

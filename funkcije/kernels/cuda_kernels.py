@@ -24,6 +24,7 @@ other paths, so caches are interchangeable.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -271,6 +272,84 @@ extern "C" __global__ void conv_out_SUFFIX(const scalar_t* __restrict__ res, con
         scalar_t* __restrict__ out, long long total, int nb, int F, long long P) {
     BY_INDEX(total, conv_out_body, res, b, out, total, nb, F, P);
 }
+
+/* The update rules (funkcije.optim), each in one pass over w, dw and the state: the NumPy
+   code's operations in its order and in the array's dtype; results (next_w and the new
+   state) with magnitude below tiny, the dtype's smallest normal, flushed to zero as
+   optim's _flush_subnormals does. */
+#define FLUSH(v) (((v) < tiny && (v) > -tiny) ? (scalar_t)0 : (v))
+#define ELEMENTS(i, n) GRID_LOOP(long long, i, n)
+
+extern "C" __global__ void upd_sgd_SUFFIX(const scalar_t* __restrict__ w, const scalar_t* __restrict__ dw,
+        scalar_t* __restrict__ next_w, long long total, scalar_t lr, scalar_t tiny) {
+    ELEMENTS(i, total) {
+        scalar_t n = w[i] - lr * dw[i];
+        next_w[i] = FLUSH(n);
+    }
+}
+
+/* velocity = momentum * velocity - lr * dw; next_w = w + velocity */
+extern "C" __global__ void upd_momentum_SUFFIX(const scalar_t* __restrict__ w, const scalar_t* __restrict__ dw,
+        const scalar_t* __restrict__ vel, scalar_t* __restrict__ next_w, scalar_t* __restrict__ next_vel,
+        long long total, scalar_t lr, scalar_t mu, scalar_t tiny) {
+    ELEMENTS(i, total) {
+        scalar_t v = mu * vel[i] - lr * dw[i];
+        scalar_t n = w[i] + v;
+        next_vel[i] = FLUSH(v);
+        next_w[i] = FLUSH(n);
+    }
+}
+
+/* cache = decay * cache + (1 - decay) * dw^2; next_w = w - lr * dw / (sqrt(cache) + eps) */
+extern "C" __global__ void upd_rmsprop_SUFFIX(const scalar_t* __restrict__ w, const scalar_t* __restrict__ dw,
+        const scalar_t* __restrict__ cache, scalar_t* __restrict__ next_w, scalar_t* __restrict__ next_cache,
+        long long total, scalar_t lr, scalar_t decay, scalar_t keep, scalar_t eps, scalar_t tiny) {
+    ELEMENTS(i, total) {
+        scalar_t g = dw[i];
+        scalar_t c = decay * cache[i] + keep * (g * g);
+        scalar_t n = w[i] - lr * g / (sqrt(c) + eps);
+        next_cache[i] = FLUSH(c);
+        next_w[i] = FLUSH(n);
+    }
+}
+
+/* Adam on w' = w * wscale (AdamW's decoupled decay; 1 for Adam): m = b1 m + (1 - b1) dw,
+   v = b2 v + (1 - b2) dw^2, next_w = w' - step * (m / (sqrt(v) * vcorr + eps)), where
+   vcorr = 1 / sqrt(1 - b2^t) and step = lr / (1 - b1^t). */
+extern "C" __global__ void upd_adam_SUFFIX(const scalar_t* __restrict__ w, const scalar_t* __restrict__ dw,
+        const scalar_t* __restrict__ m, const scalar_t* __restrict__ v, scalar_t* __restrict__ next_w,
+        scalar_t* __restrict__ next_m, scalar_t* __restrict__ next_v, long long total, scalar_t wscale,
+        scalar_t b1, scalar_t keep1, scalar_t b2, scalar_t keep2, scalar_t vcorr, scalar_t eps, scalar_t step,
+        scalar_t tiny) {
+    ELEMENTS(i, total) {
+        scalar_t g = dw[i];
+        scalar_t wi = wscale == (scalar_t)1 ? w[i] : w[i] * wscale;
+        scalar_t mi = b1 * m[i] + keep1 * g;
+        scalar_t vi = b2 * v[i] + keep2 * (g * g);
+        scalar_t n = wi - step * (mi / (sqrt(vi) * vcorr + eps));
+        next_m[i] = FLUSH(mi);
+        next_v[i] = FLUSH(vi);
+        next_w[i] = FLUSH(n);
+    }
+}
+
+/* Nesterov momentum in PyTorch's form: g = dw + coupled * w, velocity = mu velocity + g,
+   next_w = w - lr * (g + mu velocity + decoupled * w) (sgd_nesterov: coupled weight decay;
+   sgdw: decoupled). */
+extern "C" __global__ void upd_nesterov_SUFFIX(const scalar_t* __restrict__ w, const scalar_t* __restrict__ dw,
+        const scalar_t* __restrict__ vel, scalar_t* __restrict__ next_w, scalar_t* __restrict__ next_vel,
+        long long total, scalar_t lr, scalar_t mu, scalar_t coupled, scalar_t decoupled, scalar_t tiny) {
+    ELEMENTS(i, total) {
+        scalar_t wi = w[i];
+        scalar_t g = coupled != (scalar_t)0 ? dw[i] + coupled * wi : dw[i];
+        scalar_t v = vel[i] * mu + g;
+        scalar_t st = v * mu + g;
+        if (decoupled != (scalar_t)0) st = st + decoupled * wi;
+        scalar_t n = st * (-lr) + wi;
+        next_vel[i] = FLUSH(v);
+        next_w[i] = FLUSH(n);
+    }
+}
 """
 
 _TYPES = {"float32": "float", "float64": "double"}
@@ -293,14 +372,17 @@ def _cuda_launch(name, dtype_name, grid, block, args):
     """Run kernel `name` for `dtype_name` on the current CUDA device (CuPy arrays; ints
     passed as the C types of the kernels' signatures: see `_c_args`)."""
     fn = _module(dtype_name).get_function(f"{name}_{_TYPES[dtype_name]}")
-    fn((grid,), (block,), tuple(_c_args(args)))
+    fn((grid,), (block,), tuple(_c_args(args, dtype_name)))
 
 
-def _c_args(args):
-    """The launch arguments, Python ints as the kernels' int or long long (numpy scalars)."""
+def _c_args(args, dtype_name):
+    """The launch arguments, Python ints as the kernels' int or long long and _Real as
+    their scalar_t (numpy scalars)."""
     out = []
     for a in args:
-        if isinstance(a, _LL):
+        if isinstance(a, _Real):
+            out.append(np.dtype(dtype_name).type(a))
+        elif isinstance(a, _LL):
             out.append(np.int64(a))
         elif isinstance(a, (bool, int, np.integer)):
             out.append(np.int32(a))
@@ -311,6 +393,10 @@ def _c_args(args):
 
 class _LL(int):
     """An int passed as `long long` (element counts): the rest are `int`."""
+
+
+class _Real(float):
+    """A float passed as the kernel's scalar_t: float32 for float kernels, float64 for double."""
 
 
 # The launcher: CuPy's, or (tests) the host compiler's build of the same source.
@@ -478,3 +564,40 @@ def conv_forward(x, w, b, g):
 def conv_backward(x, w, dout, g, need_dx=True):
     """As `xp_kernels.conv_backward`, its memory-bound steps as CUDA kernels."""
     return _xk.conv_backward(x, w, dout, g, need_dx, steps=ConvSteps)
+
+
+# ----------------------------------------------------------------------------- update rules
+
+
+def _update(name, w, dw, state, hyper):
+    """Kernel upd_<name> over w (any shape), dw and the state arrays: (next_w, *next_state),
+    new arrays of w's dtype; `hyper` the rule's constants as Python floats."""
+    xp = backend.array_api(w)
+    w, dw, state = _contiguous(w), _contiguous(dw), [_contiguous(s) for s in state]
+    outs = [xp.empty(w.shape, dtype=w.dtype) for _ in range(1 + len(state))]
+    tiny = float(xp.finfo(w.dtype).smallest_normal)
+    _run(f"upd_{name}", backend.dtype_name(w), _grid(w.size), BLOCK,
+         (w, dw, *state, *outs, _LL(w.size), *(_Real(h) for h in hyper), _Real(tiny)))
+    return tuple(outs)
+
+
+def sgd(w, dw, lr):
+    return _update("sgd", w, dw, (), (lr,))[0]
+
+
+def sgd_momentum(w, dw, velocity, lr, momentum):
+    return _update("momentum", w, dw, (velocity,), (lr, momentum))
+
+
+def rmsprop(w, dw, cache, lr, decay, eps):
+    return _update("rmsprop", w, dw, (cache,), (lr, decay, 1.0 - decay, eps))
+
+
+def adam(w, dw, m, v, lr, beta1, beta2, eps, t, wscale=1.0):
+    """Adam's step t (1 for the first) on w * wscale (AdamW's decoupled decay)."""
+    return _update("adam", w, dw, (m, v), (wscale, beta1, 1.0 - beta1, beta2, 1.0 - beta2,
+                                            1.0 / math.sqrt(1.0 - beta2**t), eps, lr / (1.0 - beta1**t)))
+
+
+def nesterov(w, dw, velocity, lr, momentum, coupled, decoupled):
+    return _update("nesterov", w, dw, (velocity,), (lr, momentum, coupled, decoupled))
