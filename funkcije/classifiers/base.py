@@ -74,14 +74,18 @@ def l2_penalty(params, names, reg, dtype):
     """0.5 * reg * sum over `names` of sum(W ** 2), as a scalar of `dtype` (weights
     of any array namespace: a model on the GPU sums there, in float64)."""
     total = dtype.type(0)
+    on_device = None  # the device's sums, read back once: a read is a wait for the device
     for name in names:
         w = params[name]
         if not isinstance(w, np.ndarray):
             xp = array_api(w)
-            total += float(xp.sum(w * w, dtype=xp.float64))
+            s = xp.sum(w * w, dtype=xp.float64)
+            on_device = s if on_device is None else on_device + s
             continue
         w = w.ravel()
         total += np.dot(w, w)  # BLAS dot: no W ** 2 temporary the size of the weights
+    if on_device is not None:
+        total += float(on_device)
     return dtype.type(0.5 * reg * total)
 
 
