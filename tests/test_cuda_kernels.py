@@ -486,3 +486,31 @@ def test_update_kernels_follow_the_numpy_rules(on_host, monkeypatch, rule, dtype
             assert got_cfg[key] == value
     tiny = np.finfo(dtype).smallest_normal
     assert not ((np.abs(got) < tiny) & (got != 0)).any()
+
+
+def test_a_kernel_that_does_not_compile_says_how_to_go_on(monkeypatch):
+    """NVRTC's failure (CuPy's CompileException) becomes an error naming the switch that
+    runs the layers without the kernels; other errors pass through unchanged."""
+    import types
+
+    class CompileException(Exception):
+        pass
+
+    class Module:
+        def __init__(self, code):
+            pass
+
+        def get_function(self, name):
+            raise CompileException("funkcije.cu(3): error: identifier undefined")
+
+    CK._module.cache_clear()
+    monkeypatch.setattr(CK.backend, "require_cupy", lambda where="": types.SimpleNamespace(RawModule=Module))
+    try:
+        with pytest.raises(RuntimeError, match="did not compile.*identifier undefined(.|\\n)*FUNKCIJE_CUDA_KERNELS=0"):
+            CK._cuda_launch("bn_apply", "float32", 1, 32, ())
+        monkeypatch.setattr(Module, "get_function", lambda self, name: 1 / 0)
+        CK._module.cache_clear()
+        with pytest.raises(ZeroDivisionError):
+            CK._cuda_launch("bn_apply", "float32", 1, 32, ())
+    finally:
+        CK._module.cache_clear()

@@ -371,7 +371,15 @@ def _module(dtype_name):
 def _cuda_launch(name, dtype_name, grid, block, args):
     """Run kernel `name` for `dtype_name` on the current CUDA device (CuPy arrays; ints
     passed as the C types of the kernels' signatures: see `_c_args`)."""
-    fn = _module(dtype_name).get_function(f"{name}_{_TYPES[dtype_name]}")
+    try:
+        fn = _module(dtype_name).get_function(f"{name}_{_TYPES[dtype_name]}")
+    except Exception as exc:  # CuPy compiles on first use: its CompileException carries NVRTC's log
+        if type(exc).__name__ != "CompileException":
+            raise
+        raise RuntimeError(
+            f"funkcije's CUDA kernels ({dtype_name}) did not compile on this GPU/CUDA: {exc}\n"
+            "config.set(cuda_kernels=False) or FUNKCIJE_CUDA_KERNELS=0 runs the same layers "
+            "without them (their Array API form)") from exc
     fn((grid,), (block,), tuple(_c_args(args, dtype_name)))
 
 
