@@ -181,6 +181,16 @@ extern "C" __global__ void bn_dx_SUFFIX(const scalar_t* __restrict__ dout, const
     BY_INDEX(total, bn_dx_body, dout, x, y, m, k, p, q, dx, total, C, HW, train, relu);
 }
 
+/* i = (outer * B + b) * A + a, A and B the two innermost extents: sets a and b, returns outer */
+template <typename I>
+__device__ I unravel2(I i, int A, int B, int& a, int& b) {
+    I q = i / A;
+    a = (int)(i - q * A);
+    I outer = q / B;
+    b = (int)(q - outer * B);
+    return outer;
+}
+
 /* Convolution columns (G, K, nb * P) of images x (nb, C, H, W), zero padded: row
    c * HH * WW + kh * WW + kw (the order of w.reshape(F, K), groups stacked), column n * P +
    oh * Wo + ow. One thread per (c, n, oh, ow) writes that column's HH * WW rows of channel
@@ -190,12 +200,10 @@ __device__ void im2col_body(const scalar_t* __restrict__ x, scalar_t* __restrict
         int H, int W, int HH, int WW, int Ho, int Wo, int pad_h, int pad_w, int sh, int sw, int dh, int dw) {
     const I P = (I)Ho * Wo, row_step = (I)nb * P;
     GRID_LOOP(I, i, total) {
-        I q = i / Wo;
-        int ow = (int)(i - q * Wo);
-        I q2 = q / Ho;
-        int oh = (int)(q - q2 * Ho);
-        I c = q2 / nb;
-        int n = (int)(q2 - c * nb);
+        int ow, oh;
+        I cn = unravel2(i, Wo, Ho, ow, oh);  /* c * nb + n */
+        I c = cn / nb;
+        int n = (int)(cn - c * nb);
         const scalar_t* xc = x + ((I)n * C + c) * H * W;
         scalar_t* col = cols + (c * HH * WW * nb + n) * P + (I)oh * Wo + ow;
         int h0 = oh * sh - pad_h, w0 = ow * sw - pad_w;
@@ -226,12 +234,10 @@ __device__ void col2im_body(const scalar_t* __restrict__ dcols, scalar_t* __rest
         int H, int W, int HH, int WW, int Ho, int Wo, int pad_h, int pad_w, int sh, int sw, int dh, int dw) {
     const I P = (I)Ho * Wo, row_step = (I)nb * P;
     GRID_LOOP(I, i, total) {
-        I q = i / W;
-        int w = (int)(i - q * W);
-        I q2 = q / H;
-        int h = (int)(q - q2 * H);
-        I n = q2 / C;
-        int c = (int)(q2 - n * C);
+        int w, h;
+        I nc = unravel2(i, W, H, w, h);  /* n * C + c */
+        I n = nc / C;
+        int c = (int)(nc - n * C);
         const scalar_t* d = dcols + ((I)c * HH * WW * nb + n) * P;
         scalar_t acc = 0;
         for (int kh = 0; kh < HH; ++kh) {
