@@ -378,8 +378,9 @@ def test_the_gpu_check_scripts_layer_checks_run_on_the_host(on_host, monkeypatch
                                                          "upd_nesterov"}
 
 
-def _nvrtc():
-    """libnvrtc from the nvidia-cuda-nvrtc wheel (a test dependency on Linux x86-64), or None."""
+def _nvrtc(cuda):
+    """libnvrtc of CUDA `cuda` ("12" or "13") from the nvidia-cuda-nvrtc wheels (test
+    dependencies on Linux x86-64), or None."""
     import glob
     import os
 
@@ -387,24 +388,27 @@ def _nvrtc():
         import nvidia
     except ImportError:
         return None
-    found = [p for d in nvidia.__path__ for p in sorted(glob.glob(os.path.join(d, "cuda_nvrtc", "lib", "libnvrtc.so*")))]
+    where = {"12": ("cuda_nvrtc", "lib", "libnvrtc.so.12"), "13": ("cu13", "lib", "libnvrtc.so.13")}[cuda]
+    found = [p for d in nvidia.__path__ for p in sorted(glob.glob(os.path.join(d, *where)))]
     return ctypes.CDLL(found[0]) if found else None
 
 
 @pytest.mark.parametrize("arch", ["sm_75", "sm_80", "sm_90"])
 @pytest.mark.parametrize("dtype_name", ["float32", "float64"])
-def test_nvrtc_compiles_the_kernels(dtype_name, arch):
-    """The source as CuPy's RawModule hands it to NVRTC compiles to machine code for Turing,
-    Ampere and Hopper GPUs (NVRTC needs no GPU), every kernel present, none spilling
-    registers to memory. What g++ accepts above NVRTC might not (and the reverse)."""
+@pytest.mark.parametrize("cuda", ["12", "13"])
+def test_nvrtc_compiles_the_kernels(cuda, dtype_name, arch):
+    """The source as CuPy's RawModule hands it to NVRTC compiles, with CUDA 12's and 13's,
+    to machine code for Turing, Ampere and Hopper GPUs (NVRTC needs no GPU), every kernel
+    present, none spilling registers to memory. What g++ accepts above NVRTC might not
+    (and the reverse)."""
     import os
     import sys
 
-    lib = _nvrtc()
+    lib = _nvrtc(cuda)
     if lib is None:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes") and sys.platform == "linux":
-            pytest.fail("CI needs nvidia-cuda-nvrtc-cu12 (the test extra) to compile the CUDA kernels")
-        pytest.skip("NVRTC (pip install nvidia-cuda-nvrtc-cu12) not installed")
+            pytest.fail(f"CI needs CUDA {cuda}'s NVRTC (the test extra) to compile the CUDA kernels")
+        pytest.skip(f"CUDA {cuda}'s NVRTC (the test extra: nvidia-cuda-nvrtc wheels) not installed")
     lib.nvrtcGetErrorString.restype = ctypes.c_char_p
     src = CK.source_for(dtype_name)
     prog = ctypes.c_void_p()
