@@ -1,6 +1,7 @@
 """The CUDA kernels (funkcije/kernels/cuda_kernels.py) without a GPU: their source compiled
 by the host C++ compiler, each launch's grid walked thread by thread in a loop, and the
-Python wrappers run on NumPy arrays against the reference layers. The kernels share
+Python wrappers run on NumPy arrays against the reference layers; every array a kernel
+gets is fenced by canary bytes, so a write outside it fails the test. The kernels share
 nothing between threads, so the sequential walk computes what the GPU computes (up to
 the GPU's fused multiply-adds). On a GPU, benchmarks/gpu_check.py checks them there."""
 import ctypes
@@ -70,7 +71,7 @@ def host_launch(request, tmp_path_factory):
         assert 1 <= grid < 2**31 and 1 <= block <= 1024, (full, grid, block)  # what CUDA accepts
         params = signatures[full]
         assert len(params) == len(args), (full, len(params), len(args))
-        c_args = []
+        c_args, fenced = [], {}
         for p, a in zip(params, args):
             if "*" in p:
                 assert isinstance(a, np.ndarray) and a.flags.c_contiguous, (full, p)
@@ -79,7 +80,10 @@ def host_launch(request, tmp_path_factory):
                 assert a.dtype == want, (full, p, a.dtype)
                 if "const" not in p:
                     assert a.flags.writeable
-                c_args.append(ctypes.c_void_p(a.ctypes.data))
+                key = (a.__array_interface__["data"][0], a.size)  # one fenced copy per array passed
+                if key not in fenced:
+                    fenced[key] = (a, _fenced_copy(a))
+                c_args.append(ctypes.c_void_p(fenced[key][1][FENCE:].ctypes.data))
             else:
                 ctype = p.rsplit(" ", 1)[0]
                 assert ctype in _CTYPES, p
@@ -91,8 +95,26 @@ def host_launch(request, tmp_path_factory):
                     assert isinstance(a, CK._LL) == (ctype == "long long"), (full, p)
                 c_args.append(_CTYPES[ctype](a))
         getattr(libs[dtype_name], f"launch_{full}")(grid, block, *c_args)
+        for a, buf in fenced.values():
+            for side in (buf[:FENCE], buf[buf.size - FENCE:]):
+                assert (side.view(np.uint8) == CANARY).all(), f"{full} wrote outside an array of shape {a.shape}"
+            if a.flags.writeable:
+                a.reshape(-1)[...] = buf[FENCE:buf.size - FENCE]
 
     return launch
+
+
+FENCE, CANARY = 64, 0xA5  # elements of canary bytes on each side of every array a kernel gets
+
+
+def _fenced_copy(a):
+    """a's elements in a new buffer between two fences of FENCE elements of CANARY bytes:
+    a kernel's write outside the array (also into the rest of an array a view was cut
+    from) changes a fence."""
+    buf = np.empty(a.size + 2 * FENCE, dtype=a.dtype)
+    buf.view(np.uint8)[...] = CANARY
+    buf[FENCE:FENCE + a.size] = a.reshape(-1)
+    return buf
 
 
 @pytest.fixture
