@@ -23,6 +23,9 @@
    accuracy checks included), on the CIFAR-10 training set under FUNKCIJE_DATA when it is
    there, else on random images of its shape (the time does not depend on the values).
 
+--kernels-only: the layer and update-rule checks alone, small and quick enough to run under
+compute-sanitizer (benchmarks/gpu_run.sh sanitize), which catches out-of-bounds accesses.
+
 --tf32: the timings only, with TF32 matrix products on both sides (CuPy's CUPY_TF32=1,
 PyTorch's allow_tf32), written to DIR/gpu_check_tf32.json; run it in its own process.
 
@@ -297,6 +300,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=".", help="folder for gpu_check.json")
     p.add_argument("--quick", action="store_true", help="correctness only")
+    p.add_argument("--kernels-only", action="store_true",
+                   help="the layer and update-rule checks alone (what compute-sanitizer runs over)")
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
@@ -314,10 +319,10 @@ def main(argv=None):
     # TF32 products are not float32's: the correctness checks run in float32 mode only
     report["layers"] = [] if args.tf32 else check_layers(cp)
     report["updates"] = [] if args.tf32 else check_updates(cp)
-    report["models"] = [] if args.tf32 else check_models()
+    report["models"] = [] if args.tf32 or args.kernels_only else check_models()
     for row in report["layers"] + report["updates"] + report["models"]:
         print(json.dumps(row))
-    if not args.quick:
+    if not (args.quick or args.kernels_only):
         report["timing"] = time_models(cp, args.warmup, args.steps, args.batch, args.tf32)
         for row in report["timing"]:
             print(f"{row['case']:36s} funkcije {row['funkcije_ms']:9.2f} ms   torch {row['torch_ms']:9.2f} ms   "
@@ -326,7 +331,8 @@ def main(argv=None):
             report["epoch"] = time_epoch(cp, args.epoch_images, args.batch)
             print(json.dumps(report["epoch"]))
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / ("gpu_check_tf32.json" if args.tf32 else "gpu_check.json")).write_text(json.dumps(report, indent=2))
+    name = "gpu_check_tf32.json" if args.tf32 else "gpu_check_kernels.json" if args.kernels_only else "gpu_check.json"
+    (Path(args.out) / name).write_text(json.dumps(report, indent=2))
     bad = [r for r in report["layers"] + report["updates"] + report["models"] if not r["ok"]]
     print(f"{report['gpu']}: {len(bad)} failed checks")
     return 1 if bad else 0

@@ -2,6 +2,7 @@
 # The device machine's prepared command (benchmarks/README.md, "On a GPU"):
 #   bash benchmarks/gpu_run.sh check   correctness and timings (gpu_check.py, then its TF32 timings)
 #   bash benchmarks/gpu_run.sh train   the fast-94 recipe on the GPU, on CIFAR-10 carried in gpu_data/
+#   bash benchmarks/gpu_run.sh sanitize the layer and update-rule checks under compute-sanitizer (memcheck)
 # Results go to $OUT (the device tool's folder) or runs/gpu; each stage stays under 10 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,10 +22,14 @@ case "${1:-check}" in
     timeout 330 python3 benchmarks/gpu_check.py --out "$OUT" 2>&1 | tee "$OUT/gpu_check.log"
     timeout 150 python3 benchmarks/gpu_check.py --tf32 --epoch-images 0 --out "$OUT" 2>&1 | tee "$OUT/gpu_check_tf32.log"
     ;;
+  sanitize)
+    timeout 300 compute-sanitizer --tool memcheck --error-exitcode 3 \
+      python3 benchmarks/gpu_check.py --kernels-only --out "$OUT" 2>&1 | tee "$OUT/sanitize.log"
+    ;;
   train)
     [ -n "${FUNKCIJE_DATA:-}" ] || { echo "no CIFAR-10: carry gpu_data/cifar.tar.* first"; exit 2; }
     timeout 540 python3 -m funkcije.train --recipe fast-94 --device gpu --quiet --out "$OUT/fast94" 2>&1 |
       tee "$OUT/fast94.log"
     ;;
-  *) echo "usage: bash benchmarks/gpu_run.sh check|train"; exit 2 ;;
+  *) echo "usage: bash benchmarks/gpu_run.sh check|sanitize|train"; exit 2 ;;
 esac
