@@ -28,7 +28,7 @@ __all__ = ["DEVICES", "namespace", "array_api", "is_array", "is_floating", "is_i
 DEVICES = ("cpu", "gpu")
 
 _CUPY_HINT = ("CuPy is not installed: the GPU needs it. Install the wheel for your CUDA version, "
-              "e.g. `pip install -e \".[gpu]\"` (cupy-cuda12x) or `pip install cupy-cuda13x`")
+              "`pip install -e \".[gpu]\"` (cupy-cuda12x) or `pip install -e \".[gpu-cuda13]\"` (cupy-cuda13x)")
 
 
 def require_cupy(where: str = "funkcije.backend"):
