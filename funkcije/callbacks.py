@@ -38,6 +38,7 @@ import os
 import numpy as np
 
 from . import backend
+from .checks import check_int, check_real, check_real_in
 
 __all__ = ["Callback", "FilterSnapshots", "WeightHistograms", "EpochEvaluation", "Lookahead", "TensorBoard", "HOOKS"]
 
@@ -73,15 +74,6 @@ def _check_path(where, name, value):
     if not isinstance(value, (str, os.PathLike)):
         raise TypeError(f"{where}: {name} must be a str or os.PathLike, got {type(value).__name__} {value!r}")
     return os.fspath(value)
-
-
-def _check_count(where, name, value, minimum=1, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        extra = " or None" if allow_none else ""
-        raise ValueError(f"{where}: {name} must be an int >= {minimum}{extra}, got {value!r}")
-    return int(value)
 
 
 def _filter_param(where, params, layer):
@@ -138,7 +130,7 @@ class FilterSnapshots(Callback):
     def __init__(self, out_dir, every: int = 200, layer: str | None = None, grid_file: bool = True):
         where = "FilterSnapshots"
         self.out_dir = _check_path(where, "out_dir", out_dir)
-        self.every = _check_count(where, "every", every)
+        self.every = check_int(where, "every", every)
         if layer is not None and not isinstance(layer, str):
             raise TypeError(f"{where}: layer must be a parameter name (str) or None, got {layer!r}")
         if not isinstance(grid_file, (bool, np.bool_)):
@@ -227,8 +219,8 @@ class WeightHistograms(Callback):
     def __init__(self, path, bins: int = 50, params=None, max_epochs: int = 8):
         where = "WeightHistograms"
         self.path = _check_path(where, "path", path)
-        self.bins = _check_count(where, "bins", bins)
-        self.max_epochs = _check_count(where, "max_epochs", max_epochs)
+        self.bins = check_int(where, "bins", bins)
+        self.max_epochs = check_int(where, "max_epochs", max_epochs)
         if params is not None and (isinstance(params, str) or not isinstance(params, (list, tuple))
                                    or not all(isinstance(p, str) for p in params)):
             raise TypeError(f"{where}: params must be None or a list of names / patterns, got {params!r}")
@@ -318,9 +310,9 @@ class EpochEvaluation(Callback):
     def __init__(self, X_train, y_train, X_val, y_val, num_samples: int | None = None, batch_size: int = 100,
                  seed: int = 0):
         where = "EpochEvaluation"
-        self.num_samples = _check_count(where, "num_samples", num_samples, allow_none=True)
-        self.batch_size = _check_count(where, "batch_size", batch_size)
-        seed = _check_count(where, "seed", seed, minimum=0)
+        self.num_samples = check_int(where, "num_samples", num_samples, allow_none=True)
+        self.batch_size = check_int(where, "batch_size", batch_size)
+        seed = check_int(where, "seed", seed, minimum=0)
         rng = np.random.default_rng(seed)
         self.splits = {}
         for split, X, y in (("train", X_train, y_train), ("val", X_val, y_val)):
@@ -396,11 +388,9 @@ class Lookahead(Callback):
 
     def __init__(self, every: int = 5, decay: float = 0.95 ** 5, power: float = 3.0):
         where = "Lookahead"
-        self.every = _check_count(where, "every", every)
-        for name, value, high in (("decay", decay, 1.0), ("power", power, math.inf)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= high:
-                raise ValueError(f"{where}: {name} must be a number in [0, {high}], got {value!r}")
-        self.decay, self.power = float(decay), float(power)
+        self.every = check_int(where, "every", every)
+        self.decay = check_real_in(where, "decay", decay, 0.0, 1.0)
+        self.power = check_real(where, "power", power)
         self.avg = None      # {param name: array}
         self.avg_bn = None   # [{'running_mean': array, 'running_var': array}, ...] or None
 
@@ -482,7 +472,7 @@ class TensorBoard(Callback):
             ) from exc
         self._event_pb2, self._summary_pb2, self._writer_cls = event_pb2, summary_pb2, EventFileWriter
         self.logdir = _check_path(where, "logdir", logdir)
-        self.every = _check_count(where, "every", every)
+        self.every = check_int(where, "every", every)
         for name, v in (("histograms", histograms), ("images", images)):
             if not isinstance(v, (bool, np.bool_)):
                 raise TypeError(f"{where}: {name} must be a bool, got {v!r}")

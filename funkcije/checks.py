@@ -342,6 +342,38 @@ def check_param_keys(layer: str, pname: str, param, valid) -> dict:
     return param
 
 
+def check_bool(where: str, name: str, value) -> bool:
+    """A switch that is on or off must be given a bool (a string 'false' is truthy); 0 and 1 pass."""
+    if not isinstance(value, (bool,)) and not (isinstance(value, numbers.Integral) and value in (0, 1)):
+        raise TypeError(f"{where}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_choice(where: str, name: str, value, choices) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{where}: {name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def check_int(where: str, name: str, value, minimum: int = 1, allow_none: bool = False):
+    """An int >= minimum (a bool is not one), returned as a Python int; None passes when
+    allow_none. TypeError for another type, ValueError below the minimum."""
+    if value is None and allow_none:
+        return None
+    expected = f"an int >= {minimum}" + (" or None" if allow_none else "")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{where}: {name} must be {expected}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{where}: {name} must be {expected}, got {value!r}")
+    return int(value)
+
+
+def check_real(where: str, name: str, value, minimum: float = 0.0, strict: bool = False) -> float:
+    """A finite real number >= minimum (> minimum when strict), returned as a Python float;
+    a bool, a string or None is refused rather than converted."""
+    return check_real_in(where, name, value, minimum, float("inf"), low_open=strict, high_open=True)
+
+
 def check_real_in(layer: str, name: str, value, low, high, low_open=False, high_open=False) -> float:
     """A finite real number in the interval; returned as a Python float."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):

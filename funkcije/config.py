@@ -39,40 +39,15 @@ change all of them.
 """
 from __future__ import annotations
 
-import math
-import numbers
 import os
 from contextlib import contextmanager
+
+from .checks import check_bool, check_choice, check_int, check_real
 
 __all__ = ["get", "set", "using", "names", "ENV", "quick_mode"]
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
-
-
-def check_bool(where: str, name: str, value) -> bool:
-    """A switch that is on or off must be given a bool (a string 'false' is truthy)."""
-    if not isinstance(value, (bool,)) and not (isinstance(value, numbers.Integral) and value in (0, 1)):
-        raise TypeError(f"{where}: {name} must be True or False, got {value!r}")
-    return bool(value)
-
-
-def check_choice(where: str, name: str, value, choices) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{where}: {name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-    return value
-
-
-def check_positive_int(where: str, name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def check_positive_real(where: str, name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{where}: {name} must be a positive finite number, got {value!r}")
-    return float(value)
 
 
 def _env_bool(var: str, default: bool) -> bool:
@@ -96,8 +71,8 @@ def _env_number(var: str, kind, default):
     except ValueError:
         raise ValueError(f"{var} must be a {'whole ' if kind is int else ''}number, got {raw!r}") from None
     if kind is int:
-        return check_positive_int(var, "the value", value)
-    return check_positive_real(var, "the value", value)
+        return check_int(var, "the value", value)
+    return check_real(var, "the value", value, strict=True)
 
 
 def _env_choice(var: str, choices, default: str) -> str:
@@ -161,7 +136,7 @@ _SWITCHES = {
     "conv_threads": (lambda: _fast().get_conv_threads(), lambda v: _fast().set_conv_threads(v)),
     "workspace_mb": (
         lambda: _fast().get_workspace_limit() / 2**20,
-        lambda v: _fast().set_workspace_limit(int(check_positive_real("config.set", "workspace_mb", v) * 2**20)),
+        lambda v: _fast().set_workspace_limit(int(check_real("config.set", "workspace_mb", v, strict=True) * 2**20)),
     ),
     "flush_denormals": (lambda: _engine("runtime").flushing_denormals(), lambda v: _fast().use_flush_denormals(v)),
     "cuda_kernels": (lambda: _cuda_kernels, _set_cuda_kernels),

@@ -24,13 +24,14 @@ Errors
 from __future__ import annotations
 
 import gzip
-import numbers
 import os
 import pickle
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from .checks import check_int
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -113,15 +114,6 @@ def _missing_file(path: Path, what: str, expected) -> FileNotFoundError:
     )
 
 
-def _check_count(value, name: str, minimum: int = 0, where: str = "") -> int:
-    prefix = f"{where}: " if where else ""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{prefix}{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{prefix}{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 def _as_dtype(dtype, where: str) -> np.dtype:
     try:
         return np.dtype(dtype)
@@ -140,9 +132,9 @@ def _check_path(where: str, name: str, value, optional: bool = True):
 
 def _check_split_args(where, num_training, num_validation, num_test, dtype, root):
     """The split arguments, checked before any file is read (loading takes seconds)."""
-    _check_count(num_training, "num_training", 1, where)
-    _check_count(num_validation, "num_validation", 0, where)
-    _check_count(num_test, "num_test", 0, where)
+    check_int(where, "num_training", num_training, 1)
+    check_int(where, "num_validation", num_validation, 0)
+    check_int(where, "num_test", num_test, 0)
     _check_float_dtype(dtype, where)
     _check_path(where, "root", root)
 
@@ -355,9 +347,9 @@ def _to_float_nchw(u8: np.ndarray, shape, dtype, scale: bool, mean):
 
 def _make_split(Xtr, ytr, Xte, yte, shape, num_training, num_validation, num_test,
                 subtract_mean, dtype, scale, where):
-    num_training = _check_count(num_training, "num_training", 1, where)
-    num_validation = _check_count(num_validation, "num_validation", 0, where)
-    num_test = _check_count(num_test, "num_test", 0, where)
+    num_training = check_int(where, "num_training", num_training, 1)
+    num_validation = check_int(where, "num_validation", num_validation, 0)
+    num_test = check_int(where, "num_test", num_test, 0)
     dt = _check_float_dtype(dtype, where)
     if num_training + num_validation > Xtr.shape[0]:
         raise ValueError(

@@ -14,7 +14,6 @@ classes you care about if absent classes should not count.
 """
 from __future__ import annotations
 
-import numbers
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -22,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import augment, backend
-from .checks import check_array, check_labels
+from .checks import check_array, check_int, check_labels
 from .layers import softmax_loss
 
 __all__ = [
@@ -41,14 +40,6 @@ __all__ = [
 # ----------------------------------------------------------------------------- confusion matrix
 
 
-def _check_positive_int(where: str, name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{where}: {name} must be a positive int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{where}: {name} must be >= 1, got {value}")
-    return int(value)
-
-
 def confusion_matrix(y_true, y_pred, num_classes) -> np.ndarray:
     """Count (true, predicted) pairs.
 
@@ -57,7 +48,7 @@ def confusion_matrix(y_true, y_pred, num_classes) -> np.ndarray:
     classes. Classes that never occur simply have zero rows / columns.
     """
     where = "confusion_matrix"
-    C = _check_positive_int(where, "num_classes", num_classes)
+    C = check_int(where, "num_classes", num_classes)
     y_true = np.asarray(y_true)
     if y_true.ndim != 1:
         raise ValueError(f"{where}: y_true must be a 1-D array of labels (N,), got shape {y_true.shape}")
@@ -159,8 +150,7 @@ def classification_report(cm, class_names=None, digits: int = 3) -> str:
     macro averages and the overall accuracy. Returns the string (nothing is printed)."""
     where = "classification_report"
     cm = _check_cm(where, cm)
-    if isinstance(digits, bool) or not isinstance(digits, numbers.Integral) or digits < 0:
-        raise ValueError(f"{where}: digits must be an int >= 0, got {digits!r}")
+    check_int(where, "digits", digits, 0)
     C = cm.shape[0]
     names = _class_names(where, class_names, C)
     m = precision_recall_f1(cm)
@@ -234,7 +224,7 @@ def _check_eval_inputs(where: str, X, y, batch_size, model=None):
                         f"got {type(X).__name__}")
     if X.ndim < 1 or X.shape[0] < 1:
         raise ValueError(f"{where}: X must hold at least one sample along axis 0, got shape {X.shape}")
-    batch_size = _check_positive_int(where, "batch_size", batch_size)
+    batch_size = check_int(where, "batch_size", batch_size)
     y = backend.to_host(y)  # labels on a device come to the host
     if y.shape != (X.shape[0],):
         raise ValueError(f"{where}: y must have shape ({X.shape[0]},) to match X {tuple(X.shape)}, got {y.shape}")
@@ -362,7 +352,7 @@ def worst_examples(model, X, y, k: int = 16, batch_size: int = 100) -> WorstExam
     """
     where = "worst_examples"
     y, batch_size = _check_eval_inputs(where, X, y, batch_size, model)
-    k = _check_positive_int(where, "k", k)
+    k = check_int(where, "k", k)
     N = X.shape[0]
     losses = np.empty(N, dtype=np.float64)
     top_cls = top_p = None

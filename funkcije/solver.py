@@ -137,7 +137,7 @@ from . import backend
 from . import callbacks as _callbacks
 from . import checkpoint as _checkpoint_file
 from . import optim
-from .checks import errors_named
+from .checks import check_int, check_real, errors_named
 from .layers import softmax_loss
 from .fast_layers import engine_step
 
@@ -208,25 +208,6 @@ class TrainingDiverged(RuntimeError):
 # ----------------------------------------------------------------------------- validation helpers
 
 
-def _check_int(name, value, minimum, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        extra = " or None" if allow_none else ""
-        raise ValueError(f"Solver: {name} must be an int >= {minimum}{extra}, got {value!r}")
-    return int(value)
-
-
-def _check_real(name, value, positive=True):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"Solver: {name} must be a finite real number, got {value!r}")
-    if positive and value <= 0:
-        raise ValueError(f"Solver: {name} must be > 0, got {value!r}")
-    if not positive and value < 0:
-        raise ValueError(f"Solver: {name} must be >= 0, got {value!r}")
-    return float(value)
-
-
 def _resolve_schedule(schedule, num_epochs):
     """Validate an lr_schedule dict and return a new dict with defaults filled in
     (cosine's t_max defaults to num_epochs, fixed here so a resumed run that
@@ -252,7 +233,7 @@ def _resolve_schedule(schedule, num_epochs):
     if missing:
         raise ValueError(f"Solver: a {kind!r} lr_schedule needs {missing}, got {schedule!r}")
     out = {"type": kind, **optional, **{k: v for k, v in schedule.items() if k != "type"}}
-    out["warmup"] = _check_real("lr_schedule['warmup']", out["warmup"], positive=False)
+    out["warmup"] = check_real("Solver", "lr_schedule['warmup']", out["warmup"])
     if not isinstance(out["per_iteration"], (bool, np.bool_)):
         raise TypeError(f"Solver: lr_schedule['per_iteration'] must be a bool, got {out['per_iteration']!r}")
     out["per_iteration"] = bool(out["per_iteration"])
@@ -261,22 +242,22 @@ def _resolve_schedule(schedule, num_epochs):
     elif kind == "onecycle":
         if out["total"] is None:
             out["total"] = max(int(num_epochs), 1)
-        out["total"] = _check_real("lr_schedule['total']", out["total"])
-        out["peak"] = _check_real("lr_schedule['peak']", out["peak"])
+        out["total"] = check_real("Solver", "lr_schedule['total']", out["total"], strict=True)
+        out["peak"] = check_real("Solver", "lr_schedule['peak']", out["peak"], strict=True)
         if out["peak"] >= 1:
             raise ValueError(f"Solver: lr_schedule['peak'] is a fraction of the run in (0, 1), got {out['peak']!r}")
-        out["start"] = _check_real("lr_schedule['start']", out["start"], positive=False)
-        out["end"] = _check_real("lr_schedule['end']", out["end"], positive=False)
+        out["start"] = check_real("Solver", "lr_schedule['start']", out["start"])
+        out["end"] = check_real("Solver", "lr_schedule['end']", out["end"])
     elif kind == "step":
-        out["step_size"] = _check_int("lr_schedule['step_size']", out["step_size"], 1)
-        out["gamma"] = _check_real("lr_schedule['gamma']", out["gamma"])
+        out["step_size"] = check_int("Solver", "lr_schedule['step_size']", out["step_size"], 1)
+        out["gamma"] = check_real("Solver", "lr_schedule['gamma']", out["gamma"], strict=True)
     elif kind == "exponential":
-        out["gamma"] = _check_real("lr_schedule['gamma']", out["gamma"])
+        out["gamma"] = check_real("Solver", "lr_schedule['gamma']", out["gamma"], strict=True)
     elif kind == "cosine":
         if out["t_max"] is None:
             out["t_max"] = max(int(num_epochs), 1)
-        out["t_max"] = _check_int("lr_schedule['t_max']", out["t_max"], 1)
-        out["eta_min"] = _check_real("lr_schedule['eta_min']", out["eta_min"], positive=False)
+        out["t_max"] = check_int("Solver", "lr_schedule['t_max']", out["t_max"], 1)
+        out["eta_min"] = check_real("Solver", "lr_schedule['eta_min']", out["eta_min"])
     return out
 
 
@@ -318,16 +299,13 @@ def scheduled_learning_rate(lr0, epoch, lr_schedule=None, lr_decay=1.0, iteratio
     min(1, (iteration + 1) / (w * iterations_per_epoch)). `lr_schedule` must be
     resolved (see the module docstring for the formulas)."""
     where = "scheduled_learning_rate"
-    lr0 = float(_sched_real(where, "lr0", lr0, 0.0))
+    lr0 = check_real(where, "lr0", lr0)
     if iteration is None:
-        epoch = _sched_real(where, "epoch", epoch, 0.0)
+        epoch = check_real(where, "epoch", epoch)
     else:
-        if isinstance(iteration, bool) or not isinstance(iteration, numbers.Integral) or iteration < 0:
-            raise ValueError(f"{where}: iteration must be an int >= 0 or None, got {iteration!r}")
-        ipe = iterations_per_epoch
-        if isinstance(ipe, bool) or not isinstance(ipe, numbers.Integral) or ipe < 1:
-            raise ValueError(f"{where}: iterations_per_epoch must be an int >= 1 with iteration, got {ipe!r}")
-    lr_decay = float(_sched_real(where, "lr_decay", lr_decay, 0.0, strict=True))
+        check_int(where, "iteration", iteration, 0)
+        check_int(where, "iterations_per_epoch (needed with iteration)", iterations_per_epoch, 1)
+    lr_decay = check_real(where, "lr_decay", lr_decay, strict=True)
     if lr_schedule is not None:
         _check_resolved(where, lr_schedule)
     if iteration is not None:
@@ -344,16 +322,6 @@ def scheduled_learning_rate(lr0, epoch, lr_schedule=None, lr_decay=1.0, iteratio
         done = (iteration + 1) / iterations_per_epoch if iteration is not None else whole + 1
         factor = min(1.0, done / warmup)
     return factor * _base_rate(lr0, t, lr_schedule)
-
-
-def _sched_real(where, name, value, low, strict=False):
-    """A finite real number >= low (> low when strict); a string or None is refused
-    rather than converted by float()."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{where}: {name} must be a real number, got {value!r}")
-    if not (math.isfinite(value) and (value > low if strict else value >= low)):
-        raise ValueError(f"{where}: {name} must be finite and {'>' if strict else '>='} {low:g}, got {value!r}")
-    return value
 
 
 # the keys _base_rate reads of each kind (what _resolve_schedule fills in); 'warmup'
@@ -642,24 +610,19 @@ class Solver:
             config = {}
         if not isinstance(config, dict):
             raise TypeError(f"Solver: optim_config must be a dict, got {type(config).__name__}")
-        lr = config.get("learning_rate")
-        if lr is not None and (
-            isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr < 0
-        ):
-            raise ValueError(
-                f"Solver: optim_config['learning_rate'] must be a finite number >= 0, got {lr!r}"
-            )
+        if config.get("learning_rate") is not None:
+            check_real("Solver", "optim_config['learning_rate']", config["learning_rate"])
         if self.update_rule_name in optim.DEFAULT_CONFIGS:
             # the rule's own checks (unknown keys, ranges), before any data is touched
             with errors_named("Solver"):
                 optim.check_config(self.update_rule_name, config)
         self.optim_config = config
-        self.lr_decay = _check_real("lr_decay", settings["lr_decay"])
-        self.batch_size = _check_int("batch_size", settings["batch_size"], 1)
-        self.num_epochs = _check_int("num_epochs", settings["num_epochs"], 0)
-        self.num_train_samples = _check_int("num_train_samples", settings["num_train_samples"], 1, allow_none=True)
-        self.num_val_samples = _check_int("num_val_samples", settings["num_val_samples"], 1, allow_none=True)
-        self.print_every = _check_int("print_every", settings["print_every"] or 0, 0)
+        self.lr_decay = check_real("Solver", "lr_decay", settings["lr_decay"], strict=True)
+        self.batch_size = check_int("Solver", "batch_size", settings["batch_size"], 1)
+        self.num_epochs = check_int("Solver", "num_epochs", settings["num_epochs"], 0)
+        self.num_train_samples = check_int("Solver", "num_train_samples", settings["num_train_samples"], 1, allow_none=True)
+        self.num_val_samples = check_int("Solver", "num_val_samples", settings["num_val_samples"], 1, allow_none=True)
+        self.print_every = check_int("Solver", "print_every", settings["print_every"] or 0, 0)
         self.verbose = bool(settings["verbose"])
         name = settings["checkpoint_name"]
         if name is not None and not isinstance(name, (str, os.PathLike)):
@@ -695,12 +658,11 @@ class Solver:
                 f"Solver: weight_decay_on must be one of {_DECAY_CHOICES}, got {self.weight_decay_on!r}"
             )
 
-        self.check_every = _check_int("check_every", settings["check_every"], 1, allow_none=True)
+        self.check_every = check_int("Solver", "check_every", settings["check_every"], 1, allow_none=True)
         self.callbacks = _check_callbacks(settings["callbacks"])
 
         seed = settings["seed"]
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
-            raise ValueError(f"Solver: seed must be a non-negative int or None, got {seed!r}")
+        check_int("Solver", "seed", seed, 0, allow_none=True)
         # With seed=None the OS entropy actually used is recorded, so the run can be repeated.
         seq = np.random.SeedSequence(None if seed is None else int(seed))
         self.seed = int(seq.entropy)
@@ -860,8 +822,7 @@ class Solver:
         for pattern, factor in mults.items():
             if not isinstance(pattern, str):
                 raise TypeError(f"Solver: lr_multipliers keys must be name patterns (str), got {pattern!r}")
-            if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or not math.isfinite(factor) or factor < 0:
-                raise ValueError(f"Solver: lr_multipliers[{pattern!r}] must be a finite number >= 0, got {factor!r}")
+            check_real("Solver", f"lr_multipliers[{pattern!r}]", factor)
             if not any(fnmatch.fnmatchcase(name, pattern) for name in self.model.params):
                 raise ValueError(
                     f"Solver: lr_multipliers pattern {pattern!r} matches no parameter; the model has {sorted(self.model.params)}"

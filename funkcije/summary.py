@@ -115,12 +115,12 @@ def _buffers(obj, out):
 
 def summary(model, batch_size: int = 50) -> Summary:
     """The layer table of a `Sequential` model (and so of every zoo model) at `batch_size`."""
-    from .classifiers.base import check_positive_int
+    from .checks import check_int
     from .classifiers.sequential import Residual, Sequential, _chain_forward
 
     if not isinstance(model, Sequential):
         raise TypeError(f"summary: model must be a Sequential (or a zoo model), got {type(model).__name__}")
-    B = check_positive_int("summary", "batch_size", batch_size)
+    B = check_int("summary", "batch_size", batch_size)
     params, states = model._gather(model.layers)
     states = copy.deepcopy(states)  # running statistics and the dropout Generator stay as they were
     X = np.random.default_rng(0).standard_normal((B,) + model.input_shape).astype(model.dtype)

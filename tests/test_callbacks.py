@@ -510,14 +510,14 @@ def test_lookahead_resumes_exactly(tmp_path):
     assert full.loss_history == resumed.loss_history
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"every": 0}, "every must be an int >= 1"),
-    ({"every": 2.5}, "every must be an int >= 1"),
-    ({"decay": 1.5}, r"decay must be a number in \[0, 1.0\]"),
-    ({"decay": float("nan")}, "decay must be a number"),
-    ({"power": -1}, "power must be a number"),
-    ({"decay": True}, "decay must be a number"),
+@pytest.mark.parametrize("kwargs,exc,match", [
+    ({"every": 0}, ValueError, "every must be an int >= 1"),
+    ({"every": 2.5}, TypeError, "every must be an int >= 1"),
+    ({"decay": 1.5}, ValueError, r"decay must be finite and in \[0, 1\]"),
+    ({"decay": float("nan")}, ValueError, "decay must be finite"),
+    ({"power": -1}, ValueError, r"power must be finite and in \[0, inf\)"),
+    ({"decay": True}, TypeError, "decay must be a real number"),
 ])
-def test_lookahead_bad_arguments(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_lookahead_bad_arguments(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
         Lookahead(**kwargs)

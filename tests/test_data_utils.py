@@ -184,8 +184,8 @@ def test_get_CIFAR10_data_without_mean_and_full_test_set(tmp_path, rng):
 @pytest.mark.parametrize("kwargs,exc,match", [
     (dict(num_training=18, num_validation=3), ValueError, "exceeds the 20 training images"),
     (dict(num_training=5, num_test=7), ValueError, "exceeds the 6 test images"),
-    (dict(num_training=0), ValueError, "num_training must be >= 1"),
-    (dict(num_training=5, num_validation=-1), ValueError, "num_validation must be >= 0"),
+    (dict(num_training=0), ValueError, "num_training must be an int >= 1"),
+    (dict(num_training=5, num_validation=-1), ValueError, "num_validation must be an int >= 0"),
     (dict(num_training=5.0), TypeError, "num_training must be an int"),
     (dict(num_training=5, num_test=True), TypeError, "num_test must be an int"),
     (dict(num_training=5, num_test=1, dtype=np.int32), TypeError, "floating dtype"),

@@ -351,5 +351,5 @@ def test_worst_examples_two_classes_and_nan():
     w = worst_examples(TableModel(table), X, np.array([0, 0, 1]), k=2)
     assert w.top3_classes.shape == (2, 2)  # only two classes to rank
     np.testing.assert_array_equal(w.indices, [1, 2])  # the NaN loss ranks as worst
-    with pytest.raises(ValueError, match="k must be >= 1"):
+    with pytest.raises(ValueError, match="k must be an int >= 1"):
         worst_examples(TableModel(table), X, np.array([0, 0, 1]), k=0)

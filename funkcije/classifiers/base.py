@@ -10,8 +10,7 @@ import numpy as np
 from ..backend import array_api
 
 __all__ = [
-    "rng_from_seed", "model_dtype", "check_positive_int", "check_reg", "gaussian",
-    "as_model_input", "l2_penalty", "add_l2_grads", "check_weight_scale", "model_labels",
+    "rng_from_seed", "model_dtype", "gaussian", "as_model_input", "l2_penalty", "add_l2_grads", "model_labels",
 ]
 
 
@@ -39,19 +38,6 @@ def model_dtype(model, dtype):
     if dt not in (np.float32, np.float64):
         raise TypeError(f"{model}: dtype must be float32 or float64, got {dt}")
     return dt
-
-
-def check_positive_int(model, name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{model}: {name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def check_reg(model, reg):
-    # stored as a Python float: a NumPy float64 scalar would upcast float32 arrays (NEP 50)
-    if isinstance(reg, bool) or not isinstance(reg, numbers.Real) or not 0 <= reg < float("inf"):
-        raise ValueError(f"{model}: reg must be a finite non-negative number, got {reg!r}")
-    return float(reg)
 
 
 def gaussian(rng, shape, scale, dtype):
@@ -113,13 +99,6 @@ def add_l2_grads(grads, params, names, reg):
             t = tmp[: e - s]
             np.multiply(fw[s:e], reg, out=t)
             fg[s:e] += t
-
-
-def check_weight_scale(model, value):
-    """The standard deviation of the initial weights: a finite real >= 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < float("inf"):
-        raise ValueError(f"{model}: weight_scale must be a finite number >= 0, got {value!r}")
-    return float(value)
 
 
 def model_labels(model, y, N, num_classes):

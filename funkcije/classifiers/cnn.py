@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..checks import conv_output_size
+from ..checks import check_int as _check_int, check_real as _check_real, conv_output_size
 from ..layer_utils import (
     affine_relu_backward,
     affine_relu_forward,
@@ -16,9 +16,6 @@ from ..layers import softmax_loss
 from .base import (
     add_l2_grads as _add_l2_grads,
     as_model_input as _as_model_input,
-    check_positive_int as _check_positive_int,
-    check_reg as _check_reg,
-    check_weight_scale as _check_weight_scale,
     gaussian as _gaussian,
     l2_penalty as _l2_penalty,
     model_dtype as _model_dtype,
@@ -52,14 +49,14 @@ class ThreeLayerConvNet:
         name = "ThreeLayerConvNet"
         if not isinstance(input_dim, (tuple, list)) or len(input_dim) != 3:
             raise ValueError(f"{name}: input_dim must be (C, H, W), got {input_dim!r}")
-        C, H, W = (_check_positive_int(name, "each of input_dim", d) for d in input_dim)
+        C, H, W = (_check_int(name, "each of input_dim", d) for d in input_dim)
         self.input_dim = (C, H, W)
-        F = _check_positive_int(name, "num_filters", num_filters)
-        fs = _check_positive_int(name, "filter_size", filter_size)
-        hidden_dim = _check_positive_int(name, "hidden_dim", hidden_dim)
-        self.num_classes = _check_positive_int(name, "num_classes", num_classes)
-        weight_scale = _check_weight_scale(name, weight_scale)
-        self.reg = _check_reg(name, reg)
+        F = _check_int(name, "num_filters", num_filters)
+        fs = _check_int(name, "filter_size", filter_size)
+        hidden_dim = _check_int(name, "hidden_dim", hidden_dim)
+        self.num_classes = _check_int(name, "num_classes", num_classes)
+        weight_scale = _check_real(name, "weight_scale", weight_scale)
+        self.reg = _check_real(name, "reg", reg)
         self.dtype = _model_dtype(name, dtype)
 
         pad = (fs - 1) // 2

@@ -21,6 +21,7 @@ from ..layer_utils import (
     affine_relu_backward,
     affine_relu_forward,
 )
+from ..checks import check_int as _check_int, check_real as _check_real
 from ..fast_layers import affine_backward_fast as _affine_backward, affine_forward_fast as _affine_forward, in_engine_step
 from ..layers import dropout_backward, dropout_forward, softmax_loss
 # cs231n's fc_net does `from ..layers import *` and `from ..layer_utils import *`, and its
@@ -32,9 +33,6 @@ from ..layer_utils import *  # noqa: F401,F403
 from .base import (
     add_l2_grads as _add_l2_grads,
     as_model_input as _as_model_input,
-    check_positive_int as _check_positive_int,
-    check_reg as _check_reg,
-    check_weight_scale as _check_weight_scale,
     model_labels as _model_labels,
     gaussian as _gaussian,
     l2_penalty as _l2_penalty,
@@ -66,12 +64,12 @@ class TwoLayerNet:
     def __init__(self, input_dim=3 * 32 * 32, hidden_dim=100, num_classes=10, weight_scale=1e-3,
                  reg=0.0, dtype=np.float64, seed=None):
         name = "TwoLayerNet"
-        self.input_dim = _check_positive_int(name, "input_dim", input_dim)
-        hidden_dim = _check_positive_int(name, "hidden_dim", hidden_dim)
-        self.num_classes = _check_positive_int(name, "num_classes", num_classes)
-        self.reg = _check_reg(name, reg)
+        self.input_dim = _check_int(name, "input_dim", input_dim)
+        hidden_dim = _check_int(name, "hidden_dim", hidden_dim)
+        self.num_classes = _check_int(name, "num_classes", num_classes)
+        self.reg = _check_real(name, "reg", reg)
         self.dtype = _model_dtype(name, dtype)
-        weight_scale = _check_weight_scale(name, weight_scale)
+        weight_scale = _check_real(name, "weight_scale", weight_scale)
         rng = _rng_from_seed(seed, name)
         self.params = {
             "W1": _gaussian(rng, (self.input_dim, hidden_dim), weight_scale, self.dtype),
@@ -153,9 +151,9 @@ class FullyConnectedNet:
             hidden_dims = [hidden_dims]
         if not isinstance(hidden_dims, (list, tuple, np.ndarray)):
             raise TypeError(f"{name}: hidden_dims must be a list of positive ints, got {hidden_dims!r}")
-        hidden_dims = [_check_positive_int(name, "each of hidden_dims", h) for h in hidden_dims]
-        self.input_dim = _check_positive_int(name, "input_dim", input_dim)
-        self.num_classes = _check_positive_int(name, "num_classes", num_classes)
+        hidden_dims = [_check_int(name, "each of hidden_dims", h) for h in hidden_dims]
+        self.input_dim = _check_int(name, "input_dim", input_dim)
+        self.num_classes = _check_int(name, "num_classes", num_classes)
         if normalization not in (None, "batchnorm", "layernorm"):
             raise ValueError(
                 f"{name}: normalization must be None, 'batchnorm' or 'layernorm', got {normalization!r}"
@@ -167,10 +165,10 @@ class FullyConnectedNet:
             )
         self.normalization = normalization
         self.use_dropout = dropout_keep_ratio != 1
-        self.reg = _check_reg(name, reg)
+        self.reg = _check_real(name, "reg", reg)
         self.dtype = _model_dtype(name, dtype)
         self.num_layers = 1 + len(hidden_dims)
-        weight_scale = _check_weight_scale(name, weight_scale)
+        weight_scale = _check_real(name, "weight_scale", weight_scale)
         rng = _rng_from_seed(seed, name)
 
         self.params = {}

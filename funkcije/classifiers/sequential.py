@@ -43,10 +43,10 @@ import numpy as np
 from .. import backend, config
 from .. import fast_layers as FL
 from .. import layers as L
-from ..checks import as_pair, check_array, check_labels, check_real_in, conv_output_size, errors_named
+from ..checks import as_pair, check_array, check_int, check_labels, check_real, check_real_in, conv_output_size, errors_named
 from ..fast_layers import in_engine_step
 from ..kernels import xp_kernels as XK
-from .base import add_l2_grads, as_model_input, check_positive_int, check_reg, l2_penalty, model_dtype, rng_from_seed
+from .base import add_l2_grads, as_model_input, l2_penalty, model_dtype, rng_from_seed
 
 __all__ = [
     "Layer", "Sequential", "Residual",
@@ -190,12 +190,12 @@ class Conv2d(Layer):
 
     def __init__(self, out_channels, kernel, stride=1, pad=0, dilation=1, groups=1, bias=True, dirac=False):
         where = "Conv2d"
-        self.out_channels = check_positive_int(where, "out_channels", out_channels)
+        self.out_channels = check_int(where, "out_channels", out_channels)
         self.kernel = as_pair(kernel, "kernel", where)
         self.stride = as_pair(stride, "stride", where)
         self.pad = as_pair(pad, "pad", where)
         self.dilation = as_pair(dilation, "dilation", where)
-        self.groups = check_positive_int(where, "groups", groups)
+        self.groups = check_int(where, "groups", groups)
         if min(self.kernel) < 1 or min(self.stride) < 1 or min(self.dilation) < 1 or min(self.pad) < 0:
             raise ValueError(
                 f"{where}: kernel, stride and dilation must be >= 1 and pad >= 0, got kernel={self.kernel}, "
@@ -282,7 +282,7 @@ class PatchWhiten(Conv2d):
 
     def __init__(self, k=2, eps=5e-4, bias=True):
         super().__init__(1, k, bias=bias)
-        self.eps = check_real_in("PatchWhiten", "eps", eps, 0, np.inf, low_open=True, high_open=True)
+        self.eps = check_real("PatchWhiten", "eps", eps, strict=True)
 
     def init(self, rng, in_shape, dtype, scheme):
         C = _spatial("PatchWhiten", in_shape)[0]
@@ -341,7 +341,7 @@ class Affine(Layer):
     kind = "fc"
 
     def __init__(self, out_features, bias=True):
-        self.out_features = check_positive_int("Affine", "out_features", out_features)
+        self.out_features = check_int("Affine", "out_features", out_features)
         if not isinstance(bias, bool):
             raise TypeError(f"Affine: bias must be True or False, got {bias!r}")
         self.bias = bias
@@ -395,7 +395,7 @@ class BatchNorm2d(_Norm):
 
     def __init__(self, eps=1e-5, momentum=0.9, unbiased=None, scale=True):
         where = type(self).__name__
-        self.eps = check_real_in(where, "eps", eps, 0, np.inf, low_open=True, high_open=True)
+        self.eps = check_real(where, "eps", eps, strict=True)
         self.momentum = check_real_in(where, "momentum", momentum, 0, 1)
         if unbiased is not None and not isinstance(unbiased, bool):
             raise TypeError(f"{where}: unbiased must be True, False or None, got {unbiased!r}")
@@ -452,7 +452,7 @@ class LayerNorm(_Norm):
     kind = "ln"
 
     def __init__(self, eps=1e-5):
-        self.eps = check_real_in("LayerNorm", "eps", eps, 0, np.inf, low_open=True, high_open=True)
+        self.eps = check_real("LayerNorm", "eps", eps, strict=True)
 
     def init(self, rng, in_shape, dtype, scheme):
         if len(in_shape) != 1:
@@ -473,8 +473,8 @@ class GroupNorm(_Norm):
     kind = "gn"
 
     def __init__(self, G, eps=1e-5):
-        self.G = check_positive_int("GroupNorm", "G", G)
-        self.eps = check_real_in("GroupNorm", "eps", eps, 0, np.inf, low_open=True, high_open=True)
+        self.G = check_int("GroupNorm", "G", G)
+        self.eps = check_real("GroupNorm", "eps", eps, strict=True)
 
     def init(self, rng, in_shape, dtype, scheme):
         C = _spatial("GroupNorm", in_shape)[0]
@@ -820,14 +820,14 @@ class Sequential:
             input_shape = (input_shape,)
         if not isinstance(input_shape, (tuple, list)) or len(input_shape) not in (1, 3):
             raise ValueError(f"{where}: input_shape must be (C, H, W) or (D,), got {input_shape!r}")
-        self.input_shape = tuple(check_positive_int(where, "each of input_shape", d) for d in input_shape)
+        self.input_shape = tuple(check_int(where, "each of input_shape", d) for d in input_shape)
         if loss not in LOSSES:
             raise ValueError(f"{where}: loss must be one of {LOSSES}, got {loss!r}")
         self.loss_name = loss
         self.label_smoothing = check_real_in(where, "label_smoothing", label_smoothing, 0, 1, high_open=True)
         if self.label_smoothing and loss != "softmax":
             raise ValueError(f"{where}: label_smoothing needs loss='softmax', got loss={loss!r}")
-        self.reg = check_reg(where, reg)
+        self.reg = check_real(where, "reg", reg)
         self.dtype = model_dtype(where, dtype)
         self.init_scheme = _check_scheme(where, init)
         if not isinstance(unbiased_running_var, bool):

@@ -18,7 +18,7 @@ import numbers
 import numpy as np
 
 from ..checks import errors_named
-from .base import check_positive_int
+from ..checks import check_int
 from .sequential import (
     Affine,
     BatchNorm2d,
@@ -45,7 +45,7 @@ def _named(name, num_classes, make):
     """Build the model with make() under the constructor's name: its argument errors say
     "VGG7: reg must be ..." (not "Sequential: ..." or "Affine: out_features ..."), and
     the model keeps the name for the errors of its .loss and .forward."""
-    check_positive_int(name, "num_classes", num_classes)
+    check_int(name, "num_classes", num_classes)
     with errors_named(name, instead_of="Sequential"):
         model = make()
     model._name = name
@@ -75,7 +75,7 @@ def FERCifarNet(num_classes=10, input_shape=(3, 32, 32), **kwargs):
 
 
 def _vgg7(where, batchnorm, num_classes, input_shape, width, kwargs):
-    check_positive_int(where, "num_classes", num_classes)  # before Affine(num_classes) refuses it
+    check_int(where, "num_classes", num_classes)  # before Affine(num_classes) refuses it
     w = _scaled(where, width)
     layers = []
     for n in (64, 128, 256, 512, 512):
@@ -108,7 +108,7 @@ def ResNet9(num_classes=10, input_shape=(3, 32, 32), width=1.0, out_scale=1.0, *
     max-pooled residual features are large, so at scale 1 one SGD step moves the scores
     by about lr * |h|^2 and early training blows up (measured: loss 6.8 -> 38 in three
     steps at lr 0.008); the scale makes the head's effective learning rate 64x smaller."""
-    check_positive_int("ResNet9", "num_classes", num_classes)
+    check_int("ResNet9", "num_classes", num_classes)
     if isinstance(out_scale, bool) or not isinstance(out_scale, numbers.Real) or not np.isfinite(out_scale) \
             or out_scale <= 0:
         raise ValueError(f"ResNet9: out_scale must be a positive number, got {out_scale!r}")
@@ -137,7 +137,7 @@ def FastCifarNet(num_classes=10, input_shape=(3, 32, 32), width=1.0, widths=(64,
     first channels, `dirac=True`; batch norms without a learnt scale, running statistics
     with momentum 0.6), a 3x3 max-pool over the last 3x3 map, affine (no bias) and a scale of 1/9.
     About 1.97 M parameters and 0.24 GFLOP per 32x32 image forward."""
-    check_positive_int("FastCifarNet", "num_classes", num_classes)
+    check_int("FastCifarNet", "num_classes", num_classes)
     w = _scaled("FastCifarNet", width)
     layers = [PatchWhiten(2), ReLU()]
     for n in widths:

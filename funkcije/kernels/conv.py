@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import ENV, check_bool
+from ..checks import check_bool
+from ..config import ENV
 from . import runtime as R
 from .runtime import compiled as _compiled
 

@@ -30,7 +30,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ..config import ENV, check_bool
+from ..checks import check_bool
+from ..config import ENV
 from . import numpy_kernels
 
 # libgomp threads spin after each parallel region by default; on a machine whose cores
