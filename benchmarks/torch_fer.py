@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from funkcije import augment  # noqa: E402
-from funkcije.solver import scheduled_learning_rate  # noqa: E402
+from funkcije.schedules import scheduled_learning_rate  # noqa: E402
 from funkcije.torch_twin import to_torch  # noqa: E402
 from funkcije.train import DATASETS, RECIPES, build_model  # noqa: E402
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from funkcije import optim
-from funkcije.solver import Solver, _resolve_schedule, scheduled_learning_rate
+from funkcije.schedules import resolve_schedule, scheduled_learning_rate
+from funkcije.solver import Solver
 
 RNG = np.random.default_rng(0)
 W0 = RNG.standard_normal((4, 5))
@@ -117,7 +118,7 @@ def test_adamw_matches_torch(torch):
 
 
 def lr_at(schedule, iteration, ipe=10, lr0=1.0, num_epochs=10):
-    sched = _resolve_schedule(schedule, num_epochs)
+    sched = resolve_schedule(schedule, num_epochs)
     return scheduled_learning_rate(lr0, None, sched, iteration=iteration, iterations_per_epoch=ipe)
 
 
@@ -154,7 +155,7 @@ def test_per_iteration_schedules_by_hand():
 ])
 def test_bad_schedules_are_clear_errors(bad):
     with pytest.raises((ValueError, TypeError), match="lr_schedule"):
-        _resolve_schedule(bad, 5)
+        resolve_schedule(bad, 5)
 
 
 def linear_data(n=80, seed=0):
