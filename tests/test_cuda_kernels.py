@@ -482,22 +482,18 @@ def test_update_kernels_follow_the_numpy_rules(on_host, monkeypatch, rule, dtype
 
     def run(use_kernels):
         used = []
-        if use_kernels:
-            monkeypatch.setattr(FL, "_gpu_kernels", lambda x: CK)
-            real = CK._launch
-            monkeypatch.setattr(CK, "_launch", lambda name, *a: (used.append(name), real(name, *a)))
-        w, config = w0.copy(), dict(RULES[rule])
-        with config_scope():
+        w, cfg = w0.copy(), dict(RULES[rule])
+        with monkeypatch.context() as mp, config.using(implementation="numpy"):
+            if use_kernels:
+                mp.setattr(FL, "_gpu_kernels", lambda x: CK)
+                real = CK._launch
+                mp.setattr(CK, "_launch", lambda name, *a: (used.append(name), real(name, *a)))
             for g in grads:
-                before = (w.copy(), g.copy())
-                w, config = fn(w, g, config)
+                before = g.copy()
+                w, cfg = fn(w, g, cfg)
                 assert w.dtype == np.dtype(dtype)
-                np.testing.assert_array_equal(before[1], g)
-        monkeypatch.undo()
-        return w, config, used
-
-    def config_scope():
-        return config.using(implementation="numpy")
+                np.testing.assert_array_equal(before, g)
+        return w, cfg, used
 
     got, got_cfg, used = run(True)
     want, want_cfg, _ = run(False)
@@ -540,3 +536,46 @@ def test_a_kernel_that_does_not_compile_says_how_to_go_on(monkeypatch):
             CK._cuda_launch("bn_apply", "float32", 1, 32, ())
     finally:
         CK._module.cache_clear()
+
+
+@pytest.mark.parametrize("name", ["ResNet9", "VGG7BN"])
+def test_a_zoo_model_trains_through_the_kernels_like_on_the_cpu(on_host, monkeypatch, name):
+    """Two Solver steps of a small zoo model (float64, with L2, label smoothing, Nesterov
+    momentum with weight decay) with every conv, pool, batch norm and update going through
+    the CUDA kernels (host-built) give the CPU run's losses, parameters and running
+    statistics: the kernels composed as a GPU step composes them."""
+    import copy
+
+    from funkcije.classifiers import zoo
+    from funkcije.solver import Solver
+
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((8, 3, 32, 32))
+    y = rng.integers(0, 10, 8)
+    data = {"X_train": X, "y_train": y, "X_val": X[:4], "y_val": y[:4]}
+    model = zoo.__dict__[name](seed=0, dtype=np.float64, reg=1e-3, label_smoothing=0.1, width=1 / 16)
+    kw = dict(update_rule="sgd_nesterov", optim_config={"learning_rate": 0.05, "weight_decay": 5e-4},
+              batch_size=4, num_epochs=1, seed=0, verbose=False, num_train_samples=4)
+
+    def train(m, kernels):
+        used = []
+        with monkeypatch.context() as mp, config.using(implementation="namespace" if kernels else "numpy"):
+            if kernels:
+                mp.setattr(FL, "_gpu_kernels", lambda x: CK)
+                real = CK._launch
+                mp.setattr(CK, "_launch", lambda n, *a: (used.append(n), real(n, *a)))
+            solver = Solver(m, data, **kw)
+            solver.train()
+        return solver, set(used)
+
+    cpu, _ = train(copy.deepcopy(model), False)
+    dev, used = train(copy.deepcopy(model), True)
+    assert {"im2col", "conv_out", "col2im", "max_pool_fwd", "max_pool_bwd", "channel_sums", "bn_apply", "bn_dx",
+            "upd_nesterov"} <= used
+    np.testing.assert_allclose(dev.loss_history, cpu.loss_history, rtol=1e-11)
+    for k, w in cpu.model.params.items():
+        np.testing.assert_allclose(dev.model.params[k], w, rtol=1e-9, atol=1e-13)
+    for layer, state in cpu.model.state.items():
+        for key in ("running_mean", "running_var"):
+            if key in state:
+                np.testing.assert_allclose(dev.model.state[layer][key], state[key], rtol=1e-11, atol=1e-14)
