@@ -261,19 +261,23 @@ def _maxrss_kb():
 
 class _PhaseTimer:
     """Exclusive wall time per key: time spent in a nested wrapped call is charged to the
-    inner key only."""
+    inner key only. `sync` (a GPU's synchronize) is called before a call starts and before
+    it is counted as done, so asynchronous work is charged to the call that queued it."""
 
-    def __init__(self):
+    def __init__(self, sync=None):
         self.acc = {}
         self._stack = []
+        self._sync = sync or (lambda: None)
 
     def wrap(self, fn, key):
         def timed(*a, **kw):
             self._stack.append(0.0)
+            self._sync()
             t0 = time.perf_counter()
             try:
                 return fn(*a, **kw)
             finally:
+                self._sync()
                 elapsed = time.perf_counter() - t0
                 inner = self._stack.pop()
                 self.acc[key] = self.acc.get(key, 0.0) + elapsed - inner

@@ -18,7 +18,9 @@
    layer over 3 channels), max-pool 2x2 and batch norm forward + backward per layer
    against PyTorch, each with the CUDA kernels on and off. Median of --steps
    timed steps after --warmup;
-4. an epoch (not with --quick): ResNet9 trained by the Solver for one epoch of --epoch-images
+4. ResNet9's step by phase (not with --quick or --tf32): conv, batch norm, ReLU, pooling,
+   affine, update and the rest, each between GPU synchronisations;
+5. an epoch (not with --quick): ResNet9 trained by the Solver for one epoch of --epoch-images
    images uploaded once (crop + flip made on the GPU, batch 512, Nesterov SGD, the epoch's
    accuracy checks included), on the CIFAR-10 training set under FUNKCIJE_DATA when it is
    there, else on random images of its shape (the time does not depend on the values).
@@ -261,6 +263,47 @@ def time_models(cp, warmup, steps, batch, tf32=False):
     return rows
 
 
+def time_phases(cp, warmup, steps, batch):
+    """ResNet9's training step at `batch` on the GPU (CUDA kernels on) by phase: the
+    forward/backward of every conv, batch-norm, ReLU, pooling and affine layer and the
+    update, each timed between GPU synchronisations (benchmarks/bench_models.py's timer);
+    "other" is the rest of the step (loss, residual adds, Flatten). The synchronisations
+    cost a little: the "step" here is a bit slower than the free-running one above."""
+    from bench_models import _PhaseTimer, _instrument  # benchmarks/bench_models.py
+
+    sync = cp.cuda.Device().synchronize
+    model = zoo.ResNet9(seed=0).to("gpu")
+    timer = _PhaseTimer(sync)
+    _instrument(model, timer)
+    rng = np.random.default_rng(0)
+    X = cp.asarray(rng.standard_normal((batch, 3, 32, 32)).astype(np.float32))
+    y = rng.integers(0, 10, batch)
+    configs = {k: {"learning_rate": 0.01, "momentum": 0.9} for k in model.params}
+
+    def update(grads):
+        for k, w in model.params.items():
+            model.params[k], configs[k] = optim.sgd_nesterov(w, grads[k], configs[k])
+
+    update = timer.wrap(update, ("update", ""))
+    total = 0.0
+    for i in range(warmup + steps):
+        if i == warmup:
+            timer.acc.clear()
+            total = 0.0
+        sync()
+        t = time.perf_counter()
+        update(model.loss(X, y)[1])
+        sync()
+        total += time.perf_counter() - t
+    rows = {}
+    for (phase, _), seconds in timer.acc.items():
+        rows[phase] = rows.get(phase, 0.0) + seconds * 1e3 / steps
+    rows["other"] = total * 1e3 / steps - sum(rows.values())
+    rows["step"] = total * 1e3 / steps
+    fwd_bwd = {f"{p} {d}": s * 1e3 / steps for (p, d), s in timer.acc.items() if d}
+    return {"case": f"ResNet9 step b{batch} by phase (ms, CUDA kernels on)", "phases": rows, "fwd_bwd": fwd_bwd}
+
+
 def time_epoch(cp, images, batch):
     """Seconds of one Solver epoch of ResNet9 on `images` CIFAR-shaped images on the GPU."""
     from funkcije import augment
@@ -327,6 +370,9 @@ def main(argv=None):
         for row in report["timing"]:
             print(f"{row['case']:36s} funkcije {row['funkcije_ms']:9.2f} ms   torch {row['torch_ms']:9.2f} ms   "
                   f"ratio {row['ratio']:.2f}")
+        if not args.tf32:
+            report["phases"] = time_phases(cp, args.warmup, args.steps, args.batch)
+            print(json.dumps(report["phases"]))
         if args.epoch_images:
             report["epoch"] = time_epoch(cp, args.epoch_images, args.batch)
             print(json.dumps(report["epoch"]))

@@ -366,18 +366,54 @@ def test_fast_conv_through_the_kernels(on_host, monkeypatch):
         np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
 
 
+def _gpu_check_module():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_gpu_check_scripts_phase_timing_runs_on_the_host(monkeypatch):
+    """gpu_check's step-by-phase timing, on a small ResNet9 on the CPU (no synchronisation
+    to make): every phase of the step is there and they add up to the step."""
+    import pathlib
+    import types
+
+    from funkcije.classifiers import zoo
+
+    monkeypatch.syspath_prepend(str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+    gpu_check = _gpu_check_module()
+
+    real = zoo.ResNet9
+
+    def small(seed):
+        model = real(seed=seed, width=1 / 16)
+        model.to = lambda device: model  # stays on the host
+        return model
+
+    monkeypatch.setattr(gpu_check.zoo, "ResNet9", small)
+    cp = types.SimpleNamespace(asarray=np.asarray,
+                               cuda=types.SimpleNamespace(Device=lambda: types.SimpleNamespace(synchronize=lambda: None)))
+    row = gpu_check.time_phases(cp, warmup=1, steps=2, batch=4)
+    phases = row["phases"]
+    assert {"conv", "batch norm", "pool", "affine", "update", "other", "step"} <= set(phases)
+    assert all(v >= 0 for k, v in phases.items() if k != "other") and phases["step"] > 0
+    assert abs(sum(v for k, v in phases.items() if k != "step") - phases["step"]) < 1e-6
+    assert {"conv fwd", "conv bwd", "batch norm fwd", "batch norm bwd"} <= set(row["fwd_bwd"])
+
+
 def test_the_gpu_check_scripts_layer_checks_run_on_the_host(on_host, monkeypatch):
     """benchmarks/gpu_check.py's layer and update-rule checks, CuPy played by NumPy and the CUDA kernels by
     their host build: the script runs through and every check passes, with the kernels on
     and off (a mistake in it would otherwise surface only on a GPU)."""
-    import importlib.util
-    import pathlib
     import types
 
-    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
-    spec = importlib.util.spec_from_file_location("gpu_check", path)
-    gpu_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_check)
+    gpu_check = _gpu_check_module()
+
     class OnDevice(np.ndarray):
         """What cp.asarray makes: NumPy arrays marked as the GPU's, so that the host
         references (plain arrays) run the NumPy code and the marked ones the kernels."""
