@@ -40,7 +40,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import backend
-from .checks import as_real_array, check_array
+from .checks import as_real_array, check_array, check_choice, check_int, check_real_in
 
 __all__ = [
     "RandomCrop",
@@ -73,12 +73,6 @@ def _check_rng(where, rng):
         raise TypeError(f"{where}: rng must be a numpy.random.Generator, got {type(rng).__name__}")
 
 
-def _int_at_least(where, name, value, low):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{where}: {name} must be an int >= {low}, got {value!r}")
-    return int(value)
-
-
 def _shift(where, name, value):
     """A whole number of pixels: int(1.5) would silently shift by 1 and int('1') accept
     a string, so only integers (and integral floats such as 2.0) pass."""
@@ -89,12 +83,6 @@ def _shift(where, name, value):
     if not (np.isfinite(value) and float(value).is_integer()):
         raise ValueError(f"{where}: {name} must be a whole number of pixels, got {value!r}")
     return int(value)
-
-
-def _probability(where, name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{where}: {name} must be a probability in [0, 1], got {value!r}")
-    return float(value)
 
 
 def _pad(X, padding, mode):
@@ -207,9 +195,8 @@ class RandomCrop(Transform):
 
     def __init__(self, padding=4, mode="zero"):
         where = type(self).__name__
-        self.padding = _int_at_least(where, "padding", padding, 0)
-        if mode not in _MODES:
-            raise ValueError(f"{where}: mode must be one of {_MODES}, got {mode!r}")
+        self.padding = check_int(where, "padding", padding, 0)
+        check_choice(where, "mode", mode, _MODES)
         self.mode = mode
         self.spec = f"{self.name}:{self.padding}:{mode}"
 
@@ -242,7 +229,7 @@ class HorizontalFlip(Transform):
     """Mirror each image left-right with probability p. X (N, C, H, W) -> same."""
 
     def __init__(self, p=0.5):
-        self.p = _probability("HorizontalFlip", "p", p)
+        self.p = check_real_in("HorizontalFlip", "p", p, 0.0, 1.0)
         self.spec = f"flip:{self.p:g}"
 
     def __call__(self, X, rng):
@@ -274,8 +261,7 @@ class AlternatingFlip(Transform):
         if index.shape != (X.shape[0],) or not np.issubdtype(index.dtype, np.integer) or (index < 0).any():
             raise ValueError(f"AlternatingFlip: index must be ({X.shape[0]},) non-negative integers, got "
                              f"{index.dtype} of shape {index.shape}")
-        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
-            raise ValueError(f"AlternatingFlip: epoch must be an int >= 0, got {epoch!r}")
+        check_int("AlternatingFlip", "epoch", epoch, 0)
         bit = (index.astype(np.uint64) * self._MULT) >> np.uint64(63)  # wraps modulo 2^64
         return _flipped(X, (bit + np.uint64(epoch % 2)) % np.uint64(2) == 1)
 
@@ -286,8 +272,8 @@ class Cutout(Transform):
     X (N, C, H, W) -> same; applied to all channels alike."""
 
     def __init__(self, size=8, p=1.0):
-        self.size = _int_at_least("Cutout", "size", size, 1)
-        self.p = _probability("Cutout", "p", p)
+        self.size = check_int("Cutout", "size", size, 1)
+        self.p = check_real_in("Cutout", "p", p, 0.0, 1.0)
         self.spec = f"cutout:{self.size}:{self.p:g}"
 
     def __call__(self, X, rng):
@@ -400,8 +386,7 @@ def translate(X, dy, dx, mode="reflect"):
     _check_batch("translate", X)
     dy = _shift("translate", "dy", dy)
     dx = _shift("translate", "dx", dx)
-    if mode not in _MODES:
-        raise ValueError(f"translate: mode must be one of {_MODES}, got {mode!r}")
+    check_choice("translate", "mode", mode, _MODES)
     p = max(abs(dy), abs(dx))
     N = X.shape[0]
     if p == 0 or N == 0:

@@ -342,9 +342,10 @@ def check_param_keys(layer: str, pname: str, param, valid) -> dict:
     return param
 
 
-def check_bool(where: str, name: str, value) -> bool:
-    """A switch that is on or off must be given a bool (a string 'false' is truthy); 0 and 1 pass."""
-    if not isinstance(value, (bool,)) and not (isinstance(value, numbers.Integral) and value in (0, 1)):
+def check_bool(where: str, name: str, value, ints: bool = False) -> bool:
+    """True or False (a string 'false' would be truthy, so only bools pass; with ints, the
+    switches of funkcije.config, 0 and 1 too)."""
+    if not isinstance(value, (bool, np.bool_)) and not (ints and isinstance(value, numbers.Integral) and value in (0, 1)):
         raise TypeError(f"{where}: {name} must be True or False, got {value!r}")
     return bool(value)
 

@@ -123,7 +123,7 @@ def _set_layers(value):
 
 def _set_cuda_kernels(value):
     global _cuda_kernels
-    _cuda_kernels = check_bool("config.set", "cuda_kernels", value)
+    _cuda_kernels = check_bool("config.set", "cuda_kernels", value, ints=True)
 
 
 # name -> (getter, setter); setters validate and raise on bad values

@@ -48,8 +48,8 @@ from __future__ import annotations
 import numpy as np
 
 from .checks import (
-    Cache, affine_shapes, as_dout, cache_array, check_array, check_same_dtype, conv_geometry, describe, pool_geometry,
-    unpack_cache,
+    Cache, affine_shapes, as_dout, cache_array, check_array, check_bool, check_same_dtype, conv_geometry, describe,
+    pool_geometry, unpack_cache,
 )
 from .backend import AnyArray, array_api, device_of
 from .kernels import conv as _conv, dense as _dense, norm as _norm
@@ -319,8 +319,7 @@ def spatial_batchnorm_forward_fast(x, gamma, beta, bn_param, *, relu=False):
     from . import layers as L  # the reference defines the bn_param contract
 
     layer = "spatial_batchnorm_forward_fast"
-    if not isinstance(relu, bool):
-        raise TypeError(f"{layer}: relu must be True or False, got {relu!r}")
+    check_bool(layer, "relu", relu)
     mode, gamma, beta, eps, momentum, unbiased, running_mean, running_var = L.bn_setup(
         layer, x, gamma, beta, bn_param, 4)
     N, C, H, W = x.shape

@@ -43,7 +43,7 @@ import numpy as np
 from .. import backend, config
 from .. import fast_layers as FL
 from .. import layers as L
-from ..checks import as_pair, check_array, check_int, check_labels, check_real, check_real_in, conv_output_size, errors_named
+from ..checks import as_pair, check_array, check_bool, check_choice, check_int, check_labels, check_real, check_real_in, conv_output_size, errors_named
 from ..fast_layers import in_engine_step
 from ..kernels import xp_kernels as XK
 from .base import add_l2_grads, as_model_input, l2_penalty, model_dtype, rng_from_seed
@@ -201,11 +201,7 @@ class Conv2d(Layer):
                 f"{where}: kernel, stride and dilation must be >= 1 and pad >= 0, got kernel={self.kernel}, "
                 f"stride={self.stride}, pad={self.pad}, dilation={self.dilation}"
             )
-        if not isinstance(bias, bool):
-            raise TypeError(f"{where}: bias must be True or False, got {bias!r}")
-        if not isinstance(dirac, bool):
-            raise TypeError(f"{where}: dirac must be True or False, got {dirac!r}")
-        self.bias, self.dirac = bias, dirac
+        self.bias, self.dirac = check_bool(where, "bias", bias), check_bool(where, "dirac", dirac)
         self.conv_param = {"stride": self.stride, "pad": self.pad, "dilation": self.dilation, "groups": self.groups}
 
     def init(self, rng, in_shape, dtype, scheme):
@@ -342,9 +338,7 @@ class Affine(Layer):
 
     def __init__(self, out_features, bias=True):
         self.out_features = check_int("Affine", "out_features", out_features)
-        if not isinstance(bias, bool):
-            raise TypeError(f"Affine: bias must be True or False, got {bias!r}")
-        self.bias = bias
+        self.bias = check_bool("Affine", "bias", bias)
 
     def init(self, rng, in_shape, dtype, scheme):
         D = int(np.prod(in_shape))
@@ -400,8 +394,7 @@ class BatchNorm2d(_Norm):
         if unbiased is not None and not isinstance(unbiased, bool):
             raise TypeError(f"{where}: unbiased must be True, False or None, got {unbiased!r}")
         self.unbiased = unbiased
-        if not isinstance(scale, bool):
-            raise TypeError(f"{where}: scale must be True or False, got {scale!r}")
+        check_bool(where, "scale", scale)
         # scale=False: gamma is fixed at 1 and not a parameter (only beta is learnt),
         # as in the fast CIFAR-10 recipes
         self.scale = scale
@@ -540,9 +533,7 @@ class GELU(_Elementwise):
     _bwd = staticmethod(L.gelu_backward)
 
     def __init__(self, approximate="none"):
-        if approximate not in ("none", "tanh"):
-            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
-        self.approximate = approximate
+        self.approximate = check_choice("GELU", "approximate", approximate, ("none", "tanh"))
 
     def _repr_args(self):
         return {"approximate": self.approximate}
@@ -821,17 +812,14 @@ class Sequential:
         if not isinstance(input_shape, (tuple, list)) or len(input_shape) not in (1, 3):
             raise ValueError(f"{where}: input_shape must be (C, H, W) or (D,), got {input_shape!r}")
         self.input_shape = tuple(check_int(where, "each of input_shape", d) for d in input_shape)
-        if loss not in LOSSES:
-            raise ValueError(f"{where}: loss must be one of {LOSSES}, got {loss!r}")
-        self.loss_name = loss
+        self.loss_name = check_choice(where, "loss", loss, LOSSES)
         self.label_smoothing = check_real_in(where, "label_smoothing", label_smoothing, 0, 1, high_open=True)
         if self.label_smoothing and loss != "softmax":
             raise ValueError(f"{where}: label_smoothing needs loss='softmax', got loss={loss!r}")
         self.reg = check_real(where, "reg", reg)
         self.dtype = model_dtype(where, dtype)
         self.init_scheme = _check_scheme(where, init)
-        if not isinstance(unbiased_running_var, bool):
-            raise TypeError(f"{where}: unbiased_running_var must be True or False, got {unbiased_running_var!r}")
+        check_bool(where, "unbiased_running_var", unbiased_running_var)
         rng = rng_from_seed(seed, where)
 
         self.params = {}

@@ -181,7 +181,7 @@ def use_direct(enabled: bool) -> bool:
     """Allow (True, the default; env FUNKCIJE_DIRECT=0 disables) or forbid the direct
     float32 kernels; returns the previous setting. They run only on CPUs with AVX-512F."""
     global _direct_enabled
-    previous, _direct_enabled = _direct_enabled, check_bool("use_direct", "enabled", enabled)
+    previous, _direct_enabled = _direct_enabled, check_bool("use_direct", "enabled", enabled, ints=True)
     return previous
 
 
@@ -296,7 +296,7 @@ def use_winograd(enabled: bool) -> bool:
     """Allow (True, the default; env FUNKCIJE_WINOGRAD=0 disables) or forbid Winograd
     for 3x3 stride-1 convolutions; returns the previous setting."""
     global _winograd_enabled
-    previous, _winograd_enabled = _winograd_enabled, check_bool("use_winograd", "enabled", enabled)
+    previous, _winograd_enabled = _winograd_enabled, check_bool("use_winograd", "enabled", enabled, ints=True)
     return previous
 
 

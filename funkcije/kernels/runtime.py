@@ -376,7 +376,7 @@ def use_flush_denormals(enabled: bool) -> bool:
     FUNKCIJE_FLUSH_DENORMALS=0 disables); returns the previous setting. Only has an
     effect with the compiled extension on x86."""
     global _flush_denormals
-    previous, _flush_denormals = _flush_denormals, check_bool("use_flush_denormals", "enabled", enabled)
+    previous, _flush_denormals = _flush_denormals, check_bool("use_flush_denormals", "enabled", enabled, ints=True)
     return previous
 
 
