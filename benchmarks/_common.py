@@ -3,7 +3,6 @@ results file, in which each script owns one marked section."""
 from __future__ import annotations
 
 import os
-import platform
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -40,15 +39,10 @@ def replace_section(path, begin: str, end: str, text: str) -> None:
 
 
 def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else platform.processor()."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    """The CPU's model name (funkcije.backend.device_name)."""
+    from funkcije.backend import device_name
+
+    return device_name("cpu")
 
 
 def blas_name() -> str:

@@ -23,7 +23,7 @@ import sys
 import numpy as np
 
 __all__ = ["DEVICES", "namespace", "array_api", "is_array", "is_floating", "is_integer", "dtype_in", "dtype_name", "copy", "all_finite", "AnyArray", "device_of",
-           "to_device", "to_host", "require_cupy", "gpu_available", "asarray_like", "take_rows"]
+           "to_device", "to_host", "require_cupy", "gpu_available", "device_name", "asarray_like", "take_rows"]
 
 DEVICES = ("cpu", "gpu")
 
@@ -38,6 +38,25 @@ def require_cupy(where: str = "funkcije.backend"):
     except ImportError as exc:
         raise ImportError(f"{where}: {_CUPY_HINT} ({exc})") from None
     return cupy
+
+
+def device_name(device: str = "cpu") -> str:
+    """What `device` is, for a run's record: the CPU's model name (from /proc/cpuinfo on
+    Linux, else the platform's) or the current CUDA device's name (needs CuPy)."""
+    if device == "gpu":
+        cp = require_cupy("device_name")
+        name = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"]
+        return name.decode() if isinstance(name, bytes) else str(name)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
 
 
 def gpu_available() -> bool:

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from . import augment as augment_mod
-from . import backend, callbacks, data_utils, metrics, vis_utils
+from . import backend, callbacks, config, data_utils, metrics, vis_utils
 from . import optim
 from .classifiers import FullyConnectedNet, ThreeLayerConvNet
 from .classifiers.zoo import ZOO
@@ -413,11 +413,11 @@ def peak_rss_mb():
 
 
 def optim_config(cfg):
-    config = {"learning_rate": cfg["lr"]}
+    out = {"learning_rate": cfg["lr"]}
     for key in ("momentum", "weight_decay"):
         if cfg.get(key) is not None:
-            config[key] = cfg[key]
-    return config
+            out[key] = cfg[key]
+    return out
 
 
 def main(argv=None):
@@ -534,6 +534,10 @@ def main(argv=None):
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "train_seconds": round(train_seconds, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        # where and how it ran: the device, its name, and every engine switch (funkcije.config)
+        "device": args.device,
+        "machine": backend.device_name(args.device),
+        "engine": config.get(),
     }
     (out / "history.json").write_text(json.dumps(
         {"config": cfg, "history": solver.history, "loss_history": [float(v) for v in solver.loss_history],

@@ -53,6 +53,9 @@ def test_bad_device_and_missing_cupy_are_clear(monkeypatch):
     with pytest.raises(ImportError, match=r"to_device: CuPy is not installed.*\.\[gpu\]"):
         backend.to_device(np.ones(2), "gpu")
     assert backend.gpu_available() is False
+    with pytest.raises(ImportError, match=r"device_name: CuPy is not installed"):
+        backend.device_name("gpu")
+    assert backend.device_name("cpu")  # the CPU's model name needs nothing
 
 
 @gpu
@@ -402,6 +405,9 @@ def test_train_command_line_on_a_stand_in_gpu(data_root, tmp_path, monkeypatch, 
 
     monkeypatch.setattr(backend, "require_cupy", lambda where="": None)
     monkeypatch.setattr(backend, "gpu_available", lambda: True)
+    real_device_name = backend.device_name
+    monkeypatch.setattr(backend, "device_name",
+                        lambda device="cpu": "stand-in GPU" if device == "gpu" else real_device_name(device))
     monkeypatch.setattr(backend, "to_device", to_device)
     monkeypatch.setattr(backend, "device_of", lambda a: "gpu" if real_device_of(a) == "array_api_strict"
                         else real_device_of(a))
@@ -416,6 +422,11 @@ def test_train_command_line_on_a_stand_in_gpu(data_root, tmp_path, monkeypatch, 
     np.testing.assert_allclose(gpu["loss_history"], cpu["loss_history"], rtol=1e-9)
     for key in ("val_acc", "test_acc"):
         assert gpu["results"][key] == cpu["results"][key]
+    from funkcije import config
+
+    assert cpu["results"]["device"] == "cpu" and cpu["results"]["machine"] == real_device_name("cpu")
+    assert gpu["results"]["device"] == "gpu" and gpu["results"]["machine"] == "stand-in GPU"
+    assert cpu["results"]["engine"] == gpu["results"]["engine"] == config.get()
 
 
 def test_callbacks_and_pictures_read_a_model_on_the_device(tmp_path):
