@@ -11,7 +11,7 @@ gaussian, the last with `--weight-scale`).
 
 trains with the Solver (progress bar), evaluates on the test set and writes into
 `--out`: `run_config.json` (the arguments), `history.json` (per-epoch history and
-the final results), `training.png` (loss, accuracies, learning rate),
+the final results, with the device, the machine's name and funkcije.config's switches), `training.png` (loss, accuracies, learning rate),
 `filters.png` (the first-layer filters), `confusion.png` (test confusion matrix)
 and `checkpoint_epoch_E.pkl` (written every epoch). `--resume CKPT` continues a
 checkpoint of a run of the same folder, with that run's settings.
