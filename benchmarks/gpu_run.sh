@@ -12,6 +12,11 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=.
 # the device's Python may differ from the one that built the extensions here
 python3 setup.py -q build_ext --inplace >"$OUT/build.log" 2>&1 ||
   echo "build_ext failed (see build.log): the host-side references use the NumPy kernels"
+# wheels carried in gpu_data/whl (array-api-compat: the [gpu] extra's, absent from the device image)
+if ls gpu_data/whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site gpu_data/whl/*.whl &&
+    export PYTHONPATH=".:/tmp/site"
+fi
 if ls gpu_data/cifar.tar.* >/dev/null 2>&1; then
   mkdir -p /tmp/funkcije_data && cat gpu_data/cifar.tar.* | tar -C /tmp/funkcije_data -xf - &&
     export FUNKCIJE_DATA=/tmp/funkcije_data
