@@ -51,9 +51,9 @@ runs when
 otherwise the NumPy code runs. A parameter on the GPU (a CuPy array) is updated by
 funkcije's CUDA kernels (`kernels/cuda_kernels.py`: every rule, the same operations in
 one pass, subnormals flushed), while config's `cuda_kernels` is on; else, and for any
-other Array API array, by the NumPy code's formulas in its namespace. One launch per
-parameter instead of one per operation matters there: the updates' arrays are small, so
-their cost is the launches. The compiled kernels follow the NumPy code operation
+other Array API array, by the NumPy code's formulas in its namespace (one launch per
+parameter instead of one per operation: the parameters are small next to the activations,
+so launches are much of an update's cost on a GPU). The compiled kernels follow the NumPy code operation
 for operation, in the array's dtype (a float32 array computes in float32, as NumPy 2
 does with a Python float times a float32 array), so both give the same numbers up to
 float rounding (bit for bit on the machines tested). A missing extension is not
