@@ -2,7 +2,6 @@
 learning-rate schedules, label smoothing, and the command line's recipes."""
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 
 from funkcije import optim
-from funkcije.schedules import resolve_schedule, scheduled_learning_rate
+from funkcije.schedules import scheduled_learning_rate
 from funkcije.solver import Solver
 
 RNG = np.random.default_rng(0)
@@ -112,50 +111,6 @@ def test_adamw_matches_torch(torch):
     ours, _ = run_rule(optim.adamw, {"weight_decay": 0.1, "epsilon": 1e-8}, lrs=lrs)
     theirs = torch_run(torch, torch.optim.AdamW, dict(lr=1e-2, weight_decay=0.1, eps=1e-8), lrs)
     np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-14)
-
-
-# ----------------------------------------------------------------------------- schedules
-
-
-def lr_at(schedule, iteration, ipe=10, lr0=1.0, num_epochs=10):
-    sched = resolve_schedule(schedule, num_epochs)
-    return scheduled_learning_rate(lr0, None, sched, iteration=iteration, iterations_per_epoch=ipe)
-
-
-def test_per_iteration_schedules_by_hand():
-    one = {"type": "onecycle", "peak": 0.25, "start": 0.1, "end": 0.0}  # over 10 epochs of 10 updates
-    assert lr_at(one, 0) == pytest.approx(0.1)
-    assert lr_at(one, 25) == pytest.approx(1.0)  # the peak at epoch 2.5
-    assert lr_at(one, 10) == pytest.approx(0.1 + 0.9 * 1.0 / 2.5)
-    assert lr_at(one, 50) == pytest.approx(1.0 - 2.5 / 7.5)
-    assert lr_at(one, 100) == pytest.approx(0.0)
-    pw = {"type": "piecewise", "points": [[0, 0.2], [2, 1.0], [6, 0.0]]}
-    assert lr_at(pw, 5) == pytest.approx(0.2 + 0.8 * 0.25)
-    assert lr_at(pw, 40) == pytest.approx(0.5)
-    assert lr_at(pw, 99) == 0.0
-    cos = {"type": "cosine", "per_iteration": True}
-    assert lr_at(cos, 25) == pytest.approx((1 + math.cos(math.pi * 0.25)) / 2)
-    # warm-up: linear over the first 2 epochs (20 updates), then the schedule
-    warm = {"type": "constant", "warmup": 2}
-    assert [lr_at(warm, i) for i in (0, 9, 19, 20, 55)] == pytest.approx([1 / 20, 10 / 20, 1.0, 1.0, 1.0])
-    # a per-epoch schedule with a warm-up keeps its epoch steps
-    step = {"type": "step", "step_size": 3, "gamma": 0.5, "warmup": 1}
-    assert [lr_at(step, i) for i in (4, 10, 29, 30)] == pytest.approx([0.5, 1.0, 1.0, 0.5])
-
-
-@pytest.mark.parametrize("bad", [
-    {"type": "piecewise", "points": [[1, 1], [2, 0]]},
-    {"type": "piecewise", "points": [[0, 1], [0, 0]]},
-    {"type": "piecewise", "points": [[0, -1], [2, 0]]},
-    {"type": "piecewise", "points": "0:1"},
-    {"type": "onecycle", "peak": 1.5},
-    {"type": "cosine", "warmup": -1},
-    {"type": "cosine", "per_iteration": "yes"},
-    {"type": "constant", "gamma": 0.1},
-])
-def test_bad_schedules_are_clear_errors(bad):
-    with pytest.raises((ValueError, TypeError), match="lr_schedule"):
-        resolve_schedule(bad, 5)
 
 
 def linear_data(n=80, seed=0):
