@@ -88,6 +88,10 @@ LAYERS = [
      FL.affine_forward_fast, FL.affine_backward_fast, L.affine_forward, L.affine_backward),
     ("relu", lambda r: ((r.standard_normal((5, 4, 3, 2)),), (), None), FL.relu_forward_fast, FL.relu_backward_fast,
      L.relu_forward, L.relu_backward),
+    ("gelu", lambda r: ((r.standard_normal((5, 4, 3, 2)) * 3,), (), "none"), FL.gelu_forward_fast, FL.gelu_backward_fast,
+     L.gelu_forward, L.gelu_backward),
+    ("gelu tanh", lambda r: ((r.standard_normal((5, 4, 3, 2)) * 3,), (), "tanh"), FL.gelu_forward_fast,
+     FL.gelu_backward_fast, L.gelu_forward, L.gelu_backward),
 ]
 
 
@@ -100,11 +104,19 @@ def check_layers(cp):
             x = x.astype(dtype)
             params = tuple(p.astype(dtype) for p in params)
             extra = () if setting is None else (setting,)
-            want, rcache = rfwd(x, *params, *(dict(s) for s in extra))
+            want, rcache = rfwd(x, *params, *(dict(s) if isinstance(s, dict) else s for s in extra))
             dout = rng.standard_normal(want.shape).astype(dtype)
             rg = rbwd(dout, rcache)
             with config.using(cuda_kernels=kernels):
-                got, cache = fwd(cp.asarray(x), *(cp.asarray(p) for p in params), *(dict(s) for s in extra))
+                try:
+                    got, cache = fwd(cp.asarray(x), *(cp.asarray(p) for p in params),
+                                     *(dict(s) if isinstance(s, dict) else s for s in extra))
+                except TypeError as exc:  # exact GELU without the kernels: erf is not in the Array API
+                    if kernels or name != "gelu" or "CUDA kernels" not in str(exc):
+                        raise
+                    rows.append({"layer": name, "dtype": np.dtype(dtype).name, "cuda_kernels": kernels,
+                                 "refused_clearly": True, "ok": True})
+                    continue
                 g = bwd(cp.asarray(dout), cache)
             rg, g = (rg, g) if isinstance(rg, tuple) else ((rg,), (g,))
             errs = [rel_err(got, want, dtype)] + [rel_err(a, b, dtype) for a, b in zip(g, rg)]

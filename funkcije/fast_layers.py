@@ -48,8 +48,8 @@ from __future__ import annotations
 import numpy as np
 
 from .checks import (
-    Cache, affine_shapes, as_dout, cache_array, check_array, check_bool, check_same_dtype, conv_geometry, describe,
-    pool_geometry, unpack_cache,
+    Cache, affine_shapes, as_dout, cache_array, check_array, check_bool, check_choice, check_same_dtype, conv_geometry,
+    describe, pool_geometry, unpack_cache,
 )
 from .backend import AnyArray, array_api, device_of
 from .kernels import conv as _conv, dense as _dense, norm as _norm
@@ -77,6 +77,8 @@ __all__ = [
     "spatial_batchnorm_backward_fast",
     "relu_forward_fast",
     "relu_backward_fast",
+    "gelu_forward_fast",
+    "gelu_backward_fast",
     "IMPLEMENTATION",
     "implementation",
     "available_implementations",
@@ -390,3 +392,37 @@ def relu_backward_fast(dout, cache):
         return _xk.relu_backward(dout, x)
     dout = np.ascontiguousarray(dout)
     return _norm.relu_backward(dout, np.ascontiguousarray(x))
+
+
+# ----------------------------------------------------------------------------- GELU
+
+
+def gelu_forward_fast(x, approximate="none"):
+    """GELU as `layers.gelu_forward` (x Phi(x), or the tanh form; Phi evaluated in float64)
+    in one multi-threaded pass, Phi by the C library's erfc. Any shape; dtype kept; cache
+    (x, approximate), interchangeable with the reference's."""
+    layer = "gelu_forward_fast"
+    check_array(layer, "x", x)
+    check_choice(layer, "approximate", approximate, ("none", "tanh"))
+    cache = Cache((x, approximate), layer)
+    if _rt.namespaced(x):
+        return _gpu_kernels(x).gelu_forward(x, approximate == "tanh"), cache
+    x = np.ascontiguousarray(x)
+    out = np.empty_like(x)
+    _rt.kernels_for(x.dtype).gelu_forward(x.reshape(-1), out.reshape(-1), approximate == "tanh")
+    return out, cache
+
+
+def gelu_backward_fast(dout, cache):
+    """dx = dout * (Phi(x) + x phi(x)) (or the tanh form's slope), computed in float64."""
+    from .layers import GELU_FORWARDS
+
+    layer = "gelu_backward_fast"
+    x, approximate = unpack_cache(layer, cache, GELU_FORWARDS, (_A, str))
+    dout = as_dout(layer, dout, x.shape, x.dtype)
+    if _rt.namespaced(x):
+        return _gpu_kernels(x).gelu_backward(dout, x, approximate == "tanh")
+    x, dout = np.ascontiguousarray(x), np.ascontiguousarray(dout)
+    dx = np.empty_like(x)
+    _rt.kernels_for(x.dtype).gelu_backward(dout.reshape(-1), x.reshape(-1), dx.reshape(-1), approximate == "tanh")
+    return dx

@@ -18,6 +18,7 @@ from .backend import array_api
 from .checks import (
     affine_shapes,
     check_array,
+    check_choice,
     check_labels,
     check_dout,
     as_dout,
@@ -184,6 +185,9 @@ def _normal_cdf(x):
     return 0.5 * _erfc(-x / _SQRT_2)
 
 
+GELU_FORWARDS = ("gelu_forward", "gelu_forward_fast")
+
+
 def gelu_forward(x, approximate="none"):
     """GELU: out = x * Phi(x), Phi the standard normal CDF (approximate="none", as
     PyTorch's default), or x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) with
@@ -191,8 +195,7 @@ def gelu_forward(x, approximate="none"):
     cache is (x, approximate)."""
     layer = "gelu_forward"
     check_array(layer, "x", x)
-    if approximate not in ("none", "tanh"):
-        raise ValueError(f"{layer}: approximate must be 'none' or 'tanh', got {approximate!r}")
+    check_choice(layer, "approximate", approximate, ("none", "tanh"))
     x64 = x.astype(np.float64, copy=False)
     if approximate == "none":
         phi = _normal_cdf(x64)
@@ -203,7 +206,7 @@ def gelu_forward(x, approximate="none"):
 
 def gelu_backward(dout, cache):
     """dx = dout * d/dx [x Phi(x)] = dout * (Phi(x) + x phi(x)) (or the tanh form's derivative)."""
-    x, approximate = unpack_cache("gelu_backward", cache, "gelu_forward", (_A, str))
+    x, approximate = unpack_cache("gelu_backward", cache, GELU_FORWARDS, (_A, str))
     dout = as_dout("gelu_backward", dout, x.shape, x.dtype)
     x64 = x.astype(np.float64, copy=False)
     if approximate == "none":

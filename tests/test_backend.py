@@ -475,3 +475,17 @@ def test_update_state_on_the_device_takes_the_parameters_dtype(rule):
     next_w, config = optim.get_update_rule(rule)(w, dw, {key: s})
     assert next_w.dtype == w.dtype and config[key].dtype == w.dtype
     assert type(config[key]).__module__.startswith("array_api_strict")
+
+
+def test_gelu_off_the_cpu_tanh_form_runs_exact_form_refused_clearly():
+    """The Array API has no erf: GELU's tanh form runs on any array library (against the
+    reference), the exact form says it needs funkcije's CUDA kernels."""
+    x_h = np.random.default_rng(3).standard_normal((2, 3, 4)) * 3
+    (x,) = _strict(x_h)
+    out, cache = FL.gelu_forward_fast(x, "tanh")
+    want, wcache = L.gelu_forward(x_h, "tanh")
+    np.testing.assert_allclose(_host(out), want, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(_host(FL.gelu_backward_fast(_strict(np.ones_like(x_h))[0], cache)),
+                               L.gelu_backward(np.ones_like(x_h), wcache), rtol=1e-13, atol=1e-15)
+    with pytest.raises(TypeError, match="erf.*CUDA kernels.*approximate='tanh'"):
+        FL.gelu_forward_fast(x)

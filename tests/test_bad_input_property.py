@@ -178,6 +178,8 @@ layer_pair(L.sigmoid_forward, L.sigmoid_backward, dict(x=x2), {"x": bad_arrays(x
 layer_pair(L.tanh_forward, L.tanh_backward, dict(x=x2), {"x": bad_arrays(x2, rank=False)})
 layer_pair(L.gelu_forward, L.gelu_backward, dict(x=x2, approximate="tanh"),
            {"x": bad_arrays(x2, rank=False), "approximate": ["exact", None, 1, True]})
+layer_pair(FL.gelu_forward_fast, FL.gelu_backward_fast, dict(x=x2, approximate="none"),
+           {"x": bad_arrays(x2, rank=False), "approximate": ["exact", None, 1, True]})
 layer_pair(L.scale_forward, L.scale_backward, dict(x=x2, c=2.0),
            {"x": bad_arrays(x2, rank=False), "c": [NAN, INF, "2", None, [2.0]]})
 layer_pair(L.flatten_forward, L.flatten_backward, dict(x=x4),

@@ -485,7 +485,7 @@ def test_nvrtc_compiles_the_kernels(cuda, dtype_name, arch):
         lib.nvrtcDestroyProgram(ctypes.byref(prog))
     kernels = {name for name, _ in _SIG.findall(src)}
     compiled = set(re.findall(r"Compiling entry function '(\w+)'", log))
-    assert compiled == kernels and len(kernels) == 13
+    assert compiled == kernels and len(kernels) == 15
     spills = re.findall(r"(\d+) bytes spill stores", log)
     assert spills and all(s == "0" for s in spills), log
 
@@ -615,3 +615,23 @@ def test_a_zoo_model_trains_through_the_kernels_like_on_the_cpu(on_host, monkeyp
         for key in ("running_mean", "running_var"):
             if key in state:
                 np.testing.assert_allclose(dev.model.state[layer][key], state[key], rtol=1e-11, atol=1e-14)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gelu_kernels_match_the_reference(on_host, monkeypatch, dtype, approximate):
+    """GELU through its CUDA kernels (Phi in double, erfc of the C library's math) and the
+    fast layers' GPU branch, against the reference layer."""
+    monkeypatch.setattr(FL, "_gpu_kernels", lambda x: CK)
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal((3, 4, 5)) * 3).astype(dtype)
+    x.flat[:3] = [0.0, np.inf, np.nan]
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    with config.using(implementation="namespace"), np.errstate(invalid="ignore"):
+        out, cache = FL.gelu_forward_fast(x, approximate)
+        dx = FL.gelu_backward_fast(dout, cache)
+        want, wcache = L.gelu_forward(x, approximate)
+        dwant = L.gelu_backward(dout, wcache)
+    for got, ref in ((out, want), (dx, dwant)):
+        assert got.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(got, ref, rtol=1e-13 if dtype == np.float64 else 1e-6, atol=1e-14)

@@ -1,5 +1,5 @@
 """The fast spatial batch norm (fast_layers.spatial_batchnorm_*_fast, also fused with
-ReLU) and the fast ReLU against the reference, on the compiled and the NumPy kernels."""
+ReLU), the fast ReLU and the fast GELU against the reference, on the compiled and the NumPy kernels."""
 import os
 
 import numpy as np
@@ -249,6 +249,51 @@ def test_fast_relu_nan_and_non_contiguous(rng):
         FL.relu_backward_fast(np.ones((4, 2)), cache)
     with pytest.raises(TypeError, match="relu_forward_fast"):
         FL.relu_forward_fast([1.0, -1.0])
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+@pytest.mark.parametrize("shape", [(0, 3), (7,), (2, 3, 4, 5), (8, 16, 32, 32)])
+def test_fast_gelu_matches_reference(shape, dtype, approximate, rng):
+    """GELU's fast pass against the reference (Phi in float64 on both), special values
+    included; the caches are interchangeable both ways."""
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    if x.size >= 6:
+        x.flat[:6] = [0.0, -0.0, np.inf, -np.inf, np.nan, -30.0]
+    with np.errstate(invalid="ignore"):
+        out, cache = FL.gelu_forward_fast(x, approximate)
+        out_r, cache_r = L.gelu_forward(x, approximate)
+        dout = rng.standard_normal(shape).astype(dtype)
+        dx = FL.gelu_backward_fast(dout, cache)
+        dx_r = L.gelu_backward(dout, cache_r)
+        swapped = (FL.gelu_backward_fast(dout, cache_r), L.gelu_backward(dout, cache))
+    assert out.dtype == dx.dtype == dtype and out.shape == dx.shape == x.shape
+    # the C library's erfc and tanh against NumPy's and the reference's series, in double:
+    # within 1e-14 of the scale (where 1 + tanh cancels, far left, either may be off by
+    # that much), then rounded once to x's dtype, so one unit in its last place beside
+    tol = 1e-14
+    for got, want in ((out, out_r), (dx, dx_r), swapped):
+        special = ~np.isfinite(want)
+        np.testing.assert_array_equal(got[special], want[special])
+        got, want = got[~special], want[~special]
+        scale = max(np.abs(want).max(initial=0.0), 1.0)
+        err = np.abs(got.astype(np.float64) - want.astype(np.float64))
+        assert np.all(err <= tol * scale + np.abs(np.spacing(want)).astype(np.float64))
+
+
+def test_fast_gelu_gradient_and_bad_input(rng):
+    x = rng.standard_normal((3, 5))
+    dout = rng.standard_normal(x.shape)
+    for approximate in ("none", "tanh"):
+        _, cache = FL.gelu_forward_fast(x, approximate)
+        num = eval_numerical_gradient_array(lambda v: FL.gelu_forward_fast(v, approximate)[0], x.copy(), dout)
+        assert rel_error(FL.gelu_backward_fast(dout, cache), num) < 1e-8
+    with pytest.raises(ValueError, match="gelu_forward_fast: approximate must be one of 'none', 'tanh'"):
+        FL.gelu_forward_fast(x, "erf")
+    with pytest.raises(TypeError, match="gelu_backward_fast"):
+        FL.gelu_backward_fast(dout, FL.relu_forward_fast(x)[1])
+    with pytest.raises(ValueError, match="gelu_backward_fast"):
+        FL.gelu_backward_fast(dout[:2], FL.gelu_forward_fast(x)[1])
 
 
 _THREADS_SCRIPT = """

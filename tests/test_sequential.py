@@ -643,3 +643,24 @@ def test_conv_dirac_start_passes_the_input_through():
     assert "dirac=True" in repr(layer)
     with pytest.raises(TypeError, match="dirac must be True or False"):
         Conv2d(4, 3, dirac=1)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_layer_runs_the_fast_pass_and_matches_the_reference(approximate):
+    """A model with GELU layers: the same loss and gradients through the fast layers
+    (GELU's compiled pass) and through the reference layers."""
+    def make():
+        return Sequential([Conv2d(4, 3, pad=1), GELU(approximate), Flatten(), Affine(5)], input_shape=(2, 5, 5),
+                          seed=0, dtype=np.float64)
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((3, 2, 5, 5)), rng.integers(0, 5, 3)
+    fast = make().loss(X, y)
+    with config.using(layers="reference"):
+        ref = make().loss(X, y)
+    assert fast[0] == pytest.approx(ref[0], rel=1e-12)
+    for k, g in ref[1].items():
+        np.testing.assert_allclose(fast[1][k], g, rtol=1e-10, atol=1e-12)
+    assert GELU(approximate).forward(X, {}, {}, True)[1].forward == "gelu_forward_fast"
+    with config.using(layers="reference"):
+        assert GELU(approximate).forward(X, {}, {}, True)[1].forward == "gelu_forward"

@@ -69,6 +69,7 @@ _FUNCTIONS = {
         "batchnorm2d": (FL.spatial_batchnorm_forward_fast, FL.spatial_batchnorm_backward_fast),
         "batchnorm1d": (L.batchnorm_forward, L.batchnorm_backward_alt),
         "relu": (FL.relu_forward_fast, FL.relu_backward_fast),
+        "gelu": (FL.gelu_forward_fast, FL.gelu_backward_fast),
     },
     "reference": {
         "conv": (L.conv_forward_naive, L.conv_backward_naive),
@@ -78,6 +79,7 @@ _FUNCTIONS = {
         "batchnorm2d": (L.spatial_batchnorm_forward, L.spatial_batchnorm_backward),
         "batchnorm1d": (L.batchnorm_forward, L.batchnorm_backward_alt),
         "relu": (L.relu_forward, L.relu_backward),
+        "gelu": (L.gelu_forward, L.gelu_backward),
     },
 }
 
@@ -529,11 +531,15 @@ class GELU(_Elementwise):
     """x * Phi(x) (approximate="none", PyTorch's default) or its tanh approximation."""
 
     kind = "gelu"
-    _fwd = staticmethod(L.gelu_forward)
-    _bwd = staticmethod(L.gelu_backward)
 
     def __init__(self, approximate="none"):
         self.approximate = check_choice("GELU", "approximate", approximate, ("none", "tanh"))
+
+    def forward(self, x, params, state, train):
+        return _pair_fns("gelu")[0](x, self.approximate)
+
+    def backward(self, dout, cache, need_dx=True):
+        return _pair_fns("gelu")[1](dout, cache), {}
 
     def _repr_args(self):
         return {"approximate": self.approximate}

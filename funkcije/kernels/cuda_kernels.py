@@ -1,9 +1,10 @@
 """CUDA kernels for the layers whose Array API form makes many passes over memory on a
 GPU: max pooling (one pass each way instead of one per window position), batch norm
 (statistics in two passes, the normalisation with its ReLU in one; the backward's two
-sums in one pass, dx in one) and the convolution's steps around its cuBLAS GEMMs (the
+sums in one pass, dx in one), the convolution's steps around its cuBLAS GEMMs (the
 columns in one pass instead of a padded copy and one per kernel position, the product's
-layout with the bias in one, the images' gradient gathered in one).
+layout with the bias in one, the images' gradient gathered in one), GELU (whose erf the
+Array API lacks) and the update rules (one pass each).
 
 The functions have the signatures and results of their namesakes in `xp_kernels`, which
 `fast_layers` calls instead for CuPy arrays while `config.set(cuda_kernels=True)` (the
@@ -277,6 +278,36 @@ __device__ void conv_out_body(const scalar_t* __restrict__ res, const scalar_t* 
 extern "C" __global__ void conv_out_SUFFIX(const scalar_t* __restrict__ res, const scalar_t* __restrict__ b,
         scalar_t* __restrict__ out, long long total, int nb, int F, long long P) {
     BY_INDEX(total, conv_out_body, res, b, out, total, nb, F, P);
+}
+
+/* GELU, Phi in double for either dtype as on the CPU: x Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2,
+   or the tanh form; backward dout times the slope. */
+__device__ double gelu_phi(double v, int tanh_form) {
+    if (tanh_form) return 0.5 * (1.0 + tanh(0.79788456080286535588 * (v + 0.044715 * v * v * v)));
+    return 0.5 * erfc(-v * 0.70710678118654752440);
+}
+
+__device__ double gelu_slope(double v, int tanh_form) {
+    if (tanh_form) {
+        double th = tanh(0.79788456080286535588 * (v + 0.044715 * v * v * v));
+        return 0.5 * (1.0 + th) + 0.5 * v * (1.0 - th * th) * 0.79788456080286535588 * (1.0 + 3.0 * 0.044715 * v * v);
+    }
+    return 0.5 * erfc(-v * 0.70710678118654752440) + v * 0.39894228040143267794 * exp(-0.5 * v * v);
+}
+
+extern "C" __global__ void gelu_fwd_SUFFIX(const scalar_t* __restrict__ x, scalar_t* __restrict__ out,
+        long long total, int tanh_form) {
+    GRID_LOOP(long long, i, total) {
+        double v = (double)x[i];
+        out[i] = (scalar_t)(v * gelu_phi(v, tanh_form));
+    }
+}
+
+extern "C" __global__ void gelu_bwd_SUFFIX(const scalar_t* __restrict__ dout, const scalar_t* __restrict__ x,
+        scalar_t* __restrict__ dx, long long total, int tanh_form) {
+    GRID_LOOP(long long, i, total) {
+        dx[i] = (scalar_t)((double)dout[i] * gelu_slope((double)x[i], tanh_form));
+    }
 }
 
 /* The update rules (funkcije.optim), each in one pass over w, dw and the state: the NumPy
@@ -615,3 +646,24 @@ def adam(w, dw, m, v, lr, beta1, beta2, eps, t, wscale=1.0):
 
 def nesterov(w, dw, velocity, lr, momentum, coupled, decoupled):
     return _update("nesterov", w, dw, (velocity,), (lr, momentum, coupled, decoupled))
+
+
+# ----------------------------------------------------------------------------- GELU
+
+
+def gelu_forward(x, tanh_form):
+    """As `xp_kernels.gelu_forward`, both forms, in one pass."""
+    xp = backend.array_api(x)
+    x = _contiguous(x)
+    out = xp.empty(x.shape, dtype=x.dtype)
+    _run("gelu_fwd", backend.dtype_name(x), _grid(x.size), BLOCK, (x, out, _LL(x.size), int(bool(tanh_form))))
+    return out
+
+
+def gelu_backward(dout, x, tanh_form):
+    """As `xp_kernels.gelu_backward`."""
+    xp = backend.array_api(dout, x)
+    dout, x = _contiguous(dout), _contiguous(x)
+    dx = xp.empty(x.shape, dtype=x.dtype)
+    _run("gelu_bwd", backend.dtype_name(x), _grid(x.size), BLOCK, (dout, x, dx, _LL(x.size), int(bool(tanh_form))))
+    return dx

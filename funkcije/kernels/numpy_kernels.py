@@ -27,6 +27,8 @@ __all__ = [
     "bn_backward_dx",
     "relu_forward",
     "relu_backward",
+    "gelu_forward",
+    "gelu_backward",
 ]
 
 
@@ -203,3 +205,16 @@ def relu_forward(x, out):
 
 def relu_backward(dout, y, dx):
     dx[...] = np.where(y > 0, dout, 0)
+
+
+def gelu_forward(x, out, tanh_form):
+    from .. import layers as L  # the reference's float64 formulas
+
+    out[...] = L.gelu_forward(x, "tanh" if tanh_form else "none")[0]
+
+
+def gelu_backward(dout, x, dx, tanh_form):
+    from .. import layers as L
+
+    cache = L.Cache((x, "tanh" if tanh_form else "none"), "gelu_forward")
+    dx[...] = L.gelu_backward(dout, cache)
