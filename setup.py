@@ -29,6 +29,26 @@ def _openmp_flags():
     return (["-fopenmp"], ["-fopenmp"]) if ok else ([], [])
 
 
+def _libmvec():
+    """glibc's vector math library (2.35+) links, with its AVX-512 erfc: the GELU kernels'
+    fast path (kernels/csrc/gelu.h). Its macro and library, or none."""
+    if os.environ.get("FUNKCIJE_NO_LIBMVEC") == "1" or not sys.platform.startswith("linux"):
+        return [], []
+    cc = os.environ.get("CC", "cc")
+    if shutil.which(cc) is None:
+        return [], []
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "t.c")
+        with open(src, "w") as f:
+            f.write("#include <immintrin.h>\n__m512d _ZGVeN8v_erfc(__m512d);\n__m512d _ZGVeN8v_exp(__m512d);\n"
+                    "__m512d _ZGVeN8v_tanh(__m512d);\n"
+                    "__attribute__((target(\"avx512f\"))) double f(double a) { double o[8];\n"
+                    "  _mm512_storeu_pd(o, _ZGVeN8v_erfc(_ZGVeN8v_exp(_ZGVeN8v_tanh(_mm512_set1_pd(a)))));\n"
+                    "  return o[0]; }\nint main(void) { return __builtin_cpu_supports(\"avx512f\") ? f(0.5) > 2 : 0; }\n")
+        ok = subprocess.run([cc, src, "-o", os.path.join(d, "t"), "-lmvec", "-lm"], capture_output=True).returncode == 0
+    return ([("FUNK_LIBMVEC", "1")], ["mvec", "m"]) if ok else ([], [])
+
+
 def _extensions():
     if os.environ.get("FUNKCIJE_NO_EXT") == "1":
         return []
@@ -39,16 +59,19 @@ def _extensions():
     except ImportError:
         return []
     cflags, lflags = _openmp_flags()
+    mvec_macros, mvec_libs = _libmvec()
     ext = Extension(
         "funkcije.kernels._compiled",
         ["funkcije/kernels/csrc/_compiled.pyx"],
         include_dirs=[numpy.get_include(), "funkcije/kernels/csrc"],
         depends=["funkcije/kernels/csrc/direct_conv.h", "funkcije/kernels/csrc/openmp.pxi",
                  "funkcije/kernels/csrc/norm.pxi", "funkcije/kernels/csrc/norm.h", "funkcije/kernels/csrc/pool.h",
-                 "funkcije/kernels/csrc/winograd4.h", "funkcije/kernels/csrc/winograd4_t.h"],
+                 "funkcije/kernels/csrc/winograd4.h", "funkcije/kernels/csrc/winograd4_t.h",
+                 "funkcije/kernels/csrc/gelu.h"],
         extra_compile_args=["-O3"] + cflags,
         extra_link_args=lflags,
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        libraries=mvec_libs,
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")] + mvec_macros,
     )
     # The update rules must round like optim.py's NumPy code, operation for operation:
     # no contraction of a * b + c into one fused multiply-add (-march=native would allow

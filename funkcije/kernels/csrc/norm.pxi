@@ -166,56 +166,40 @@ def relu_backward(const floating[::1] dout, const floating[::1] y, floating[::1]
                 funk_relu_bwd_d(&dout[lo], &y[lo], &dx[lo], hi - lo)
 
 
-# GELU: Phi evaluated in double for either dtype, as the reference does, by the C library's
-# erfc (the reference's series and continued fraction cost ~1 us an element in NumPy).
-from libc.math cimport erfc as _c_erfc, exp as _c_exp, tanh as _c_tanh
-
-cdef double GELU_RSQRT2 = 0.70710678118654752440
-cdef double GELU_INV_SQRT_2PI = 0.39894228040143267794
-cdef double GELU_SQRT_2_OVER_PI = 0.79788456080286535588
-cdef double GELU_CUBIC = 0.044715
-
-
-cdef inline double _gelu_phi(double v, bint tanh_form) noexcept nogil:
-    if tanh_form:
-        return 0.5 * (1.0 + _c_tanh(GELU_SQRT_2_OVER_PI * (v + GELU_CUBIC * v * v * v)))
-    return 0.5 * _c_erfc(-v * GELU_RSQRT2)
-
-
-cdef inline double _gelu_slope(double v, bint tanh_form) noexcept nogil:
-    cdef double th
-    if tanh_form:
-        th = _c_tanh(GELU_SQRT_2_OVER_PI * (v + GELU_CUBIC * v * v * v))
-        return (0.5 * (1.0 + th)
-                + 0.5 * v * (1.0 - th * th) * GELU_SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * v * v))
-    return 0.5 * _c_erfc(-v * GELU_RSQRT2) + v * GELU_INV_SQRT_2PI * _c_exp(-0.5 * v * v)
+# GELU: Phi evaluated in double for either dtype, as the reference does; the row loops are C
+# (gelu.h: the C library's erfc, or glibc's vector erfc on AVX-512 where the build found it).
+cdef extern from "gelu.h" nogil:
+    void funk_gelu_fwd_f(const float *x, float *o, Py_ssize_t n, int tanh_form)
+    void funk_gelu_fwd_d(const double *x, double *o, Py_ssize_t n, int tanh_form)
+    void funk_gelu_bwd_f(const float *d, const float *x, float *o, Py_ssize_t n, int tanh_form)
+    void funk_gelu_bwd_d(const double *d, const double *x, double *o, Py_ssize_t n, int tanh_form)
 
 
 def gelu_forward(const floating[::1] x, floating[::1] out, bint tanh_form):
     """out = x Phi(x) (Phi = erfc(-x / sqrt 2) / 2, or the tanh form), in double, rounded to x's dtype."""
-    cdef Py_ssize_t n = x.shape[0], t, i, lo, hi, nb = (x.shape[0] + RELU_BLOCK - 1) // RELU_BLOCK
-    cdef double v
+    cdef Py_ssize_t n = x.shape[0], t, lo, hi, nb = (x.shape[0] + RELU_BLOCK - 1) // RELU_BLOCK
     if out.shape[0] != n:
         raise ValueError("gelu_forward: shapes do not match")
     with nogil:
         for t in prange(nb, schedule="static", num_threads=_norm_threads(16 * n)):
             lo = t * RELU_BLOCK
             hi = lo + RELU_BLOCK if lo + RELU_BLOCK < n else n
-            for i in range(lo, hi):
-                v = x[i]
-                out[i] = <floating>(v * _gelu_phi(v, tanh_form))
+            if floating is float:
+                funk_gelu_fwd_f(&x[lo], &out[lo], hi - lo, tanh_form)
+            else:
+                funk_gelu_fwd_d(&x[lo], &out[lo], hi - lo, tanh_form)
 
 
 def gelu_backward(const floating[::1] dout, const floating[::1] x, floating[::1] dx, bint tanh_form):
     """dx = dout (Phi(x) + x phi(x)) (or the tanh form's slope), in double, rounded to x's dtype."""
-    cdef Py_ssize_t n = x.shape[0], t, i, lo, hi, nb = (x.shape[0] + RELU_BLOCK - 1) // RELU_BLOCK
-    cdef double v
+    cdef Py_ssize_t n = x.shape[0], t, lo, hi, nb = (x.shape[0] + RELU_BLOCK - 1) // RELU_BLOCK
     if dout.shape[0] != n or dx.shape[0] != n:
         raise ValueError("gelu_backward: shapes do not match")
     with nogil:
         for t in prange(nb, schedule="static", num_threads=_norm_threads(16 * n)):
             lo = t * RELU_BLOCK
             hi = lo + RELU_BLOCK if lo + RELU_BLOCK < n else n
-            for i in range(lo, hi):
-                v = x[i]
-                dx[i] = <floating>(dout[i] * _gelu_slope(v, tanh_form))
+            if floating is float:
+                funk_gelu_bwd_f(&dout[lo], &x[lo], &dx[lo], hi - lo, tanh_form)
+            else:
+                funk_gelu_bwd_d(&dout[lo], &x[lo], &dx[lo], hi - lo, tanh_form)
