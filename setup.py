@@ -15,37 +15,36 @@ import tempfile
 from setuptools import setup
 
 
-def _openmp_flags():
-    if os.environ.get("FUNKCIJE_NO_OPENMP") == "1" or sys.platform == "darwin":
-        return [], []
+def _links(code, flags):
+    """The C compiler (CC, else cc) builds and links `code` with `flags`."""
     cc = os.environ.get("CC", "cc")
     if shutil.which(cc) is None:
-        return [], []
+        return False
     with tempfile.TemporaryDirectory() as d:
         src = os.path.join(d, "t.c")
         with open(src, "w") as f:
-            f.write("#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n")
-        ok = subprocess.run([cc, "-fopenmp", src, "-o", os.path.join(d, "t")], capture_output=True).returncode == 0
+            f.write(code)
+        return subprocess.run([cc, src, "-o", os.path.join(d, "t"), *flags], capture_output=True).returncode == 0
+
+
+def _openmp_flags():
+    if os.environ.get("FUNKCIJE_NO_OPENMP") == "1" or sys.platform == "darwin":
+        return [], []
+    ok = _links("#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n", ["-fopenmp"])
     return (["-fopenmp"], ["-fopenmp"]) if ok else ([], [])
 
 
 def _libmvec():
-    """glibc's vector math library (2.35+) links, with its AVX-512 erfc: the GELU kernels'
-    fast path (kernels/csrc/gelu.h). Its macro and library, or none."""
+    """glibc's vector math library (2.35+) links, with its AVX-512 erfc, exp and tanh: the
+    GELU kernels' fast path (kernels/csrc/gelu.h). Its macro and libraries, or none."""
     if os.environ.get("FUNKCIJE_NO_LIBMVEC") == "1" or not sys.platform.startswith("linux"):
         return [], []
-    cc = os.environ.get("CC", "cc")
-    if shutil.which(cc) is None:
-        return [], []
-    with tempfile.TemporaryDirectory() as d:
-        src = os.path.join(d, "t.c")
-        with open(src, "w") as f:
-            f.write("#include <immintrin.h>\n__m512d _ZGVeN8v_erfc(__m512d);\n__m512d _ZGVeN8v_exp(__m512d);\n"
-                    "__m512d _ZGVeN8v_tanh(__m512d);\n"
-                    "__attribute__((target(\"avx512f\"))) double f(double a) { double o[8];\n"
-                    "  _mm512_storeu_pd(o, _ZGVeN8v_erfc(_ZGVeN8v_exp(_ZGVeN8v_tanh(_mm512_set1_pd(a)))));\n"
-                    "  return o[0]; }\nint main(void) { return __builtin_cpu_supports(\"avx512f\") ? f(0.5) > 2 : 0; }\n")
-        ok = subprocess.run([cc, src, "-o", os.path.join(d, "t"), "-lmvec", "-lm"], capture_output=True).returncode == 0
+    ok = _links("#include <immintrin.h>\n__m512d _ZGVeN8v_erfc(__m512d);\n__m512d _ZGVeN8v_exp(__m512d);\n"
+                "__m512d _ZGVeN8v_tanh(__m512d);\n"
+                "__attribute__((target(\"avx512f\"))) double f(double a) { double o[8];\n"
+                "  _mm512_storeu_pd(o, _ZGVeN8v_erfc(_ZGVeN8v_exp(_ZGVeN8v_tanh(_mm512_set1_pd(a)))));\n"
+                "  return o[0]; }\nint main(void) { return __builtin_cpu_supports(\"avx512f\") ? f(0.5) > 2 : 0; }\n",
+                ["-lmvec", "-lm"])
     return ([("FUNK_LIBMVEC", "1")], ["mvec", "m"]) if ok else ([], [])
 
 
