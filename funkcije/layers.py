@@ -12,9 +12,11 @@ fast); `funkcije.fast_layers` has the same signatures and is what models use.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from .backend import array_api
+from .backend import AnyArray, array_api
 from .checks import (
     affine_shapes,
     check_array,
@@ -127,9 +129,11 @@ def tanh_backward(dout, cache):
     return dout * (1 - t * t)
 
 
-_SQRT_2 = np.sqrt(2.0)
-_SQRT_2_OVER_PI = np.sqrt(2.0 / np.pi)
-_INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
+# Python floats, not NumPy scalars: a NumPy scalar times another library's array (the
+# tanh form runs on any Array API array) would hand the product to NumPy
+_SQRT_2 = math.sqrt(2.0)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 def _erf_series(t):
@@ -188,35 +192,49 @@ def _normal_cdf(x):
 GELU_FORWARDS = ("gelu_forward", "gelu_forward_fast")
 
 
+def _check_gelu_form(layer, x, approximate):
+    """The exact form needs erf (here in NumPy); off NumPy only the tanh form runs."""
+    if approximate == "none" and not isinstance(x, np.ndarray):
+        raise TypeError(
+            f"{layer}: GELU's exact form needs erf, which the Array API standard lacks: on a GPU it runs in "
+            f"funkcije's CUDA kernels (CuPy with config cuda_kernels on); approximate='tanh' runs on any "
+            f"array library; got a {type(x).__module__}.{type(x).__name__}")
+
+
 def gelu_forward(x, approximate="none"):
     """GELU: out = x * Phi(x), Phi the standard normal CDF (approximate="none", as
     PyTorch's default), or x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) with
-    approximate="tanh". Any shape; dtype kept (Phi is evaluated in float64).
-    cache is (x, approximate)."""
+    approximate="tanh". Any shape; dtype kept (Phi is evaluated in float64). The tanh
+    form is written in Array API calls, so it also runs on CuPy or array-api-strict
+    arrays; the exact form needs erf (NumPy arrays). cache is (x, approximate)."""
     layer = "gelu_forward"
     check_array(layer, "x", x)
     check_choice(layer, "approximate", approximate, ("none", "tanh"))
-    x64 = x.astype(np.float64, copy=False)
+    _check_gelu_form(layer, x, approximate)
+    xp = array_api(x)
+    x64 = xp.astype(x, xp.float64, copy=False)
     if approximate == "none":
         phi = _normal_cdf(x64)
     else:
-        phi = 0.5 * (1 + np.tanh(_SQRT_2_OVER_PI * (x64 + 0.044715 * x64**3)))
-    return (x64 * phi).astype(x.dtype, copy=False), Cache((x, approximate), "gelu_forward")
+        phi = 0.5 * (1 + xp.tanh(_SQRT_2_OVER_PI * (x64 + 0.044715 * x64**3)))
+    return xp.astype(x64 * phi, x.dtype, copy=False), Cache((x, approximate), "gelu_forward")
 
 
 def gelu_backward(dout, cache):
     """dx = dout * d/dx [x Phi(x)] = dout * (Phi(x) + x phi(x)) (or the tanh form's derivative)."""
-    x, approximate = unpack_cache("gelu_backward", cache, GELU_FORWARDS, (_A, str))
+    x, approximate = unpack_cache("gelu_backward", cache, GELU_FORWARDS, (AnyArray, str))  # tanh form: any library
+    _check_gelu_form("gelu_backward", x, approximate)
     dout = as_dout("gelu_backward", dout, x.shape, x.dtype)
-    x64 = x.astype(np.float64, copy=False)
+    xp = array_api(x)
+    x64 = xp.astype(x, xp.float64, copy=False)
     if approximate == "none":
         grad = _normal_cdf(x64) + x64 * _INV_SQRT_2PI * np.exp(-0.5 * x64 * x64)
     else:
         u = _SQRT_2_OVER_PI * (x64 + 0.044715 * x64**3)
-        th = np.tanh(u)
+        th = xp.tanh(u)
         du = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x64 * x64)
         grad = 0.5 * (1 + th) + 0.5 * x64 * (1 - th * th) * du
-    return (dout * grad).astype(x.dtype, copy=False)
+    return xp.astype(dout * grad, x.dtype, copy=False)
 
 
 def scale_forward(x, c):

@@ -296,44 +296,18 @@ def relu_backward(dout, x):
 
 
 def gelu_forward(x, tanh_form):
-    """x Phi(x) in the namespace of x: the tanh form anywhere; the exact form (erf, which the
-    Array API lacks) where the namespace is NumPy's."""
-    xp = _xp(x)
-    if tanh_form:
-        x64 = xp.astype(x, xp.float64)
-        phi = 0.5 * (1.0 + xp.tanh(_SQRT_2_OVER_PI * (x64 + 0.044715 * x64 * x64 * x64)))
-        return xp.astype(x64 * phi, x.dtype)
-    return _numpy_only("gelu_forward", x).gelu_forward(x, "none")[0]
+    """x Phi(x): the reference layer, whose tanh form is written in standard calls (the
+    exact form needs erf, which the Array API lacks: NumPy arrays only; it says so)."""
+    from .. import layers
+
+    return layers.gelu_forward(x, "tanh" if tanh_form else "none")[0]
 
 
 def gelu_backward(dout, x, tanh_form):
-    """dout times the slope of `gelu_forward`."""
-    xp = _xp(dout, x)
-    if tanh_form:
-        x64 = xp.astype(x, xp.float64)
-        th = xp.tanh(_SQRT_2_OVER_PI * (x64 + 0.044715 * x64 * x64 * x64))
-        slope = 0.5 * (1.0 + th) + 0.5 * x64 * (1.0 - th * th) * _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * x64 * x64)
-        return xp.astype(xp.astype(dout, xp.float64) * slope, x.dtype)
-    from ..checks import Cache
-
-    return _numpy_only("gelu_backward", x).gelu_backward(dout, Cache((x, "none"), "gelu_forward"))
-
-
-_SQRT_2_OVER_PI = 0.79788456080286535588
-
-
-def _numpy_only(fn, x):
-    """The reference layers, for NumPy arrays on this path; a clear error for others."""
-    import numpy as np
-
-    if not isinstance(x, np.ndarray):
-        raise TypeError(
-            f"{fn}: GELU's exact form needs erf, which the Array API standard lacks: on a GPU it runs in "
-            f"funkcije's CUDA kernels (CuPy with config cuda_kernels on); approximate='tanh' runs on any "
-            f"array library; got a {type(x).__module__}.{type(x).__name__}")
+    """dout times the slope of `gelu_forward` (the reference layer's backward)."""
     from .. import layers
 
-    return layers
+    return layers.gelu_backward(dout, layers.Cache((x, "tanh" if tanh_form else "none"), "gelu_forward"))
 
 
 # ----------------------------------------------------------------------------- losses

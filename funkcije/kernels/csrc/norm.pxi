@@ -175,13 +175,18 @@ cdef extern from "gelu.h" nogil:
     void funk_gelu_bwd_d(const double *d, const double *x, double *o, Py_ssize_t n, int tanh_form)
 
 
+# an element costs an erfc (or tanh) and an exp, about as much as 16 of ReLU's: the
+# threading threshold (_norm_threads, in elementwise work) counts each element 16 times
+cdef Py_ssize_t GELU_WORK = 16
+
+
 def gelu_forward(const floating[::1] x, floating[::1] out, bint tanh_form):
     """out = x Phi(x) (Phi = erfc(-x / sqrt 2) / 2, or the tanh form), in double, rounded to x's dtype."""
     cdef Py_ssize_t n = x.shape[0], t, lo, hi, nb = (x.shape[0] + RELU_BLOCK - 1) // RELU_BLOCK
     if out.shape[0] != n:
         raise ValueError("gelu_forward: shapes do not match")
     with nogil:
-        for t in prange(nb, schedule="static", num_threads=_norm_threads(16 * n)):
+        for t in prange(nb, schedule="static", num_threads=_norm_threads(GELU_WORK * n)):
             lo = t * RELU_BLOCK
             hi = lo + RELU_BLOCK if lo + RELU_BLOCK < n else n
             if floating is float:
@@ -196,7 +201,7 @@ def gelu_backward(const floating[::1] dout, const floating[::1] x, floating[::1]
     if dout.shape[0] != n or dx.shape[0] != n:
         raise ValueError("gelu_backward: shapes do not match")
     with nogil:
-        for t in prange(nb, schedule="static", num_threads=_norm_threads(16 * n)):
+        for t in prange(nb, schedule="static", num_threads=_norm_threads(GELU_WORK * n)):
             lo = t * RELU_BLOCK
             hi = lo + RELU_BLOCK if lo + RELU_BLOCK < n else n
             if floating is float:
