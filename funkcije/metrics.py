@@ -244,14 +244,15 @@ def _batched_scores(where: str, model, X, batch_size, tta=None):
     for start in range(0, N, batch_size):
         Xb = X[start:min(N, start + batch_size), ...]
         views = tta_views(Xb, tta)
+        weights = tta_weights(tta)
         # scores of a model on the GPU come back to the host (a small (Nb, C) copy)
         scores = backend.to_host(model.loss(views[0]))
         check_array(where, "the scores returned by model.loss(X)", scores, 2)
         if len(views) > 1:
-            total = scores.astype(np.float64)
-            for v in views[1:]:
-                total += backend.to_host(model.loss(v))
-            scores = (total / len(views)).astype(scores.dtype)
+            total = scores.astype(np.float64) * weights[0]
+            for v, wt in zip(views[1:], weights[1:]):
+                total += backend.to_host(model.loss(v)) * wt
+            scores = total.astype(scores.dtype)
         if scores.shape[0] != Xb.shape[0]:
             raise ValueError(
                 f"{where}: model.loss(X) returned scores of shape {scores.shape} for a batch of "
@@ -270,29 +271,49 @@ class EvalResult(NamedTuple):
     confusion: np.ndarray  # (C, C) int64, rows true class, columns predicted class
 
 
-_TTA = ("flip", "flip_translate")
+TTA_MODES = ("flip", "flip_translate", "flip_translate_weighted")
 
 
 def tta_views(X, tta):
     """The inputs whose scores test-time augmentation averages, for X (N, C, H, W):
-    tta=None: [X]; 'flip': [X, mirrored X]; 'flip_translate': those two and each of
-    them shifted by (+1, +1) and (-1, -1) pixels with reflected borders (six views)."""
+    tta=None: [X]; 'flip': [X, mirrored X]; 'flip_translate' and
+    'flip_translate_weighted': those two and each of them shifted by (+1, +1) and
+    (-1, -1) pixels with reflected borders (six views; `tta_weights` gives their weights)."""
     if tta is None:
         return [X]
-    if tta not in _TTA:
-        raise ValueError(f"evaluate: tta must be None or one of {_TTA}, got {tta!r}")
+    _check_tta(tta)
     check_array("evaluate", "X (for test-time augmentation)", X, 4)
     views = [X, augment.hflip(X)]
-    if tta == "flip_translate":
+    if tta.startswith("flip_translate"):
         views += [augment.translate(v, d, d) for v in views[:2] for d in (1, -1)]
     return views
+
+
+def tta_weights(tta):
+    """The weights of `tta_views`' scores, summing to 1: equal, except for
+    'flip_translate_weighted', which weighs the views as if the image were shifted half
+    of the time (airbench94's test-time augmentation): 1/4 each for the image and its
+    mirror, 1/8 for each of the four shifted views."""
+    if tta is None:
+        return [1.0]
+    _check_tta(tta)
+    if tta == "flip_translate_weighted":
+        return [0.25, 0.25] + [0.125] * 4
+    n = 2 if tta == "flip" else 6
+    return [1.0 / n] * n
+
+
+def _check_tta(tta):
+    if tta not in TTA_MODES:
+        raise ValueError(f"evaluate: tta must be None or one of {TTA_MODES}, got {tta!r}")
 
 
 def evaluate(model, X, y, batch_size: int = 100, tta=None) -> EvalResult:
     """Loss, accuracy and confusion matrix of `model` on (X, y), in batches.
 
-    tta: None, 'flip' or 'flip_translate' (test-time augmentation, see `tta_views`):
-    the scores are the mean of the model's scores over the views of each batch.
+    tta: None, 'flip', 'flip_translate' or 'flip_translate_weighted' (test-time
+    augmentation, see `tta_views` and `tta_weights`): the scores are the weighted mean of
+    the model's scores over the views of each batch.
 
     model: has `loss(X)` returning scores (N, C) when called without labels (test
     mode). X: (N, ...) inputs, as the model expects them (e.g. (N, C, H, W));

@@ -18,8 +18,9 @@ import numbers
 import numpy as np
 
 from ..checks import errors_named
-from ..checks import check_int
+from ..checks import check_choice, check_int
 from .sequential import (
+    GELU,
     Affine,
     BatchNorm2d,
     Conv2d,
@@ -128,7 +129,8 @@ def ResNet9(num_classes=10, input_shape=(3, 32, 32), width=1.0, out_scale=1.0, *
     return _named("ResNet9", num_classes, lambda: Sequential(*layers, input_shape=input_shape, **kwargs))
 
 
-def FastCifarNet(num_classes=10, input_shape=(3, 32, 32), width=1.0, widths=(64, 256, 256), **kwargs):
+def FastCifarNet(num_classes=10, input_shape=(3, 32, 32), width=1.0, widths=(64, 256, 256), activation="relu",
+                 **kwargs):
     """The small network of the fast CIFAR-10 recipes (after the architecture of Jordan
     2024, "94% on CIFAR-10 in 3.29 seconds on a single GPU"): a frozen 2x2 patch-whitening
     convolution (24 channels, fitted to the training images by `model.fit(X_train)`),
@@ -136,15 +138,19 @@ def FastCifarNet(num_classes=10, input_shape=(3, 32, 32), width=1.0, widths=(64,
     with widths 64, 256, 256 (bias-free convolutions that start as the identity on their
     first channels, `dirac=True`; batch norms without a learnt scale, running statistics
     with momentum 0.6), a 3x3 max-pool over the last 3x3 map, affine (no bias) and a scale of 1/9.
-    About 1.97 M parameters and 0.24 GFLOP per 32x32 image forward."""
+    About 1.97 M parameters and 0.24 GFLOP per 32x32 image forward.
+
+    activation: "relu" (R above) or "gelu" (GELU, the exact form, in every one of those
+    places, as airbench94 has it)."""
     check_int("FastCifarNet", "num_classes", num_classes)
+    act = {"relu": ReLU, "gelu": GELU}[check_choice("FastCifarNet", "activation", activation, ("relu", "gelu"))]
     w = _scaled("FastCifarNet", width)
-    layers = [PatchWhiten(2), ReLU()]
+    layers = [PatchWhiten(2), act()]
     for n in widths:
         layers += [
             Conv2d(w(n), 3, pad=1, bias=False, dirac=True), MaxPool2d(2), BatchNorm2d(momentum=0.6, scale=False),
-            ReLU(),
-            Conv2d(w(n), 3, pad=1, bias=False, dirac=True), BatchNorm2d(momentum=0.6, scale=False), ReLU(),
+            act(),
+            Conv2d(w(n), 3, pad=1, bias=False, dirac=True), BatchNorm2d(momentum=0.6, scale=False), act(),
         ]
     layers += [MaxPool2d(3), Flatten(), Affine(num_classes, bias=False), Scale(1 / 9)]
     return _named("FastCifarNet", num_classes, lambda: Sequential(*layers, input_shape=input_shape, **kwargs))
