@@ -259,6 +259,27 @@ def test_tta_is_the_mean_of_the_views_scores():
     np.testing.assert_array_equal(metrics.tta_views(X, "flip_translate")[2], augment.translate(X, 1, 1))
     with pytest.raises(ValueError, match="tta"):
         metrics.evaluate(model, X, y, tta="rotate")
+    with pytest.raises(ValueError, match="tta"):
+        metrics.tta_weights("rotate")
+
+
+def test_weighted_tta_halves_the_shifted_views():
+    from funkcije.layers import softmax_loss
+
+    data = tiny_data()
+    model = tiny_model()
+    X, y = data["X_val"], data["y_val"]
+    views = metrics.tta_views(X, "flip_translate_weighted")
+    assert all(np.array_equal(a, b) for a, b in zip(views, metrics.tta_views(X, "flip_translate")))
+    assert metrics.tta_weights("flip_translate_weighted") == [0.25, 0.25] + [0.125] * 4
+    for tta in (None, *metrics.TTA_MODES):
+        assert sum(metrics.tta_weights(tta)) == pytest.approx(1.0, abs=1e-15)
+    s = [model.loss(v) for v in views]
+    want = 0.5 * (s[0] + s[1]) / 2 + 0.5 * (s[2] + s[3] + s[4] + s[5]) / 4
+    assert not np.allclose(want, np.mean(s, axis=0))  # the weighting is visible on this model
+    got = metrics.evaluate(model, X, y, batch_size=7, tta="flip_translate_weighted")
+    assert got.loss == pytest.approx(float(softmax_loss(want, y)[0]), rel=1e-12)
+    assert got.accuracy == np.mean(want.argmax(axis=1) == y)
 
 
 # ----------------------------------------------------------------------------- alternating flip

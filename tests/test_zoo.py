@@ -20,6 +20,7 @@ ZOO_SMALL = {
     "vgg7bn": lambda **kw: VGG7BN(width=1 / 16, **kw),
     "resnet9": lambda **kw: ResNet9(width=1 / 16, **kw),
     "fast_cifar": lambda **kw: FastCifarNet(width=1 / 16, **kw),
+    "fast_cifar_gelu": lambda **kw: FastCifarNet(width=1 / 16, activation="gelu", **kw),
 }
 
 
@@ -53,7 +54,7 @@ def _off_the_identity(name, model):
     crosses a tie (a kink) — and batch norm's scale invariance makes the identity taps'
     gradients exactly zero. A small fixed perturbation of the conv weights gives the
     generic point that training reaches after its first step."""
-    if name != "fast_cifar":
+    if not name.startswith("fast_cifar"):
         return
     noise = np.random.default_rng(7)
     for k, p in model.params.items():
@@ -96,9 +97,21 @@ def test_resnet9_out_scale_multiplies_the_scores(rng):
     scaled = ResNet9(width=1 / 16, seed=3, dtype=np.float64, out_scale=0.125)
     assert type(scaled.layers[-1]).__name__ == "Scale" and scaled.num_params() == plain.num_params()
     np.testing.assert_allclose(scaled.loss(X), 0.125 * plain.loss(X), rtol=1e-12)
-    for bad in (0, -1.0, float("nan"), True, "x"):
-        with pytest.raises(ValueError, match="out_scale"):
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="ResNet9: out_scale must be finite and in"):
             ResNet9(width=1 / 16, out_scale=bad)
+    for bad in (True, "x", None):
+        with pytest.raises(TypeError, match="ResNet9: out_scale must be a real number"):
+            ResNet9(width=1 / 16, out_scale=bad)
+
+
+def test_fast_cifar_activation():
+    kinds = [type(layer).__name__ for layer in FastCifarNet(width=1 / 16, activation="gelu", seed=0).layers]
+    assert kinds.count("GELU") == 7 and "ReLU" not in kinds
+    assert [type(layer).__name__ for layer in FastCifarNet(width=1 / 16, seed=0).layers].count("ReLU") == 7
+    for bad in ("tanh", "GELU", None):
+        with pytest.raises(ValueError, match="FastCifarNet: activation must be one of 'relu', 'gelu'"):
+            FastCifarNet(activation=bad)
 
 
 def test_zoo_train_and_test_modes(rng):
@@ -114,7 +127,8 @@ def test_zoo_train_and_test_modes(rng):
     assert not np.allclose(model.loss(X), s_test)
 
 
-TWIN_MODELS = {"vgg7bn": VGG7BN, "resnet9": ResNet9, "fast_cifar": FastCifarNet}
+TWIN_MODELS = {"vgg7bn": VGG7BN, "resnet9": ResNet9, "fast_cifar": FastCifarNet,
+               "fast_cifar_gelu": lambda **kw: FastCifarNet(activation="gelu", **kw)}
 
 
 @pytest.mark.torch
@@ -177,8 +191,10 @@ def test_zoo_parameter_counts():
     assert ResNet9(seed=0).num_params() == sum(9 * a * b + 2 * b for a, b in res) + 512 * 512 + 512 + 5130
     small = VGG7(width=1 / 16, seed=0)
     assert small.params["conv1.W"].shape == (4, 3, 3, 3) and small.params["conv5.W"].shape == (32, 32, 3, 3)
-    with pytest.raises(ValueError, match="width"):
+    with pytest.raises(ValueError, match="VGG7: width must be finite and in"):
         VGG7(width=0)
+    with pytest.raises(TypeError, match="FastCifarNet: width must be a real number"):
+        FastCifarNet(width="1/2")
     with pytest.raises(ValueError, match="unknown model"):
         build("alexnet")
 
@@ -284,6 +300,9 @@ def test_summary_command_line():
     (["--lookahead", "5,1.5,3"], "--lookahead"),
     (["--model", "vgg7", "--out-scale", "0.125"], "--out-scale applies to resnet9"),
     (["--model", "resnet9", "--out-scale", "0"], "--out-scale"),
+    (["--model", "vgg7", "--activation", "gelu"], "--activation applies to fast_cifar"),
+    (["--model", "fast_cifar", "--activation", "tanh"], "--activation"),
+    (["--tta", "rotate"], "--tta"),
     (["--model", "resnet9", "--device", "gpu"], "--device gpu"),
     (["--device", "gpu"], "--device gpu"),
     (["--tf32"], "--tf32 applies to --device gpu"),

@@ -13,18 +13,13 @@ norm, R ReLU, M(k) k x k max pooling, L(n) an affine layer.
 """
 from __future__ import annotations
 
-import numbers
-
-import numpy as np
-
-from ..checks import errors_named
-from ..checks import check_choice, check_int
+from ..checks import check_choice, check_int, check_real, errors_named
 from .sequential import (
-    GELU,
     Affine,
     BatchNorm2d,
     Conv2d,
     Flatten,
+    GELU,
     MaxPool2d,
     PatchWhiten,
     ReLU,
@@ -37,8 +32,7 @@ __all__ = ["FERMnistNet", "FERCifarNet", "VGG7", "VGG7BN", "ResNet9", "FastCifar
 
 
 def _scaled(where, width):
-    if isinstance(width, bool) or not isinstance(width, numbers.Real) or not np.isfinite(width) or width <= 0:
-        raise ValueError(f"{where}: width must be a positive number, got {width!r}")
+    width = check_real(where, "width", width, 0.0, strict=True)
     return lambda n: max(1, int(round(n * width)))
 
 
@@ -110,9 +104,7 @@ def ResNet9(num_classes=10, input_shape=(3, 32, 32), width=1.0, out_scale=1.0, *
     by about lr * |h|^2 and early training blows up (measured: loss 6.8 -> 38 in three
     steps at lr 0.008); the scale makes the head's effective learning rate 64x smaller."""
     check_int("ResNet9", "num_classes", num_classes)
-    if isinstance(out_scale, bool) or not isinstance(out_scale, numbers.Real) or not np.isfinite(out_scale) \
-            or out_scale <= 0:
-        raise ValueError(f"ResNet9: out_scale must be a positive number, got {out_scale!r}")
+    out_scale = check_real("ResNet9", "out_scale", out_scale, 0.0, strict=True)
     w = _scaled("ResNet9", width)
 
     def cnr(n):
@@ -125,7 +117,7 @@ def ResNet9(num_classes=10, input_shape=(3, 32, 32), width=1.0, out_scale=1.0, *
         *cnr(512), MaxPool2d(2),
         Residual(*cnr(512), *cnr(512)),
         MaxPool2d(4), Flatten(), Affine(w(512)), ReLU(), Affine(num_classes),
-    ] + ([Scale(float(out_scale))] if out_scale != 1 else [])
+    ] + ([Scale(out_scale)] if out_scale != 1 else [])
     return _named("ResNet9", num_classes, lambda: Sequential(*layers, input_shape=input_shape, **kwargs))
 
 
