@@ -351,7 +351,11 @@ def check_bool(where: str, name: str, value, ints: bool = False) -> bool:
 
 
 def check_choice(where: str, name: str, value, choices) -> str:
-    if not isinstance(value, str) or value not in choices:
+    """One of the strings `choices`: TypeError for anything not a string, ValueError for
+    another string."""
+    if not isinstance(value, str):
+        raise TypeError(f"{where}: {name} must be one of {', '.join(map(repr, choices))} (a str), got {value!r}")
+    if value not in choices:
         raise ValueError(f"{where}: {name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
 

@@ -109,8 +109,11 @@ def test_fast_cifar_activation():
     kinds = [type(layer).__name__ for layer in FastCifarNet(width=1 / 16, activation="gelu", seed=0).layers]
     assert kinds.count("GELU") == 7 and "ReLU" not in kinds
     assert [type(layer).__name__ for layer in FastCifarNet(width=1 / 16, seed=0).layers].count("ReLU") == 7
-    for bad in ("tanh", "GELU", None):
-        with pytest.raises(ValueError, match="FastCifarNet: activation must be one of 'relu', 'gelu'"):
+    for bad in ("tanh", "GELU"):
+        with pytest.raises(ValueError, match="FastCifarNet: activation must be one of 'relu', 'gelu', got"):
+            FastCifarNet(activation=bad)
+    for bad in (None, 1, b"gelu"):
+        with pytest.raises(TypeError, match=r"FastCifarNet: activation must be one of 'relu', 'gelu' \(a str\)"):
             FastCifarNet(activation=bad)
 
 
