@@ -241,10 +241,10 @@ def _batched_scores(where: str, model, X, batch_size, tta=None):
     """
     N = X.shape[0]
     C = None
+    weights = tta_weights(tta)
     for start in range(0, N, batch_size):
         Xb = X[start:min(N, start + batch_size), ...]
         views = tta_views(Xb, tta)
-        weights = tta_weights(tta)
         # scores of a model on the GPU come back to the host (a small (Nb, C) copy)
         scores = backend.to_host(model.loss(views[0]))
         check_array(where, "the scores returned by model.loss(X)", scores, 2)

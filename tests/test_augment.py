@@ -274,6 +274,7 @@ def test_weighted_tta_halves_the_shifted_views():
     assert metrics.tta_weights("flip_translate_weighted") == [0.25, 0.25] + [0.125] * 4
     for tta in (None, *metrics.TTA_MODES):
         assert sum(metrics.tta_weights(tta)) == pytest.approx(1.0, abs=1e-15)
+        assert len(metrics.tta_weights(tta)) == len(metrics.tta_views(X, tta))  # one weight per view
     s = [model.loss(v) for v in views]
     want = 0.5 * (s[0] + s[1]) / 2 + 0.5 * (s[2] + s[3] + s[4] + s[5]) / 4
     assert not np.allclose(want, np.mean(s, axis=0))  # the weighting is visible on this model
