@@ -11,6 +11,9 @@ Cases (`--only` names; batches from `--batch`, default 128 and 512, plus 50 for 
 
     fer_mnist fer_cifar vgg7 vgg7bn resnet9   SGD momentum 0.9, lr 0.01; inputs (1, 28, 28)
                                               for fer_mnist, (3, 32, 32) otherwise
+    fast_cifar fast_cifar_gelu                FastCifarNet with ReLU / GELU (the fast recipes' network,
+                                              its whitening fitted to the batch), SGD momentum 0.9,
+                                              lr 0.01; default batches 512 and 1024 (the recipes')
     tlc  ThreeLayerConvNet (conv 32 7x7 pad 3 - ReLU - 2x2 max pool - affine - ReLU - affine 10);
          at batch 50 the two cs231n settings, hidden 100 with plain SGD (lr 0.01) and hidden
          500 with Adam (lr 1e-3); at other batches hidden 100 with SGD momentum
@@ -60,10 +63,12 @@ REPO = HERE.parent
 BEGIN, END = "<!-- bench_models:begin -->", "<!-- bench_models:end -->"
 HEADING = "## Model training steps (bench_models.py)"
 
-MODELS = ("fer_mnist", "fer_cifar", "vgg7", "vgg7bn", "resnet9", "tlc")
+MODELS = ("fer_mnist", "fer_cifar", "vgg7", "vgg7bn", "resnet9", "fast_cifar", "fast_cifar_gelu", "tlc")
 LABELS = {"fer_mnist": "FERMnistNet", "fer_cifar": "FERCifarNet", "vgg7": "VGG7", "vgg7bn": "VGG7BN",
-          "resnet9": "ResNet9", "tlc": "ThreeLayerConvNet"}
-WIDTHED = ("vgg7", "vgg7bn", "resnet9")  # constructors that take `width`
+          "resnet9": "ResNet9", "fast_cifar": "FastCifarNet", "fast_cifar_gelu": "FastCifarNet (GELU)",
+          "tlc": "ThreeLayerConvNet"}
+DEFAULT_BATCHES = {"tlc": (50, 128, 512), "fast_cifar": (512, 1024), "fast_cifar_gelu": (512, 1024)}
+WIDTHED = ("vgg7", "vgg7bn", "resnet9", "fast_cifar", "fast_cifar_gelu")  # constructors that take `width`
 CLASSES = 10
 LR = {"sgd": 1e-2, "sgd_momentum": 1e-2, "adam": 1e-3}
 MOMENTUM = 0.9
@@ -79,7 +84,7 @@ def _cases(models, batches, quick):
     """The list of cases (dicts) for the selected models and batch sizes."""
     cases = []
     for m in models:
-        bs = batches if batches is not None else ((50, 128, 512) if m == "tlc" else (128, 512))
+        bs = batches if batches is not None else DEFAULT_BATCHES.get(m, (128, 512))
         for b in bs:
             if m == "tlc" and b == 50:
                 cases.append({"model": m, "batch": b, "hidden": 100, "opt": "sgd"})
@@ -127,9 +132,16 @@ def _data(case):
 
 
 def _funkcije_model(case):
+    """The case's model; FastCifarNet's whitening fitted to the case's (synthetic) batch."""
     import numpy as np
 
     from funkcije import classifiers as K
+
+    if case["model"] in ("fast_cifar", "fast_cifar_gelu"):
+        model = K.FastCifarNet(num_classes=CLASSES, dtype=np.float32, seed=0, width=case["width"],
+                               activation="gelu" if case["model"] == "fast_cifar_gelu" else "relu")
+        model.fit(_data(case)[0])
+        return model
 
     if case["model"] == "tlc":
         return K.ThreeLayerConvNet(input_dim=_input_shape(case), num_filters=32, filter_size=7,
@@ -616,7 +628,7 @@ def main(argv=None):
     ap.add_argument("--only", nargs="+", choices=MODELS, metavar="MODEL",
                     help=f"models to run (default all: {' '.join(MODELS)})")
     ap.add_argument("--batch", nargs="+", type=int, metavar="N",
-                    help="batch sizes (default 128 512, and 50 for tlc)")
+                    help="batch sizes (default 128 512; 50 128 512 for tlc, 512 1024 for fast_cifar*)")
     ap.add_argument("--rounds", type=int, default=DEFAULTS["rounds"], help="alternating rounds per case (default 5)")
     ap.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="timed steps per worker (default 10)")
     ap.add_argument("--warmup", type=int, default=DEFAULTS["warmup"], help="untimed steps per worker (default 5)")
