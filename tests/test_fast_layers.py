@@ -938,6 +938,38 @@ def test_winograd_matches_reference(rng, xs, ws, conv_param, dtype, tile, winogr
         FL.use_implementation(previous)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("xs, ws, conv_param", [WINOGRAD_CASES[i] for i in (0, 1, 2, 5, 7)])
+def test_winograd_weight_grad_both_ways(rng, xs, ws, conv_param, dtype, monkeypatch):
+    """dw by cache-sized blocks of samples (small Z) and by long products over the whole
+    batch (large Z) agree with the reference, also with a block of one sample, and
+    `_winograd_weight_grad` takes the way its size rule names."""
+    if "cython" not in FL.available_implementations():
+        pytest.skip("compiled extension not built")
+    previous = FL.use_implementation("cython")
+    taken = []
+    for name in ("_winograd_dw_blocked", "_winograd_dw_long"):
+        real = getattr(KC, name)
+        monkeypatch.setattr(KC, name, lambda *a, _real=real, _name=name: taken.append(_name) or _real(*a))
+    try:
+        x, w, b = _conv_inputs(rng, xs, ws, dtype)
+        ref, ref_cache = L.conv_forward_naive(x, w, b, conv_param)
+        dout = rng.standard_normal(ref.shape).astype(dtype)
+        want = L.conv_backward_naive(dout, ref_cache)[1]
+        _, cache = FL.conv_forward_fast(x, w, b, conv_param)
+        for small_z, block, way in [(2**40, 2**30, "_winograd_dw_blocked"), (2**40, 1, "_winograd_dw_blocked"),
+                                    (0, 2**30, "_winograd_dw_long")]:
+            monkeypatch.setattr(KC, "_WINOGRAD_DW_SMALL_Z", small_z)
+            monkeypatch.setattr(KC, "_WINOGRAD_DW_BLOCK", block)
+            taken.clear()
+            dw = FL.conv_backward_fast(dout, cache, need_dx=False)[1]
+            assert taken == [way]
+            assert dw.dtype == dtype
+            assert_close(dw, want, dtype)
+    finally:
+        FL.use_implementation(previous)
+
+
 def test_winograd_chunks_and_threads_agree(rng):
     """Many chunks (tiny workspace), one or two conv threads: dw's per-chunk partials
     are summed in chunk order, so every run is bitwise the same."""
