@@ -39,29 +39,14 @@ def replace_section(path, begin: str, end: str, text: str) -> None:
 
 
 def cpu_model() -> str:
-    """The CPU's model name (funkcije.backend.device_name) with its family and model
-    numbers where /proc/cpuinfo has them: a virtual machine may name an AMD EPYC no
-    further, and Zen 4 (family 25) and Zen 5 (family 26) differ twofold in AVX-512 speed."""
+    """The CPU's model name, family and model (funkcije.backend.device_name)."""
     from funkcije.backend import device_name
 
-    name = device_name("cpu")
-    fields = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if not line.strip():
-                    break
-                key, _, value = line.partition(":")
-                fields[key.strip()] = value.strip()
-    except OSError:
-        return name
-    if "cpu family" in fields and "model" in fields:
-        name += f" (family {fields['cpu family']}, model {fields['model']})"
-    return name
+    return device_name("cpu")
 
 
 def blas_name() -> str:
-    """numpy's BLAS library and version, as numpy reports them."""
+    """numpy's BLAS library and version, as numpy reports them, and the kernels it runs."""
     import numpy as np
 
     try:
@@ -69,18 +54,7 @@ def blas_name() -> str:
         name = f"{cfg.get('name', '?')} {cfg.get('version', '')}".strip()
     except Exception:  # show_config's layout differs between numpy versions
         name = "unknown BLAS"
-    return name + blas_kernels()
+    from funkcije.kernels.runtime import blas_kernels
 
-
-def blas_kernels() -> str:
-    """Which OpenBLAS kernels numpy runs (threadpoolctl's "architecture"), and whether
-    OPENBLAS_CORETYPE chose them: forcing Haswell on an AVX-512 CPU halves its GEMMs."""
-    import numpy  # noqa: F401  (loads the BLAS library threadpoolctl inspects)
-    from threadpoolctl import threadpool_info
-
-    arch = next((i.get("architecture") for i in threadpool_info()
-                 if i.get("internal_api") == "openblas"), None)
-    if not arch:
-        return ""
-    forced = os.environ.get("OPENBLAS_CORETYPE")
-    return f", {arch} kernels" + (f" (OPENBLAS_CORETYPE={forced})" if forced else " (detected)")
+    kernels = blas_kernels()
+    return f"{name}, kernels {kernels}" if kernels else name

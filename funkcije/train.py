@@ -42,6 +42,7 @@ from . import backend, callbacks, config, data_utils, metrics, vis_utils
 from . import optim
 from .classifiers import FullyConnectedNet, ThreeLayerConvNet
 from .classifiers.zoo import ZOO
+from .kernels import runtime
 from .solver import Solver, TrainingDiverged
 
 DATASETS = {
@@ -537,6 +538,7 @@ def main(argv=None):
         # where and how it ran: the device, its name, and every engine switch (funkcije.config)
         "device": args.device,
         "machine": backend.device_name(args.device),
+        "blas_kernels": runtime.blas_kernels(),
         "engine": config.get(),
     }
     (out / "history.json").write_text(json.dumps(

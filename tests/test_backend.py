@@ -58,6 +58,34 @@ def test_bad_device_and_missing_cupy_are_clear(monkeypatch):
     assert backend.device_name("cpu")  # the CPU's model name needs nothing
 
 
+def test_cpu_name_gives_family_and_model_of_the_first_processor():
+    zen5 = ["processor\t: 0\n", "vendor_id\t: AuthenticAMD\n", "cpu family\t: 26\n",
+            "model\t\t: 2\n", "model name\t: AMD EPYC\n", "\n",
+            "processor\t: 1\n", "cpu family\t: 25\n", "model\t\t: 17\n", "model name\t: other\n"]
+    assert backend._cpu_name_from_cpuinfo(zen5) == "AMD EPYC (family 26, model 2)"
+    # no family or model numbers (other architectures): the name alone; no name: ""
+    assert backend._cpu_name_from_cpuinfo(["model name : Some CPU\n"]) == "Some CPU"
+    assert backend._cpu_name_from_cpuinfo(["processor : 0\n", "BogoMIPS : 50\n"]) == ""
+
+
+def test_blas_kernels_name_the_kernels_and_who_chose_them(monkeypatch):
+    from types import SimpleNamespace
+
+    from funkcije.kernels import runtime
+
+    fake = SimpleNamespace(internal_api="openblas", architecture="SkylakeX")
+    monkeypatch.setattr(runtime, "_BLAS", [fake])
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    assert runtime.blas_kernels() == "SkylakeX (detected)"
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    fake.architecture = "Haswell"
+    assert runtime.blas_kernels() == "Haswell (OPENBLAS_CORETYPE=Haswell)"
+    monkeypatch.setattr(runtime, "_BLAS", [SimpleNamespace(internal_api="mkl", architecture=None)])
+    assert runtime.blas_kernels() == ""  # not OpenBLAS: nothing claimed
+    monkeypatch.setattr(runtime, "_BLAS", [])
+    assert runtime.blas_kernels() == ""
+
+
 @gpu
 def test_round_trip_through_the_gpu():
     import cupy
@@ -425,6 +453,8 @@ def test_train_command_line_on_a_stand_in_gpu(data_root, tmp_path, monkeypatch, 
     from funkcije import config
 
     assert cpu["results"]["device"] == "cpu" and cpu["results"]["machine"] == real_device_name("cpu")
+    from funkcije.kernels.runtime import blas_kernels
+    assert cpu["results"]["blas_kernels"] == blas_kernels()
     assert gpu["results"]["device"] == "gpu" and gpu["results"]["machine"] == "stand-in GPU"
     assert cpu["results"]["engine"] == gpu["results"]["engine"] == config.get()
 

@@ -283,6 +283,19 @@ def blas_controlled() -> bool:
     return bool(_BLAS)
 
 
+def blas_kernels() -> str:
+    """Which kernels numpy's OpenBLAS runs (threadpoolctl's "architecture"), for a run's
+    record, and whether OPENBLAS_CORETYPE chose them rather than OpenBLAS's detection:
+    "SkylakeX (detected)", "Haswell (OPENBLAS_CORETYPE=Haswell)"; "" where not known.
+    Forcing the AVX2 kernels on an AVX-512 CPU halves numpy's float32 GEMMs."""
+    arch = next((getattr(c, "architecture", None) for c in _BLAS
+                 if getattr(c, "internal_api", "") == "openblas"), None)
+    if not arch:
+        return ""
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    return f"{arch} (OPENBLAS_CORETYPE={forced})" if forced else f"{arch} (detected)"
+
+
 @contextmanager
 def single_threaded_blas():
     """Hold numpy's BLAS at one thread; nested and concurrent users share one save/restore."""
