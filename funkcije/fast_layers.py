@@ -15,6 +15,11 @@
     spatial_batchnorm_forward_fast(x, gamma, beta, bn_param, relu=True): batch norm + ReLU, fused
     relu_forward_fast(x) -> (out, cache);  relu_backward_fast(dout, cache) -> dx
 
+cs231n's other names work too: conv_forward_strides / conv_backward_strides are
+conv_forward_fast / conv_backward_fast (as there), conv_forward_im2col /
+conv_backward_im2col hold the convolution to im2col + GEMM, and
+max_pool_{forward,backward}_{reshape,im2col} are the fast max-pool.
+
 x: (N, C, H, W); w: (F, C // groups, HH, WW); b: (F,); out: (N, F, H', W'). Every
 configuration of the reference works (stride, pad and dilation as ints or (h, w)
 pairs, groups, non-square kernels and windows, overlapping or non-tiling pools),
@@ -67,10 +72,18 @@ from .layers import AFFINE_FORWARDS, AVG_POOL_FORWARDS, CONV_FORWARDS, MAX_POOL_
 __all__ = [
     "conv_forward_fast",
     "conv_backward_fast",
+    "conv_forward_im2col",
+    "conv_backward_im2col",
+    "conv_forward_strides",
+    "conv_backward_strides",
     "affine_forward_fast",
     "affine_backward_fast",
     "max_pool_forward_fast",
     "max_pool_backward_fast",
+    "max_pool_forward_reshape",
+    "max_pool_backward_reshape",
+    "max_pool_forward_im2col",
+    "max_pool_backward_im2col",
     "avg_pool_forward_fast",
     "avg_pool_backward_fast",
     "spatial_batchnorm_forward_fast",
@@ -140,7 +153,39 @@ def conv_forward_fast(x, w, b, conv_param):
     `pad`, optional `dilation` and `groups`. Returns out (N, F, H', W') and the cache
     (x, w, b, conv_param).
     """
-    layer = "conv_forward_fast"
+    return _conv_forward("conv_forward_fast", x, w, b, conv_param, gemm_only=False)
+
+
+def conv_backward_fast(dout, cache, *, need_dx=True):
+    """dout: (N, F, H', W'); cache from `conv_forward_fast` (or `conv_forward_naive`).
+    Returns dx (N, C, H, W), dw (F, C // groups, HH, WW), db (F,).
+
+    need_dx=False returns None for dx and skips its GEMM and col2im: a network's
+    first layer needs no input gradient."""
+    return _conv_backward("conv_backward_fast", dout, cache, need_dx, gemm_only=False)
+
+
+def conv_forward_im2col(x, w, b, conv_param):
+    """`conv_forward_fast` held to one algorithm, im2col + one BLAS GEMM per batch chunk
+    (cs231n's name), whatever the layer: to compare with Winograd and the direct
+    kernels, which `conv_forward_fast` picks where they are faster. Same shapes,
+    checks and cache as `conv_forward_fast`."""
+    return _conv_forward("conv_forward_im2col", x, w, b, conv_param, gemm_only=True)
+
+
+def conv_backward_im2col(dout, cache, *, need_dx=True):
+    """`conv_backward_fast` held to im2col + GEMM (col2im for dx). Takes the cache of
+    any conv forward; returns dx (N, C, H, W) (None when need_dx=False), dw, db."""
+    return _conv_backward("conv_backward_im2col", dout, cache, need_dx, gemm_only=True)
+
+
+# cs231n's fast_layers names: there, conv_forward_fast *is* conv_forward_strides and the
+# reshape / im2col max-pools are its fast pooling; here one engine serves all of them
+conv_forward_strides = conv_forward_fast
+conv_backward_strides = conv_backward_fast
+
+
+def _conv_forward(layer, x, w, b, conv_param, gemm_only):
     g, F, Cg, HH, WW = _conv_setup(layer, x, w, conv_param)
     check_array(layer, "b", b, 1)
     check_same_dtype(layer, x=x, w=w, b=b)
@@ -153,26 +198,22 @@ def conv_forward_fast(x, w, b, conv_param):
     b = np.ascontiguousarray(b)
     out = np.empty((x.shape[0], F, g.out_h, g.out_w), dtype=x.dtype)
     if x.shape[0]:  # an empty batch: nothing for the kernels to split into chunks
-        _conv.forward(x, w, b, g, out)
+        _conv.forward(x, w, b, g, out, gemm_only)
     return out, ConvCache((x, w, b, conv_param))
 
 
-def conv_backward_fast(dout, cache, *, need_dx=True):
-    """dout: (N, F, H', W'); cache from `conv_forward_fast` (or `conv_forward_naive`).
-    Returns dx (N, C, H, W), dw (F, C // groups, HH, WW), db (F,).
-
-    need_dx=False returns None for dx and skips its GEMM and col2im: a network's
-    first layer needs no input gradient."""
-    layer = "conv_backward_fast"
+def _conv_backward(layer, dout, cache, need_dx, gemm_only):
     x, w, b, conv_param = unpack_cache(layer, cache, CONV_FORWARDS, (_A, _A, _A, dict))
     g, F, Cg, HH, WW = _conv_setup(layer, x, w, conv_param)
+    check_bool(layer, "need_dx", need_dx)
     N = x.shape[0]
     dout = as_dout(layer, dout, (N, F, g.out_h, g.out_w), x.dtype)
     if _rt.namespaced(x):
         return _gpu_kernels(x).conv_backward(x, w, dout, g, need_dx)
     if N == 0:  # an empty batch: empty dx, zero dw and db (no chunks to sum)
         return (np.empty_like(x) if need_dx else None), np.zeros_like(w), np.zeros(F, dtype=x.dtype)
-    return _conv.backward(np.ascontiguousarray(x), np.ascontiguousarray(w), np.ascontiguousarray(dout), g, need_dx)
+    return _conv.backward(np.ascontiguousarray(x), np.ascontiguousarray(w), np.ascontiguousarray(dout), g,
+                          need_dx, gemm_only)
 
 
 # ----------------------------------------------------------------------------- affine
@@ -268,6 +309,12 @@ def max_pool_backward_fast(dout, cache):
     dx = np.zeros_like(x)
     kern.max_pool_backward(np.ascontiguousarray(dout), arg, dx)
     return dx
+
+
+# cs231n's names for its two fast max-pools (reshape: tiling square windows only; im2col:
+# any); the kernels above take every window and stride
+max_pool_forward_reshape = max_pool_forward_im2col = max_pool_forward_fast
+max_pool_backward_reshape = max_pool_backward_im2col = max_pool_backward_fast
 
 
 def avg_pool_forward_fast(x, pool_param):

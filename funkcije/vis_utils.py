@@ -1,6 +1,6 @@
-"""Pictures: image grids, first-layer filters (and the same filters over training),
-training curves, per-epoch parameter histograms, confusion matrices and the
-worst-classified examples.
+"""Pictures: image grids (cs231n's visualize_grid, vis_grid and vis_nn), first-layer
+filters (and the same filters over training), training curves, per-epoch parameter
+histograms, confusion matrices and the worst-classified examples.
 
 Display-safe everywhere: figures are `matplotlib.figure.Figure` objects drawn by
 the Agg canvas directly, so this module never imports `matplotlib.pyplot` and
@@ -31,6 +31,8 @@ from .metrics import _check_cm, _class_names
 
 __all__ = [
     "visualize_grid",
+    "vis_grid",
+    "vis_nn",
     "save_image",
     "figure_to_array",
     "filter_grid",
@@ -186,6 +188,67 @@ def visualize_grid(Xs, ubound=255.0, padding=1):
     G = math.isqrt(N - 1) + 1  # ceil(sqrt(N)) without float rounding
     tiles = np.stack([_rescale(x, ubound) for x in Xs])
     return _tile(tiles, G, G, padding, 0.0)
+
+
+def vis_grid(Xs):
+    """cs231n's other image grid. Xs: (N, H, W, C) on a square grid of G = ceil(sqrt(N))
+    images per side, each followed by one pixel of gap to its right and below; the
+    gaps and empty cells take the smallest value of Xs, and the grid as a whole (not
+    each image) is rescaled to [0, 1] (a constant Xs gives 0.5). Returns float64
+    (G (H + 1), G (W + 1), C).
+    """
+    where = "vis_grid"
+    Xs = _check_real_array(where, "Xs", Xs, 4)
+    N = Xs.shape[0]
+    if N < 1:
+        raise ValueError(f"{where}: Xs must hold at least one image, got shape {Xs.shape}")
+    G = math.isqrt(N - 1) + 1
+    return _gapped_grid(where, Xs, G, G)
+
+
+def vis_nn(rows):
+    """cs231n's grid of image rows (e.g. each query image followed by its nearest
+    neighbours). rows: N sequences of D images, each (H, W, C) and all of one shape;
+    image d of row n goes to grid cell (n, d), each followed by one pixel of gap to its
+    right and below, at the smallest value of all the images (cs231n fills these gaps
+    with 1.0, which shows as a different shade with each image range); the grid is
+    rescaled as a whole to [0, 1]. Returns float64 (N (H + 1), D (W + 1), C).
+    """
+    where = "vis_nn"
+    if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence) or not rows:
+        raise TypeError(f"{where}: rows must be a non-empty list of lists of (H, W, C) images, got {rows!r:.60}")
+    D = None
+    images = []
+    for n, row in enumerate(rows):
+        if isinstance(row, np.ndarray) and row.ndim == 4:
+            row = list(row)
+        if isinstance(row, (str, bytes)) or not isinstance(row, Sequence) or not row:
+            raise TypeError(f"{where}: rows[{n}] must be a non-empty list of (H, W, C) images, got {type(row).__name__}")
+        if D is None:
+            D = len(row)
+        elif len(row) != D:
+            raise ValueError(f"{where}: every row must hold the same number of images: rows[0] has {D}, rows[{n}] {len(row)}")
+        for d, image in enumerate(row):
+            image = _check_real_array(where, f"rows[{n}][{d}]", image, 3)
+            if images and image.shape != images[0].shape:
+                raise ValueError(f"{where}: every image must have the shape of rows[0][0], {images[0].shape}; "
+                                 f"rows[{n}][{d}] has {image.shape}")
+            images.append(image)
+    return _gapped_grid(where, np.stack(images), len(rows), D)
+
+
+def _gapped_grid(where: str, tiles: np.ndarray, nrows: int, ncols: int) -> np.ndarray:
+    """tiles (n, H, W, C) row-major on nrows x ncols cells of (H + 1, W + 1), the gap
+    after each tile and the empty cells at tiles' minimum, rescaled as one to [0, 1]."""
+    n, H, W, C = tiles.shape
+    tiles = tiles.astype(np.float64)
+    if not np.all(np.isfinite(tiles)):
+        raise ValueError(f"{where}: image values must be finite, got NaN or infinity")
+    grid = np.full((nrows * (H + 1), ncols * (W + 1), C), tiles.min())
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        grid[r * (H + 1):r * (H + 1) + H, c * (W + 1):c * (W + 1) + W] = tiles[i]
+    return _rescale(grid, 1.0)
 
 
 def _auto_scale(HH: int, WW: int) -> int:

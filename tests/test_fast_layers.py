@@ -430,9 +430,9 @@ def test_conv_backward_bad_dout_same_errors(impl, rng):
     param = {"stride": 1, "pad": 1}
     _, ref_cache = L.conv_forward_naive(x, w, b, param)
     _, fast_cache = FL.conv_forward_fast(x, w, b, param)
-    # issue 11: the reference casts a dout of another numeric dtype (checks.as_dout); the fast
-    # path still raises TypeError until fast_layers uses as_dout too (pending there)
+    # both cast a dout of another real dtype to the layer's (checks.as_dout)
     assert L.conv_backward_naive(np.zeros((2, 4, 5, 5), np.float64), ref_cache)[0].dtype == np.float32
+    assert FL.conv_backward_fast(np.zeros((2, 4, 5, 5), np.float64), fast_cache)[0].dtype == np.float32
     for dout in (np.zeros((2, 4, 5, 4), np.float32),):
         _same_error(
             lambda: L.conv_backward_naive(dout, ref_cache),
@@ -624,6 +624,68 @@ def test_conv_backward_need_dx_false(impl, rng):
     _, dw_full, db_full = FL.conv_backward_fast(dout, cache)
     np.testing.assert_array_equal(dw, dw_full)
     np.testing.assert_array_equal(db, db_full)
+
+
+# ----------------------------------------------------------------------------- cs231n's other names
+
+
+# a layer of each algorithm conv_forward_fast picks: Winograd (3x3 stride 1, >= 16
+# channels), direct (small float32 C * HH * WW on AVX-512), im2col (strided 7x7)
+CS231N_CONV_CASES = [
+    ((3, 16, 9, 10), (16, 16, 3, 3), {"stride": 1, "pad": 1}),
+    ((3, 3, 12, 12), (8, 3, 5, 5), {"stride": 1, "pad": 2}),
+    ((2, 6, 13, 11), (6, 3, 7, 7), {"stride": 2, "pad": 3, "groups": 2}),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("xs, ws, conv_param", CS231N_CONV_CASES)
+def test_conv_im2col_matches_reference_and_takes_only_gemm(impl, rng, xs, ws, conv_param, dtype, monkeypatch):
+    def forbidden(*args):
+        raise AssertionError("conv_*_im2col took Winograd or the direct kernels")
+
+    for name in ("_winograd_conv", "_winograd_weight_grad", "_direct_conv", "_direct_weight_grad"):
+        monkeypatch.setattr(KC, name, forbidden)
+    x, w, b = _conv_inputs(rng, xs, ws, dtype)
+    ref, ref_cache = L.conv_forward_naive(x, w, b, conv_param)
+    out, cache = FL.conv_forward_im2col(x, w, b, conv_param)
+    assert_close(out, ref, dtype)
+    dout = rng.standard_normal(ref.shape).astype(dtype)
+    want = L.conv_backward_naive(dout, ref_cache)
+    for got in (FL.conv_backward_im2col(dout, cache), FL.conv_backward_im2col(dout, ref_cache)):
+        for g_fast, g_ref in zip(got, want):
+            assert_close(g_fast, g_ref, dtype)
+    dx, dw, db = FL.conv_backward_im2col(dout, cache, need_dx=False)
+    assert dx is None
+    assert_close(dw, want[1], dtype)
+    # and the im2col cache serves the other backwards
+    for g_other, g_ref in zip(L.conv_backward_naive(dout, cache), want):
+        assert_close(g_other, g_ref, dtype)
+
+
+def test_conv_im2col_bad_input_names_itself(impl, rng):
+    for case in range(13):
+        x, w, b, p = _bad_conv_inputs()[case]
+        _same_error(lambda: L.conv_forward_naive(x, w, b, p), lambda: FL.conv_forward_im2col(x, w, b, p),
+                    "conv_forward_naive", "conv_forward_im2col")
+    x, w, b = _conv_inputs(rng, (2, 3, 5, 5), (4, 3, 3, 3), np.float32)
+    _, cache = FL.conv_forward_im2col(x, w, b, {"stride": 1, "pad": 1})
+    with pytest.raises(ValueError, match="conv_backward_im2col"):
+        FL.conv_backward_im2col(np.zeros((2, 4, 5, 4), np.float32), cache)
+    with pytest.raises(TypeError, match="conv_backward_im2col: cache"):
+        FL.conv_backward_im2col(np.zeros((2, 4, 5, 5), np.float32), (x, w))
+    with pytest.raises(TypeError, match="need_dx must be True or False"):
+        FL.conv_backward_im2col(np.zeros((2, 4, 5, 5), np.float32), cache, need_dx="no")
+
+
+def test_cs231n_aliases_are_the_fast_layers():
+    assert FL.conv_forward_strides is FL.conv_forward_fast
+    assert FL.conv_backward_strides is FL.conv_backward_fast
+    for kind in ("reshape", "im2col"):
+        assert getattr(FL, f"max_pool_forward_{kind}") is FL.max_pool_forward_fast
+        assert getattr(FL, f"max_pool_backward_{kind}") is FL.max_pool_backward_fast
+    for name in FL.__all__:
+        assert hasattr(FL, name), name
 
 
 def test_parallel_kernels_are_deterministic(rng):

@@ -60,6 +60,62 @@ def test_visualize_grid_ubound_constant_image_and_errors():
         vu.visualize_grid(np.zeros((2, 3, 3, 1)), padding=-1)
 
 
+@pytest.mark.parametrize("N, H, W, C", [(1, 4, 5, 3), (4, 3, 3, 1), (5, 2, 6, 3)])
+def test_vis_grid_layout_gaps_and_global_scale(rng, N, H, W, C):
+    Xs = rng.standard_normal((N, H, W, C)) * 4 - 1
+    grid = vu.vis_grid(Xs)
+    G = math.ceil(math.sqrt(N))
+    assert grid.dtype == np.float64 and grid.shape == (G * (H + 1), G * (W + 1), C)
+    low, high = Xs.min(), Xs.max()
+    for i in range(G * G):
+        r, c = divmod(i, G)
+        cell = grid[r * (H + 1):(r + 1) * (H + 1), c * (W + 1):(c + 1) * (W + 1)]
+        if i < N:  # one scale for the whole grid, not one per image
+            np.testing.assert_allclose(cell[:H, :W], (Xs[i] - low) / (high - low), atol=1e-12)
+        else:
+            assert not cell.any()
+        assert not cell[H].any() and not cell[:, W].any()  # the gap after each cell is the minimum
+    assert grid.min() == 0.0 and grid.max() == 1.0
+
+
+def test_vis_nn_rows_of_images(rng):
+    H, W, C = 3, 4, 3
+    rows = [[rng.uniform(10, 20, (H, W, C)) for _ in range(3)] for _ in range(2)]
+    grid = vu.vis_nn(rows)
+    assert grid.shape == (2 * (H + 1), 3 * (W + 1), C)
+    allv = np.stack([im for row in rows for im in row])
+    low, high = allv.min(), allv.max()
+    for n in range(2):
+        for d in range(3):
+            cell = grid[n * (H + 1):n * (H + 1) + H, d * (W + 1):d * (W + 1) + W]
+            np.testing.assert_allclose(cell, (rows[n][d] - low) / (high - low), atol=1e-12)
+    assert not grid[H].any() and not grid[:, W].any()
+    # a row may be an (D, H, W, C) array; a constant input has no range: 0.5
+    np.testing.assert_allclose(vu.vis_nn([np.ones((2, H, W, C))]), 0.5)
+
+
+def test_vis_grid_and_vis_nn_reject_bad_input():
+    with pytest.raises(ValueError, match="vis_grid: Xs must have 4 dimensions"):
+        vu.vis_grid(np.zeros((2, 3, 3)))
+    with pytest.raises(ValueError, match="at least one image"):
+        vu.vis_grid(np.zeros((0, 3, 3, 1)))
+    with pytest.raises(ValueError, match="vis_grid: image values must be finite"):
+        vu.vis_grid(np.full((1, 2, 2, 1), np.nan))
+    im = np.zeros((2, 2, 3))
+    with pytest.raises(TypeError, match="vis_nn: rows must be"):
+        vu.vis_nn([])
+    with pytest.raises(TypeError, match=r"vis_nn: rows\[1\] must be"):
+        vu.vis_nn([[im], im])
+    with pytest.raises(ValueError, match="same number of images"):
+        vu.vis_nn([[im, im], [im]])
+    with pytest.raises(ValueError, match=r"rows\[0\]\[1\] has \(3, 2, 3\)"):
+        vu.vis_nn([[im, np.zeros((3, 2, 3))]])
+    with pytest.raises(ValueError, match=r"rows\[0\]\[0\] must have 3 dimensions"):
+        vu.vis_nn([[np.zeros((2, 2))]])
+    with pytest.raises(TypeError, match="real numbers"):
+        vu.vis_nn([[im.astype(bool)]])
+
+
 # ----------------------------------------------------------------------------- save_image
 
 

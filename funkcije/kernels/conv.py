@@ -34,17 +34,18 @@ def _gemm_sizes(g, w_shape):
     return g.groups, F // g.groups, Cg * HH * WW, g.out_h * g.out_w, geo
 
 
-def forward(x, w, b, g, out):
+def forward(x, w, b, g, out, gemm_only=False):
     """out (N, F, H', W') = the convolution of x (N, C, H, W) by w (F, C // groups,
-    HH, WW) plus b (F,), with geometry g; x, w, b C-contiguous, N > 0."""
+    HH, WW) plus b (F,), with geometry g; x, w, b C-contiguous, N > 0. gemm_only=True
+    runs im2col + GEMM whatever the layer."""
     kern = R.kernels_for(x.dtype)
     N = x.shape[0]
     F, Cg, HH, WW = w.shape
-    if _winograd_applies(kern, g, F, Cg, HH, WW, g.pad):
+    if not gemm_only and _winograd_applies(kern, g, F, Cg, HH, WW, g.pad):
         m = _tile_for(x.dtype, g.out_h, g.out_w)
         _winograd_conv(x, _winograd_filters(w, g.groups, m), g.groups, g.pad, out, b)
         return
-    if _direct_applies(kern, x, Cg, HH, WW):
+    if not gemm_only and _direct_applies(kern, x, Cg, HH, WW):
         _direct_conv(x, _direct_filters(w, g.groups), g.groups, (HH, WW), g.stride, g.pad, g.dilation, out, b)
         return
     G, Fg, K, P, geo = _gemm_sizes(g, w.shape)
@@ -65,10 +66,11 @@ def forward(x, w, b, g, out):
     R.run_chunks(R.chunks_of(N, nb), chunk, workers)
 
 
-def backward(x, w, dout, g, need_dx):
+def backward(x, w, dout, g, need_dx, gemm_only=False):
     """(dx (N, C, H, W) or None, dw (F, C // groups, HH, WW), db (F,)) of the
     convolution with geometry g; x, w, dout (N, F, H', W') C-contiguous, N > 0.
-    need_dx=False skips dx's GEMMs and scatter (a network's first layer)."""
+    need_dx=False skips dx's GEMMs and scatter (a network's first layer);
+    gemm_only=True runs im2col + GEMM whatever the layer."""
     kern = R.kernels_for(x.dtype)
     N = x.shape[0]
     F, Cg, HH, WW = w.shape
@@ -78,7 +80,7 @@ def backward(x, w, dout, g, need_dx):
     # kernel's reach minus pad, with the filters flipped and in and out channels swapped
     reach = ((HH - 1) * g.dilation[0], (WW - 1) * g.dilation[1])
     dx_pad = (reach[0] - g.pad[0], reach[1] - g.pad[1])
-    if _winograd_applies(kern, g, F, Cg, HH, WW, dx_pad):
+    if not gemm_only and _winograd_applies(kern, g, F, Cg, HH, WW, dx_pad):
         dx = None
         m = _tile_for(x.dtype, g.out_h, g.out_w)
         if need_dx:
@@ -93,7 +95,7 @@ def backward(x, w, dout, g, need_dx):
     # layers) from GEMM + col2im alone: measured on x (100, 3, 31, 31) stride 2, 2.0-2.3
     # ms against 2.2-2.7 ms for im2col's shared pass over dout for both (once dout's
     # transpose for the direct dw was vectorised; before, 3.5 against 3.3 ms)
-    if _direct_applies(kern, x, Cg, HH, WW):
+    if not gemm_only and _direct_applies(kern, x, Cg, HH, WW):
         dx = dx_job = None
         if dx_direct:
             dx = np.empty_like(x)
