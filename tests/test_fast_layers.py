@@ -60,6 +60,7 @@ def algo(request, monkeypatch):
     algorithm."""
     if request.param.startswith("winograd"):
         monkeypatch.setattr(KC, "_WINOGRAD_MIN_CHANNELS", 1)
+        monkeypatch.setattr(KC, "_WINOGRAD_TRANSFORM_COST", 0)
         monkeypatch.setattr(KC, "_winograd_enabled", True)
         monkeypatch.setattr(KC, "_winograd_tile", 2 if request.param.startswith("winograd2") else 4)
     if request.param == "im2col-only":
@@ -970,7 +971,9 @@ WINOGRAD_CASES = [
 
 @pytest.fixture
 def winograd_calls(monkeypatch):
-    """A list that gets an entry every time the fast convolution takes Winograd."""
+    """A list that gets an entry every time the fast convolution takes Winograd, with
+    the batch-size rule off: these small test batches take Winograd wherever it applies."""
+    monkeypatch.setattr(KC, "_WINOGRAD_TRANSFORM_COST", 0)
     calls = []
     real = KC._winograd_conv
     monkeypatch.setattr(KC, "_winograd_conv", lambda *a: calls.append(1) or real(*a))
@@ -1008,6 +1011,7 @@ def test_winograd_weight_grad_both_ways(rng, xs, ws, conv_param, dtype, monkeypa
     `_winograd_weight_grad` takes the way its size rule names."""
     if "cython" not in FL.available_implementations():
         pytest.skip("compiled extension not built")
+    monkeypatch.setattr(KC, "_WINOGRAD_TRANSFORM_COST", 0)
     previous = FL.use_implementation("cython")
     taken = []
     for name in ("_winograd_dw_blocked", "_winograd_dw_long"):
@@ -1032,7 +1036,7 @@ def test_winograd_weight_grad_both_ways(rng, xs, ws, conv_param, dtype, monkeypa
         FL.use_implementation(previous)
 
 
-def test_winograd_chunks_and_threads_agree(rng):
+def test_winograd_chunks_and_threads_agree(rng, winograd_calls):
     """Many chunks (tiny workspace), one or two conv threads: dw's per-chunk partials
     are summed in chunk order, so every run is bitwise the same."""
     if "cython" not in FL.available_implementations():
@@ -1056,6 +1060,7 @@ def test_winograd_chunks_and_threads_agree(rng):
                 FL.set_conv_threads(old_threads)
     finally:
         FL.use_implementation(previous)
+    assert winograd_calls
     ref = L.conv_backward_naive(np.ones_like(results[0][1]), L.conv_forward_naive(x, w, b, param)[1])
     for limit, out, dx, dw, db in results:
         for g, r in zip((dx, dw, db), ref):
@@ -1064,6 +1069,96 @@ def test_winograd_chunks_and_threads_agree(rng):
     for other in tiny[1:]:
         for a, c in zip(tiny[0][1:], other[1:]):
             np.testing.assert_array_equal(a, c)
+
+
+def test_winograd_pays_for_its_transforms_only_on_enough_of_a_batch():
+    """Each pass transforms the filters once; below a batch size that depends on the
+    plane, im2col is faster (ResNet9's 4x4 layers at batch 16), and more samples never
+    turn Winograd off."""
+    if KR.compiled is None:
+        pytest.skip("compiled extension not built")
+    from funkcije.checks import conv_geometry
+
+    def choice(N, C, F, H, dtype=np.float32):
+        w = np.empty((F, C, 3, 3), dtype)
+        g = conv_geometry("t", np.empty((N, C, H, H), dtype), w, {"stride": 1, "pad": 1})
+        return KC._winograd_choice(KR.compiled, g, N, F, C, 3, 3, g.pad, np.dtype(dtype))
+
+    assert choice(16, 512, 512, 4) == 0 and choice(512, 512, 512, 4) == 4
+    assert choice(1, 64, 128, 32) == 2  # a 32x32 plane has enough tiles in one sample, and
+    assert choice(2, 64, 128, 32) == 4  # F(4x4)'s larger transform pays from two on
+    assert choice(512, 512, 512, 2) == 2 and choice(512, 512, 512, 8, np.float64) == 2
+    for C, F, H in [(512, 512, 4), (256, 512, 8), (256, 256, 3), (64, 256, 15), (512, 512, 2)]:
+        picks = [choice(N, C, F, H) for N in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)]
+        first = next(i for i, m in enumerate(picks) if m)  # Winograd at 512 everywhere
+        assert all(picks[first:]), (C, F, H, picks)
+
+
+@pytest.fixture
+def split_layers(monkeypatch):
+    """Small layers take the by-filter split (its weight bound lowered), with two conv
+    threads; a list records each split forward and backward."""
+    if KR.compiled is None or not KR.blas_controlled():
+        pytest.skip("needs the compiled extension and control of numpy's BLAS threads")
+    calls = []
+    for name in ("_forward_by_filters", "_backward_by_filters"):
+        real = getattr(KC, name)
+        monkeypatch.setattr(KC, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+    monkeypatch.setattr(KC, "_SPLIT_MIN_WEIGHTS", 1)
+    previous_impl, previous_threads = FL.use_implementation("cython"), FL.set_conv_threads(2)
+    yield calls
+    FL.use_implementation(previous_impl)
+    FL.set_conv_threads(previous_threads)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("xs, ws, conv_param", [
+    ((3, 20, 4, 4), (40, 20, 3, 3), {"stride": 1, "pad": 1}),
+    ((2, 8, 7, 6), (12, 4, 3, 2), {"stride": (2, 1), "pad": 1, "groups": 2}),
+    ((1, 3, 9, 9), (33, 3, 5, 5), {"stride": 2, "pad": 2, "dilation": 1}),
+    ((2, 6, 8, 8), (6, 2, 3, 3), {"stride": 1, "pad": 2, "dilation": 2, "groups": 3}),
+])
+def test_small_batches_split_by_filters_match_the_reference(rng, split_layers, xs, ws, conv_param, dtype):
+    x, w, b = _conv_inputs(rng, xs, ws, dtype)
+    ref, ref_cache = L.conv_forward_naive(x, w, b, conv_param)
+    out, cache = FL.conv_forward_im2col(x, w, b, conv_param)
+    assert_close(out, ref, dtype)
+    dout = rng.standard_normal(ref.shape).astype(dtype)
+    want = L.conv_backward_naive(dout, ref_cache)
+    for g_fast, g_ref in zip(FL.conv_backward_im2col(dout, cache), want):
+        assert_close(g_fast, g_ref, dtype)
+    dx, dw, db = FL.conv_backward_im2col(dout, cache, need_dx=False)
+    assert dx is None
+    np.testing.assert_array_equal(dw, FL.conv_backward_im2col(dout, cache)[1])
+    assert split_layers == ["_forward_by_filters"] + ["_backward_by_filters"] * 3
+
+
+def test_split_by_filters_is_bitwise_repeatable_and_bounded(rng, split_layers, monkeypatch):
+    """The same results run after run (each element from one GEMM, whichever thread ran
+    it); a batch whose columns exceed the bound, or a workspace too small for them,
+    takes the batch chunks instead."""
+    x, w, b = _conv_inputs(rng, (4, 32, 6, 6), (64, 32, 3, 3), np.float32)
+    param = {"stride": 1, "pad": 1}
+    runs = []
+    for _ in range(3):
+        out, cache = FL.conv_forward_im2col(x, w, b, param)
+        runs.append((out,) + FL.conv_backward_im2col(np.ones_like(out), cache))
+    for other in runs[1:]:
+        for a, c in zip(runs[0], other):
+            np.testing.assert_array_equal(a, c)
+    assert len(split_layers) == 6
+    split_layers.clear()
+    monkeypatch.setattr(KC, "_SPLIT_MAX_COLUMNS", 4 * 36 - 1)
+    out, cache = FL.conv_forward_im2col(x, w, b, param)
+    FL.conv_backward_im2col(np.ones_like(out), cache)
+    monkeypatch.setattr(KC, "_SPLIT_MAX_COLUMNS", 4 * 36)
+    previous = FL.set_workspace_limit(1)
+    try:
+        out, cache = FL.conv_forward_im2col(x, w, b, param)
+    finally:
+        FL.set_workspace_limit(previous)
+    assert not split_layers
+    assert_close(out, runs[0][0], np.float32)
 
 
 def test_use_winograd_switch(rng, winograd_calls):
@@ -1117,9 +1212,11 @@ def test_winograd_tile_env_var_rejected():
     ((2, 16, 8, 8), np.float64, 16),   # float64: always F(2x2)
 ])
 def test_winograd_tile_choice(rng, monkeypatch, xs, dtype, slabs):
-    """F(4x4, 3x3) where it needs fewer products than F(2x2, 3x3), per layer."""
+    """F(4x4, 3x3) where it needs fewer products than F(2x2, 3x3), per layer (the
+    batch-size rule off)."""
     if "cython" not in FL.available_implementations():
         pytest.skip("compiled extension not built")
+    monkeypatch.setattr(KC, "_WINOGRAD_TRANSFORM_COST", 0)
     tiles = []
     real = KC._winograd_conv
     monkeypatch.setattr(KC, "_winograd_conv", lambda x, U, *a: tiles.append(U.shape[1]) or real(x, U, *a))

@@ -41,8 +41,8 @@ def forward(x, w, b, g, out, gemm_only=False):
     kern = R.kernels_for(x.dtype)
     N = x.shape[0]
     F, Cg, HH, WW = w.shape
-    if not gemm_only and _winograd_applies(kern, g, F, Cg, HH, WW, g.pad):
-        m = _tile_for(x.dtype, g.out_h, g.out_w)
+    m = 0 if gemm_only else _winograd_choice(kern, g, N, F, Cg, HH, WW, g.pad, x.dtype)
+    if m:
         _winograd_conv(x, _winograd_filters(w, g.groups, m), g.groups, g.pad, out, b)
         return
     if not gemm_only and _direct_applies(kern, x, Cg, HH, WW):
@@ -52,6 +52,9 @@ def forward(x, w, b, g, out, gemm_only=False):
     out3 = out.reshape(N, F, P)
     wmat = w.reshape(F, K)
     workers = R.workers_for(kern)
+    if _split_by_filters(x, N * P, K, Fg, workers):
+        _forward_by_filters(x, wmat, b, G, Fg, K, geo, out3, kern, workers)
+        return
     nb = R.chunk_size(N, x.itemsize * P * (K + Fg), P, x.itemsize * K, workers)
 
     def chunk(i, n0, n1, nthreads):
@@ -80,9 +83,9 @@ def backward(x, w, dout, g, need_dx, gemm_only=False):
     # kernel's reach minus pad, with the filters flipped and in and out channels swapped
     reach = ((HH - 1) * g.dilation[0], (WW - 1) * g.dilation[1])
     dx_pad = (reach[0] - g.pad[0], reach[1] - g.pad[1])
-    if not gemm_only and _winograd_applies(kern, g, F, Cg, HH, WW, dx_pad):
+    m = 0 if gemm_only else _winograd_choice(kern, g, N, F, Cg, HH, WW, dx_pad, x.dtype)
+    if m:
         dx = None
-        m = _tile_for(x.dtype, g.out_h, g.out_w)
         if need_dx:
             dx = np.empty_like(x)
             _winograd_conv(dout, _winograd_filters(_flipped_filters(w, G), G, m), G, dx_pad, dx, np.empty(0, x.dtype))
@@ -108,11 +111,20 @@ def backward(x, w, dout, g, need_dx, gemm_only=False):
     dout3 = dout.reshape(N, F, P)
     wmat = w.reshape(F, K)
     workers = R.workers_for(kern)
+    if _split_by_filters(x, N * P, K, Fg, workers, 2):
+        dw = _backward_by_filters(x, wmat, dout3, dx, G, Fg, K, geo, kern, workers)
+        return dx, dw.reshape(w.shape), dout3.sum(axis=(0, 2))
     nb = R.chunk_size(N, x.itemsize * P * (2 * K + Fg), P, x.itemsize * K, workers)
     chunks = R.chunks_of(N, nb)
-    # one dw^T partial per chunk, summed in chunk order afterwards, so the result does
-    # not depend on which thread took which chunk
-    parts = np.empty((len(chunks), G, K, Fg), dtype=x.dtype)
+    # one dw partial per chunk, summed in chunk order afterwards, so the result does
+    # not depend on which thread took which chunk. dw_g^T = cols @ dmat^T: OpenBLAS runs
+    # this orientation up to 3x faster than dw_g = dmat @ cols^T when the shared
+    # dimension (nb * P) is the long one, but numpy's transpose of the sum back to
+    # (Fg, K) runs at 1.5-3 GB/s, 6.5 ms for K x Fg = 4608 x 512; from 2^20 elements on,
+    # dmat @ cols^T was as fast or faster than the other orientation with its transpose
+    # (benchmarks/RESULTS.md, engine notes)
+    transposed = K * Fg < _DW_DIRECT_ORIENTATION
+    parts = np.empty((len(chunks), G) + ((K, Fg) if transposed else (Fg, K)), dtype=x.dtype)
     db_parts = np.empty((len(chunks), F), dtype=x.dtype)
 
     def chunk(i, n0, n1, nthreads):
@@ -123,16 +135,85 @@ def backward(x, w, dout, g, need_dx, gemm_only=False):
             f0, c0 = grp * Fg, grp * Cg
             kern.out_to_cols(dout3, dmat, n0, f0, nthreads)
             kern.im2col(x, cols, n0, n1, c0, c0 + Cg, *geo, nthreads)
-            # dw_g^T = cols @ dmat^T: OpenBLAS runs this orientation up to 3x faster than
-            # dmat @ cols^T when the shared dimension (nb * P) is the long one
-            np.matmul(cols, dmat.T, out=parts[i, grp])
+            if transposed:
+                np.matmul(cols, dmat.T, out=parts[i, grp])
+            else:
+                np.matmul(dmat, cols.T, out=parts[i, grp])
             if need_dx:
                 np.matmul(wmat[f0 : f0 + Fg].T, dmat, out=dcols)
                 kern.col2im(dcols, dx, n0, n1, c0, c0 + Cg, *geo, nthreads)
 
     R.run_chunks(chunks, chunk, workers)
-    dw = np.ascontiguousarray(R.sum_parts(parts).transpose(0, 2, 1)).reshape(F, K)
+    dw = R.sum_parts(parts)
+    if transposed:
+        dw = np.ascontiguousarray(dw.transpose(0, 2, 1))
     return dx, dw.reshape(w.shape), R.sum_parts(db_parts)
+
+
+# A small batch through a layer with large filters: its batch chunks (at least two per
+# worker) would be a few columns wide, and every chunk's GEMMs would stream all of w
+# through the cache again. Such a layer instead takes im2col of the whole batch once
+# and splits its GEMMs between the workers by rows: filters for the forward and dw,
+# rows of the column matrix for dx. No partial sums: each element of out, dw and dx
+# comes from one GEMM whose shape does not depend on the thread that ran it.
+_SPLIT_MAX_COLUMNS = 2048  # at most this many columns (N * H' * W') in the whole batch
+_SPLIT_MIN_WEIGHTS = 2**17  # and at least this many weights per group (K * Fg)
+# one piece of rows per worker: two each were 5-15 % slower (longer GEMMs run closer
+# to the BLAS kernels' peak)
+_SPLIT_PIECES = 1
+
+
+def _split_by_filters(x, m, K, Fg, workers, col_arrays=1) -> bool:
+    return (
+        workers > 1
+        and m <= _SPLIT_MAX_COLUMNS
+        and K * Fg >= _SPLIT_MIN_WEIGHTS
+        and x.itemsize * m * (col_arrays * K + Fg) <= R.get_workspace_limit()
+    )
+
+
+def _row_pieces(n, workers):
+    return R.split(n, _SPLIT_PIECES * workers, align=16)
+
+
+def _forward_by_filters(x, wmat, b, G, Fg, K, geo, out3, kern, workers):
+    N, Cg = x.shape[0], x.shape[1] // G
+    m = out3.shape[0] * out3.shape[2]
+    cols, res = R.workspace.arrays(x.dtype, (K, m), (Fg, m))
+    for grp in range(G):
+        f0, c0 = grp * Fg, grp * Cg
+        kern.im2col(x, cols, 0, N, c0, c0 + Cg, *geo, 0)
+
+        def rows(i, r0, r1, nthreads):
+            np.matmul(wmat[f0 + r0 : f0 + r1], cols, out=res[r0:r1])
+
+        R.run_chunks(_row_pieces(Fg, workers), rows, workers)
+        kern.cols_to_out(res, b[f0 : f0 + Fg], out3, 0, f0, 0)
+
+
+def _backward_by_filters(x, wmat, dout3, dx, G, Fg, K, geo, kern, workers):
+    """dw (G, Fg, K), and dx in place unless it is None, for `_split_by_filters` layers."""
+    N, Cg = x.shape[0], x.shape[1] // G
+    m = N * dout3.shape[2]
+    cols, dcols, dmat = R.workspace.arrays(x.dtype, (K, m), (K, m), (Fg, m))
+    dw = np.empty((G, Fg, K), dtype=x.dtype)
+    dw_jobs = _row_pieces(Fg, workers)
+    jobs = dw_jobs + (_row_pieces(K, workers) if dx is not None else [])
+    for grp in range(G):
+        f0, c0 = grp * Fg, grp * Cg
+        kern.out_to_cols(dout3, dmat, 0, f0, 0)
+        kern.im2col(x, cols, 0, N, c0, c0 + Cg, *geo, 0)
+
+        def rows(i, r0, r1, nthreads):
+            if i < len(dw_jobs):  # dw rows r0:r1 = dout_g rows @ cols^T
+                np.matmul(dmat[r0:r1], cols.T, out=dw[grp, r0:r1])
+            else:  # dcols rows r0:r1 = (w_g's columns r0:r1)^T @ dout_g
+                np.matmul(wmat[f0 : f0 + Fg, r0:r1].T, dmat, out=dcols[r0:r1])
+
+        R.run_chunks(jobs, rows, workers)
+        if dx is not None:
+            kern.col2im(dcols, dx, 0, N, c0, c0 + Cg, *geo, 0)
+    return dw
 
 
 def _gemm_dx(dout, w, g, kern, x_shape):
@@ -174,6 +255,7 @@ def _gemm_dx(dout, w, g, kern, x_shape):
 # Measured per layer: benchmarks/README.md and RESULTS.md.
 
 _direct_enabled = ENV["direct"]
+_DW_DIRECT_ORIENTATION = 2**20  # K * Fg from which im2col's dw is dmat @ cols^T
 _DIRECT_MAX_K = 1600  # the largest Cg * HH * WW that takes the direct kernels
 _DIRECT_CPU = _compiled is not None and _compiled.direct_available()
 
@@ -290,6 +372,11 @@ _winograd_enabled = ENV["winograd"]
 # both the input and the output channels of a group must reach this
 _WINOGRAD_MIN_CHANNELS = 16
 _WINOGRAD_TILES = 256
+# measured on the zoo's 3x3 layers at batches 1-64 (fwd + bwd against im2col, 2 threads,
+# AMD EPYC Zen 5): Winograd's loss turned into a gain where the batch's saving of
+# products per filter pair reached 130-320 times the transform's (m + 2)^2 numbers;
+# 0 turns the rule off (Winograd wherever it applies)
+_WINOGRAD_TRANSFORM_COST = 175
 _WINOGRAD_DW_BYTES = 64 * 2**20  # measured best for the dw products of bench_layers.py's 3x3 layers
 # dw by cache-sized blocks where one partial of the products' sums (Z) takes at most
 # this many bytes; blocks of transforms of about _WINOGRAD_DW_BLOCK bytes (2 and 4 MiB
@@ -346,6 +433,28 @@ def _winograd_applies(kern, g, F, Cg, HH, WW, pad) -> bool:
         and min(pad) >= 0
         and min(Cg, F // g.groups) >= _WINOGRAD_MIN_CHANNELS
     )
+
+
+def _winograd_choice(kern, g, N, F, Cg, HH, WW, pad, dtype) -> int:
+    """The Winograd tile m (4 or 2) for one pass of a layer over a batch of N, or 0 for
+    im2col + GEMM. Each pass transforms the filters (or, for dw, transforms back) once,
+    (m + 2)^2 numbers per filter pair, and saves 9 Ho Wo - tiles (m + 2)^2 products per
+    sample and filter pair; it pays where the batch's saving is at least
+    _WINOGRAD_TRANSFORM_COST times the transform: small batches through small planes
+    (ResNet9's 4x4 layers at batch 16) run faster as im2col."""
+    if not _winograd_applies(kern, g, F, Cg, HH, WW, pad):
+        return 0
+    m = _tile_for(dtype, g.out_h, g.out_w)
+    if not _WINOGRAD_TRANSFORM_COST:
+        return m
+
+    def margin(m):
+        a = (m + 2) ** 2
+        tiles = -(-g.out_h // m) * -(-g.out_w // m)
+        return N * (9 * g.out_h * g.out_w - tiles * a) - _WINOGRAD_TRANSFORM_COST * a
+
+    best = max((m, 2) if m == 4 else (m,), key=margin)
+    return best if margin(best) >= 0 else 0
 
 
 def _winograd_filters(w, G, m):
