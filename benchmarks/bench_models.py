@@ -41,6 +41,7 @@ Two more runs per case, neither of them timed for the table:
     python benchmarks/bench_models.py --quick                 # does the script work (~30 s)
     python benchmarks/bench_models.py --batch 128 --write     # table, and its section of RESULTS.md
     python benchmarks/bench_models.py --only vgg7bn resnet9 --batch 512 --rounds 3 --steps 5
+    python benchmarks/bench_models.py --small --write         # batch 16: the small-batch section
 """
 from __future__ import annotations
 
@@ -62,6 +63,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 BEGIN, END = "<!-- bench_models:begin -->", "<!-- bench_models:end -->"
 HEADING = "## Model training steps (bench_models.py)"
+SMALL_BEGIN, SMALL_END = "<!-- bench_models_small:begin -->", "<!-- bench_models_small:end -->"
+SMALL_HEADING = "## Model training steps at a small batch (bench_models.py --small)"
+SMALL_BATCH = 16
 
 MODELS = ("fer_mnist", "fer_cifar", "vgg7", "vgg7bn", "resnet9", "fast_cifar", "fast_cifar_gelu", "tlc")
 LABELS = {"fer_mnist": "FERMnistNet", "fer_cifar": "FERCifarNet", "vgg7": "VGG7", "vgg7bn": "VGG7BN",
@@ -541,7 +545,7 @@ def _report(results, args, machine, load_before, load_after, started):
             "funkcije with its glibc heap settings (FUNKCIJE_KEEP_HEAP), PyTorch with malloc's defaults")
     mem_run = ("the timing process (--quick)" if args.quick else
                f"a separate process per side after {args.mem_warmup} + {args.mem_steps} steps")
-    lines = [HEADING, ""]
+    lines = [SMALL_HEADING if args.small else HEADING, ""]
     if args.quick:
         lines += ["**--quick: tiny widths and batches, one round: a check that the script runs, not a measurement.**",
                   ""]
@@ -647,6 +651,8 @@ def main(argv=None):
                     help="let the PyTorch workers run with funkcije's glibc heap settings too (default: malloc's defaults)")
     ap.add_argument("--quick", action="store_true",
                     help="tiny widths (1/8) and batches (8), 1 round of 2 steps: checks that the script works")
+    ap.add_argument("--small", action="store_true",
+                    help=f"every model at batch {SMALL_BATCH} (unless --batch), written to its own section")
     ap.add_argument("--json", metavar="FILE", help="write the raw results to FILE")
     ap.add_argument("--write", nargs="?", const=str(RESULTS), default=None, metavar="PATH",
                     help="write the table into its section of PATH (default benchmarks/RESULTS.md)")
@@ -672,6 +678,8 @@ def main(argv=None):
     if args.batch and min(args.batch) < 1:
         ap.error("--batch sizes must be >= 1")
 
+    if args.small and not args.batch:
+        args.batch = [SMALL_BATCH]
     cases = _cases(args.only or MODELS, args.batch, args.quick)
     machine = _machine()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -698,7 +706,7 @@ def main(argv=None):
             json.dump({"machine": machine, "load_before": load_before, "load_after": load_after,
                        "args": vars(args), "results": results}, f, indent=1)
     if args.write:
-        replace_section(args.write, BEGIN, END, text)
+        replace_section(args.write, *((SMALL_BEGIN, SMALL_END) if args.small else (BEGIN, END)), text)
         print(f"written to {args.write}")
     return 0
 
