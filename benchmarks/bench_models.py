@@ -518,7 +518,9 @@ def _command(args):
         parts.append("--quick")
     if args.only:
         parts.append("--only " + " ".join(args.only))
-    if args.batch:
+    if args.small:
+        parts.append("--small")
+    if args.batch and not (args.small and list(args.batch) == [SMALL_BATCH]):
         parts.append("--batch " + " ".join(map(str, args.batch)))
     base = dict(DEFAULTS, **({k: v for k, v in QUICK.items() if k in DEFAULTS} if args.quick else {}))
     for k, v in base.items():

@@ -60,7 +60,7 @@ def algo(request, monkeypatch):
     algorithm."""
     if request.param.startswith("winograd"):
         monkeypatch.setattr(KC, "_WINOGRAD_MIN_CHANNELS", 1)
-        monkeypatch.setattr(KC, "_WINOGRAD_TRANSFORM_COST", 0)
+        monkeypatch.setattr(KC, "_WINOGRAD_TRANSFORM_COST", None)
         monkeypatch.setattr(KC, "_winograd_enabled", True)
         monkeypatch.setattr(KC, "_winograd_tile", 2 if request.param.startswith("winograd2") else 4)
     if request.param == "im2col-only":
@@ -973,7 +973,7 @@ WINOGRAD_CASES = [
 def winograd_calls(monkeypatch):
     """A list that gets an entry every time the fast convolution takes Winograd, with
     the batch-size rule off: these small test batches take Winograd wherever it applies."""
-    monkeypatch.setattr(KC, "_WINOGRAD_TRANSFORM_COST", 0)
+    monkeypatch.setattr(KC, "_WINOGRAD_TRANSFORM_COST", None)
     calls = []
     real = KC._winograd_conv
     monkeypatch.setattr(KC, "_winograd_conv", lambda *a: calls.append(1) or real(*a))
@@ -1011,7 +1011,7 @@ def test_winograd_weight_grad_both_ways(rng, xs, ws, conv_param, dtype, monkeypa
     `_winograd_weight_grad` takes the way its size rule names."""
     if "cython" not in FL.available_implementations():
         pytest.skip("compiled extension not built")
-    monkeypatch.setattr(KC, "_WINOGRAD_TRANSFORM_COST", 0)
+    monkeypatch.setattr(KC, "_WINOGRAD_TRANSFORM_COST", None)
     previous = FL.use_implementation("cython")
     taken = []
     for name in ("_winograd_dw_blocked", "_winograd_dw_long"):
@@ -1086,7 +1086,8 @@ def test_winograd_pays_for_its_transforms_only_on_enough_of_a_batch():
 
     assert choice(16, 512, 512, 4) == 0 and choice(512, 512, 512, 4) == 4
     assert choice(1, 64, 128, 32) == 2  # a 32x32 plane has enough tiles in one sample, and
-    assert choice(2, 64, 128, 32) == 4  # F(4x4)'s larger transform pays from two on
+    assert choice(8, 64, 128, 32) == 4  # F(4x4)'s larger transform pays on a few
+    assert choice(128, 512, 512, 4) == 2  # mid-sized batches through small planes: F(2x2)
     assert choice(512, 512, 512, 2) == 2 and choice(512, 512, 512, 8, np.float64) == 2
     for C, F, H in [(512, 512, 4), (256, 512, 8), (256, 256, 3), (64, 256, 15), (512, 512, 2)]:
         picks = [choice(N, C, F, H) for N in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)]
@@ -1216,7 +1217,7 @@ def test_winograd_tile_choice(rng, monkeypatch, xs, dtype, slabs):
     batch-size rule off)."""
     if "cython" not in FL.available_implementations():
         pytest.skip("compiled extension not built")
-    monkeypatch.setattr(KC, "_WINOGRAD_TRANSFORM_COST", 0)
+    monkeypatch.setattr(KC, "_WINOGRAD_TRANSFORM_COST", None)
     tiles = []
     real = KC._winograd_conv
     monkeypatch.setattr(KC, "_winograd_conv", lambda x, U, *a: tiles.append(U.shape[1]) or real(x, U, *a))

@@ -372,11 +372,14 @@ _winograd_enabled = ENV["winograd"]
 # both the input and the output channels of a group must reach this
 _WINOGRAD_MIN_CHANNELS = 16
 _WINOGRAD_TILES = 256
-# measured on the zoo's 3x3 layers at batches 1-64 (fwd + bwd against im2col, 2 threads,
-# AMD EPYC Zen 5): Winograd's loss turned into a gain where the batch's saving of
-# products per filter pair reached 130-320 times the transform's (m + 2)^2 numbers;
-# 0 turns the rule off (Winograd wherever it applies)
-_WINOGRAD_TRANSFORM_COST = 175
+# What one pass's filter transform (or, for dw, the transform back) costs, in products
+# per filter pair saved by Winograd F(m x m, 3x3) over im2col: measured on the zoo's 3x3
+# layers at batches 4-128 inside a training step (fwd + bwd, 2 threads, AMD EPYC Zen 5),
+# where F(2x2) overtook im2col at a batch saving of 1100-2600 products and F(4x4)
+# overtook F(2x2) at 8000-10000 products more than F(2x2)'s saving (its 36 slabs cost
+# 2.5x F(2x2)'s 16 per element). None turns the rule off: Winograd wherever it applies,
+# with the tile `_tile_for` names.
+_WINOGRAD_TRANSFORM_COST = {2: 1600, 4: 9600}
 _WINOGRAD_DW_BYTES = 64 * 2**20  # measured best for the dw products of bench_layers.py's 3x3 layers
 # dw by cache-sized blocks where one partial of the products' sums (Z) takes at most
 # this many bytes; blocks of transforms of about _WINOGRAD_DW_BLOCK bytes (2 and 4 MiB
@@ -437,11 +440,11 @@ def _winograd_applies(kern, g, F, Cg, HH, WW, pad) -> bool:
 
 def _winograd_choice(kern, g, N, F, Cg, HH, WW, pad, dtype) -> int:
     """The Winograd tile m (4 or 2) for one pass of a layer over a batch of N, or 0 for
-    im2col + GEMM. Each pass transforms the filters (or, for dw, transforms back) once,
-    (m + 2)^2 numbers per filter pair, and saves 9 Ho Wo - tiles (m + 2)^2 products per
-    sample and filter pair; it pays where the batch's saving is at least
-    _WINOGRAD_TRANSFORM_COST times the transform: small batches through small planes
-    (ResNet9's 4x4 layers at batch 16) run faster as im2col."""
+    im2col + GEMM. F(m x m, 3x3) saves 9 Ho Wo - tiles (m + 2)^2 products per sample and
+    filter pair, and transforms the filters once per pass, which costs as much as
+    _WINOGRAD_TRANSFORM_COST[m] products per pair: the tile whose batch saving exceeds its
+    transform by the most, none where neither does. Small batches through small planes
+    (ResNet9's 4x4 layers at batch 16) run faster as im2col, mid-sized ones as F(2x2)."""
     if not _winograd_applies(kern, g, F, Cg, HH, WW, pad):
         return 0
     m = _tile_for(dtype, g.out_h, g.out_w)
@@ -449,9 +452,8 @@ def _winograd_choice(kern, g, N, F, Cg, HH, WW, pad, dtype) -> int:
         return m
 
     def margin(m):
-        a = (m + 2) ** 2
         tiles = -(-g.out_h // m) * -(-g.out_w // m)
-        return N * (9 * g.out_h * g.out_w - tiles * a) - _WINOGRAD_TRANSFORM_COST * a
+        return N * (9 * g.out_h * g.out_w - tiles * (m + 2) ** 2) - _WINOGRAD_TRANSFORM_COST[m]
 
     best = max((m, 2) if m == 4 else (m,), key=margin)
     return best if margin(best) >= 0 else 0
