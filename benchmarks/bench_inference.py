@@ -101,6 +101,21 @@ def _run_case(case, args):
     return out
 
 
+def _command(args):
+    parts = ["python benchmarks/bench_inference.py"]
+    if args.quick:
+        parts.append("--quick")
+    if args.only:
+        parts.append("--only " + " ".join(args.only))
+    if args.batch:
+        parts.append("--batch " + " ".join(map(str, args.batch)))
+    if not args.quick:
+        for k, default in (("rounds", 3), ("steps", 10), ("warmup", 3), ("threads", 2)):
+            if getattr(args, k) != default:
+                parts.append(f"--{k} {getattr(args, k)}")
+    return " ".join(parts)
+
+
 def _report(results, args, machine, started, load_before, load_after):
     def fmt_load(v):
         return "(" + ", ".join(f"{x:.2f}" for x in v) + ")" if v else "unknown"
@@ -109,8 +124,7 @@ def _report(results, args, machine, started, load_before, load_after):
     n_rounds = sum(len(r["rounds"]) for r in results)
     lines = [
         "## Inference: forward only (bench_inference.py)", "",
-        f"Generated {started} by `python benchmarks/bench_inference.py"
-        + ("" if args.rounds == 3 else f" --rounds {args.rounds}") + "`.", "",
+        f"Generated {started} by `{_command(args)}`.", "",
         f"Machine: {machine['cpu']} ({'AVX-512F' if machine['avx512f'] else 'no AVX-512F'}), "
         f"{machine['cores']} logical cores; Python {machine['python']}, numpy {machine['numpy']} "
         f"({machine['blas']}); {args.threads} threads per side. Load average before "
