@@ -639,14 +639,10 @@ CS231N_CONV_CASES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("xs, ws, conv_param", CS231N_CONV_CASES)
-def test_conv_im2col_matches_reference_and_takes_only_gemm(impl, rng, xs, ws, conv_param, dtype, monkeypatch):
-    def forbidden(*args):
-        raise AssertionError("conv_*_im2col took Winograd or the direct kernels")
-
-    for name in ("_winograd_conv", "_winograd_weight_grad", "_direct_conv", "_direct_weight_grad"):
-        monkeypatch.setattr(KC, name, forbidden)
+def _im2col_matches_reference(rng, xs, ws, conv_param, dtype):
+    """conv_forward_im2col and conv_backward_im2col (with its own cache and the
+    reference's; need_dx=False gives no dx) against the reference; returns (dout, the
+    im2col cache, the reference's gradients)."""
     x, w, b = _conv_inputs(rng, xs, ws, dtype)
     ref, ref_cache = L.conv_forward_naive(x, w, b, conv_param)
     out, cache = FL.conv_forward_im2col(x, w, b, conv_param)
@@ -656,9 +652,20 @@ def test_conv_im2col_matches_reference_and_takes_only_gemm(impl, rng, xs, ws, co
     for got in (FL.conv_backward_im2col(dout, cache), FL.conv_backward_im2col(dout, ref_cache)):
         for g_fast, g_ref in zip(got, want):
             assert_close(g_fast, g_ref, dtype)
-    dx, dw, db = FL.conv_backward_im2col(dout, cache, need_dx=False)
-    assert dx is None
-    assert_close(dw, want[1], dtype)
+    assert FL.conv_backward_im2col(dout, cache, need_dx=False)[0] is None
+    return dout, cache, want
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("xs, ws, conv_param", CS231N_CONV_CASES)
+def test_conv_im2col_matches_reference_and_takes_only_gemm(impl, rng, xs, ws, conv_param, dtype, monkeypatch):
+    def forbidden(*args):
+        raise AssertionError("conv_*_im2col took Winograd or the direct kernels")
+
+    for name in ("_winograd_conv", "_winograd_weight_grad", "_direct_conv", "_direct_weight_grad"):
+        monkeypatch.setattr(KC, name, forbidden)
+    dout, cache, want = _im2col_matches_reference(rng, xs, ws, conv_param, dtype)
+    assert_close(FL.conv_backward_im2col(dout, cache, need_dx=False)[1], want[1], dtype)
     # and the im2col cache serves the other backwards
     for g_other, g_ref in zip(L.conv_backward_naive(dout, cache), want):
         assert_close(g_other, g_ref, dtype)
@@ -1120,18 +1127,10 @@ def split_layers(monkeypatch):
     ((2, 6, 8, 8), (6, 2, 3, 3), {"stride": 1, "pad": 2, "dilation": 2, "groups": 3}),
 ])
 def test_small_batches_split_by_filters_match_the_reference(rng, split_layers, xs, ws, conv_param, dtype):
-    x, w, b = _conv_inputs(rng, xs, ws, dtype)
-    ref, ref_cache = L.conv_forward_naive(x, w, b, conv_param)
-    out, cache = FL.conv_forward_im2col(x, w, b, conv_param)
-    assert_close(out, ref, dtype)
-    dout = rng.standard_normal(ref.shape).astype(dtype)
-    want = L.conv_backward_naive(dout, ref_cache)
-    for g_fast, g_ref in zip(FL.conv_backward_im2col(dout, cache), want):
-        assert_close(g_fast, g_ref, dtype)
-    dx, dw, db = FL.conv_backward_im2col(dout, cache, need_dx=False)
-    assert dx is None
-    np.testing.assert_array_equal(dw, FL.conv_backward_im2col(dout, cache)[1])
-    assert split_layers == ["_forward_by_filters"] + ["_backward_by_filters"] * 3
+    dout, cache, want = _im2col_matches_reference(rng, xs, ws, conv_param, dtype)
+    np.testing.assert_array_equal(FL.conv_backward_im2col(dout, cache, need_dx=False)[1],
+                                  FL.conv_backward_im2col(dout, cache)[1])
+    assert split_layers == ["_forward_by_filters"] + ["_backward_by_filters"] * 5
 
 
 def test_split_by_filters_is_bitwise_repeatable_and_bounded(rng, split_layers, monkeypatch):
