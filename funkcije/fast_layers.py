@@ -32,8 +32,9 @@ Caches are interchangeable with the reference: a conv cache *is* the tuple
 The max-pool cache also carries the argmax positions so the backward is a scatter.
 
 Convolution (`kernels/conv.py`) picks per layer and pass between im2col + GEMM,
-Winograd (3x3 stride-1 layers with at least 16 channels per group; F(4x4, 3x3) in
-float32, F(2x2, 3x3) in float64 or by `use_winograd_tile(2)`; `use_winograd(False)` or
+Winograd (3x3 stride-1 layers with at least 16 channels per group, on batches large
+enough to pay for the filter transform; F(4x4, 3x3) or F(2x2, 3x3) in float32, F(2x2,
+3x3) in float64 or by `use_winograd_tile(2)`; `use_winograd(False)` or
 FUNKCIJE_WINOGRAD=0 turns it off) and direct AVX-512 kernels
 for small float32 layers (`use_direct`). Its workspace is bounded
 (`set_workspace_limit`, env FUNKCIJE_WORKSPACE_MB, default 256 MiB): peak memory is

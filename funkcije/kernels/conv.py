@@ -6,11 +6,13 @@ direct AVX-512 kernels, each for the forward, dx and dw, chosen per layer and pa
 `checks.conv_geometry`. Which algorithm runs is decided here, never by a model:
 
 - Winograd for 3x3, stride-1, undilated layers with at least 16 channels in and out
-  per group (forward, dx as a convolution of dout, dw): F(4x4, 3x3) in float32
-  (`use_winograd_tile`), F(2x2, 3x3) in float64;
+  per group (forward, dx as a convolution of dout, dw), where the batch is large enough
+  to pay for the filter transform (`_winograd_choice`): F(4x4, 3x3) or F(2x2, 3x3) in
+  float32 (`use_winograd_tile`), F(2x2, 3x3) in float64;
 - the direct kernels for small float32 layers (Cg * HH * WW <= 1600, WW <= 8) on
   CPUs with AVX-512F;
-- im2col + one BLAS GEMM per batch chunk and group otherwise.
+- im2col + BLAS GEMMs otherwise: one per batch chunk and group, or, for a small batch
+  through large filters, one im2col of the batch whose GEMMs the threads split by rows.
 
 The workspace of each is bounded (runtime.set_workspace_limit): the batch is processed
 in chunks small enough to keep it under the bound, and the backward recomputes the
