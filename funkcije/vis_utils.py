@@ -240,15 +240,13 @@ def vis_nn(rows):
 def _gapped_grid(where: str, tiles: np.ndarray, nrows: int, ncols: int) -> np.ndarray:
     """tiles (n, H, W, C) row-major on nrows x ncols cells of (H + 1, W + 1), the gap
     after each tile and the empty cells at tiles' minimum, rescaled as one to [0, 1]."""
-    n, H, W, C = tiles.shape
     tiles = tiles.astype(np.float64)
     if not np.all(np.isfinite(tiles)):
         raise ValueError(f"{where}: image values must be finite, got NaN or infinity")
-    grid = np.full((nrows * (H + 1), ncols * (W + 1), C), tiles.min())
-    for i in range(n):
-        r, c = divmod(i, ncols)
-        grid[r * (H + 1):r * (H + 1) + H, c * (W + 1):c * (W + 1) + W] = tiles[i]
-    return _rescale(grid, 1.0)
+    low = tiles.min()
+    grid = _tile(tiles, nrows, ncols, 1, low)
+    # cs231n's layout has the gap after the last row and column too
+    return _rescale(np.pad(grid, ((0, 1), (0, 1), (0, 0)), constant_values=low), 1.0)
 
 
 def _auto_scale(HH: int, WW: int) -> int:

@@ -71,6 +71,9 @@ def forward(x, w, b, g, out, gemm_only=False):
     R.run_chunks(R.chunks_of(N, nb), chunk, workers)
 
 
+_DW_DIRECT_ORIENTATION = 2**20  # K * Fg from which im2col's dw is dmat @ cols^T (see backward)
+
+
 def backward(x, w, dout, g, need_dx, gemm_only=False):
     """(dx (N, C, H, W) or None, dw (F, C // groups, HH, WW), db (F,)) of the
     convolution with geometry g; x, w, dout (N, F, H', W') C-contiguous, N > 0.
@@ -257,7 +260,6 @@ def _gemm_dx(dout, w, g, kern, x_shape):
 # Measured per layer: benchmarks/README.md and RESULTS.md.
 
 _direct_enabled = ENV["direct"]
-_DW_DIRECT_ORIENTATION = 2**20  # K * Fg from which im2col's dw is dmat @ cols^T
 _DIRECT_MAX_K = 1600  # the largest Cg * HH * WW that takes the direct kernels
 _DIRECT_CPU = _compiled is not None and _compiled.direct_available()
 
