@@ -478,3 +478,70 @@ plt.show()
 # pulls away from its validation accuracy (overfitting), and whether augmentation, which shows
 # ResNet9 a new version of every image each epoch, keeps the two closer; and at which epoch each
 # run was best.
+
+# %% [markdown]
+# ## 10. On a GPU
+#
+# The `ans` course trains these networks on a GPU. In funkcije the model, the Solver and the
+# evaluation stay the same there; only the arrays move. `model.to("gpu")` puts the parameters
+# and the batch-norm statistics on the GPU as CuPy arrays (CuPy is an optional extra:
+# `pip install -e ".[gpu]"` for CUDA 12, `".[gpu-cuda13]"` for CUDA 13); the fast layers then
+# run there (cuBLAS matrix products and funkcije's own CUDA kernels), and images uploaded once
+# with `backend.to_device` are gathered and augmented on the GPU, minibatch by minibatch.
+# `python -m funkcije.train --recipe resnet9-90 --device gpu` does the same from the command
+# line.
+#
+# The cells pick the GPU when CuPy sees one and the CPU otherwise, so they run anywhere. First
+# the ResNet9 trained above is evaluated on that device: its predictions must be the CPU's
+# (up to a near tie that float32 rounding on another processor may flip). Then a fresh ResNet9
+# trains for one epoch there, with the images uploaded once: the whole training set on a GPU;
+# on the CPU a 2 000-image slice of it (section 8 has trained there in full).
+
+# %%
+from funkcije import backend
+
+DEVICE = "gpu" if backend.gpu_available() else "cpu"
+if DEVICE == "cpu":
+    try:
+        backend.require_cupy("DeepNetworks")
+        print("CuPy is installed but sees no CUDA device")
+    except ImportError as exc:
+        print(exc)
+print("device:", backend.device_name(DEVICE))
+
+X_test_device = backend.to_device(data["X_test"], DEVICE)  # uploaded once
+resnet.to(DEVICE)
+on_device = metrics.evaluate(resnet, X_test_device, data["y_test"], batch_size=500)
+resnet.to("cpu")  # back to host arrays, as the rest of the notebook expects
+moved = int(np.abs(on_device.confusion - resnet_solver.test.confusion).sum()) // 2
+print(f"test accuracy on {DEVICE}: {on_device.accuracy:.4f} (on the CPU: {resnet_solver.test.accuracy:.4f}); "
+      f"{moved} of {len(data['y_test'])} predictions moved between confusion-matrix cells")
+assert moved <= len(data["y_test"]) // 1000
+
+# %%
+n_train = len(data["X_train"]) if DEVICE == "gpu" else 2000
+data_device = {
+    "X_train": backend.to_device(data["X_train"][:n_train], DEVICE), "y_train": data["y_train"][:n_train],
+    "X_val": backend.to_device(data["X_val"], DEVICE), "y_val": data["y_val"],
+}
+fresh = ResNet9(width=WIDTH, out_scale=0.125, label_smoothing=0.1, seed=0).to(DEVICE)
+device_solver = Solver(
+    fresh, data_device, num_epochs=1, batch_size=RESNET["batch_size"], num_train_samples=1000, verbose=False, seed=0,
+    update_rule="sgd_nesterov", optim_config={"learning_rate": RESNET["lr"], "momentum": 0.9, "weight_decay": 5e-4},
+    weight_decay_on="weights", lr_schedule={"type": "onecycle"},
+    augment=augment.Compose(augment.RandomCrop(4, mode="reflect"), augment.HorizontalFlip()),
+)
+t0 = time.perf_counter()
+device_solver.train()
+seconds = time.perf_counter() - t0
+print(f"one epoch of {n_train} images on {DEVICE}: {device_solver.iteration} steps in {seconds:.1f} s "
+      f"({1000 * seconds / device_solver.iteration:.0f} ms a step, accuracy checks included); "
+      f"validation accuracy {device_solver.val_acc_history[-1]:.4f}")
+print("parameters live on:", {backend.device_of(w) for w in fresh.params.values()})
+assert device_solver.val_acc_history[-1] > 0.1
+
+# %% [markdown]
+# A checkpoint of a GPU run holds host arrays, so it resumes on either device, and
+# `model.to("cpu")` brings a trained model home for the pictures above. How long the epoch takes
+# on a GPU against PyTorch on the same GPU is what `benchmarks/gpu_check.py` measures
+# (`benchmarks/RESULTS.md`, "GPU").

@@ -843,6 +843,8 @@ def test_set_conv_threads_validates():
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+# forking a threaded process is what this test is about: Python >= 3.12 warns of it
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_conv_threads_survive_fork(rng):
     """A child forked after the conv thread pool exists must not wait on the parent's
     (absent) pool threads."""
