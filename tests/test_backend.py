@@ -108,13 +108,43 @@ from funkcije import fast_layers as FL  # noqa: E402
 from funkcije import layers as L  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _no_implicit_download(monkeypatch):
+    """array-api-strict's arrays refuse NumPy's implicit conversion here, as CuPy's do
+    (`np.asarray(cupy_array)` is a TypeError there): library code must move data to the
+    host explicitly (`backend.to_host`), or a test that passes on the stand-in would fail
+    on a GPU."""
+    try:
+        from array_api_strict._array_object import Array
+    except ImportError:
+        return
+
+    def refuse(self, *args, **kwargs):
+        raise TypeError("implicit conversion of a device array to a NumPy array (CuPy refuses it): "
+                        "use backend.to_host")
+
+    monkeypatch.setattr(Array, "__array__", refuse)
+    monkeypatch.setattr(Array, "__buffer__", refuse, raising=False)
+
+
+def test_the_stand_in_refuses_implicit_downloads_as_cupy_does():
+    (a,) = _strict(np.arange(3.0))
+    for implicit in (np.asarray, np.array, np.sum, lambda v: np.zeros(3)[v]):
+        with pytest.raises(TypeError, match="backend.to_host"):
+            implicit(a)
+    got = backend.to_host(a)
+    assert type(got) is np.ndarray and got.tolist() == [0.0, 1.0, 2.0]
+    got[0] = 5.0  # a download is a copy
+    assert backend.to_host(a)[0] == 0.0
+
+
 def _strict(*arrays):
     xps = pytest.importorskip("array_api_strict")
     return [xps.asarray(a) for a in arrays]
 
 
 def _host(a):
-    return np.asarray(a)
+    return backend.to_host(a)
 
 
 def _close(got, want, dtype):
