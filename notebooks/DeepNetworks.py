@@ -306,7 +306,7 @@ for k in ("X_train", "X_val", "X_test"):
 WIDTH = 0.25 if QUICK else 1.0  # quick runs: a quarter of every layer's channels
 
 
-def train(model, epochs, **solver_kwargs):
+def train(model, epochs, data=data, **solver_kwargs):
     solver = Solver(model, data, num_epochs=epochs, num_train_samples=1000, verbose=False, seed=0, **solver_kwargs)
     t0 = time.perf_counter()
     solver.train()
@@ -421,13 +421,14 @@ assert vgg7bn_solver.best_val_acc > (0.2 if QUICK else 0.72)
 
 # %%
 RESNET = dict(batch_size=64, lr=0.05) if QUICK else dict(batch_size=128, lr=0.2)
-resnet = ResNet9(width=WIDTH, out_scale=0.125, label_smoothing=0.1, seed=0)
-resnet_solver = train(
-    resnet, EPOCHS, update_rule="sgd_nesterov", batch_size=RESNET["batch_size"],
+RESNET_TRAINING = dict(  # the Solver settings above (section 10 trains with them too)
+    update_rule="sgd_nesterov", batch_size=RESNET["batch_size"],
     optim_config={"learning_rate": RESNET["lr"], "momentum": 0.9, "weight_decay": 5e-4}, weight_decay_on="weights",
     lr_schedule={"type": "onecycle"},
     augment=augment.Compose(augment.RandomCrop(4, mode="reflect"), augment.HorizontalFlip()),
 )
+resnet = ResNet9(width=WIDTH, out_scale=0.125, label_smoothing=0.1, seed=0)
+resnet_solver = train(resnet, EPOCHS, **RESNET_TRAINING)
 assert resnet_solver.best_val_acc > (0.2 if QUICK else 0.8)
 
 # %%
@@ -523,20 +524,11 @@ n_train = len(data["X_train"]) if DEVICE == "gpu" else 2000
 data_device = {
     "X_train": backend.to_device(data["X_train"][:n_train], DEVICE), "y_train": data["y_train"][:n_train],
     "X_val": backend.to_device(data["X_val"], DEVICE), "y_val": data["y_val"],
+    "X_test": X_test_device, "y_test": data["y_test"],
 }
 fresh = ResNet9(width=WIDTH, out_scale=0.125, label_smoothing=0.1, seed=0).to(DEVICE)
-device_solver = Solver(
-    fresh, data_device, num_epochs=1, batch_size=RESNET["batch_size"], num_train_samples=1000, verbose=False, seed=0,
-    update_rule="sgd_nesterov", optim_config={"learning_rate": RESNET["lr"], "momentum": 0.9, "weight_decay": 5e-4},
-    weight_decay_on="weights", lr_schedule={"type": "onecycle"},
-    augment=augment.Compose(augment.RandomCrop(4, mode="reflect"), augment.HorizontalFlip()),
-)
-t0 = time.perf_counter()
-device_solver.train()
-seconds = time.perf_counter() - t0
-print(f"one epoch of {n_train} images on {DEVICE}: {device_solver.iteration} steps in {seconds:.1f} s "
-      f"({1000 * seconds / device_solver.iteration:.0f} ms a step, accuracy checks included); "
-      f"validation accuracy {device_solver.val_acc_history[-1]:.4f}")
+print(f"one epoch of {n_train} images on {DEVICE}:")
+device_solver = train(fresh, 1, data=data_device, **RESNET_TRAINING)
 print("parameters live on:", {backend.device_of(w) for w in fresh.params.values()})
 assert device_solver.val_acc_history[-1] > 0.1
 
