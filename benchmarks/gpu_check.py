@@ -10,8 +10,9 @@
    kernels (convolution steps, max pooling, batch norm: kernels/cuda_kernels.py) and once through their
    Array API form (config cuda_kernels=False);
    Every update rule, three steps on CuPy arrays against the host (kernels on and off);
-2. models: every zoo model (width 1/8, batch 4, float64) on the GPU (`model.to("gpu")`):
-   loss, every gradient and the running statistics against the same model on the CPU;
+2. models: every zoo model (width 1/8, batch 4, float64; FERCifarNet also with the hinge
+   loss) on the GPU (`model.to("gpu")`): loss, every gradient and the running statistics
+   against the same model on the CPU;
 3. timing (not with --quick): the training step (forward, backward, Nesterov SGD update
    of every parameter) of ResNet9 and VGG7BN at batch 512, float32, against the PyTorch
    twin on the same GPU with TF32 off; and convolution (3x3 at two sizes, the 7x7 first
@@ -155,9 +156,10 @@ def check_models():
     import copy
 
     rows = []
-    for name in ("FERMnistNet", "FERCifarNet", "VGG7", "VGG7BN", "ResNet9", "FastCifarNet"):
+    for name in ("FERMnistNet", "FERCifarNet", "FERCifarNet hinge", "VGG7", "VGG7BN", "ResNet9", "FastCifarNet"):
         kw = {} if name.startswith("FER") else {"width": 1 / 8}
-        host = getattr(zoo, name)(seed=0, dtype=np.float64, reg=1e-3, label_smoothing=0.1, **kw)
+        kw.update({"loss": "hinge"} if name.endswith("hinge") else {"label_smoothing": 0.1})
+        host = getattr(zoo, name.split()[0])(seed=0, dtype=np.float64, reg=1e-3, **kw)
         rng = np.random.default_rng(0)
         X = rng.standard_normal((4,) + host.input_shape)
         y = rng.integers(0, 10, 4)

@@ -118,22 +118,17 @@ def _reflect_or_clip(idx, size, mode):
     return np.clip(idx, 0, size - 1), valid
 
 
-def _shifted(X, dy, dx, padding, mode, flip=None):
+def _shifted(X, dy, dx, padding, mode):
     """Off the CPU: image n's H x W window starting at (dy[n], dx[n]) of the batch padded
-    by `padding`, mirrored left-right where flip[n]; X (N, C, H, W) on its device, the
-    offsets host (N,) integers. The padding is never built: the window's rows and columns
-    map to source rows and columns (reflected, or clipped and masked to zero), and the
-    output is one flat `take` of X."""
+    by `padding`; X (N, C, H, W) on its device, the offsets host (N,) integers. The
+    padding is never built: the window's rows and columns map to source rows and columns
+    (reflected, or clipped and masked to zero), and the output is one flat `take` of X."""
     xp = backend.array_api(X)
     N, C, H, W = X.shape
     if mode == "reflect":
         _check_reflect(padding, H, W)
     rows, rvalid = _reflect_or_clip(np.asarray(dy)[:, None] + np.arange(H) - padding, H, mode)  # (N, H)
     cols, cvalid = _reflect_or_clip(np.asarray(dx)[:, None] + np.arange(W) - padding, W, mode)  # (N, W)
-    if flip is not None:
-        flip = np.asarray(flip, dtype=bool)[:, None]
-        cols = np.where(flip, cols[:, ::-1], cols)
-        cvalid = None if cvalid is None else np.where(flip, cvalid[:, ::-1], cvalid)
     planes = np.arange(N * C, dtype=np.int64).reshape(N, C) * (H * W)
     # the (N, C, H, W) index is formed on the device from (N, C), (N, H) and (N, W) pieces
     r = backend.asarray_like(X, rows.astype(np.int64) * W)

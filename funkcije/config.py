@@ -167,22 +167,19 @@ def set(**values) -> dict:
     All names are checked before anything changes; a bad value leaves the others as set."""
     _check_names("config.set", values)
     previous = {}
+    name = None
     try:
-        for k, v in values.items():
-            old = _SWITCHES[k][0]()
-            _SWITCHES[k][1](v)
-            previous[k] = old
-    except (ValueError, TypeError) as e:
+        for name, v in values.items():
+            old = _SWITCHES[name][0]()
+            _SWITCHES[name][1](v)
+            previous[name] = old
+    except Exception as e:
         for k, v in previous.items():
             _SWITCHES[k][1](v)
-        if str(e).startswith("config.set"):
+        if not isinstance(e, (ValueError, TypeError)) or str(e).startswith("config.set"):
             raise
         # the setter names itself (use_winograd: ...); say which call and switch it was
-        raise type(e)(f"config.set: {k}: {e}") from e
-    except Exception:
-        for k, v in previous.items():
-            _SWITCHES[k][1](v)
-        raise
+        raise type(e)(f"config.set: {name}: {e}") from e
     return previous
 
 

@@ -60,6 +60,12 @@ def test_reflect_padding_fills_with_the_mirror_image():
     np.testing.assert_array_equal(z[0, 0, :-1], X[0, 0, 1:])
     assert (z[0, 0, -1] == 0).all()
     np.testing.assert_array_equal(augment.translate(X, 1, -2, mode="zero")[0], shifted(X[0], 1, -2))
+    np.testing.assert_array_equal(augment.translate(X, 1.0, -2.0, mode="zero"), augment.translate(X, 1, -2, mode="zero"))
+    same = augment.translate(X, 0, 0)
+    np.testing.assert_array_equal(same, X)
+    assert not np.shares_memory(same, X)  # a new batch, as every shift gives
+    with pytest.raises(ValueError, match="whole number of pixels"):
+        augment.translate(X, 0.5, 0)
     with pytest.raises(ValueError, match="reflect padding"):
         augment.RandomCrop(4, mode="reflect")(ramp(H=3, W=3), np.random.default_rng(0))
 

@@ -265,6 +265,87 @@ def test_zoo_models_on_another_namespace_match_the_cpu(name):
     assert all(isinstance(p, np.ndarray) for p in dev.params.values())
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_losses_on_another_namespace_match_the_reference(dtype):
+    """The namespace softmax and hinge losses (what a model off the CPU trains on)
+    against layers.softmax_loss and layers.svm_loss, margins of exactly 0 included."""
+    from funkcije.kernels import xp_kernels as XK
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((7, 5)).astype(dtype)
+    y = rng.integers(0, 5, 7)
+    x[0, (y[0] + 1) % 5] = x[0, y[0]] - 1  # a margin that is exactly zero
+    sx, sy = _strict(x, y)
+    for got, want in ((XK.svm_loss(sx, sy), L.svm_loss(x, y)),
+                      (XK.softmax_loss(sx, sy, 0.1), L.softmax_loss(x, y, label_smoothing=0.1))):
+        assert isinstance(got[0], float)
+        assert got[0] == pytest.approx(want[0], rel=1e-12 if dtype == np.float64 else 1e-6)
+        assert got[1].dtype == sx.dtype
+        _close(got[1], want[1], dtype)
+
+
+def test_a_hinge_loss_model_on_another_namespace_matches_the_cpu():
+    import copy
+
+    from funkcije.classifiers.sequential import Affine, Conv2d, Flatten, ReLU, Sequential
+
+    pytest.importorskip("array_api_strict")
+    host = Sequential(Conv2d(4, 3, pad=1), ReLU(), Flatten(), Affine(10), input_shape=(2, 5, 5), loss="hinge",
+                      reg=1e-3, dtype=np.float64, seed=0)
+    dev = copy.deepcopy(host).to("array_api_strict")
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((6, 2, 5, 5)), rng.integers(0, 10, 6)
+    loss, grads = host.loss(X, y)
+    dloss, dgrads = dev.loss(X, y)
+    assert dloss == pytest.approx(loss, rel=1e-12)
+    for k, g in grads.items():
+        np.testing.assert_allclose(backend.to_host(dgrads[k]), g, rtol=1e-9, atol=1e-12 * np.abs(g).max())
+    assert dev.data_loss(dev.loss(X), y) == pytest.approx(host.data_loss(host.loss(X), y), rel=1e-12)
+
+
+def test_a_model_off_the_cpu_takes_integer_batches_there_and_refuses_others():
+    """A batch already on the device: integer images are cast to the model's dtype there
+    (as host batches are), complex ones and a wrong shape are refused clearly."""
+    import copy
+
+    from funkcije.classifiers.sequential import Affine, Flatten, Sequential
+
+    xps = pytest.importorskip("array_api_strict")
+    host = Sequential(Flatten(), Affine(3), input_shape=(2, 2, 2), dtype=np.float32, seed=0)
+    dev = copy.deepcopy(host).to("array_api_strict")
+    X = np.arange(24, dtype=np.uint8).reshape(3, 2, 2, 2)
+    scores = dev.loss(xps.asarray(X))
+    assert scores.dtype == xps.float32
+    np.testing.assert_allclose(backend.to_host(scores), host.loss(X), rtol=1e-6)
+    with pytest.raises(TypeError, match="real numbers"):
+        dev.loss(xps.asarray(X.astype(np.complex64)))
+    with pytest.raises(ValueError, match=r"\(N, 2, 2, 2\)"):
+        dev.loss(xps.asarray(X[:, :1]))
+
+
+def test_the_gpu_check_scripts_model_checks_run_on_the_stand_in(monkeypatch):
+    """benchmarks/gpu_check.py's model checks with array-api-strict as "the GPU": every
+    row there and passing, so the script's own mistakes surface before GPU time is spent."""
+    import pathlib
+    import sys
+
+    from funkcije.classifiers.sequential import Sequential
+
+    pytest.importorskip("array_api_strict")
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    gpu_check = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_check", gpu_check)
+    spec.loader.exec_module(gpu_check)
+    real_to = Sequential.to
+    monkeypatch.setattr(Sequential, "to", lambda self, device: real_to(
+        self, "array_api_strict" if device == "gpu" else device))
+    rows = gpu_check.check_models()
+    assert [r["model"] for r in rows] == ["FERMnistNet", "FERCifarNet", "FERCifarNet hinge", "VGG7", "VGG7BN",
+                                          "ResNet9", "FastCifarNet"]
+    assert all(r["ok"] for r in rows), rows
+
+
 @pytest.mark.parametrize("rule", ["sgd_nesterov", "adam", "sgdw", "adamw", "rmsprop", "sgd_momentum", "sgd"])
 def test_solver_trains_a_model_off_the_cpu_like_on_it(rule, tmp_path):
     """The Solver on a model moved to another namespace: the same steps as on the CPU

@@ -45,3 +45,17 @@ def test_non_python_sources_are_package_data():
         patterns = set(data.get(package, []))
         assert {f"*{s}" for s in suffixes} <= patterns, (package, sorted(suffixes), sorted(patterns))
     assert "*.c" in config.get("exclude-package-data", {}).get("funkcije.kernels.csrc", [])
+
+
+def test_the_version_lives_in_one_place():
+    """pyproject.toml takes the version from funkcije.__version__; the installed metadata
+    says the same."""
+    from importlib.metadata import version
+
+    import funkcije
+
+    with open(REPO / "pyproject.toml", "rb") as f:
+        project = tomllib.load(f)["project"]
+    assert "version" not in project and "version" in project["dynamic"]
+    assert _config()["dynamic"]["version"] == {"attr": "funkcije.__version__"}
+    assert version("funkcije") == funkcije.__version__

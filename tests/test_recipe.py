@@ -210,6 +210,43 @@ def test_recipe_gives_defaults_and_explicit_arguments_win():
     assert args.update_rule == "sgd_nesterov" and args.weight_decay == 5e-4
 
 
+@pytest.mark.parametrize("argv,rates", [
+    ([], [1.0, 0.9, 0.81, 0.729]),  # --lr-decay 0.9 alone: cs231n's per-epoch decay
+    (["--lr-schedule", "step", "--lr-step", "2", "--lr-gamma", "0.5"], [1.0, 1.0, 0.5, 0.5]),
+    (["--lr-schedule", "exponential", "--lr-gamma", "0.5"], [1.0, 0.5, 0.25, 0.125]),
+    (["--lr-schedule", "cosine"], [(1 + np.cos(np.pi * e / 4)) / 2 for e in range(4)]),  # t_max = --epochs
+    (["--lr-schedule", "piecewise", "--lr-points", "0:1,2:0.5,4:0.5"], [1.0, 0.75, 0.5, 0.5]),
+    (["--lr-schedule", "none", "--warmup", "2"], [0.5, 1.0, 1.0, 1.0]),
+    (["--lr-schedule", "step", "--lr-step", "1", "--lr-gamma", "0.5", "--warmup", "4"],
+     [0.25, 0.25, 0.1875, 0.125]),
+])
+def test_command_line_schedules_give_the_rates_they_name(argv, rates, tmp_path, monkeypatch):
+    """--lr-schedule and its arguments, as the run's Solver gets them: the rate of each of
+    four epochs, relative to --lr (per epoch: piecewise is evaluated at whole epochs here)."""
+    from funkcije import schedules, train
+    from funkcije.train import _schedule, check_args, parse_args
+
+    (tmp_path / "cifar-10-batches-py").mkdir()  # what check_args looks for, no data read
+    monkeypatch.setattr(train.data_utils, "data_root", lambda: tmp_path)
+    decay = ["--lr-decay", "0.9"] if not argv else []
+    p, args = parse_args(["--epochs", "4", "--lr", "1", *decay, *argv])
+    check_args(p, args)
+    sched = schedules.resolve_schedule(_schedule(args), args.epochs)
+    got = [schedules.scheduled_learning_rate(1.0, e, sched, args.lr_decay) for e in range(4)]
+    np.testing.assert_allclose(got, rates, atol=1e-12)
+
+
+def test_every_recipes_schedule_resolves():
+    from funkcije import schedules
+    from funkcije.train import RECIPES, _schedule, parse_args
+
+    for name in RECIPES:
+        _, args = parse_args(["--recipe", name])
+        sched = schedules.resolve_schedule(_schedule(args), args.epochs)
+        rates = [schedules.scheduled_learning_rate(args.lr, e, sched, args.lr_decay) for e in range(args.epochs)]
+        assert all(np.isfinite(rates)) and max(rates) <= args.lr * (1 + 1e-12), name
+
+
 @pytest.mark.slow
 def test_recipe_learns_on_real_cifar_images(tmp_path, data_root):
     """A few hundred real images through the whole recipe (augmentation, Nesterov,

@@ -455,6 +455,14 @@ def test_sequential_rejects_bad_arguments():
         BatchNorm2d(momentum=1.5)
     with pytest.raises(ValueError, match="label_smoothing"):
         Sequential(Affine(2), input_shape=(3,), label_smoothing=1.0)
+    with pytest.raises(ValueError, match="label_smoothing needs loss='softmax'"):
+        Sequential(Affine(2), input_shape=(3,), loss="hinge", label_smoothing=0.1)
+    with pytest.raises(ValueError, match="G=3 must divide the channels C=4"):
+        Sequential(GroupNorm(3), Flatten(), Affine(2), input_shape=(4, 2, 2))
+    with pytest.raises(ValueError, match=r"LayerNorm: needs \(D,\) inputs \(put a Flatten before it\)"):
+        Sequential(LayerNorm(), Flatten(), Affine(2), input_shape=(4, 2, 2))
+    with pytest.raises(ValueError, match=r"BatchNorm2d: needs \(C, H, W\) inputs"):
+        Sequential(Flatten(), BatchNorm2d(), Affine(2), input_shape=(4, 2, 2))
     model = Sequential(Flatten(), Affine(2), input_shape=(3, 2, 2), seed=0)
     with pytest.raises(ValueError, match=r"\(N, 3, 2, 2\)"):
         model.loss(np.zeros((4, 3, 2, 3)))
@@ -541,9 +549,26 @@ def test_config_rejects_bad_values(kwargs, exc):
     before = config.get()
     with pytest.raises(exc):
         config.set(**kwargs)
-    with pytest.raises(exc):
-        with config.using(winograd=True, **kwargs):
+    (name,) = kwargs
+    with pytest.raises(exc, match=rf"^config\.set: .*{name}"):
+        with config.using(flush_denormals=not before["flush_denormals"], **kwargs):
             pass
+    assert config.get() == before
+
+
+def test_config_set_names_the_switch_that_failed_and_undoes_the_others(monkeypatch):
+    before = config.get()
+    with pytest.raises(ValueError, match=r"^config\.set: conv_threads: "):
+        config.set(winograd=not before["winograd"], direct=not before["direct"], conv_threads=-3)
+    assert config.get() == before
+
+    def broken(value):
+        raise RuntimeError("setter failed")
+
+    getter, _ = config._SWITCHES["workspace_mb"]
+    monkeypatch.setitem(config._SWITCHES, "workspace_mb", (getter, broken))
+    with pytest.raises(RuntimeError, match="^setter failed$"):
+        config.set(winograd=not before["winograd"], workspace_mb=8)
     assert config.get() == before
 
 

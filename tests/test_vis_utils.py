@@ -294,6 +294,13 @@ def test_plot_confusion_matrix(tmp_path):
     cells = [t.get_text() for t in fig.axes[0].texts]
     assert cells[2 * 4 + 2] == "2\n67%" and cells[15] == "0\n0%"
     np.testing.assert_allclose(fig.axes[0].images[0].get_array()[0], [0.5, 0.5, 0, 0])
+    # by predicted class: column fractions (an empty column 0, not NaN); over all samples
+    fig = vu.plot_confusion_matrix(cm, names, normalize="pred", dpi=30)
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(), cm / np.maximum(cm.sum(axis=0), 1))
+    assert fig.axes[0].texts[0].get_text() == "1\n50%"
+    fig = vu.plot_confusion_matrix(cm, names, normalize="all", dpi=30)
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(), cm / 6)
+    assert fig.axes[0].texts[2 * 4 + 2].get_text() == "2\n33%"
 
 
 def test_plot_confusion_matrix_errors():

@@ -309,6 +309,13 @@ def test_summary_command_line():
     (["--model", "resnet9", "--device", "gpu"], "--device gpu"),
     (["--device", "gpu"], "--device gpu"),
     (["--tf32"], "--tf32 applies to --device gpu"),
+    (["--update-rule", "sgd_momentum", "--momentum", "1"], "--momentum must be in"),
+    (["--model", "fc", "--dropout-keep", "0"], "--dropout-keep"),
+    (["--seed", "-1"], "--seed"),
+    (["--lr-schedule", "cosine", "--lr-decay", "0.9"], "not both"),
+    (["--snapshots", "-1"], "--snapshots"),
+    (["--model", "fc", "--snapshots", "10"], "fc model has none"),
+    (["--check-every", "0"], "--check-every"),
 ])
 def test_train_command_line_argument_errors(args, message):
     res = _run("funkcije.train", *args)
