@@ -148,6 +148,35 @@ def test_conv_chunked_batch(impl, algo, rng, tiny_workspace, case, dtype):
         assert_close(g_fast, g_ref, dtype)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", [0, 3, 4, 11])
+@pytest.mark.parametrize("orientation", [0, 2**40])
+def test_im2col_weight_gradient_in_either_orientation(rng, monkeypatch, case, dtype, orientation):
+    """im2col's dw per chunk as dmat @ cols^T (the layers with K * Fg >= 2^20) or as
+    (cols @ dmat^T)^T (the smaller ones), with one sample per chunk so that the partial
+    sums are added: both agree with the reference."""
+    if "cython" not in FL.available_implementations():
+        pytest.skip("compiled extension not built")
+    monkeypatch.setattr(KC, "_DW_DIRECT_ORIENTATION", orientation)
+    monkeypatch.setattr(KC, "_winograd_enabled", False)
+    monkeypatch.setattr(KC, "_direct_enabled", False)
+    monkeypatch.setattr(KC, "_SPLIT_MAX_COLUMNS", 0)  # batch chunks, not the by-filters split
+    xs, ws, conv_param = CONV_CASES[case]
+    x, w, b = _conv_inputs(rng, (3,) + xs[1:], ws, dtype)
+    ref, ref_cache = L.conv_forward_naive(x, w, b, conv_param)
+    dout = rng.standard_normal(ref.shape).astype(dtype)
+    want = L.conv_backward_naive(dout, ref_cache)
+    previous = FL.use_implementation("cython")
+    limit = FL.set_workspace_limit(1)
+    try:
+        _, cache = FL.conv_forward_fast(x, w, b, conv_param)
+        for got, ref_grad in zip(FL.conv_backward_fast(dout, cache), want):
+            assert_close(got, ref_grad, dtype)
+    finally:
+        FL.set_workspace_limit(limit)
+        FL.use_implementation(previous)
+
+
 def test_chunk_sizes_respect_the_bound():
     previous = FL.set_workspace_limit(10_000)
     try:
@@ -1016,8 +1045,10 @@ def test_winograd_matches_reference(rng, xs, ws, conv_param, dtype, tile, winogr
 @pytest.mark.parametrize("xs, ws, conv_param", [WINOGRAD_CASES[i] for i in (0, 1, 2, 5, 7)])
 def test_winograd_weight_grad_both_ways(rng, xs, ws, conv_param, dtype, monkeypatch):
     """dw by cache-sized blocks of samples (small Z) and by long products over the whole
-    batch (large Z) agree with the reference, also with a block of one sample, and
-    `_winograd_weight_grad` takes the way its size rule names."""
+    batch (large Z) agree with the reference, also with a block of one sample and with
+    the long products done one sample at a time (a batch beyond the workspace bound,
+    its parts added in order), and `_winograd_weight_grad` takes the way its size rule
+    names."""
     if "cython" not in FL.available_implementations():
         pytest.skip("compiled extension not built")
     monkeypatch.setattr(KC, "_WINOGRAD_TRANSFORM_COST", None)
@@ -1032,10 +1063,12 @@ def test_winograd_weight_grad_both_ways(rng, xs, ws, conv_param, dtype, monkeypa
         dout = rng.standard_normal(ref.shape).astype(dtype)
         want = L.conv_backward_naive(dout, ref_cache)[1]
         _, cache = FL.conv_forward_fast(x, w, b, conv_param)
-        for small_z, block, way in [(2**40, 2**30, "_winograd_dw_blocked"), (2**40, 1, "_winograd_dw_blocked"),
-                                    (0, 2**30, "_winograd_dw_long")]:
+        for small_z, block, long_bytes, way in [
+                (2**40, 2**30, 2**26, "_winograd_dw_blocked"), (2**40, 1, 2**26, "_winograd_dw_blocked"),
+                (0, 2**30, 2**26, "_winograd_dw_long"), (0, 2**30, 1, "_winograd_dw_long")]:
             monkeypatch.setattr(KC, "_WINOGRAD_DW_SMALL_Z", small_z)
             monkeypatch.setattr(KC, "_WINOGRAD_DW_BLOCK", block)
+            monkeypatch.setattr(KC, "_WINOGRAD_DW_BYTES", long_bytes)
             taken.clear()
             dw = FL.conv_backward_fast(dout, cache, need_dx=False)[1]
             assert taken == [way]
