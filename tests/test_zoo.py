@@ -171,6 +171,42 @@ def test_zoo_torch_twin(name, torch, rng):
 
 
 @pytest.mark.torch
+def test_torch_twin_of_every_other_layer_kind(torch, rng):
+    """The layer kinds the zoo does not use (group and layer norm, leaky ReLU, sigmoid,
+    tanh, average pooling, global average pooling, dropout that keeps everything,
+    convolutions without bias, grouped and dilated, an Affine over (C, H, W)) have twins
+    that give the same scores, loss and gradients."""
+    from funkcije.classifiers.sequential import (
+        Affine, AvgPool2d, Conv2d, Dropout, Flatten, GlobalAvgPool, GroupNorm, LayerNorm, LeakyReLU, MaxPool2d,
+        Sequential, Sigmoid, Tanh)
+    from funkcije.torch_twin import to_torch, torch_grads, torch_params
+
+    def model(head):
+        return Sequential(
+            Conv2d(6, 3, pad=1, bias=False), GroupNorm(3), LeakyReLU(0.1), AvgPool2d(2),
+            Conv2d(6, (3, 2), pad=(2, 1), dilation=(2, 1), groups=2), Sigmoid(), MaxPool2d(2, stride=1),
+            Conv2d(8, 1), Tanh(), *head, input_shape=(2, 8, 8), dtype=np.float64, seed=3)
+
+    for head in ([GlobalAvgPool(), LayerNorm(), Dropout(1.0), Affine(5)], [Affine(5)]):
+        m = model(head)
+        twin = to_torch(m)
+        assert sum(p.numel() for p in twin.parameters() if p.requires_grad) == m.num_params()
+        assert all(np.array_equal(v, m.params[k]) for k, v in torch_params(m, twin).items())
+        X, y = rng.standard_normal((4, 2, 8, 8)), rng.integers(0, 5, 4)
+        twin.train()
+        scores_t = twin(torch.from_numpy(X))
+        loss_t = torch.nn.functional.cross_entropy(scores_t, torch.from_numpy(y))
+        loss_t.backward()
+        assert rel_error(m.loss(X), scores_t.detach().numpy()) < 1e-10
+        loss, grads = m.loss(X, y)
+        assert abs(loss - loss_t.item()) < 1e-12
+        tg = torch_grads(m, twin)
+        assert set(tg) == set(grads)
+        for k in grads:
+            assert rel_error(grads[k], tg[k]) < 1e-8, k
+
+
+@pytest.mark.torch
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_zoo_parameter_counts_equal_torch(name, torch):
     from funkcije.torch_twin import to_torch
