@@ -13,6 +13,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from funkcije import fast_layers as FL
 from funkcije.kernels import conv as KC, runtime as KR
@@ -1539,3 +1541,114 @@ def test_flush_denormals_env_var():
     proc = _run_python("import funkcije.kernels.runtime as KR; print(KR.flushing_denormals())", FUNKCIJE_FLUSH_DENORMALS="0")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "False"
+
+
+# ----------------------------------------------------------------------------- random configurations
+
+
+def _close_to_scale(fast, ref, dtype, tol64=1e-12):
+    """|fast - ref| <= tol * (|ref| + max|ref|): relative to the array's scale in both
+    dtypes, since the random layers sum up to a few hundred products, whose cancellations
+    leave float64 entries near zero with errors far above 1e-10 of their own size."""
+    if np.dtype(dtype) == np.float32:
+        return assert_close(fast, ref, dtype)
+    assert fast.dtype == np.float64 and fast.shape == ref.shape
+    scale = np.abs(ref).max(initial=0.0)
+    worst = (np.abs(fast - ref) / (np.abs(ref) + scale + 1e-300)).max(initial=0.0)
+    assert worst < tol64, f"max error {worst:.2e} of the scale"
+
+
+@st.composite
+def _conv_layers(draw):
+    """A random layer: groups, channels (a few or Winograd-sized), non-square kernels,
+    strides, dilations and paddings given as (h, w) pairs, or a 3x3 stride-1 layer."""
+    G = draw(st.sampled_from([1, 1, 2, 3]))
+    wide = draw(st.booleans())
+    Cg, Fg = (draw(st.integers(8, 20)), draw(st.integers(8, 20))) if wide else (draw(st.integers(1, 6)),
+                                                                              draw(st.integers(1, 6)))
+    if draw(st.booleans()):
+        kh = kw = 3
+        sh = sw = dh = dw = 1
+    else:
+        kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+        sh, sw, dh, dw = (draw(st.integers(1, 3)) for _ in range(4))
+    ph, pw = draw(st.integers(0, 3)), draw(st.integers(0, 3))
+    H = draw(st.integers(max(1, dh * (kh - 1) + 1 - 2 * ph), 14))
+    W = draw(st.integers(max(1, dw * (kw - 1) + 1 - 2 * pw), 14))
+    conv_param = {"stride": (sh, sw), "pad": (ph, pw), "dilation": (dh, dw), "groups": G}
+    return (draw(st.integers(1, 5)), G * Cg, H, W), (G * Fg, Cg, kh, kw), conv_param
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(layer=_conv_layers(), algorithm=st.sampled_from(["default", "winograd4", "winograd2", "im2col-only"]),
+       implementation=st.sampled_from(["cython", "numpy"]), workspace=st.sampled_from([None, 1, 5000]),
+       threads=st.sampled_from([1, 2]), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**32 - 1))
+def test_conv_random_layers_every_algorithm(layer, algorithm, implementation, workspace, threads, dtype, seed):
+    """Random layers through each algorithm (Winograd made to take every 3x3 stride-1
+    layer it can), implementation, workspace bound (1 byte: a sample per chunk) and
+    thread count: forward and every gradient agree with the reference."""
+    if implementation not in FL.available_implementations():
+        pytest.skip("compiled extension not built")
+    xs, ws, conv_param = layer
+    x, w, b = _conv_inputs(np.random.default_rng(seed), xs, ws, dtype)
+    ref, ref_cache = L.conv_forward_naive(x, w, b, conv_param)
+    dout = np.random.default_rng(seed + 1).standard_normal(ref.shape).astype(dtype)
+    want = L.conv_backward_naive(dout, ref_cache)
+    switches = {"winograd4": dict(_winograd_enabled=True, _WINOGRAD_MIN_CHANNELS=1, _WINOGRAD_TRANSFORM_COST=None,
+                                  _winograd_tile=4),
+                "im2col-only": dict(_winograd_enabled=False, _direct_enabled=False)}
+    switches["winograd2"] = dict(switches["winograd4"], _winograd_tile=2)
+    saved = {k: getattr(KC, k) for k in switches.get(algorithm, {})}
+    previous = (FL.use_implementation(implementation), FL.set_conv_threads(threads),
+                FL.set_workspace_limit(workspace) if workspace else None)
+    try:
+        for k, v in switches.get(algorithm, {}).items():
+            setattr(KC, k, v)
+        out, cache = FL.conv_forward_fast(x, w, b, dict(conv_param))
+        _close_to_scale(out, ref, dtype)
+        for got, ref_grad in zip(FL.conv_backward_fast(dout, cache), want):
+            _close_to_scale(got, ref_grad, dtype)
+    finally:
+        for k, v in saved.items():
+            setattr(KC, k, v)
+        FL.use_implementation(previous[0])
+        FL.set_conv_threads(previous[1])
+        if workspace:
+            FL.set_workspace_limit(previous[2])
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(shape=st.tuples(st.integers(1, 4), st.integers(1, 12), st.integers(1, 15), st.integers(1, 15)),
+       window=st.tuples(st.integers(1, 5), st.integers(1, 5)), stride=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+       kind=st.sampled_from(["max", "avg"]), implementation=st.sampled_from(["cython", "numpy"]),
+       dtype=st.sampled_from([np.float32, np.float64]), ties=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_pool_random_windows(shape, window, stride, kind, implementation, dtype, ties, seed):
+    """Random windows and strides (overlapping, not tiling, wider than tall), inputs with
+    many tied maxima or none: max pooling exactly the reference's, its gradient to the
+    same first maximum; average pooling within rounding."""
+    if implementation not in FL.available_implementations():
+        pytest.skip("compiled extension not built")
+    assume(window[0] <= shape[2] and window[1] <= shape[3])
+    rng = np.random.default_rng(seed)
+    x = (rng.integers(0, 3, shape) if ties else rng.standard_normal(shape)).astype(dtype)
+    pool_param = {"pool_height": window[0], "pool_width": window[1], "stride": stride}
+    ref_fwd, ref_bwd, fwd, bwd = {
+        "max": (L.max_pool_forward_naive, L.max_pool_backward_naive, FL.max_pool_forward_fast,
+                FL.max_pool_backward_fast),
+        "avg": (L.avg_pool_forward_naive, L.avg_pool_backward_naive, FL.avg_pool_forward_fast,
+                FL.avg_pool_backward_fast)}[kind]
+    ref, ref_cache = ref_fwd(x, dict(pool_param))
+    dout = rng.standard_normal(ref.shape).astype(dtype)
+    previous = FL.use_implementation(implementation)
+    try:
+        out, cache = fwd(x, dict(pool_param))
+        dx = bwd(dout, cache)
+    finally:
+        FL.use_implementation(previous)
+    if kind == "max":
+        np.testing.assert_array_equal(out, ref)
+        assert out.dtype == dtype
+    else:
+        _close_to_scale(out, ref, dtype)
+    _close_to_scale(dx, ref_bwd(dout, ref_cache), dtype)
