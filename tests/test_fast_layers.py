@@ -1600,7 +1600,8 @@ def test_conv_random_layers_every_algorithm(layer, algorithm, implementation, wo
                 "im2col-only": dict(_winograd_enabled=False, _direct_enabled=False)}
     switches["winograd2"] = dict(switches["winograd4"], _winograd_tile=2)
     saved = {k: getattr(KC, k) for k in switches.get(algorithm, {})}
-    previous = (FL.use_implementation(implementation), FL.set_conv_threads(threads),
+    # (where threadpoolctl cannot hold numpy's BLAS the engine keeps to one thread)
+    previous = (FL.use_implementation(implementation), FL.set_conv_threads(threads) if KR.blas_controlled() else None,
                 FL.set_workspace_limit(workspace) if workspace else None)
     try:
         for k, v in switches.get(algorithm, {}).items():
@@ -1613,7 +1614,8 @@ def test_conv_random_layers_every_algorithm(layer, algorithm, implementation, wo
         for k, v in saved.items():
             setattr(KC, k, v)
         FL.use_implementation(previous[0])
-        FL.set_conv_threads(previous[1])
+        if previous[1] is not None:
+            FL.set_conv_threads(previous[1])
         if workspace:
             FL.set_workspace_limit(previous[2])
 
