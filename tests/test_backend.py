@@ -86,6 +86,41 @@ def test_blas_kernels_name_the_kernels_and_who_chose_them(monkeypatch):
     assert runtime.blas_kernels() == ""
 
 
+def test_numpys_blas_is_told_from_other_packages_copies():
+    """A wheel's numpy: the OpenBLAS in numpy.libs/, not scipy's or torch's copies; a conda
+    or distribution numpy: the environment's shared BLAS outside every package's folder."""
+    from types import SimpleNamespace as C
+
+    from funkcije.kernels.runtime import _numpy_blas_of
+
+    site = "/env/lib/python3.11/site-packages/"
+    wheel = C(filepath=site + "numpy.libs/libscipy_openblas64_-32a4b2a6.so")
+    scipy = C(filepath=site + "scipy.libs/libscipy_openblas-68440149.so")
+    torch = C(filepath=site + "torch/lib/libtorch_cpu.so")
+    conda = C(filepath="/opt/conda/lib/libopenblasp-r0.3.28.so")
+    debian = C(filepath="/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3")
+    assert _numpy_blas_of([scipy, wheel, torch]) == [wheel]
+    assert _numpy_blas_of([conda, torch]) == [conda]
+    assert _numpy_blas_of([debian, C(filepath="/usr/lib/python3/dist-packages/scipy.libs/x.so")]) == [debian]
+    assert _numpy_blas_of([scipy, torch, C(filepath=None)]) == []
+
+
+def test_the_engine_says_when_it_cannot_hold_numpys_blas():
+    """Without control of numpy's BLAS the engine keeps to one thread, and says so once."""
+    import subprocess
+    import sys
+
+    code = ("import threadpoolctl, warnings\n"
+            "threadpoolctl.ThreadpoolController.select = lambda self, **kw: (_ for _ in ()).throw(OSError())\n"
+            "import funkcije.kernels.runtime as R\n"
+            "print(R.blas_controlled(), R.get_conv_threads())")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["False", "1"]
+    if "cython" in FL.available_implementations():
+        assert "finds no BLAS library of numpy's" in res.stderr and res.stderr.count("RuntimeWarning") == 1
+
+
 @gpu
 def test_round_trip_through_the_gpu():
     import cupy

@@ -260,6 +260,20 @@ def release_workspace():
 # Setting the count through threadpoolctl's controller costs under 1 microsecond.
 
 
+def _numpy_blas_of(controllers):
+    """Of threadpoolctl's BLAS controllers, numpy's: a wheel's numpy loads the BLAS in its
+    own folder (numpy.libs/); a numpy built by conda or a Linux distribution links the
+    environment's shared BLAS, which lies outside every Python package's folder (other
+    packages' own copies, torch's or a wheel's scipy's, lie inside theirs)."""
+    def path(c):
+        return (c.filepath or "").replace("\\", "/").lower()
+
+    own = [c for c in controllers if "numpy" in path(c)]
+    if own:
+        return own
+    return [c for c in controllers if path(c) and "site-packages/" not in path(c) and "dist-packages/" not in path(c)]
+
+
 def _numpy_blas():
     """threadpoolctl's controllers of the BLAS libraries numpy loaded ([] if none)."""
     try:
@@ -270,10 +284,18 @@ def _numpy_blas():
         found = ThreadpoolController().select(user_api="blas").lib_controllers
     except Exception:  # an unusual library layout: no control rather than no funkcije
         return []
-    return [c for c in found if "numpy" in (c.filepath or "").lower()]
+    return _numpy_blas_of(found)
 
 
 _BLAS = _numpy_blas()
+if compiled is not None and not _BLAS:
+    warnings.warn(
+        "funkcije: threadpoolctl finds no BLAS library of numpy's to hold at one thread, so the "
+        "convolution engine runs on one thread of its own (the GEMMs still use BLAS's threads); "
+        "threadpoolctl >= 3.5 finds numpy 2's OpenBLAS",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 _blas_lock = threading.Lock()
 _blas_users = 0
 _blas_saved = []
