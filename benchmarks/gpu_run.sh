@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The device machine's prepared command (benchmarks/README.md, "On a GPU"):
 #   bash benchmarks/gpu_run.sh check   correctness and timings (gpu_check.py, then its TF32 timings)
-#   bash benchmarks/gpu_run.sh train   the fast-94 recipe on the GPU, on CIFAR-10 carried in gpu_data/
+#   bash benchmarks/gpu_run.sh train   the fast-94 recipe on the GPU, on CIFAR-10 carried in gpu_data/ (gpu_data.py)
 #   bash benchmarks/gpu_run.sh sanitize the layer and update-rule checks under compute-sanitizer (memcheck)
 # Results go to $OUT (the device tool's folder) or runs/gpu; each stage stays under 10 minutes.
 set -uo pipefail
@@ -17,9 +17,11 @@ if ls gpu_data/whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --target /tmp/site gpu_data/whl/*.whl &&
     export PYTHONPATH=".:/tmp/site"
 fi
-if ls gpu_data/cifar.tar.* >/dev/null 2>&1; then
-  mkdir -p /tmp/funkcije_data && cat gpu_data/cifar.tar.* | tar -C /tmp/funkcije_data -xf - &&
-    export FUNKCIJE_DATA=/tmp/funkcije_data
+# CIFAR-10 in the parts benchmarks/gpu_data.py packs (carried over two calls)
+if [ -f /tmp/funkcije_data/cifar-10-batches-py/batches.meta ]; then  # written last by unpack
+  export FUNKCIJE_DATA=/tmp/funkcije_data
+elif [ -f gpu_data/cifar.xz.aa ] && [ -f gpu_data/cifar.xz.ab ]; then
+  python3 benchmarks/gpu_data.py unpack gpu_data /tmp/funkcije_data && export FUNKCIJE_DATA=/tmp/funkcije_data
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
 case "${1:-check}" in
@@ -32,7 +34,7 @@ case "${1:-check}" in
       python3 benchmarks/gpu_check.py --kernels-only --out "$OUT" 2>&1 | tee "$OUT/sanitize.log"
     ;;
   train)
-    [ -n "${FUNKCIJE_DATA:-}" ] || { echo "no CIFAR-10: carry gpu_data/cifar.tar.* first"; exit 2; }
+    [ -n "${FUNKCIJE_DATA:-}" ] || { echo "no CIFAR-10: carry gpu_data/cifar.xz.aa and .ab first"; exit 2; }
     timeout 540 python3 -m funkcije.train --recipe fast-94 --device gpu --quiet --out "$OUT/fast94" 2>&1 |
       tee "$OUT/fast94.log"
     ;;
