@@ -272,6 +272,22 @@ def test_summary_residual_and_scaling():
         summary(ThreeLayerConvNet(seed=0))
 
 
+def test_summary_of_nested_residual_blocks():
+    from funkcije.classifiers import Affine, BatchNorm2d, Conv2d, Flatten, ReLU, Residual, Sequential
+
+    m = Sequential(Conv2d(4, 3, pad=1), Residual(Conv2d(4, 3, pad=1), BatchNorm2d(),
+                                                 Residual(Conv2d(4, 3, pad=1), ReLU())),
+                   Flatten(), Affine(3), input_shape=(2, 6, 6), seed=0)
+    s = summary(m, batch_size=2)
+    rows = {r.name: r for r in s.rows}
+    assert [r.depth for r in s.rows] == [0, 0, 1, 1, 1, 2, 2, 0, 0]
+    assert rows["res2"].params == rows["conv3"].params == 4 * 4 * 9 + 4
+    assert rows["res1"].params == rows["conv2"].params + rows["bn1"].params + rows["res2"].params
+    assert sum(r.params for r in s.rows if r.depth == 0) == m.num_params() == s.total_params
+    assert [rows[n].receptive_field for n in ("conv1", "conv2", "conv3", "res2", "res1")] == \
+        [(3, 3), (5, 5), (7, 7), (7, 7), (7, 7)]
+
+
 def test_summary_leaves_the_model_alone():
     model = VGG7BN(width=1 / 16, seed=0)
     before = {k: v.copy() for k, v in model.bn_params[0].items() if isinstance(v, np.ndarray)}
