@@ -89,13 +89,14 @@ def _pad(X, padding, mode):
     widths = ((0, 0), (0, 0), (padding, padding), (padding, padding))
     if mode == "zero":
         return np.pad(X, widths)
-    _check_reflect(padding, X.shape[2], X.shape[3])
     return np.pad(X, widths, mode="reflect")
 
 
-def _check_reflect(padding, H, W):
-    if padding >= min(H, W):
-        raise ValueError(f"reflect padding of {padding} needs images larger than {padding} pixels, got {(H, W)}")
+def _check_reflect(where, padding, mode, X):
+    """A reflection of `padding` pixels needs images wider and taller than that."""
+    if mode == "reflect" and padding >= min(X.shape[2], X.shape[3]):
+        raise ValueError(f"{where}: reflect padding of {padding} needs images larger than {padding} pixels, "
+                         f"got {tuple(X.shape[2:])}")
 
 
 def _windows(X, dy, dx, padding, mode):
@@ -125,8 +126,6 @@ def _shifted(X, dy, dx, padding, mode):
     (reflected, or clipped and masked to zero), and the output is one flat `take` of X."""
     xp = backend.array_api(X)
     N, C, H, W = X.shape
-    if mode == "reflect":
-        _check_reflect(padding, H, W)
     rows, rvalid = _reflect_or_clip(np.asarray(dy)[:, None] + np.arange(H) - padding, H, mode)  # (N, H)
     cols, cvalid = _reflect_or_clip(np.asarray(dx)[:, None] + np.arange(W) - padding, W, mode)  # (N, W)
     planes = np.arange(N * C, dtype=np.int64).reshape(N, C) * (H * W)
@@ -204,6 +203,7 @@ class RandomCrop(Transform):
         offsets = rng.integers(0, 2 * p + 1, size=(2, N))
         if p == 0 or N == 0:
             return backend.copy(X)
+        _check_reflect(where, p, self.mode, X)
         if not isinstance(X, np.ndarray):
             return _shifted(X, offsets[0], offsets[1], p, self.mode)
         return _windows(X, offsets[0], offsets[1], p, self.mode)
@@ -386,6 +386,7 @@ def translate(X, dy, dx, mode="reflect"):
     N = X.shape[0]
     if p == 0 or N == 0:
         return backend.copy(X)
+    _check_reflect("translate", p, mode, X)
     if not isinstance(X, np.ndarray):
         return _shifted(X, np.full(N, p - dy), np.full(N, p - dx), p, mode)
     return _windows(X, np.full(N, p - dy), np.full(N, p - dx), p, mode)

@@ -24,6 +24,7 @@ Errors
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import pickle
 import zlib
@@ -473,10 +474,10 @@ def load_idx(path) -> np.ndarray:
         raise ValueError(f"idx: {path}: truncated header: {ndim} dimensions need {header} bytes, file has {len(raw)}")
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     dt = _IDX_DTYPES[code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dt.itemsize
+    expected = math.prod(dims) * dt.itemsize  # Python ints: a corrupt header cannot overflow them
     got = len(raw) - header
     if got != expected:
-        problem = "truncated" if got < expected else "has trailing bytes"
+        problem = "truncated" if got < expected else "followed by trailing bytes"
         raise ValueError(
             f"idx: {path} ({kind}) is {problem}: the header says shape {dims} of {dt.name} "
             f"= {expected} data bytes, found {got}"

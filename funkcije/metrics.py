@@ -157,21 +157,30 @@ def classification_report(cm, class_names=None, digits: int = 3) -> str:
     total = cm.sum()
     width = max([len(n) for n in names] + [len("macro avg"), len("accuracy")])
     col = max(digits + 3, 9)
-    header = f"{'':>{width}} " + "".join(f"{h:>{col}}" for h in ("precision", "recall", "f1", "support"))
+    counts = [_count_text(v) for v in m.support] + [_count_text(total)]
+    scol = max(col, 1 + max(len(t) for t in counts))  # a space before the widest count
+    header = f"{'':>{width}} " + "".join(f"{h:>{col}}" for h in ("precision", "recall", "f1")) + f"{'support':>{scol}}"
     lines = [header]
     for c in range(C):
         lines.append(
             f"{names[c]:>{width}} {m.precision[c]:>{col}.{digits}f}{m.recall[c]:>{col}.{digits}f}"
-            f"{m.f1[c]:>{col}.{digits}f}{m.support[c]:>{col}g}"
+            f"{m.f1[c]:>{col}.{digits}f}{counts[c]:>{scol}}"
         )
     lines.append("")
     acc = np.trace(cm) / total if total else float("nan")
-    lines.append(f"{'accuracy':>{width}} {'':>{col}}{'':>{col}}{acc:>{col}.{digits}f}{total:>{col}g}")
+    lines.append(f"{'accuracy':>{width}} {'':>{col}}{'':>{col}}{acc:>{col}.{digits}f}{counts[-1]:>{scol}}")
     lines.append(
         f"{'macro avg':>{width}} {m.macro_precision:>{col}.{digits}f}{m.macro_recall:>{col}.{digits}f}"
-        f"{m.macro_f1:>{col}.{digits}f}{total:>{col}g}"
+        f"{m.macro_f1:>{col}.{digits}f}{counts[-1]:>{scol}}"
     )
     return "\n".join(lines)
+
+
+def _count_text(v) -> str:
+    """A count as a table or title writes it: whole numbers in full (1234567, not
+    1.23457e+06), fractional ones (weighted counts) to four significant digits."""
+    v = float(v)
+    return f"{v:.0f}" if v.is_integer() else f"{v:.4g}"
 
 
 # ----------------------------------------------------------------------------- model evaluation
@@ -233,6 +242,16 @@ def _check_eval_inputs(where: str, X, y, batch_size, model=None):
     return y, batch_size
 
 
+def _scores_of(where: str, model, X):
+    """model.loss(X) on the host; a model that returns anything but one array (a
+    (scores, cache) tuple, say) is told so."""
+    scores = model.loss(X)
+    if not backend.is_array(scores):
+        raise TypeError(f"{where}: model.loss(X) without labels must return the scores (N, C) as one array, "
+                        f"got {type(scores).__name__}")
+    return backend.to_host(scores)
+
+
 def _batched_scores(where: str, model, X, batch_size, tta=None):
     """Yield (start, scores) for consecutive batches of X; scores (Nb, C) floating.
 
@@ -246,12 +265,12 @@ def _batched_scores(where: str, model, X, batch_size, tta=None):
         Xb = X[start:min(N, start + batch_size), ...]
         views = tta_views(Xb, tta)
         # scores of a model on the GPU come back to the host (a small (Nb, C) copy)
-        scores = backend.to_host(model.loss(views[0]))
+        scores = _scores_of(where, model, views[0])
         check_array(where, "the scores returned by model.loss(X)", scores, 2)
         if len(views) > 1:
             total = scores.astype(np.float64) * weights[0]
             for v, wt in zip(views[1:], weights[1:]):
-                total += backend.to_host(model.loss(v)) * wt
+                total += _scores_of(where, model, v) * wt
             scores = total.astype(scores.dtype)
         if scores.shape[0] != Xb.shape[0]:
             raise ValueError(

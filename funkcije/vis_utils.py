@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 
 from .backend import is_array, to_host
 from .checks import check_real_in, names_errors
-from .metrics import _check_cm, _class_names
+from .metrics import _check_cm, _class_names, _count_text
 
 __all__ = [
     "visualize_grid",
@@ -124,13 +124,13 @@ def save_image(path, image) -> None:
 # ----------------------------------------------------------------------------- grids
 
 
-def _rescale(a: np.ndarray, ubound: float) -> np.ndarray:
+def _rescale(where: str, a: np.ndarray, ubound: float) -> np.ndarray:
     """Map a's range linearly onto [0, ubound] (float64); a constant array, which
     has no range, becomes ubound / 2."""
     a = a.astype(np.float64)
     low, high = a.min(), a.max()
     if not (np.isfinite(low) and np.isfinite(high)):
-        raise ValueError("image values must be finite, got NaN or infinity")
+        raise ValueError(f"{where}: image values must be finite, got NaN or infinity")
     if high == low:
         return np.full(a.shape, ubound / 2.0)
     return ubound * (a - low) / (high - low)
@@ -186,7 +186,7 @@ def visualize_grid(Xs, ubound=255.0, padding=1):
         raise ValueError(f"{where}: Xs must hold at least one image, got shape {Xs.shape}")
     ubound = check_real_in(where, "ubound", ubound, 0, np.inf, low_open=True, high_open=True)
     G = math.isqrt(N - 1) + 1  # ceil(sqrt(N)) without float rounding
-    tiles = np.stack([_rescale(x, ubound) for x in Xs])
+    tiles = np.stack([_rescale(where, x, ubound) for x in Xs])
     return _tile(tiles, G, G, padding, 0.0)
 
 
@@ -246,7 +246,7 @@ def _gapped_grid(where: str, tiles: np.ndarray, nrows: int, ncols: int) -> np.nd
     low = tiles.min()
     grid = _tile(tiles, nrows, ncols, 1, low)
     # cs231n's layout has the gap after the last row and column too
-    return _rescale(np.pad(grid, ((0, 1), (0, 1), (0, 0)), constant_values=low), 1.0)
+    return _rescale(where, np.pad(grid, ((0, 1), (0, 1), (0, 0)), constant_values=low), 1.0)
 
 
 def _auto_scale(HH: int, WW: int) -> int:
@@ -269,11 +269,11 @@ def _check_filters(where: str, W) -> np.ndarray:
     return W
 
 
-def _filter_tiles(W: np.ndarray, scale: int) -> np.ndarray:
+def _filter_tiles(where: str, W: np.ndarray, scale: int) -> np.ndarray:
     """(F, C, HH, WW) -> uint8 (F, C, HH*scale, WW*scale): each filter rescaled on its
     own over all its channels (their relative strength shows), then magnified by
     nearest-neighbour. filter_grid and plot_filter_snapshots both draw these."""
-    scaled = np.stack([_rescale(w, 255.0) for w in W])
+    scaled = np.stack([_rescale(where, w, 255.0) for w in W])
     scaled = np.rint(scaled).astype(np.uint8)
     return scaled.repeat(scale, axis=2).repeat(scale, axis=3)
 
@@ -297,7 +297,7 @@ def filter_grid(W, padding: int = 1, scale: int | None = None, pad_value: int = 
     scale = _check_scale(where, scale, HH, WW)
     if isinstance(pad_value, bool) or not isinstance(pad_value, numbers.Integral) or not 0 <= pad_value <= 255:
         raise ValueError(f"{where}: pad_value must be an int in [0, 255], got {pad_value!r}")
-    scaled = _filter_tiles(W, scale)  # (F, C, HH s, WW s)
+    scaled = _filter_tiles(where, W, scale)  # (F, C, HH s, WW s)
     if C == 3:
         G = math.isqrt(F - 1) + 1
         return _tile(scaled.transpose(0, 2, 3, 1), G, G, padding, pad_value)
@@ -337,9 +337,12 @@ def show_filters(W, path=None, padding: int = 1, scale: int | None = None, title
 
 
 def _evenly_spaced(n: int, k: int) -> list[int]:
-    """At most k indices of range(n), evenly spread, always the first and the last."""
+    """At most k indices of range(n), evenly spread, always the first and the last
+    (k = 1: the last alone)."""
     if n <= k:
         return list(range(n))
+    if k == 1:
+        return [n - 1]
     return sorted({int(round(i * (n - 1) / (k - 1))) for i in range(k)})
 
 
@@ -380,7 +383,7 @@ def plot_filter_snapshots(snapshots, labels=None, path=None, max_filters: int = 
     padding, pad_value = max(1, scale // 4), 255
     strips = []
     for i in rows:
-        tiles = _filter_tiles(snapshots[i][:nf], scale)
+        tiles = _filter_tiles(where, snapshots[i][:nf], scale)
         tiles = tiles.transpose(0, 2, 3, 1) if C == 3 else tiles[:, 0]
         strips.append(_tile(tiles, 1, nf, padding, pad_value))
     grid = _tile(np.stack(strips), len(rows), 1, 2 * padding, pad_value)
@@ -446,7 +449,8 @@ def plot_weight_histograms(histograms, path=None, max_epochs: int = 8, ncols: in
     histograms: {name: [(epoch, counts, edges), ...]} with counts (bins,) and edges
     (bins + 1,), non-decreasing, as `funkcije.callbacks.WeightHistograms` records them
     (epoch 0: the initial weights). With more than `max_epochs` epochs, `max_epochs`
-    evenly spaced ones (the first and last among them) are drawn.
+    evenly spaced ones (the first and last among them; the last alone when
+    `max_epochs` is 1) are drawn.
 
     Each curve is scaled to its own highest bin (the y axis has no unit), so an epoch
     whose values bunch up — biases still at or near their initial zeros — does not
@@ -728,12 +732,13 @@ def plot_training(history, path=None, figsize=None, dpi: int = 100) -> Figure:
             if ep_val_loss is not None and (by_epoch or it_loss is None):
                 ax.plot(ep_x, ep_val_loss, "--", color="tab:red", label="validation (data loss)",
                         **_markers(n_ep, "s"))
-            if it_loss is not None and len(it_loss) >= 20:
+            finite = None if it_loss is None else it_loss[np.isfinite(it_loss)]
+            if it_loss is not None and len(it_loss) >= 20 and finite.size:
                 # the first steps' loss can be 10x the rest: keep the axis on the run's body
-                body = [np.percentile(it_loss[np.isfinite(it_loss)], 98)]
-                body += [np.nanmax(v) for v in (ep_loss, ep_train_loss, ep_val_loss)
+                body = [np.percentile(finite, 98)]
+                body += [np.max(v[np.isfinite(v)]) for v in (ep_loss, ep_train_loss, ep_val_loss)
                          if v is not None and np.isfinite(v).any()]
-                ax.set_ylim(bottom=min(0.0, float(np.nanmin(it_loss))), top=1.1 * max(body))
+                ax.set_ylim(bottom=min(0.0, float(finite.min())), top=1.1 * max(body))
             ax.set_ylabel("loss")
             ax.set_title("training loss")
         elif panel == "accuracy":
@@ -854,7 +859,7 @@ def plot_confusion_matrix(cm, class_names=None, normalize=False, path=None, anno
                         color="white" if dark else "black")
     total = cm.sum()
     if title is None:
-        title = f"confusion matrix ({total:g} samples, accuracy {np.trace(cm) / total:.1%})" if total else "confusion matrix"
+        title = f"confusion matrix ({_count_text(total)} samples, accuracy {np.trace(cm) / total:.1%})" if total else "confusion matrix"
     ax.set_title(title)
     return _finish(fig, path)
 
@@ -886,8 +891,8 @@ def plot_worst_examples(images, true, top3_classes, top3_probs, class_names=None
     (so mean-subtracted inputs display). true: (k,) classes; top3_classes,
     top3_probs: (k, K) most probable classes first, as in
     `funkcije.metrics.worst_examples`. A title is green when the top prediction is
-    right, red otherwise. ncols defaults to min(k, 5); figsize to
-    (2.2 ncols, 2.9 rows) inches.
+    right, red otherwise. ncols defaults to min(k, 5); figsize to 2.2 ncols inches
+    wide and, per row, 2.2 inches for the image and 0.17 for each title line.
     """
     where = "plot_worst_examples"
     imgs = _as_hwc_images(where, images)
@@ -921,9 +926,10 @@ def plot_worst_examples(images, true, top3_classes, top3_probs, class_names=None
     if isinstance(ncols, bool) or not isinstance(ncols, numbers.Integral) or ncols < 1:
         raise ValueError(f"{where}: ncols must be an int >= 1, got {ncols!r}")
     nrows = -(-k // ncols)
-    if figsize is None:
-        figsize = (2.2 * ncols, 2.9 * nrows)
+    if figsize is None:  # per row: the image and its title's 1 + K lines of 8 points
+        figsize = (2.2 * ncols, (2.2 + 0.17 * (1 + top3_classes.shape[1])) * nrows + 0.15)
     fig = _new_figure(where, figsize, dpi)
+    fig.get_layout_engine().set(h_pad=0.1)  # room above the top row's titles: their first line fits whole
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for i, ax in enumerate(axes):
         ax.set_xticks([])
@@ -933,7 +939,7 @@ def plot_worst_examples(images, true, top3_classes, top3_probs, class_names=None
             continue
         img = imgs[i]
         if img.dtype != np.uint8:
-            img = _rescale(img, 1.0)
+            img = _rescale(where, img, 1.0)
         if img.shape[2] == 1:
             ax.imshow(img[:, :, 0], cmap="gray", vmin=0, vmax=255 if img.dtype == np.uint8 else 1.0,
                       interpolation="nearest")

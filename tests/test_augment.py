@@ -66,8 +66,10 @@ def test_reflect_padding_fills_with_the_mirror_image():
     assert not np.shares_memory(same, X)  # a new batch, as every shift gives
     with pytest.raises(ValueError, match="whole number of pixels"):
         augment.translate(X, 0.5, 0)
-    with pytest.raises(ValueError, match="reflect padding"):
+    with pytest.raises(ValueError, match="^RandomCrop: reflect padding of 4 needs images larger than 4 pixels"):
         augment.RandomCrop(4, mode="reflect")(ramp(H=3, W=3), np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"^translate: reflect padding of 2 needs .* got \(4, 1\)"):
+        augment.translate(ramp(N=1, C=1, H=4, W=1), 0, 2)
 
 
 def test_flip_mirrors_exactly_the_chosen_images():

@@ -295,7 +295,12 @@ def _corrupt_idx(case):
         "magic": (b"\x01\x00" + good[2:], False, "wrong magic number"),
         "type_code": (good[:2] + b"\x0a" + good[3:], False, "unknown data type code 0x0a"),
         "truncated_data": (good[:-5], False, r"is truncated: the header says shape \(2, 3, 4\) of uint8 = 24 data bytes, found 19"),
-        "trailing": (good + b"\x00", False, "has trailing bytes"),
+        "trailing": (good + b"\x00", False, "is followed by trailing bytes"),
+        # header sizes whose product overflows 64 bits: to 0 (65536^4), or negative
+        "huge_dims_wrapping_to_zero": (bytes([0, 0, 8, 4]) + np.full(4, 65536, ">u4").tobytes(), False,
+                                       r"is truncated: the header says shape \(65536, 65536, 65536, 65536\)"),
+        "huge_dims": (bytes([0, 0, 8, 2]) + np.array([4, 2**32 - 1], ">u4").tobytes(), False,
+                      "= 17179869180 data bytes, found 0"),
         "truncated_header": (good[:9], False, "truncated header"),
         "tiny": (b"\x00\x00", False, "too short"),
         "truncated_gzip_data": (good[:-5], True, r"\(gzipped idx\) is truncated"),
@@ -304,7 +309,8 @@ def _corrupt_idx(case):
     }[case]
 
 
-@pytest.mark.parametrize("case", ["magic", "type_code", "truncated_data", "trailing", "truncated_header",
+@pytest.mark.parametrize("case", ["magic", "type_code", "truncated_data", "trailing", "huge_dims_wrapping_to_zero",
+                                  "huge_dims", "truncated_header",
                                   "tiny", "truncated_gzip_data", "truncated_gzip_stream", "bad_gzip_stream"])
 def test_load_idx_corrupt_files(tmp_path, case):
     raw, gz, match = _corrupt_idx(case)

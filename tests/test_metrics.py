@@ -132,6 +132,11 @@ def test_classification_report():
     assert "accuracy" in text and "0.667" in text and "macro avg" in text
     with pytest.raises(ValueError, match="expected 4 class names"):
         classification_report(CM, ["a", "b"])
+    # counts of a million and more in full, a space from the column before; weighted ones rounded
+    big = classification_report(np.array([[1_234_577, 0], [0, 1_000_019]]), ["cat", "dog"]).splitlines()
+    assert big[1].split()[-1] == "1234577" and big[-2].split()[-1] == "2234596"
+    assert len({len(line) for line in big if line}) == 1  # the columns stay aligned
+    assert classification_report(np.array([[0.5, 0.25], [0.0, 1.0]])).splitlines()[1].split()[-1] == "0.75"
 
 
 # ----------------------------------------------------------------------------- models for evaluate
@@ -288,6 +293,13 @@ def test_evaluate_input_errors(rng):
 
     with pytest.raises(ValueError, match="2 dimensions"):
         evaluate(Flat(), X, np.zeros(10, dtype=int))
+
+    class ScoresAndCache:  # loss(X) returning (scores, cache) by mistake
+        def loss(self, X, y=None):
+            return np.zeros((len(X), 3)), {}
+
+    with pytest.raises(TypeError, match=r"^evaluate: model.loss\(X\) without labels must return the scores"):
+        evaluate(ScoresAndCache(), X, np.zeros(10, dtype=int))
 
 
 # ----------------------------------------------------------------------------- worst examples

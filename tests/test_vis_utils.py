@@ -257,6 +257,15 @@ def test_plot_training_keeps_the_run_in_view(tmp_path):
     assert line.get_drawstyle() == "steps-post" and line.get_xdata()[[0, -1]].tolist() == [0.0, 4.0]
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_plot_training_of_a_run_that_diverged_at_once(bad):
+    """Not one finite loss (a run that blew up from its first step): the figure is drawn,
+    its loss axis on what is finite (the epoch means here), the rest left out."""
+    fig = vu.plot_training({"loss_history": [bad] * 25, "history": [{"epoch": 1, "loss": 3.0, "val_acc": 0.1}],
+                            "train_acc_history": [0.1, 0.1], "val_acc_history": [0.1, 0.1]})
+    assert np.isfinite(fig.axes[0].get_ylim()).all()
+
+
 def test_plot_training_from_plain_lists(tmp_path):
     # a list of per-epoch dicts without precision/recall: three panels
     fig = vu.plot_training(_epochs(3), path=tmp_path / "a.png", figsize=(8, 6), dpi=40)
@@ -275,6 +284,19 @@ def test_plot_training_from_plain_lists(tmp_path):
 
 
 # ----------------------------------------------------------------------------- confusion matrix
+
+
+@pytest.mark.parametrize("name,call", [
+    ("visualize_grid", lambda a: vu.visualize_grid(a.transpose(0, 2, 3, 1))),
+    ("filter_grid", lambda a: vu.filter_grid(a)),
+    ("plot_worst_examples", lambda a: vu.plot_worst_examples(a, [0, 0], [[0], [0]], [[1.0], [1.0]])),
+])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_pictures_of_non_finite_values_are_refused_by_name(name, call, bad):
+    a = np.ones((2, 3, 4, 4))
+    a[1, 0, 2, 2] = bad
+    with pytest.raises(ValueError, match=f"^{name}: image values must be finite"):
+        call(a)
 
 
 def test_plot_confusion_matrix(tmp_path):
@@ -298,6 +320,8 @@ def test_plot_confusion_matrix(tmp_path):
     fig = vu.plot_confusion_matrix(cm, names, normalize="pred", dpi=30)
     np.testing.assert_allclose(fig.axes[0].images[0].get_array(), cm / np.maximum(cm.sum(axis=0), 1))
     assert fig.axes[0].texts[0].get_text() == "1\n50%"
+    fig = vu.plot_confusion_matrix(cm * 1_000_000, names, dpi=30, annotate=False)
+    assert fig.axes[0].get_title().startswith("confusion matrix (6000000 samples,")  # not 6e+06
     fig = vu.plot_confusion_matrix(cm, names, normalize="all", dpi=30)
     np.testing.assert_allclose(fig.axes[0].images[0].get_array(), cm / 6)
     assert fig.axes[0].texts[2 * 4 + 2].get_text() == "2\n33%"
@@ -322,8 +346,13 @@ def test_plot_worst_examples_rgb_uint8(tmp_path, rng):
     top = np.array([[1, 2, 0], [0, 2, 1], [2, 0, 1], [1, 0, 2], [2, 1, 0], [0, 1, 2], [2, 0, 1]])
     probs = np.tile([0.6, 0.3, 0.1], (7, 1))
     fig = vu.plot_worst_examples(images, true, top, probs, ["cat", "dog", "frog"], path=tmp_path / "w.png", dpi=40)
-    # default: 5 columns, 2 rows of (2.2, 2.9) inches
-    _check_size(fig, tmp_path / "w.png", round(11 * 40), round(5.8 * 40))
+    # default: 5 columns of 2.2 inches, 2 rows of 2.2 inches and four 0.17-inch title lines
+    height = 2 * (2.2 + 4 * 0.17) + 0.15
+    np.testing.assert_allclose(fig.get_size_inches(), (11, height))
+    _check_size(fig, tmp_path / "w.png", round(11 * 40), round(height * 40))
+    renderer = fig.canvas.get_renderer()
+    tops = [ax.title.get_window_extent(renderer).y1 for ax in fig.axes if ax.get_title()]
+    assert max(tops) < fig.bbox.height  # every title's first line inside the figure
     shown = [ax for ax in fig.axes if ax.images]
     assert len(shown) == 7
     np.testing.assert_array_equal(shown[0].images[0].get_array(), images[0])
@@ -534,5 +563,7 @@ def test_plot_weight_histograms(tmp_path, rng):
     # at 40 dpi; matplotlib < 3.11 truncates 5.2 * 40 = 207.99... to 207 pixels, newer ones round
     h_px, w_px = iio.imread(tmp_path / "h.png").shape[:2]
     assert abs(h_px - want_in[1] * 40) < 1 and abs(w_px - want_in[0] * 40) < 1
+    fig = vu.plot_weight_histograms(hist, max_epochs=1, dpi=20)  # the last epoch alone
+    assert len([ax for ax in fig.axes if ax.get_title() == "conv1.W"][0].patches) == 1
     with pytest.raises(TypeError, match="non-empty dict"):
         vu.plot_weight_histograms({})
