@@ -25,11 +25,13 @@ empty, truncated or foreign file, a damaged archive, a bad checksum or a tree
 that does not decode is a ValueError naming the file.
 
 Writes are atomic: the archive goes to a temporary file
-``.{name}.funkcije-XXXXXXXX.tmp`` in the target's directory, is flushed and
-fsynced, and is then ``os.replace``d onto the target, so a reader sees either
-the old file or the complete new one. After a successful write, temporary files
-of that pattern in the same directory that are older than the start of this
-write (orphans of a killed writer) are removed.
+``.{name}.funkcije-{host}-{pid}-XXXXXXXX.tmp`` in the target's directory, is
+flushed and fsynced, and is then ``os.replace``d onto the target, so a reader
+sees either the old file or the complete new one. After a successful write,
+temporary files of that pattern in the same directory that are older than the
+start of this write and whose writer, a process of this host, no longer runs
+(orphans of a killed writer) are removed; another run's write in progress in
+the same folder is left alone.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ import io
 import json
 import os
 import re
+import socket
 import tempfile
 import time
 import zipfile
@@ -48,7 +51,10 @@ __all__ = ["write", "read", "TEMP_MARK"]
 
 TEMP_MARK = ".funkcije-"
 _TEMP_SUFFIX = ".tmp"
-_TEMP_RE = re.compile(r"^\..+" + re.escape(TEMP_MARK) + r"[A-Za-z0-9_]+" + re.escape(_TEMP_SUFFIX) + r"$")
+# .{name}.funkcije-{host}-{pid}-{random}.tmp: whose write it is, so that only a dead
+# writer's file is ever removed; .{name}.funkcije-{random}.tmp: an earlier version's
+_TEMP_RE = re.compile(r"^\..+" + re.escape(TEMP_MARK) + r"(?:([0-9a-f]{8})-(\d+)-)?[A-Za-z0-9_]+"
+                      + re.escape(_TEMP_SUFFIX) + r"$")
 _ZIP_MAGIC = b"PK\x03\x04"
 _META, _CHECKSUM = "meta", "checksum"
 
@@ -162,18 +168,39 @@ def _file_mode():
     return 0o666 & ~mask
 
 
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _writer_alive(host: str, pid: int) -> bool:
+    """Whether the process that named a temporary file may still be writing it: any
+    process of another host (a shared folder) or of this one that still runs."""
+    if host != _host_tag() or pid == os.getpid() or os.name == "nt":  # (os.kill there would end it)
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, owned by someone else
+        return True
+    return True
+
+
 def _remove_orphans(directory, started, keep):
-    """Remove temporary files of our pattern older than `started` (the killed
-    writes of earlier runs); files that vanish meanwhile are ignored."""
+    """Remove temporary files of our pattern that a killed write left: older than
+    `started` and named by a process of this host that no longer runs (or by an
+    earlier version of this module, which named no writer). Another run's write in
+    progress in the same folder is left alone; files that vanish meanwhile are ignored."""
     try:
         names = os.listdir(directory)
     except OSError:
         return
     for name in names:
-        if not _TEMP_RE.match(name):
+        match = _TEMP_RE.match(name)
+        if not match:
             continue
         full = os.path.join(directory, name)
-        if full == keep:
+        if full == keep or (match.group(1) and _writer_alive(match.group(1), int(match.group(2)))):
             continue
         try:
             if os.stat(full).st_mtime < started:
@@ -189,7 +216,8 @@ def write(path, value, fmt: str):
     entries = _payload(value, fmt)  # before touching the disk: an unsavable value leaves nothing behind
     directory = os.path.dirname(os.path.abspath(path))
     started = time.time()
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}{TEMP_MARK}", suffix=_TEMP_SUFFIX, dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}{TEMP_MARK}{_host_tag()}-{os.getpid()}-",
+                               suffix=_TEMP_SUFFIX, dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             _write_npz(f, entries)

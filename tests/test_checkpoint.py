@@ -6,6 +6,8 @@ import json
 import math
 import os
 import pickle
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -299,10 +301,23 @@ def test_crafted_tree_tags_are_refused(tmp_path):
 # ----------------------------------------------------------------------------- orphans of killed writes
 
 
+def _dead_pid():
+    """The pid of a process that has ended (its number is not reused this soon)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
 def test_orphan_temporary_files_are_removed(tmp_path, ckpt_path):
     old = time.time() - 3600
-    orphans = [tmp_path / ".ck_epoch_1.pkl.funkcije-abc123.tmp", tmp_path / ".ck_epoch_7.pkl.funkcije-x_y.tmp"]
-    others = [tmp_path / "notes.tmp", tmp_path / ".hidden", tmp_path / ".ck_epoch_1.pkl.other.tmp"]
+    host = checkpoint._host_tag()
+    orphans = [tmp_path / ".ck_epoch_1.pkl.funkcije-abc123.tmp", tmp_path / ".ck_epoch_7.pkl.funkcije-x_y.tmp",
+               tmp_path / f".ck_epoch_3.pkl.funkcije-{host}-{_dead_pid()}-k2j_9x.tmp"]  # a writer that died
+    others = [tmp_path / "notes.tmp", tmp_path / ".hidden", tmp_path / ".ck_epoch_1.pkl.other.tmp",
+              # writes in progress: this process's, another running one's, another host's
+              tmp_path / f".ck_epoch_4.pkl.funkcije-{host}-{os.getpid()}-abcd.tmp",
+              tmp_path / f".run2_epoch_4.pkl.funkcije-{host}-1-abcd.tmp",
+              tmp_path / f".ck_epoch_4.pkl.funkcije-{'0' * 8 if host != '0' * 8 else '1' * 8}-{_dead_pid()}-a.tmp"]
     for f in orphans + others:
         f.write_bytes(b"partial")
         os.utime(f, (old, old))
@@ -335,10 +350,31 @@ def test_a_killed_write_leaves_the_old_file_and_the_next_write_cleans_up(tmp_pat
     temps = [n for n in os.listdir(ckpt_path.parent) if n.endswith(".tmp")]
     assert len(temps) == 1 and ckpt_path.read_bytes() == before
     t = ckpt_path.parent / temps[0]
+    assert f"{checkpoint._host_tag()}-{os.getpid()}-" in t.name  # the writer is named
+    # this process is alive and might still be writing it; as the next run would, after a kill:
+    t = t.rename(t.with_name(t.name.replace(f"-{os.getpid()}-", f"-{_dead_pid()}-")))
     os.utime(t, (time.time() - 10, time.time() - 10))
     write_state(ckpt_path, state)
     assert not [n for n in os.listdir(ckpt_path.parent) if n.endswith(".tmp")]
     assert load_checkpoint(ckpt_path)["epoch_seconds"] == 123.0
+
+
+def test_another_runs_write_in_progress_is_left_alone(tmp_path, ckpt_path):
+    """Two runs checkpointing into one folder: a write finishing does not remove the
+    other run's unfinished temporary file (its writer is alive), so its save succeeds."""
+    state = load_checkpoint(ckpt_path)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        theirs = tmp_path / f".runB_epoch_3.pkl.funkcije-{checkpoint._host_tag()}-{other.pid}-q1w2e3.tmp"
+        theirs.write_bytes(b"PK\x03\x04 half written")
+        os.utime(theirs, (time.time() - 30, time.time() - 30))
+        write_state(tmp_path / "runA_epoch_3.pkl", state)
+        assert theirs.exists()
+    finally:
+        other.kill()
+        other.wait()
+    write_state(tmp_path / "runA_epoch_4.pkl", state)  # now its writer is gone: an orphan
+    assert not theirs.exists()
 
 
 def test_checkpoint_module_names():
