@@ -177,6 +177,15 @@ def test_batchnorm_kernels_match_the_namespace_path(on_host, shape, dtype, relu)
                 np.testing.assert_allclose(a, b, **tol)
 
 
+def test_batchnorm_relu_kernel_passes_nan(on_host):
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2)
+    x[1, 2, 0, 1] = np.nan
+    args = (x, np.ones(3, np.float32), np.zeros(3, np.float32), 1e-5, True, np.zeros(3), np.ones(3))
+    got, want = CK.bn_forward(*args)[0], FL._xk.bn_forward(*args)[0]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(got[1, 2, 0, 1]) and np.isnan(got).sum() == 1
+
+
 def test_empty_launches_are_skipped(on_host):
     """No channels or no images: no launch of an empty grid (CUDA refuses those), empty results."""
     x = np.ones((2, 0, 3, 3))

@@ -237,6 +237,20 @@ def test_fast_relu_matches_reference(shape, dtype, rng):
     np.testing.assert_array_equal(FL.relu_backward_fast(dout, cache_r), dx)  # the caches are interchangeable
 
 
+@pytest.mark.parametrize("mode", ["train", "test"])
+def test_fused_relu_passes_nan_as_the_composition_does(mode, rng):
+    """A NaN (diverged weights, a bad pixel) comes out of batch norm + ReLU as NaN, as
+    from the reference's maximum, so the loss shows it and the Solver stops."""
+    x, gamma, beta = _inputs(rng, (3, 2, 4, 5), np.float32)
+    x[1, 0, 2, 3] = np.nan
+    p = {"mode": mode, "running_mean": np.zeros(2, np.float32), "running_var": np.ones(2, np.float32)}
+    out_r, _ = _bn_relu_reference(x, gamma, beta, dict(p, running_mean=p["running_mean"].copy(),
+                                                       running_var=p["running_var"].copy()))
+    out_f, _ = FL.spatial_batchnorm_forward_fast(x, gamma, beta, p, relu=True)
+    np.testing.assert_array_equal(np.isnan(out_f), np.isnan(out_r))
+    assert np.isnan(out_f).any()
+
+
 def test_fast_relu_nan_and_non_contiguous(rng):
     x = rng.standard_normal((4, 6))[:, ::2]
     x[0, 0] = np.nan

@@ -588,6 +588,27 @@ def test_atomic_checkpoint_survives_crash_mid_write(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- divergence
 
 
+@pytest.mark.parametrize("layers", ["fast", "reference"])
+def test_a_bad_pixel_stops_a_batch_norm_relu_model_on_either_path(layers):
+    """One NaN pixel in the training set reaches the loss through conv, batch norm and
+    ReLU (fused on the fast path) alike: the run stops where the batch holding it is."""
+    from funkcije import config
+    from funkcije.classifiers.sequential import Affine, BatchNorm2d, Conv2d, Flatten, ReLU, Sequential
+
+    rng = np.random.default_rng(0)
+    data = {"X_train": rng.standard_normal((40, 3, 4, 4)).astype(np.float32), "y_train": rng.integers(0, 4, 40),
+            "X_val": rng.standard_normal((10, 3, 4, 4)).astype(np.float32), "y_val": rng.integers(0, 4, 10)}
+    data["X_train"][17, 0, 1, 1] = np.nan
+    with config.using(layers=layers):
+        model = Sequential(Conv2d(4, 3, pad=1), BatchNorm2d(), ReLU(), Flatten(), Affine(4), input_shape=(3, 4, 4),
+                           seed=3)
+        s = Solver(model, data, num_epochs=3, batch_size=10, seed=0, optim_config={"learning_rate": 1e-2}, **QUIET)
+        with np.errstate(all="ignore"), pytest.raises(TrainingDiverged) as err:
+            s.train()
+    assert err.value.iteration <= 4  # the first epoch's batches hold image 17 once
+    assert all(np.isfinite(p).all() for p in model.params.values())  # the best params are back
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_non_finite_loss_stops_and_keeps_best_params(bad):
     data = make_data()

@@ -141,7 +141,7 @@ extern "C" __global__ void channel_sums_SUFFIX(const scalar_t* __restrict__ a, c
     if (mode) s2[o] = acc2;
 }
 
-/* out = (x - m[c]) * k[c] + b[c], then max(., 0) when relu. */
+/* out = (x - m[c]) * k[c] + b[c], then max(., 0) when relu (NaN passes, as in the reference). */
 template <typename I>
 __device__ void bn_apply_body(const scalar_t* __restrict__ x, const scalar_t* __restrict__ m,
         const scalar_t* __restrict__ k, const scalar_t* __restrict__ b, scalar_t* __restrict__ out,
@@ -149,7 +149,7 @@ __device__ void bn_apply_body(const scalar_t* __restrict__ x, const scalar_t* __
     GRID_LOOP(I, i, total) {
         int c = (int)((i / HW) % C);
         scalar_t v = (x[i] - m[c]) * k[c] + b[c];
-        out[i] = (relu && !(v > (scalar_t)0)) ? (scalar_t)0 : v;
+        out[i] = (relu && v < (scalar_t)0) ? (scalar_t)0 : v;
     }
 }
 

@@ -34,7 +34,7 @@ static inline void funk_bn_apply_##S(const T *x, T *o, ptrdiff_t n, T m, T a, T 
         _Pragma("omp simd")                                                                     \
         for (ptrdiff_t i = 0; i < n; i++) {                                                     \
             T v = (x[i] - m) * a + b;                                                           \
-            o[i] = v > 0 ? v : (T)0;                                                            \
+            o[i] = v < 0 ? (T)0 : v; /* NaN passes, as in relu_fwd */                           \
         }                                                                                       \
     } else {                                                                                    \
         _Pragma("omp simd")                                                                     \
