@@ -166,6 +166,13 @@ def _flipped(X, flip):
     return xp.where(mask, xp.flip(X, axis=3), X)
 
 
+def _exact(p: float) -> str:
+    """A probability as a spec writes it: short where that is exact (0.5, 1), else all
+    its digits, so that the transform a checkpoint's spec rebuilds is this one."""
+    short = f"{p:g}"
+    return short if float(short) == p else repr(p)
+
+
 class Transform:
     """A random batch transform: `t(X, rng)`. `spec` is its string in parse()'s form,
     used to tell whether a resumed run augments as the original did."""
@@ -225,7 +232,7 @@ class HorizontalFlip(Transform):
 
     def __init__(self, p=0.5):
         self.p = check_real_in("HorizontalFlip", "p", p, 0.0, 1.0)
-        self.spec = f"flip:{self.p:g}"
+        self.spec = f"flip:{_exact(self.p)}"
 
     def __call__(self, X, rng):
         _check_batch("HorizontalFlip", X)
@@ -269,7 +276,7 @@ class Cutout(Transform):
     def __init__(self, size=8, p=1.0):
         self.size = check_int("Cutout", "size", size, 1)
         self.p = check_real_in("Cutout", "p", p, 0.0, 1.0)
-        self.spec = f"cutout:{self.size}:{self.p:g}"
+        self.spec = f"cutout:{self.size}:{_exact(self.p)}"
 
     def __call__(self, X, rng):
         _check_batch("Cutout", X)

@@ -101,6 +101,10 @@ def test_pipeline_is_deterministic_from_the_seed_and_parses():
     pipe = augment.parse("crop:2:reflect,flip,cutout:3")
     assert isinstance(pipe, augment.Compose) and pipe.spec == "crop:2:reflect,flip:0.5,cutout:3:1"
     assert augment.parse(pipe.spec).spec == pipe.spec
+    # a probability with more digits than %g writes comes back exactly (a resumed run rebuilds it)
+    for p in (0.46020510816996235, 1 / 3):
+        for t in (augment.HorizontalFlip(p), augment.Cutout(4, p)):
+            assert augment.parse(t.spec).p == p
     X = ramp(N=16, H=8, W=8)
     a = pipe(X, np.random.default_rng(7))
     b = pipe(X, np.random.default_rng(7))
