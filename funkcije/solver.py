@@ -78,7 +78,7 @@ them off) and "(Epoch e / E) train acc ...; val_acc ..." lines go through
 
 Checkpoints — with `checkpoint_name`, cs231n's `{checkpoint_name}_epoch_{e}.pkl`
 is written after the first iteration (e = 0, as in cs231n) and after every
-epoch. Each file is complete by itself: model params, the model's `bn_params`
+epoch (its folder is made if it does not exist). Each file is complete by itself: model params, the model's `bn_params`
 (running statistics) when it has them, every parameter's update-rule state,
 the schedule, epoch and iteration, all histories, the best params, and the state
 of every random stream, including the position inside the current epoch. Files
@@ -290,6 +290,7 @@ _OPTIONAL_SCHEMA = {
     "check_every": ("an int >= 1 or None", lambda v: _is_int_or_none(v, 1), None),
     "check_iterations": ("a list of ints >= 0 or None", lambda v: v is None or (
         isinstance(v, list) and all(_is_int(i, 0) for i in v)), None),
+    "best_iteration": ("an int >= 0 or None", lambda v: _is_int_or_none(v, 0), None),
     "callbacks": ("a list of {'name': str, 'state': dict or None}", lambda v: isinstance(v, list) and all(
         isinstance(c, dict) and set(c) == {"name", "state"} and isinstance(c["name"], str)
         and (c["state"] is None or isinstance(c["state"], dict)) for c in v), []),
@@ -531,8 +532,9 @@ class Solver:
                     f"Solver: X_{split} and y_{split} must be non-empty arrays of equal length, got "
                     f"{getattr(X, 'shape', type(X).__name__)} and {getattr(y, 'shape', type(y).__name__)}"
                 )
-            labels[split] = backend.to_host(y)
-            self._check_labels(f"y_{split}", labels[split])
+            labels[split] = self._check_labels(f"y_{split}", backend.to_host(y))
+            if np.issubdtype(labels[split].dtype, np.floating):  # integral, checked: the models take integers
+                labels[split] = labels[split].astype(np.int64)
         self.X_train, self.y_train = data["X_train"], labels["train"]
         self.X_val, self.y_val = data["X_val"], labels["val"]
         self._num_train = int(self.X_train.shape[0])
@@ -663,8 +665,23 @@ class Solver:
 
     @property
     def best_epoch(self):
-        """The epoch whose params are best_params (0: after the first iteration), or None."""
+        """The epochs completed at the check whose params are best_params (0: after the
+        first iteration, or, with check_every, a check inside the first epoch), or None."""
         return self._best_epoch
+
+    @property
+    def best_iteration(self):
+        """The iteration count at the check whose params are best_params, or None."""
+        return self._best_iteration
+
+    def _best_check_text(self):
+        """When best_params were checked, in words."""
+        it, ipe = self._best_iteration, self.iterations_per_epoch
+        if it is not None and it % ipe == 0 and it > 0:
+            return f"after epoch {it // ipe}"
+        if it is None or it <= 1:
+            return "after the first iteration"
+        return f"at iteration {it} (in epoch {it // ipe + 1})"
 
     def _reset(self):
         """Fresh bookkeeping (cs231n's _reset): histories, best params, one copy of
@@ -674,6 +691,7 @@ class Solver:
         self.best_params = {}
         self._best_bn_params = None
         self._best_epoch = None
+        self._best_iteration = None
         self.loss_history = []
         self.train_acc_history = []
         self.val_acc_history = []
@@ -784,6 +802,8 @@ class Solver:
         batches of `batch_size`. With `num_samples`, a random subset of that many
         samples (without replacement, from the Solver's evaluation stream) is used.
         Returns a Python float."""
+        check_int("Solver.check_accuracy", "num_samples", num_samples, 1, allow_none=True)
+        check_int("Solver.check_accuracy", "batch_size", batch_size, 1)
         return self._accuracy_and_loss(X, y, num_samples, batch_size)[0]
 
     def _accuracy_and_loss(self, X, y, num_samples=None, batch_size=100):
@@ -864,6 +884,7 @@ class Solver:
             self.best_params = {k: backend.copy(v) for k, v in self.model.params.items()}
             self._best_bn_params = self._snapshot_bn()
             self._best_epoch = self.epoch
+            self._best_iteration = self._iteration
         if self.verbose:
             at = (f"Iteration {self._iteration}" if self._iteration % self.iterations_per_epoch and self._iteration > 1
                   else f"Epoch {self.epoch} / {self.num_epochs}")
@@ -884,10 +905,7 @@ class Solver:
                 self._train_loop(start, num_iterations, ipe, bar)
             except TrainingDiverged as exc:
                 if self._restore_best():
-                    when = (
-                        "after the first iteration" if self._best_epoch == 0 else f"after epoch {self._best_epoch}"
-                    )
-                    note = f"the model keeps the best params (val acc {self.best_val_acc:.4f} {when})"
+                    note = f"the model keeps the best params (val acc {self.best_val_acc:.4f} {self._best_check_text()})"
                 else:
                     note = "the model keeps the params from before this step"
                 exc.args = (f"{exc.args[0]}; {note}",)
@@ -970,6 +988,7 @@ class Solver:
         if self.checkpoint_name is None:
             return None
         path = f"{self.checkpoint_name}_epoch_{self.epoch}.pkl"
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)  # checkpoint_name="runs/a/ck"
         self.save_checkpoint(path)
         return path
 
@@ -1003,6 +1022,7 @@ class Solver:
             "best_params": backend.to_device(self.best_params, "cpu"),
             "best_bn_params": backend.to_device(self._best_bn_params, "cpu"),
             "best_epoch": self._best_epoch,
+            "best_iteration": self._best_iteration,
             "rng_state": {
                 "batch": self._rng.bit_generator.state,
                 "eval": self._eval_rng.bit_generator.state,
@@ -1125,9 +1145,13 @@ class Solver:
         self._epoch_seconds = ckpt["epoch_seconds"]
         checks = ckpt["check_iterations"]
         if checks is None:  # written before checks were recorded: cs231n's first iteration, then epoch ends
-            ipe = self.iterations_per_epoch
-            checks = ([1] + [e * ipe for e in range(1, self.epoch + 1)])[:len(self.train_acc_history)]
+            ipe = self.iterations_per_epoch  # (one check at iteration 1 when that also ends epoch 1)
+            checks = sorted({1} | {e * ipe for e in range(1, self.epoch + 1)})[:len(self.train_acc_history)]
         self.check_iterations = checks
+        self._best_iteration = ckpt["best_iteration"]
+        if self._best_iteration is None and self.best_params and self.best_val_acc in self.val_acc_history:
+            # written before it was recorded: the first check that reached best_val_acc
+            self._best_iteration = checks[self.val_acc_history.index(self.best_val_acc)]
         if saved_cbs and self.callbacks:
             for cb, saved_cb in zip(self.callbacks, saved_cbs):
                 if saved_cb["state"] is not None and callable(getattr(cb, "load_state_dict", None)):

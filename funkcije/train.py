@@ -526,6 +526,7 @@ def main(argv=None):
         # None when nothing was trained (--epochs 0): no accuracy check has run
         "best_val_acc": float(solver.best_val_acc) if solver.val_acc_history else None,
         "best_epoch": solver.best_epoch,
+        "best_iteration": solver.best_iteration,
         # the returned model (best_params) on the whole validation split, with --tta
         "val_acc": float(val.accuracy),
         "tta": tta,

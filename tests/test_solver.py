@@ -9,9 +9,9 @@ import pickle
 import numpy as np
 import pytest
 
-from funkcije import layers, optim
+from funkcije import checkpoint, layers, optim
 from funkcije import solver as solver_module
-from funkcije.solver import Solver, TrainingDiverged, load_checkpoint, scheduled_learning_rate
+from funkcije.solver import CHECKPOINT_FORMAT, Solver, TrainingDiverged, load_checkpoint, scheduled_learning_rate
 
 
 # ----------------------------------------------------------------------------- tiny models
@@ -588,6 +588,54 @@ def test_atomic_checkpoint_survives_crash_mid_write(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- divergence
 
 
+def test_best_iteration_names_the_check_inside_an_epoch(tmp_path):
+    """With check_every, best_params can come from a check inside an epoch: best_iteration
+    says which, the divergence message says it too, and a checkpoint keeps it."""
+    data = make_data(n_train=60)
+
+    model = NaNAtCall(bad_call=6)  # a NaN loss at the 6th step, inside epoch 1 of 6 steps
+    s = Solver(model, data, num_epochs=3, batch_size=10, check_every=1, seed=0, update_rule="sgd",
+               checkpoint_name=str(tmp_path / "ck"), optim_config={"learning_rate": 0.5}, **QUIET)
+    accs = [0.15, 0.4, 0.3, 0.35, 0.2, 0.1]  # what the checks measure, in turn (train and val alike)
+    s._accuracy_and_loss = lambda X, y, num_samples=None: (accs[len(s.val_acc_history)], 1.0)
+    with pytest.raises(TrainingDiverged, match=r"val acc 0\.4000 at iteration 2 \(in epoch 1\)"):
+        s.train()
+    assert s.check_iterations == [1, 2, 3, 4, 5] and s.best_iteration == 2 and s.best_epoch == 0
+    plain = Solver(SoftmaxRegression(), data, num_epochs=2, batch_size=10, seed=0,
+                   checkpoint_name=str(tmp_path / "plain"), **QUIET)
+    plain.train()
+    assert plain.best_iteration in plain.check_iterations and plain.best_iteration % 6 in (0, 1)
+    ckpt = load_checkpoint(tmp_path / "plain_epoch_2.pkl")
+    assert ckpt["best_iteration"] == plain.best_iteration
+
+
+def test_checkpoint_folder_is_made(tmp_path):
+    s = Solver(SoftmaxRegression(), make_data(n_train=40), num_epochs=1, batch_size=20, seed=0,
+               checkpoint_name=str(tmp_path / "runs" / "a" / "ck"), **QUIET)
+    s.train()
+    assert sorted(p.name for p in (tmp_path / "runs" / "a").iterdir()) == ["ck_epoch_0.pkl", "ck_epoch_1.pkl"]
+
+
+def test_checkpoints_from_before_check_iterations_were_recorded(tmp_path):
+    """Files without check_iterations and best_iteration: both rebuilt, also where one
+    iteration is a whole epoch (its first check is the epoch's)."""
+    data = make_data(n_train=40)
+    for batch, want in ((50, [1, 2, 3]), (10, [1, 4, 8, 12])):
+        s = Solver(SoftmaxRegression(), data, num_epochs=3, batch_size=batch, seed=0,
+                   checkpoint_name=str(tmp_path / f"b{batch}"), **QUIET)
+        s.train()
+        assert s.check_iterations == want
+        path = tmp_path / f"b{batch}_epoch_3.pkl"
+        ckpt = load_checkpoint(path)
+        ckpt["check_iterations"] = ckpt["best_iteration"] = None  # as an older version wrote it
+        del ckpt["check_iterations"], ckpt["best_iteration"]
+        checkpoint.write(path, ckpt, CHECKPOINT_FORMAT)
+        old = Solver(SoftmaxRegression(), data, resume=str(path), **QUIET)
+        assert old.check_iterations == want
+        first_best = want[s.val_acc_history.index(s.best_val_acc)]
+        assert old.best_iteration == first_best
+
+
 @pytest.mark.parametrize("layers", ["fast", "reference"])
 def test_a_bad_pixel_stops_a_batch_norm_relu_model_on_either_path(layers):
     """One NaN pixel in the training set reaches the loss through conv, batch norm and
@@ -747,8 +795,16 @@ def test_nan_negative_and_out_of_range_labels_are_clear_errors():
         s.train()
     with pytest.raises(ValueError, match=r"check_accuracy: y must have shape \(60,\)"):
         s.check_accuracy(data["X_val"], data["y_val"][:10])
-    # integral float labels keep working, as they did
-    ok = dict(data, y_val=data["y_val"].astype(np.float64))
+    for kwargs, exc in (({"batch_size": 0}, ValueError), ({"batch_size": 2.5}, TypeError),
+                        ({"num_samples": 0}, ValueError), ({"num_samples": -3}, ValueError)):
+        with pytest.raises(exc, match=f"^Solver.check_accuracy: {next(iter(kwargs))} must be an int >= 1"):
+            s.check_accuracy(data["X_val"], data["y_val"], **kwargs)
+    # integral float labels keep working, as they did, for training too (the models take integers)
+    ok = dict(data, y_val=data["y_val"].astype(np.float64), y_train=data["y_train"].astype(np.float32))
     s = Solver(SoftmaxRegression(), ok, batch_size=50, num_epochs=1, seed=0, **QUIET)
     s.train()
-    assert 0 <= s.best_val_acc <= 1
+    assert 0 <= s.best_val_acc <= 1 and s.y_train.dtype == np.int64
+    from funkcije.classifiers import FullyConnectedNet
+
+    fc = FullyConnectedNet([5], input_dim=data["X_train"][0].size, num_classes=3, seed=0)
+    Solver(fc, ok, batch_size=50, num_epochs=1, seed=0, **QUIET).train()  # refused float labels before
