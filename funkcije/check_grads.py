@@ -309,6 +309,8 @@ def main(argv=None) -> int:
                     "exit 1 if any relative error is above its threshold.")
     parser.add_argument("--seed", type=int, default=0, help="seed for the inputs (default 0)")
     args = parser.parse_args(argv)
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
     start = time.perf_counter()
     rows = run_checks(args.seed)
     elapsed = time.perf_counter() - start

@@ -209,7 +209,10 @@ def main(argv=None) -> int:
         if not args.width > 0:
             p.error(f"--width must be positive, got {args.width}")
         kwargs["width"] = args.width
-    model = ZOO[args.model](**kwargs)
+    try:
+        model = ZOO[args.model](**kwargs)
+    except (ValueError, TypeError) as exc:  # the model's own limits (a width too small or not finite)
+        p.error(str(exc))
     print(f"{args.model}: {type(model).__name__ if args.model not in ZOO else ZOO[args.model].__name__}")
     print(summary(model, batch_size=args.batch_size))
     return 0

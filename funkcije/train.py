@@ -14,7 +14,12 @@ trains with the Solver (progress bar), evaluates on the test set and writes into
 the final results, with the device, the machine's name and funkcije.config's switches), `training.png` (loss, accuracies, learning rate),
 `filters.png` (the first-layer filters), `confusion.png` (test confusion matrix)
 and `checkpoint_epoch_E.pkl` (written every epoch). `--resume CKPT` continues a
-checkpoint of a run of the same folder, with that run's settings.
+checkpoint of a run of the same folder, with that run's settings (its epochs and
+test images too, unless `--epochs` asks for more).
+
+A setting that applies to some models, update rules or schedules only (`--width`,
+`--momentum`, `--lr-points`, ...) is an error where it does not apply; one that a
+`--recipe` gave is dropped when an explicit argument makes it inapplicable.
 
 Pictures while it trains (funkcije.callbacks; give the same flags again with --resume):
 `--snapshots N` writes the first layer's filters every N steps to `filters/`
@@ -38,16 +43,17 @@ from pathlib import Path
 import numpy as np
 
 from . import augment as augment_mod
-from . import backend, callbacks, config, data_utils, metrics, vis_utils
+from . import backend, callbacks, config, data_utils, metrics, schedules, vis_utils
 from . import optim
 from .classifiers import FullyConnectedNet, ThreeLayerConvNet
 from .classifiers.zoo import ZOO
 from .kernels import runtime
 from .solver import Solver, TrainingDiverged
 
+# loader, class names, training images the dataset has (train + validation split from them)
 DATASETS = {
-    "cifar10": (data_utils.get_CIFAR10_data, data_utils.CIFAR10_CLASSES, 49000),
-    "fashion-mnist": (data_utils.get_fashion_mnist_data, data_utils.FASHION_MNIST_CLASSES, 59000),
+    "cifar10": (data_utils.get_CIFAR10_data, data_utils.CIFAR10_CLASSES, 50000),
+    "fashion-mnist": (data_utils.get_fashion_mnist_data, data_utils.FASHION_MNIST_CLASSES, 60000),
 }
 # Named recipes: defaults for the arguments a command line does not give. Each is
 # the setting of a row of the README's results table.
@@ -120,7 +126,8 @@ def build_parser():
                    help="a named setting (README results table); explicit arguments override it")
     p.add_argument("--model", choices=MODELS, default="three_layer")
     p.add_argument("--dataset", choices=sorted(DATASETS), default="cifar10")
-    p.add_argument("--epochs", type=int, default=1, help="total epochs (also when resuming)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="total epochs (default 1, or the recipe's; on --resume the run's own unless given)")
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--update-rule", default="adam", help=", ".join(optim.UPDATE_RULES))
     p.add_argument("--momentum", type=float, default=None, help="momentum of the momentum rules (their default 0.9)")
@@ -223,15 +230,15 @@ def _multipliers(text):
 def _schedule(args):
     if args.lr_schedule == "none":
         sched = None
-    elif args.lr_schedule == "cosine":
-        sched = {"type": "cosine", "t_max": args.epochs}
+    elif args.lr_schedule == "cosine":  # t_max: the run's epochs, fixed by the Solver when it starts
+        sched = {"type": "cosine"}
     elif args.lr_schedule == "step":
         sched = {"type": "step", "step_size": args.lr_step, "gamma": args.lr_gamma}
     elif args.lr_schedule == "exponential":
         sched = {"type": "exponential", "gamma": args.lr_gamma}
     elif args.lr_schedule == "onecycle":
         peak, start, end = _numbers(args.onecycle, 3)
-        sched = {"type": "onecycle", "total": args.epochs, "peak": peak, "start": start, "end": end}
+        sched = {"type": "onecycle", "peak": peak, "start": start, "end": end}
     else:
         sched = {"type": "piecewise", "points": _points(args.lr_points)}
     if args.warmup:
@@ -241,16 +248,67 @@ def _schedule(args):
 
 
 def parse_args(argv=None):
-    """Arguments with a --recipe's values as defaults (explicit arguments win)."""
+    """Arguments with a --recipe's values as defaults (explicit arguments win);
+    `args.explicit` is the set of those given on the command line."""
     parser = build_parser()
     first, _ = parser.parse_known_args(argv)
     if first.recipe:
         parser.set_defaults(**RECIPES[first.recipe])
-    return parser, parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    given = build_parser()
+    for action in given._actions:
+        action.default = argparse.SUPPRESS
+    args.explicit = set(vars(given.parse_known_args(argv)[0]))
+    return parser, args
+
+
+def _settings_that_apply(args):
+    """(argument, neutral value, whether it applies, to what) for the settings that
+    apply to some models, update rules or schedules only."""
+    rule_keys = optim.DEFAULT_CONFIGS.get(args.update_rule, {})
+    zoo, three, fc, sched = args.model in ZOO, args.model == "three_layer", args.model == "fc", args.lr_schedule
+    default = build_parser().parse_args([])
+    return [
+        ("momentum", None, "momentum" in rule_keys, f"--update-rule {args.update_rule}"),
+        ("weight_decay", None, "weight_decay" in rule_keys, f"--update-rule {args.update_rule}"),
+        ("label_smoothing", 0.0, zoo, "the zoo models"),
+        ("out_scale", 1.0, args.model == "resnet9", "resnet9"),
+        ("activation", "relu", args.model == "fast_cifar", "fast_cifar"),
+        ("width", 1.0, args.model in ("vgg7", "vgg7bn", "resnet9", "fast_cifar"), "vgg7, vgg7bn, resnet9 and fast_cifar"),
+        ("init", None, zoo or args.init == "gaussian", "the zoo models"),
+        ("num_filters", default.num_filters, three, "three_layer"),
+        ("filter_size", default.filter_size, three, "three_layer"),
+        ("hidden_dim", default.hidden_dim, three, "three_layer"),
+        ("hidden_dims", default.hidden_dims, fc, "fc"),
+        ("normalization", "none", fc, "fc"),
+        ("dropout_keep", 1.0, fc, "fc"),
+        ("weight_scale", default.weight_scale, three or fc or args.init == "gaussian",
+         "three_layer, fc and --init gaussian"),
+        ("lr_points", default.lr_points, sched == "piecewise", "--lr-schedule piecewise"),
+        ("onecycle", default.onecycle, sched == "onecycle", "--lr-schedule onecycle"),
+        ("lr_step", default.lr_step, sched == "step", "--lr-schedule step"),
+        ("lr_gamma", default.lr_gamma, sched in ("step", "exponential"), "--lr-schedule step and exponential"),
+    ]
+
+
+def _drop_settings_that_do_not_apply(p, args):
+    """A setting given on the command line that does not apply is an error; one that a
+    recipe gave (its model, rule or schedule overridden) goes back to its neutral value."""
+    for dest, neutral, applies, where in _settings_that_apply(args):
+        if applies or getattr(args, dest) == neutral:
+            continue
+        if dest in args.explicit:
+            flag = "--" + dest.replace("_", "-")
+            if dest in ("momentum", "weight_decay"):
+                p.error(f"{flag} does not apply to {where}")
+            p.error(f"{flag} applies to {where}, not {args.model if not where.startswith('--') else args.lr_schedule}")
+        setattr(args, dest, neutral)
 
 
 def check_args(p, args):
-    """Every argument error before any data is loaded: one line and exit code 2."""
+    """Every argument error before any data is loaded: one line and exit code 2. On
+    --resume the run's settings come from its run_config.json; what applies to this
+    session (epochs, device, pictures, the data folder) is checked against them."""
     def positive(name, value, allow_none=False):
         if value is None and allow_none:
             return
@@ -262,16 +320,27 @@ def check_args(p, args):
             bound = "" if low is None else f" {'>' if strict else '>='} {low}"
             p.error(f"--{name} must be a finite number{bound}, got {value}")
 
-    if args.epochs < 0:
+    if args.epochs is not None and args.epochs < 0:
         p.error(f"--epochs must be >= 0, got {args.epochs}")
     if args.resume:
         path = Path(args.resume)
         if not path.is_file():
             p.error(f"--resume: no checkpoint file {path}")
-        if not (path.resolve().parent / "run_config.json").is_file():
-            p.error(f"--resume: {path.resolve().parent / 'run_config.json'} not found; resume a checkpoint "
-                    "inside a funkcije.train output folder")
+        cfg_path = path.resolve().parent / "run_config.json"
+        if not cfg_path.is_file():
+            p.error(f"--resume: {cfg_path} not found; resume a checkpoint inside a funkcije.train output folder")
+        try:
+            run = json.loads(cfg_path.read_text())
+            model, dataset = run["model"], run["dataset"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            p.error(f"--resume: cannot read {cfg_path}: {exc}")
+        if dataset not in DATASETS:
+            p.error(f"--resume: {cfg_path} names an unknown dataset {dataset!r}")
+        _check_session(p, args, model, dataset)
         return
+    if args.epochs is None:
+        args.epochs = 1
+    _drop_settings_that_do_not_apply(p, args)
     positive("batch-size", args.batch_size)
     positive("num-train", args.num_train, allow_none=True)
     positive("num-val", args.num_val)
@@ -284,10 +353,6 @@ def check_args(p, args):
         positive("hidden-dims", h)
     if args.update_rule not in optim.UPDATE_RULES:
         p.error(f"--update-rule must be one of {', '.join(optim.UPDATE_RULES)}, got {args.update_rule!r}")
-    for name, key in (("momentum", "momentum"), ("weight-decay", "weight_decay")):
-        value = getattr(args, key)
-        if value is not None and key not in optim.DEFAULT_CONFIGS[args.update_rule]:
-            p.error(f"--{name} does not apply to --update-rule {args.update_rule}")
     if args.momentum is not None and not (0 <= args.momentum < 1):
         p.error(f"--momentum must be in [0, 1), got {args.momentum}")
     if args.weight_decay is not None:
@@ -315,8 +380,6 @@ def check_args(p, args):
         p.error(f"--augment: {exc}")
     if not (0 <= args.label_smoothing < 1) or not np.isfinite(args.label_smoothing):
         p.error(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
-    if args.label_smoothing and args.model not in ZOO:
-        p.error(f"--label-smoothing applies to the zoo models, not {args.model}")
     finite("lr", args.lr, 0, strict=True)
     finite("lr-decay", args.lr_decay, 0, strict=True)
     finite("lr-gamma", args.lr_gamma, 0, strict=True)
@@ -327,35 +390,42 @@ def check_args(p, args):
         p.error(f"--dropout-keep is a keep probability in (0, 1], got {args.dropout_keep}")
     if args.seed < 0:
         p.error(f"--seed must be >= 0, got {args.seed}")
-    if args.model in ("three_layer", "fc") and args.init not in (None, "gaussian"):
-        p.error(f"--init {args.init} applies to the zoo models; {args.model} is initialised with --weight-scale")
     finite("out-scale", args.out_scale, 0, strict=True)
-    if args.out_scale != 1.0 and args.model != "resnet9":
-        p.error(f"--out-scale applies to resnet9, not {args.model}")
-    if args.activation != "relu" and args.model != "fast_cifar":
-        p.error(f"--activation applies to fast_cifar, not {args.model}")
-    if args.width != 1.0 and args.model not in ("vgg7", "vgg7bn", "resnet9", "fast_cifar"):
-        p.error(f"--width applies to vgg7, vgg7bn, resnet9 and fast_cifar, not {args.model}")
+    if _schedule(args) is not None and args.lr_decay != 1.0:
+        p.error("give either --lr-decay or --lr-schedule (or --warmup), not both")
+    try:  # the schedule as the Solver will take it (piecewise points in order, factors >= 0, ...)
+        schedules.resolve_schedule(_schedule(args), args.epochs)
+    except (ValueError, TypeError) as exc:
+        p.error(f"--lr-schedule {args.lr_schedule}: {exc}")
+    total = DATASETS[args.dataset][2]
+    if (args.num_train or 0) + args.num_val > total:
+        p.error(f"--num-train {args.num_train} + --num-val {args.num_val} exceed the {total} training images "
+                f"of {args.dataset}")
+    _check_session(p, args, args.model, args.dataset)
+
+
+def _check_session(p, args, model, dataset):
+    """The arguments that apply to this session also on --resume."""
+    if args.num_test < 1:
+        p.error(f"--num-test must be a positive integer, got {args.num_test}")
     if args.tf32 and args.device != "gpu":
         p.error("--tf32 applies to --device gpu")
     if args.tf32:  # CuPy reads it at its first float32 matrix product
         os.environ["CUPY_TF32"] = "1"
     if args.device == "gpu":
-        if args.model in ("three_layer", "fc"):
-            p.error(f"--device gpu runs the zoo models (Sequential); {args.model} is CPU-only")
+        if model in ("three_layer", "fc"):
+            p.error(f"--device gpu runs the zoo models (Sequential); {model} is CPU-only")
         try:
             backend.require_cupy("--device gpu")
         except ImportError as exc:
             p.error(str(exc))
         if not backend.gpu_available():
             p.error("--device gpu: CuPy is installed but sees no CUDA device")
-    if args.lr_schedule != "none" and args.lr_decay != 1.0:
-        p.error("give either --lr-decay or --lr-schedule, not both")
     if args.check_every is not None and args.check_every < 1:
         p.error(f"--check-every must be >= 1, got {args.check_every}")
     if args.snapshots < 0:
         p.error(f"--snapshots must be >= 0 (0: none), got {args.snapshots}")
-    if args.snapshots and args.model == "fc" and not args.resume:
+    if args.snapshots and model == "fc":
         p.error("--snapshots draws convolution filters; the fc model has none")
     if args.tensorboard:
         try:
@@ -363,9 +433,12 @@ def check_args(p, args):
         except ImportError as exc:
             p.error(f"--tensorboard: {exc}")
     root = data_utils.data_root()
-    folder = {"cifar10": "cifar-10-batches-py", "fashion-mnist": "fashion-mnist"}[args.dataset]
+    folder = {"cifar10": "cifar-10-batches-py", "fashion-mnist": "fashion-mnist"}[dataset]
     if not (root / folder).is_dir():
         p.error(f"no {folder}/ under the data folder {root} (set FUNKCIJE_DATA to the folder that holds it)")
+    test_total = 10000
+    if args.num_test > test_total:
+        p.error(f"--num-test must be at most the {test_total} test images, got {args.num_test}")
 
 
 def build_model(cfg, input_shape, num_classes):
@@ -420,10 +493,17 @@ def optim_config(cfg):
     return out
 
 
+def _newest_mtime(path):
+    """A file's modification time, or a folder's newest file's."""
+    if path.is_dir():
+        return max((f.stat().st_mtime for f in path.rglob("*") if f.is_file()), default=0.0)
+    return path.stat().st_mtime
+
+
 def main(argv=None):
     parser, args = parse_args(argv)
     check_args(parser, args)
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     out = Path(args.out)
     if args.resume:
         out = Path(args.resume).resolve().parent
@@ -435,7 +515,7 @@ def main(argv=None):
     else:
         cfg = {
             "model": args.model, "dataset": args.dataset, "num_train": args.num_train,
-            "num_val": args.num_val, "batch_size": args.batch_size, "update_rule": args.update_rule,
+            "num_val": args.num_val, "num_test": args.num_test, "epochs": args.epochs, "batch_size": args.batch_size, "update_rule": args.update_rule,
             "lr": args.lr, "lr_decay": args.lr_decay, "lr_schedule": _schedule(args), "reg": args.reg,
             "weight_scale": args.weight_scale, "num_filters": args.num_filters,
             "filter_size": args.filter_size, "hidden_dim": args.hidden_dim, "hidden_dims": args.hidden_dims,
@@ -451,16 +531,24 @@ def main(argv=None):
         out.mkdir(parents=True, exist_ok=True)
         (out / "run_config.json").write_text(json.dumps(cfg, indent=2))
 
-    loader, class_names, default_train = DATASETS[cfg["dataset"]]
-    num_train = cfg["num_train"] or default_train
-    data = loader(num_training=num_train, num_validation=cfg["num_val"], num_test=args.num_test,
-                  dtype=np.dtype(cfg["dtype"]))
+    loader, class_names, total = DATASETS[cfg["dataset"]]
+    num_train = cfg["num_train"] or total - cfg["num_val"]  # all but validation
+    # on --resume the run's own test images (run_config.json; older ones did not record them)
+    num_test = cfg.get("num_test") or args.num_test
+    try:
+        data = loader(num_training=num_train, num_validation=cfg["num_val"], num_test=num_test,
+                      dtype=np.dtype(cfg["dtype"]))
+    except (OSError, ValueError) as exc:
+        parser.error(str(exc))
     if cfg.get("normalize") == "channel":
         norm = augment_mod.Normalize.fit(data["X_train"])
         for split in ("X_train", "X_val", "X_test"):
             data[split] = norm(data[split])
     input_shape = data["X_train"].shape[1:]
-    model = build_model(cfg, input_shape, len(class_names))
+    try:
+        model = build_model(cfg, input_shape, len(class_names))
+    except (ValueError, TypeError) as exc:  # e.g. a VGG's five poolings on 28x28 images
+        parser.error(f"--model {cfg['model']} on {cfg['dataset']}: {exc}")
     if any(hasattr(layer, "fit") for layer in getattr(model, "layers", ())):
         # data-dependent layers (patch whitening) see the first 5000 training images,
         # the same ones again on --resume
@@ -474,10 +562,13 @@ def main(argv=None):
           f"{data['X_val'].shape[0]} val, {data['X_test'].shape[0]} test images {tuple(input_shape)}, "
           f"{sum(p.size for p in model.params.values())} parameters; output in {out}")
 
+    epochs = args.epochs if args.epochs is not None else cfg.get("epochs")  # None: the checkpoint's
     solver_kwargs = dict(
-        num_epochs=args.epochs, checkpoint_name=str(out / "checkpoint"), verbose=not args.quiet,
+        checkpoint_name=str(out / "checkpoint"), verbose=not args.quiet,
         print_every=0, num_train_samples=1000, num_val_samples=None,
     )
+    if epochs is not None:
+        solver_kwargs["num_epochs"] = epochs
     watch = []
     if cfg.get("lookahead"):  # part of the run (run_config.json), so also on --resume
         every, decay, power = cfg["lookahead"]
@@ -497,22 +588,28 @@ def main(argv=None):
             solver = Solver(model, data, resume=args.resume, **solver_kwargs)
         except (ValueError, TypeError, OSError, KeyError) as exc:
             parser.error(f"--resume: {exc}")
-        print(f"resumed from {args.resume} at epoch {solver.epoch}")
+        print(f"resumed from {args.resume} at epoch {solver.epoch} of {solver.num_epochs}")
+        if solver.epoch >= solver.num_epochs:
+            print(f"nothing left to train (give --epochs above {solver.epoch} to train on): evaluating")
     else:
-        solver = Solver(
-            model, data, update_rule=cfg["update_rule"], optim_config=optim_config(cfg),
-            lr_decay=cfg["lr_decay"], lr_schedule=cfg["lr_schedule"], batch_size=cfg["batch_size"],
-            seed=cfg["seed"], augment=augment_mod.parse(cfg.get("augment") or "none"),
-            weight_decay_on=cfg.get("weight_decay_on") or "all", lr_multipliers=cfg.get("lr_mult"),
-            **solver_kwargs,
-        )
+        try:
+            solver = Solver(
+                model, data, update_rule=cfg["update_rule"], optim_config=optim_config(cfg),
+                lr_decay=cfg["lr_decay"], lr_schedule=cfg["lr_schedule"], batch_size=cfg["batch_size"],
+                seed=cfg["seed"], augment=augment_mod.parse(cfg.get("augment") or "none"),
+                weight_decay_on=cfg.get("weight_decay_on") or "all", lr_multipliers=cfg.get("lr_mult"),
+                **solver_kwargs,
+            )
+        except (ValueError, TypeError) as exc:  # settings only the model tells apart (--lr-mult patterns)
+            parser.error(str(exc))
     status = "finished"
+    t_train = time.perf_counter()
     try:
         solver.train()
     except TrainingDiverged as err:
         status = f"diverged: {err}"
         print(f"training stopped: {err}")
-    train_seconds = time.perf_counter() - t0
+    train_seconds = time.perf_counter() - t_train
 
     tta = None if cfg.get("tta") in (None, "none") else cfg["tta"]
     test = metrics.evaluate(model, data["X_test"], data["y_test"], batch_size=500, tta=tta)
@@ -559,10 +656,11 @@ def main(argv=None):
     print(f"best validation accuracy {best} | test accuracy {results['test_acc']:.4f} "
           f"on {data['X_test'].shape[0]} images | wall time {results['wall_seconds']} s | "
           f"peak memory {results['peak_rss_mb']:.0f} MB")
-    written = ["history.json"] + (["training.png"] if solver.loss_history else []) + ["filters.png", "confusion.png"]
-    written += [name for flag, name in ((args.snapshots, "filters/"), (args.histograms, "weights.png"),
-                                        (args.tensorboard, "tensorboard/")) if flag]
-    if solver.loss_history:
+    # what this session wrote (a resumed run's folder holds the earlier session's files too)
+    names = ["history.json", "training.png", "filters.png", "confusion.png", "filters", "weights.png", "tensorboard"]
+    written = [n + "/" if (out / n).is_dir() else n for n in names
+               if (out / n).exists() and _newest_mtime(out / n) >= started]
+    if any(f.stat().st_mtime >= started for f in out.glob("checkpoint_epoch_*.pkl")):
         written.append("checkpoint_epoch_*.pkl")
     print(f"wrote {out}/{', '.join(written)}")
     return 0 if status == "finished" else 1

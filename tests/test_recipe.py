@@ -236,6 +236,26 @@ def test_command_line_schedules_give_the_rates_they_name(argv, rates, tmp_path, 
     np.testing.assert_allclose(got, rates, atol=1e-12)
 
 
+def test_overriding_a_recipe_drops_its_settings_that_no_longer_apply(tmp_path, monkeypatch):
+    """A recipe's momentum with --update-rule adam, its output scale with another model:
+    dropped (they were not asked for), while the same flags given by hand are errors."""
+    from funkcije import train
+
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    monkeypatch.setattr(train.data_utils, "data_root", lambda: tmp_path)
+    p, args = train.parse_args(["--recipe", "vgg7bn-88", "--update-rule", "adam"])
+    train.check_args(p, args)
+    assert args.momentum is None and args.weight_decay is None and args.update_rule == "adam"
+    p, args = train.parse_args(["--recipe", "resnet9-90", "--model", "vgg7bn"])
+    train.check_args(p, args)
+    assert args.out_scale == 1.0 and args.model == "vgg7bn" and args.label_smoothing == 0.2
+    p, args = train.parse_args(["--recipe", "vgg7bn-88", "--update-rule", "adam", "--momentum", "0.8"])
+    with pytest.raises(SystemExit):
+        train.check_args(p, args)
+    p, args = train.parse_args(["--epochs", "0", "--lr-schedule", "onecycle"])  # nothing to train: no error
+    train.check_args(p, args)
+
+
 def test_every_recipes_schedule_resolves():
     from funkcije import schedules
     from funkcije.train import RECIPES, _schedule, parse_args

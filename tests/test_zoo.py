@@ -322,6 +322,10 @@ def test_summary_command_line():
     assert res.returncode == 0 and "res2" in res.stdout
     res = _run("funkcije.summary", "--model", "fer_mnist", "--width", "2")
     assert res.returncode == 2 and "Traceback" not in res.stderr
+    res = _run("funkcije.summary", "--model", "vgg7", "--width", "inf")
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "width must be finite" in res.stderr
+    res = _run("funkcije.check_grads", "--seed", "-1")
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "--seed must be >= 0" in res.stderr
 
 
 @pytest.mark.parametrize("args,message", [
@@ -368,6 +372,13 @@ def test_summary_command_line():
     (["--snapshots", "-1"], "--snapshots"),
     (["--model", "fc", "--snapshots", "10"], "fc model has none"),
     (["--check-every", "0"], "--check-every"),
+    (["--lr-schedule", "piecewise", "--lr-points", "0:1"], "needs at least two pairs"),
+    (["--warmup", "1", "--lr-decay", "0.9"], "not both"),
+    (["--num-test", "20000"], "at most the 10000 test images"),
+    (["--num-train", "49500", "--num-val", "1000"], "exceed the 50000 training images"),
+    (["--hidden-dims", "7"], "--hidden-dims applies to fc, not three_layer"),
+    (["--model", "fer_mnist", "--num-filters", "3"], "--num-filters applies to three_layer"),
+    (["--lr-points", "0:9"], "--lr-points applies to --lr-schedule piecewise, not none"),
 ])
 def test_train_command_line_argument_errors(args, message):
     res = _run("funkcije.train", *args)
@@ -376,9 +387,55 @@ def test_train_command_line_argument_errors(args, message):
     assert len(res.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--model", "vgg7", "--width", "0.125", "--dataset", "fashion-mnist"],
+     "--model vgg7 on fashion-mnist: VGG7: MaxPool2d: empty output"),
+    (["--model", "vgg7bn", "--width", "0.125", "--lr-mult", "bnx*.beta=4"],
+     "lr_multipliers pattern 'bnx*.beta' matches no parameter"),
+])
+def test_train_command_line_errors_found_with_the_data(data_root, tmp_path, args, message):
+    """Errors only the data or the built model reveal: still one line and exit code 2."""
+    res = _run("funkcije.train", *args, "--num-train", "100", "--num-val", "10", "--num-test", "10",
+               "--out", str(tmp_path), env={"FUNKCIJE_DATA": str(data_root)})
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr and message in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
 def test_train_command_line_missing_data(tmp_path):
     res = _run("funkcije.train", "--epochs", "1", env={"FUNKCIJE_DATA": str(tmp_path)})
     assert res.returncode == 2 and "Traceback" not in res.stderr and "FUNKCIJE_DATA" in res.stderr
+
+
+def test_train_command_line_resume_continues_the_run_it_names(data_root, tmp_path):
+    """--resume without --epochs trains to the run's own epochs and evaluates on the
+    run's own test images; the same run uninterrupted gives the same results; an
+    argument that cannot apply to the run is refused before any data is loaded."""
+    import json
+    import shutil
+
+    env = {"FUNKCIJE_DATA": str(data_root)}
+    tiny = ["--model", "three_layer", "--num-filters", "4", "--hidden-dim", "20", "--num-train", "100",
+            "--num-val", "50", "--num-test", "60", "--batch-size", "50", "--quiet"]
+    res = _run("funkcije.train", *tiny, "--epochs", "3", "--out", str(tmp_path / "full"), env=env)
+    assert res.returncode == 0, res.stderr
+    part = tmp_path / "part"
+    part.mkdir()
+    for f in ("run_config.json", "checkpoint_epoch_1.pkl"):
+        shutil.copy(tmp_path / "full" / f, part / f)
+    res = _run("funkcije.train", "--resume", str(part / "checkpoint_epoch_1.pkl"), "--quiet", env=env)
+    assert res.returncode == 0, res.stderr
+    assert "at epoch 1 of 3" in res.stdout and "on 60 images" in res.stdout
+    full, resumed = (json.loads((d / "history.json").read_text()) for d in (tmp_path / "full", part))
+    assert resumed["results"]["epochs"] == 3 and resumed["loss_history"] == full["loss_history"]
+    assert resumed["results"]["test_acc"] == full["results"]["test_acc"]
+    for bad, message in ((["--device", "gpu"], "three_layer is CPU-only"), (["--snapshots", "-1"], "--snapshots"),
+                         (["--num-test", "0"], "--num-test")):
+        res = _run("funkcije.train", "--resume", str(part / "checkpoint_epoch_3.pkl"), *bad, env=env)
+        assert res.returncode == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    res = _run("funkcije.train", "--resume", str(part / "checkpoint_epoch_3.pkl"), "--quiet", env=env)
+    assert res.returncode == 0 and "nothing left to train" in res.stdout
+    assert "checkpoint_epoch_*.pkl" not in res.stdout.splitlines()[-1]  # it wrote none
 
 
 def test_train_command_line_zoo_model_on_real_data(data_root, tmp_path):
