@@ -61,6 +61,7 @@ announced here: fast_layers already warns once when the compiled code is missing
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -455,6 +456,34 @@ def adamw(w, dw, config=None):
     config = _prepare("adamw", w, dw, config)
     return _adam_step(w, dw, config, 1.0 - config["learning_rate"] * config["weight_decay"])
 
+
+def _scalar_safe(rule):
+    """The rule also for a 0-d parameter (a learnt scale, say): NumPy arithmetic on 0-d
+    arrays gives scalars, which the in-place steps cannot write, so such a parameter,
+    its gradient and its state go through as shape (1,) and come back as shape ()."""
+    name = rule.__name__
+
+    @functools.wraps(rule)
+    def step(w, dw, config=None):
+        if not (isinstance(w, np.ndarray) and w.ndim == 0 and isinstance(dw, np.ndarray) and dw.ndim == 0):
+            return rule(w, dw, config)
+        if config is not None:
+            for key in _STATE_KEYS[name]:
+                if isinstance(config.get(key), np.ndarray) and config[key].ndim == 0:
+                    config[key] = config[key].reshape(1)
+        try:
+            next_w, config = rule(w.reshape(1), dw.reshape(1), config)
+        finally:
+            for key in _STATE_KEYS[name] if config is not None else ():
+                if isinstance(config.get(key), np.ndarray) and config[key].shape == (1,):
+                    config[key] = config[key].reshape(())
+        return next_w.reshape(()), config
+
+    return step
+
+
+sgd, sgd_momentum, rmsprop, adam, sgd_nesterov, sgdw, adamw = (
+    _scalar_safe(r) for r in (sgd, sgd_momentum, rmsprop, adam, sgd_nesterov, sgdw, adamw))
 
 UPDATE_RULES = {
     "sgd": sgd,

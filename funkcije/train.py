@@ -406,8 +406,9 @@ def check_args(p, args):
 
 def _check_session(p, args, model, dataset):
     """The arguments that apply to this session also on --resume."""
-    if args.num_test < 1:
-        p.error(f"--num-test must be a positive integer, got {args.num_test}")
+    test_total = 10000  # the test images of both datasets
+    if not 1 <= args.num_test <= test_total:
+        p.error(f"--num-test must be a positive integer, at most the {test_total} test images, got {args.num_test}")
     if args.tf32 and args.device != "gpu":
         p.error("--tf32 applies to --device gpu")
     if args.tf32:  # CuPy reads it at its first float32 matrix product
@@ -436,9 +437,6 @@ def _check_session(p, args, model, dataset):
     folder = {"cifar10": "cifar-10-batches-py", "fashion-mnist": "fashion-mnist"}[dataset]
     if not (root / folder).is_dir():
         p.error(f"no {folder}/ under the data folder {root} (set FUNKCIJE_DATA to the folder that holds it)")
-    test_total = 10000
-    if args.num_test > test_total:
-        p.error(f"--num-test must be at most the {test_total} test images, got {args.num_test}")
 
 
 def build_model(cfg, input_shape, num_classes):

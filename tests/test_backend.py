@@ -434,6 +434,22 @@ def test_moving_a_model_is_refused_clearly():
     with config.using(layers="reference"):
         with pytest.raises(ValueError, match="only the fast layers"):
             model.to("array_api_strict")
+    from funkcije.classifiers.sequential import (
+        Affine, BatchNorm1d, Conv2d, Flatten, GlobalAvgPool, GroupNorm, LayerNorm, LeakyReLU, Residual, Sequential,
+        Sigmoid, Tanh)
+
+    pytest.importorskip("array_api_strict")
+    cases = [
+        ([GroupNorm(2), Flatten(), BatchNorm1d()], "BatchNorm1d, GroupNorm run"),
+        ([Sigmoid(), Flatten(), LayerNorm()], "LayerNorm, Sigmoid run"),
+        ([Residual(Conv2d(4, 3, pad=1), LeakyReLU()), Flatten(), Tanh()], "LeakyReLU, Tanh run"),
+        ([GlobalAvgPool()], "GlobalAvgPool runs"),
+    ]
+    for layers, names in cases:
+        m = Sequential(Conv2d(4, 3, pad=1), *layers, Affine(3), input_shape=(2, 5, 5), seed=0)
+        with pytest.raises(ValueError, match=rf"^Sequential.to: {names} on the CPU only"):
+            m.to("array_api_strict")
+        assert all(isinstance(p, np.ndarray) for p in m.params.values())  # nothing moved
 
 
 def test_fallbacks_stand_in_for_standard_names_a_module_lacks():

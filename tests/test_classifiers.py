@@ -248,6 +248,14 @@ def test_dropout_modes_and_seeds(rng):
     # a Generator seed draws a fresh mask each call
     gen = FullyConnectedNet([20, 20], dropout_keep_ratio=0.5, seed=np.random.default_rng(3), **kw)
     assert gen.loss(X, y)[0] != gen.loss(X, y)[0]
+    # no seed: fresh masks from NumPy's global RNG, so np.random.seed repeats them (Contract 6)
+    free = FullyConnectedNet([20, 20], dropout_keep_ratio=0.5, seed=None, **kw)
+    runs = []
+    for _ in range(2):
+        np.random.seed(231)
+        runs.append([free.loss(X, y)[0] for _ in range(2)])
+    assert runs[0] == runs[1] and runs[0][0] != runs[0][1]
+    assert free.dropout_param["seed"] is None  # the Solver still installs its own stream
 
 
 def test_two_layer_net_forward_matches_direct_formula(rng):

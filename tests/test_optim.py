@@ -203,6 +203,22 @@ def test_bad_input_errors():
         sgd(w, arr(DW), {"learning_rate": "0.1"})
 
 
+@pytest.mark.parametrize("name", sorted(optim.UPDATE_RULES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_scalar_parameter_updates_as_a_one_element_array_does(name, dtype):
+    """A 0-d parameter (a learnt scale): the same steps as for shape (1,), its state 0-d."""
+    rule = optim.UPDATE_RULES[name]
+    w0, w1 = np.array(0.7, dtype), np.array([0.7], dtype)
+    c0, c1 = {"learning_rate": 0.05}, {"learning_rate": 0.05}
+    for g in (0.3, -1.2, 0.5):
+        w0, c0 = rule(w0, np.array(g, dtype), c0)
+        w1, c1 = rule(w1, np.array([g], dtype), c1)
+        assert w0.shape == () and w0.dtype == dtype and w0 == w1[0]
+    for key, value in c0.items():
+        if isinstance(value, np.ndarray):
+            assert value.shape == () and value == c1[key][0], key
+
+
 def test_registry():
     assert set(optim.UPDATE_RULES) == {"sgd", "sgd_momentum", "rmsprop", "adam", "sgd_nesterov", "sgdw", "adamw"}
     for name, fn in optim.UPDATE_RULES.items():

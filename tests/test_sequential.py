@@ -629,6 +629,9 @@ def test_patch_whiten_fit_whitens_the_patches(rng):
     np.testing.assert_allclose(np.cov(feats, rowvar=False), np.eye(12), atol=1e-6)
     with pytest.raises(ValueError, match="channels"):
         model.layers[0].fit(X[:, :2], model.state["white1"])
+    for bad, exc in ((0, ValueError), (2.5, TypeError), (None, TypeError)):
+        with pytest.raises(exc, match="^Sequential.fit: batch_size must be an int >= 1"):
+            model.fit(X, batch_size=bad)
 
 
 def test_batchnorm_without_scale_has_only_beta(rng):

@@ -131,7 +131,8 @@ class FullyConnectedNet:
     drives the initialisation and is handed to the dropout layers, as in cs231n:
     an int gives the same mask on every call (what a gradient check needs), a
     Generator gives fresh but reproducible masks (what training needs), None
-    gives fresh unseeded masks.
+    gives fresh masks drawn from NumPy's global RNG (repeatable after
+    np.random.seed, as in cs231n).
 
     loss(X, y=None) runs in 'test' mode when y is None, else in 'train' mode.
     """
@@ -209,6 +210,11 @@ class FullyConnectedNet:
         L = self.num_layers
         caches = []
         h = X
+        dropout_param = self.dropout_param
+        if self.use_dropout and mode == "train" and dropout_param.get("seed") is None:
+            # no seed: this call's masks from NumPy's global RNG (Contract 6), so that
+            # np.random.seed(...) in a notebook repeats them; the Solver installs its own
+            dropout_param = dict(dropout_param, seed=np.random.default_rng(np.random.randint(2**31)))
         for i in range(1, L):
             W, b = p[f"W{i}"], p[f"b{i}"]
             if self.normalization == "batchnorm":
@@ -219,7 +225,7 @@ class FullyConnectedNet:
                 h, c = affine_relu_forward(h, W, b)
             dc = None
             if self.use_dropout:
-                h, dc = dropout_forward(h, self.dropout_param)
+                h, dc = dropout_forward(h, dropout_param)
             caches.append((c, dc))
         scores, last_cache = _affine_forward(h, p[f"W{L}"], p[f"b{L}"])
         if y is None:

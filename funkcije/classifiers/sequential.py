@@ -438,6 +438,7 @@ class BatchNorm1d(BatchNorm2d):
     """Batch norm of (N, D) features; as BatchNorm2d otherwise."""
 
     op = "batchnorm1d"
+    host_only = True  # its functions are NumPy's reference ones: no placement off the CPU
     _rank = 1
 
 
@@ -445,6 +446,7 @@ class LayerNorm(_Norm):
     """Layer norm of (N, D) features: params gamma, beta (D,)."""
 
     kind = "ln"
+    host_only = True  # its functions are NumPy's reference ones: no placement off the CPU
 
     def __init__(self, eps=1e-5):
         self.eps = check_real("LayerNorm", "eps", eps, strict=True)
@@ -466,6 +468,7 @@ class GroupNorm(_Norm):
     """Group norm with G groups of channels: params gamma, beta (C,)."""
 
     kind = "gn"
+    host_only = True  # its functions are NumPy's reference ones: no placement off the CPU
 
     def __init__(self, G, eps=1e-5):
         self.G = check_int("GroupNorm", "G", G)
@@ -503,12 +506,14 @@ class ReLU(_Elementwise):
 
 class Sigmoid(_Elementwise):
     kind = "sigmoid"
+    host_only = True  # its functions are NumPy's reference ones: no placement off the CPU
     _fwd = staticmethod(L.sigmoid_forward)
     _bwd = staticmethod(L.sigmoid_backward)
 
 
 class Tanh(_Elementwise):
     kind = "tanh"
+    host_only = True  # its functions are NumPy's reference ones: no placement off the CPU
     _fwd = staticmethod(L.tanh_forward)
     _bwd = staticmethod(L.tanh_backward)
 
@@ -517,6 +522,7 @@ class LeakyReLU(_Elementwise):
     """x where x > 0, a * x elsewhere."""
 
     kind = "lrelu"
+    host_only = True  # its functions are NumPy's reference ones: no placement off the CPU
     _fwd = staticmethod(L.leaky_relu_forward)
     _bwd = staticmethod(L.leaky_relu_backward)
 
@@ -612,6 +618,7 @@ class GlobalAvgPool(_Elementwise):
     """(N, C, H, W) -> (N, C): the mean of each channel's map."""
 
     kind = "gap"
+    host_only = True  # its functions are NumPy's reference ones: no placement off the CPU
     _fwd = staticmethod(L.global_avg_pool_forward)
     _bwd = staticmethod(L.global_avg_pool_backward)
 
@@ -779,6 +786,13 @@ def _chain_backward(layers, dout, caches, need_dx, release=False):
 # ----------------------------------------------------------------------------- Sequential
 
 
+def _all_layers(layers):
+    """Every layer, those inside Residual blocks too."""
+    for layer in layers:
+        yield layer
+        yield from _all_layers(getattr(layer, "layers", ()))
+
+
 class Sequential:
     """A model: data through `layers` in order, then the loss.
 
@@ -910,6 +924,13 @@ class Sequential:
             if config.get("layers") != "fast" or self._has_dropout:
                 raise ValueError(f"{where}: only the fast layers run off the CPU "
                                  "(no reference layers, no Dropout)")
+            host = sorted({type(layer).__name__ for layer in _all_layers(self.layers)
+                           if getattr(layer, "host_only", False)})
+            if host:
+                raise ValueError(f"{where}: {', '.join(host)} {'runs' if len(host) == 1 else 'run'} on the CPU only "
+                                 "(NumPy's reference functions); "
+                                 "the layers that run off it: Conv2d, BatchNorm2d, ReLU, GELU, Scale, MaxPool2d, "
+                                 "AvgPool2d, Flatten, Affine, PatchWhiten, Residual")
             if device == "gpu":
                 backend.require_cupy(where)
         try:
@@ -1005,6 +1026,7 @@ class Sequential:
         (PatchWhiten) is fitted to the inputs it receives when X (N,) + input_shape,
         typically the training images or a sample of them, flows through the layers
         before it (test mode, in batches). Returns the model."""
+        check_int(f"{self._where}.fit", "batch_size", batch_size, 1)
         X = self._check_input(X)
         params, states = self._gather(self.layers)
         for i, layer in enumerate(self.layers):
