@@ -470,6 +470,10 @@ def test_sequential_rejects_bad_arguments():
         model.loss(np.zeros((4, 3, 2, 2), dtype=complex))
     with pytest.raises(ValueError, match="labels"):
         model.loss(np.zeros((2, 3, 2, 2)), np.array([0, 5]))
+    with pytest.raises(ValueError, match=r"^Sequential.data_loss: labels must lie in \[0, 2\)"):
+        model.data_loss(np.zeros((2, 2)), np.array([0, 5]))
+    with pytest.raises(ValueError, match="^PatchWhiten: kernel"):
+        PatchWhiten(k=0)
 
 
 def test_layer_object_reused_is_two_layers():

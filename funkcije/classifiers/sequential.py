@@ -191,7 +191,7 @@ class Conv2d(Layer):
     kind = "conv"
 
     def __init__(self, out_channels, kernel, stride=1, pad=0, dilation=1, groups=1, bias=True, dirac=False):
-        where = "Conv2d"
+        where = type(self).__name__  # PatchWhiten builds on it
         self.out_channels = check_int(where, "out_channels", out_channels)
         self.kernel = as_pair(kernel, "kernel", where)
         self.stride = as_pair(stride, "stride", where)
@@ -996,8 +996,7 @@ class Sequential:
         """The training criterion (softmax with this model's label smoothing, or hinge)
         of scores (N, K) against labels y (N,), without regularisation: a float. The
         Solver reports validation loss with it."""
-        if not isinstance(scores, np.ndarray):
-            y = check_labels(f"{self._where}.data_loss", backend.to_host(y), scores.shape[0], self.num_classes)
+        y = check_labels(f"{self._where}.data_loss", backend.to_host(y), scores.shape[0], self.num_classes)
         return float(self._data_loss(scores, y)[0])
 
     @in_engine_step
