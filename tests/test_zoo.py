@@ -381,7 +381,11 @@ def test_summary_command_line():
     (["--lr-points", "0:9"], "--lr-points applies to --lr-schedule piecewise, not none"),
 ])
 def test_train_command_line_argument_errors(args, message):
-    res = _run("funkcije.train", *args)
+    _assert_one_line_error(_run("funkcije.train", *args), message)
+
+
+def _assert_one_line_error(res, message):
+    """argparse's way: exit code 2 and one line on stderr that says what was wrong."""
     assert res.returncode == 2
     assert "Traceback" not in res.stderr and message in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
@@ -395,11 +399,8 @@ def test_train_command_line_argument_errors(args, message):
 ])
 def test_train_command_line_errors_found_with_the_data(data_root, tmp_path, args, message):
     """Errors only the data or the built model reveal: still one line and exit code 2."""
-    res = _run("funkcije.train", *args, "--num-train", "100", "--num-val", "10", "--num-test", "10",
-               "--out", str(tmp_path), env={"FUNKCIJE_DATA": str(data_root)})
-    assert res.returncode == 2
-    assert "Traceback" not in res.stderr and message in res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1
+    _assert_one_line_error(_run("funkcije.train", *args, "--num-train", "100", "--num-val", "10", "--num-test", "10",
+                                "--out", str(tmp_path), env={"FUNKCIJE_DATA": str(data_root)}), message)
 
 
 def test_train_command_line_missing_data(tmp_path):
@@ -431,8 +432,8 @@ def test_train_command_line_resume_continues_the_run_it_names(data_root, tmp_pat
     assert resumed["results"]["test_acc"] == full["results"]["test_acc"]
     for bad, message in ((["--device", "gpu"], "three_layer is CPU-only"), (["--snapshots", "-1"], "--snapshots"),
                          (["--num-test", "0"], "--num-test")):
-        res = _run("funkcije.train", "--resume", str(part / "checkpoint_epoch_3.pkl"), *bad, env=env)
-        assert res.returncode == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1
+        _assert_one_line_error(_run("funkcije.train", "--resume", str(part / "checkpoint_epoch_3.pkl"), *bad, env=env),
+                               message)
     res = _run("funkcije.train", "--resume", str(part / "checkpoint_epoch_3.pkl"), "--quiet", env=env)
     assert res.returncode == 0 and "nothing left to train" in res.stdout
     assert "checkpoint_epoch_*.pkl" not in res.stdout.splitlines()[-1]  # it wrote none
