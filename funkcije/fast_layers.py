@@ -54,7 +54,7 @@ from __future__ import annotations
 import numpy as np
 
 from .checks import (
-    Cache, affine_shapes, as_dout, cache_array, check_array, check_bool, check_choice, check_same_dtype, conv_geometry,
+    Cache, affine_shapes, as_dout, as_params, cache_array, check_array, check_bool, check_choice, check_same_dtype, conv_geometry,
     describe, pool_geometry, unpack_cache,
 )
 from .backend import AnyArray, array_api, device_of
@@ -186,7 +186,16 @@ conv_forward_strides = conv_forward_fast
 conv_backward_strides = conv_backward_fast
 
 
+def _cast_int_params(layer, x, **params):
+    """Integer or bool parameter arrays cast to x's dtype, as the reference layers do
+    (cs231n writes b = np.array([0, 128])); x that is not floating is the checks' to refuse."""
+    if isinstance(x, np.ndarray) and x.dtype.kind == "f":
+        return as_params(layer, x, **params)
+    return list(params.values())
+
+
 def _conv_forward(layer, x, w, b, conv_param, gemm_only):
+    w, b = _cast_int_params(layer, x, w=w, b=b)
     g, F, Cg, HH, WW = _conv_setup(layer, x, w, conv_param)
     check_array(layer, "b", b, 1)
     check_same_dtype(layer, x=x, w=w, b=b)
@@ -226,6 +235,7 @@ def affine_forward_fast(x, w, b):
     x: (N, d1, ..., dk) with D = d1 * ... * dk; w: (D, M); b: (M,). Returns out
     (N, M) and the reference cache (x, w, b).
     """
+    w, b = _cast_int_params("affine_forward_fast", x, w=w, b=b)
     N, D, M = affine_shapes("affine_forward_fast", x, w, b)
     cache = Cache((x, w, b), "affine_forward_fast")
     if _rt.namespaced(x):

@@ -24,6 +24,7 @@ from .checks import (
     check_labels,
     check_dout,
     as_dout,
+    as_generator,
     as_params,
     check_param_keys,
     check_real_in,
@@ -77,10 +78,11 @@ def relu_forward(x):
 
 
 def relu_backward(dout, cache):
-    """dx = dout where x > 0 (the subgradient at 0 is taken as 0)."""
+    """dx = dout where x > 0, else 0 (the subgradient at 0 is taken as 0; an inf or NaN
+    dout where x <= 0 gives 0 too, as the fast path and PyTorch)."""
     x = cache_array("relu_backward", cache, "relu_forward")
     dout = as_dout("relu_backward", dout, x.shape, x.dtype)
-    return dout * (x > 0)
+    return np.where(x > 0, dout, dout.dtype.type(0))
 
 
 def leaky_relu_forward(x, negative_slope=0.01):
@@ -634,7 +636,7 @@ def dropout_forward(x, dropout_param):
     mask = None
     if mode == "train":
         seed = dropout_param.get("seed")
-        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        rng = np.random.default_rng() if seed is None else as_generator(layer, seed)
         mask = ((rng.random(x.shape) < p) / p).astype(x.dtype, copy=False)
         out = x * mask
     else:

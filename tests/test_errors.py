@@ -317,6 +317,37 @@ def test_integer_params_are_cast_like_the_cs231n_notebook():
         L.affine_forward(np.ones((2, 3), np.int64), np.ones((3, 2)), np.zeros(2))
 
 
+
+def test_integer_params_are_cast_on_the_fast_path_and_in_the_sandwiches_too():
+    from funkcije import fast_layers as FL, layer_utils as LU
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 5)).astype(np.float32)
+    w, b = np.ones((2, 3, 3, 3), np.int64), np.array([0, 128])
+    cp = {"stride": 1, "pad": 1}
+    want, _ = L.conv_forward_naive(x, w.astype(np.float32), b.astype(np.float32), cp)
+    for name, f in (("conv_forward_fast", FL.conv_forward_fast), ("conv_forward_im2col", FL.conv_forward_im2col),
+                    ("conv_relu_forward", LU.conv_relu_forward)):
+        out, _ = f(x, w, b, dict(cp))
+        assert out.dtype == np.float32, name
+        np.testing.assert_allclose(out, np.maximum(want, 0) if "relu" in name else want, rtol=1e-5, atol=1e-4)
+    wa, ba = np.ones((75, 2), np.int64), np.array([True, False])
+    want, _ = L.affine_forward(x, wa, ba)
+    for f in (FL.affine_forward_fast, LU.affine_relu_forward):
+        out, _ = f(x, wa, ba)
+        assert out.dtype == np.float32
+        np.testing.assert_allclose(out, want, rtol=1e-5)
+
+
+def test_dropout_seed_and_relu_backward_edges():
+    x = np.ones((4, 4))
+    for seed, exc in (("123", TypeError), (-1, ValueError), (1.5, TypeError), (True, TypeError)):
+        with pytest.raises(exc, match="^dropout_forward: seed must be"):
+            L.dropout_forward(x, {"mode": "train", "p": 0.5, "seed": seed})
+    # an inf or NaN upstream gradient where x <= 0 gives 0, as the fast path and PyTorch
+    _, cache = L.relu_forward(np.array([-1.0, 0.0, 2.0]))
+    np.testing.assert_array_equal(L.relu_backward(np.array([np.inf, np.nan, 1.0]), cache), [0.0, 0.0, 1.0])
+
+
 def _pairs():
     rng = np.random.default_rng(1)
     x2, x4 = rng.standard_normal((4, 5)), rng.standard_normal((2, 3, 4, 4))
