@@ -3,8 +3,6 @@ casting, and the L2 penalty. Used by the cs231n classifiers (cnn.py, fc_net.py)
 and by the composed models (sequential.py)."""
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 from ..backend import array_api
@@ -18,16 +16,9 @@ def rng_from_seed(seed, where=None):
     """A Generator for a model's initialisation (docs/ARCHITECTURE.md, Contract 6): an int seeds
     it, a Generator is used as it is, None draws its seed from NumPy's global RNG, so
     `np.random.seed(231)` before building a model makes a notebook repeatable."""
-    prefix = f"{where}: " if where else ""
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if seed is None:
-        return np.random.default_rng(np.random.randint(0, 2**63 - 1, dtype=np.int64))
-    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
-        if seed < 0:
-            raise ValueError(f"{prefix}seed must be a non-negative int, got {seed!r}")
-        return np.random.default_rng(int(seed))
-    raise TypeError(f"{prefix}seed must be None, an int or a numpy.random.Generator, got {type(seed).__name__}")
+    from ..checks import as_generator
+
+    return as_generator(where or "rng_from_seed", seed)
 
 
 def model_dtype(model, dtype):
