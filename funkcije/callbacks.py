@@ -452,7 +452,8 @@ class TensorBoard(Callback):
     """TensorBoard event files in `logdir`: the training loss (the minibatch objective,
     penalty included) and learning rate every `every` updates, and at each epoch end the
     epoch's mean objective ('loss'), accuracies, the training and validation data losses,
-    learning rate (and EpochEvaluation's numbers when present), a histogram of every
+    learning rate (and EpochEvaluation's numbers when there is one, before or after this
+    callback in the list), a histogram of every
     parameter (histograms=True) and the first layer's filters as an image (images=True).
 
     Needs the `tensorboard` package (an optional extra: `pip install tensorboard`); it is
@@ -478,6 +479,7 @@ class TensorBoard(Callback):
                 raise TypeError(f"{where}: {name} must be a bool, got {v!r}")
         self.histograms, self.images = bool(histograms), bool(images)
         self._writer = None
+        self._eval_due = None  # (history index, step) of an epoch whose evaluation is yet to be written
 
     def _write(self, step, values):
         event = self._event_pb2.Event(wall_time=__import__("time").time(), step=int(step))
@@ -514,7 +516,20 @@ class TensorBoard(Callback):
         if self._writer is None:
             self._writer = self._writer_cls(self.logdir)
 
+    def _write_eval(self, solver):
+        """EpochEvaluation's numbers of the epoch that just ended, at its step. Callbacks
+        run in list order, so an EpochEvaluation after this one has written them only by
+        the next hook: that is when they are read (once)."""
+        if self._eval_due is None:
+            return
+        index, step = self._eval_due
+        self._eval_due = None
+        for split, ev in (solver.history[index].get("eval") or {}).items():
+            for key in ("loss", "accuracy", "macro_precision", "macro_recall", "macro_f1"):
+                self.scalar(f"eval_{split}/{key}", ev[key], step)
+
     def on_iteration_end(self, solver):
+        self._write_eval(solver)
         if solver.iteration % self.every == 0:
             self.scalar("train/loss", solver.loss_history[-1], solver.iteration)
             if solver.lr_history:
@@ -529,9 +544,9 @@ class TensorBoard(Callback):
             v = entry.get(key)
             if isinstance(v, numbers.Real) and not isinstance(v, bool):
                 self.scalar(f"epoch/{key}", v, step)
-        for split, ev in (entry.get("eval") or {}).items():
-            for key in ("loss", "accuracy", "macro_precision", "macro_recall", "macro_f1"):
-                self.scalar(f"eval_{split}/{key}", ev[key], step)
+        self._eval_due = (len(solver.history) - 1, step)
+        if entry.get("eval"):  # an EpochEvaluation before this callback: already there
+            self._write_eval(solver)
         if self.histograms:
             for name, W in solver.model.params.items():
                 self.histogram(f"params/{name}", W, step)
@@ -546,5 +561,6 @@ class TensorBoard(Callback):
 
     def on_train_end(self, solver):
         if self._writer is not None:
+            self._write_eval(solver)
             self._writer.close()
             self._writer = None

@@ -395,6 +395,23 @@ def test_tensorboard_writes_scalars_histograms_and_images(tmp_path):
     assert (img.height, img.width) == (97, 97)
 
 
+
+def test_tensorboard_logs_epoch_evaluation_before_or_after_it_in_the_list(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    d = _data()
+    logged = []
+    for order in ("eval first", "tensorboard first"):
+        ev, tb = EpochEvaluation(d["X_train"], d["y_train"], d["X_val"], d["y_val"]), TensorBoard(tmp_path / order)
+        _solver([ev, tb] if order == "eval first" else [tb, ev]).train()
+        acc = EventAccumulator(str(tmp_path / order), size_guidance={"scalars": 0})
+        acc.Reload()
+        tags = sorted(t for t in acc.Tags()["scalars"] if t.startswith("eval_"))
+        logged.append({t: [(e.step, e.value) for e in acc.Scalars(t)] for t in tags})
+    assert logged[0] == logged[1] and logged[0]["eval_val/accuracy"][-1][0] == 8  # both epochs, at their steps
+
+
 # ----------------------------------------------------------------------------- the train command's flags
 
 
