@@ -263,52 +263,58 @@ def parse_args(argv=None):
 
 
 def _settings_that_apply(args):
-    """(argument, neutral value, whether it applies, to what) for the settings that
-    apply to some models, update rules or schedules only."""
+    """(argument, neutral value, whether it applies, what to say where it does not) for
+    the settings that apply to some models, update rules or schedules only."""
     rule_keys = optim.DEFAULT_CONFIGS.get(args.update_rule, {})
-    zoo, three, fc, sched = args.model in ZOO, args.model == "three_layer", args.model == "fc", args.lr_schedule
+    model, sched = args.model, args.lr_schedule
+    zoo, three, fc = model in ZOO, model == "three_layer", model == "fc"
     default = build_parser().parse_args([])
+
+    def for_models(names):
+        return f"applies to {names}, not {model}"
+
+    def for_schedules(names):
+        return f"applies to --lr-schedule {names}, not {sched}"
+
     return [
-        ("momentum", None, "momentum" in rule_keys, f"--update-rule {args.update_rule}"),
-        ("weight_decay", None, "weight_decay" in rule_keys, f"--update-rule {args.update_rule}"),
-        ("label_smoothing", 0.0, zoo, "the zoo models"),
-        ("out_scale", 1.0, args.model == "resnet9", "resnet9"),
-        ("activation", "relu", args.model == "fast_cifar", "fast_cifar"),
-        ("width", 1.0, args.model in ("vgg7", "vgg7bn", "resnet9", "fast_cifar"), "vgg7, vgg7bn, resnet9 and fast_cifar"),
-        ("init", None, zoo or args.init == "gaussian", "the zoo models"),
-        ("num_filters", default.num_filters, three, "three_layer"),
-        ("filter_size", default.filter_size, three, "three_layer"),
-        ("hidden_dim", default.hidden_dim, three, "three_layer"),
-        ("hidden_dims", default.hidden_dims, fc, "fc"),
-        ("normalization", "none", fc, "fc"),
-        ("dropout_keep", 1.0, fc, "fc"),
+        ("momentum", None, "momentum" in rule_keys, f"does not apply to --update-rule {args.update_rule}"),
+        ("weight_decay", None, "weight_decay" in rule_keys, f"does not apply to --update-rule {args.update_rule}"),
+        ("label_smoothing", 0.0, zoo, for_models("the zoo models")),
+        ("out_scale", 1.0, model == "resnet9", for_models("resnet9")),
+        ("activation", "relu", model == "fast_cifar", for_models("fast_cifar")),
+        ("width", 1.0, model in ("vgg7", "vgg7bn", "resnet9", "fast_cifar"),
+         for_models("vgg7, vgg7bn, resnet9 and fast_cifar")),
+        ("init", None, zoo or args.init == "gaussian", for_models("the zoo models")),
+        ("num_filters", default.num_filters, three, for_models("three_layer")),
+        ("filter_size", default.filter_size, three, for_models("three_layer")),
+        ("hidden_dim", default.hidden_dim, three, for_models("three_layer")),
+        ("hidden_dims", default.hidden_dims, fc, for_models("fc")),
+        ("normalization", "none", fc, for_models("fc")),
+        ("dropout_keep", 1.0, fc, for_models("fc")),
         ("weight_scale", default.weight_scale, three or fc or args.init == "gaussian",
-         "three_layer, fc and --init gaussian"),
-        ("lr_points", default.lr_points, sched == "piecewise", "--lr-schedule piecewise"),
-        ("onecycle", default.onecycle, sched == "onecycle", "--lr-schedule onecycle"),
-        ("lr_step", default.lr_step, sched == "step", "--lr-schedule step"),
-        ("lr_gamma", default.lr_gamma, sched in ("step", "exponential"), "--lr-schedule step and exponential"),
+         for_models("three_layer, fc and --init gaussian")),
+        ("lr_points", default.lr_points, sched == "piecewise", for_schedules("piecewise")),
+        ("onecycle", default.onecycle, sched == "onecycle", for_schedules("onecycle")),
+        ("lr_step", default.lr_step, sched == "step", for_schedules("step")),
+        ("lr_gamma", default.lr_gamma, sched in ("step", "exponential"), for_schedules("step and exponential")),
     ]
 
 
 def _drop_settings_that_do_not_apply(p, args):
     """A setting given on the command line that does not apply is an error; one that a
     recipe gave (its model, rule or schedule overridden) goes back to its neutral value."""
-    for dest, neutral, applies, where in _settings_that_apply(args):
+    for dest, neutral, applies, why_not in _settings_that_apply(args):
         if applies or getattr(args, dest) == neutral:
             continue
         if dest in args.explicit:
-            flag = "--" + dest.replace("_", "-")
-            if dest in ("momentum", "weight_decay"):
-                p.error(f"{flag} does not apply to {where}")
-            p.error(f"{flag} applies to {where}, not {args.model if not where.startswith('--') else args.lr_schedule}")
+            p.error(f"--{dest.replace('_', '-')} {why_not}")
         setattr(args, dest, neutral)
 
 
 def check_args(p, args):
     """Every argument error before any data is loaded: one line and exit code 2. On
     --resume the run's settings come from its run_config.json; what applies to this
-    session (epochs, device, pictures, the data folder) is checked against them."""
+    invocation (epochs, device, pictures, the data folder) is checked against them."""
     def positive(name, value, allow_none=False):
         if value is None and allow_none:
             return
@@ -336,7 +342,7 @@ def check_args(p, args):
             p.error(f"--resume: cannot read {cfg_path}: {exc}")
         if dataset not in DATASETS:
             p.error(f"--resume: {cfg_path} names an unknown dataset {dataset!r}")
-        _check_session(p, args, model, dataset)
+        _check_invocation(p, args, model, dataset)
         return
     if args.epochs is None:
         args.epochs = 1
@@ -401,11 +407,12 @@ def check_args(p, args):
     if (args.num_train or 0) + args.num_val > total:
         p.error(f"--num-train {args.num_train} + --num-val {args.num_val} exceed the {total} training images "
                 f"of {args.dataset}")
-    _check_session(p, args, args.model, args.dataset)
+    _check_invocation(p, args, args.model, args.dataset)
 
 
-def _check_session(p, args, model, dataset):
-    """The arguments that apply to this session also on --resume."""
+def _check_invocation(p, args, model, dataset):
+    """The arguments that belong to this invocation rather than to the run, checked on
+    --resume too: epochs, device, pictures, test images, the data folder."""
     test_total = 10000  # the test images of both datasets
     if not 1 <= args.num_test <= test_total:
         p.error(f"--num-test must be a positive integer, at most the {test_total} test images, got {args.num_test}")
@@ -513,7 +520,8 @@ def main(argv=None):
     else:
         cfg = {
             "model": args.model, "dataset": args.dataset, "num_train": args.num_train,
-            "num_val": args.num_val, "num_test": args.num_test, "epochs": args.epochs, "batch_size": args.batch_size, "update_rule": args.update_rule,
+            "num_val": args.num_val, "num_test": args.num_test, "epochs": args.epochs,
+            "batch_size": args.batch_size, "update_rule": args.update_rule,
             "lr": args.lr, "lr_decay": args.lr_decay, "lr_schedule": _schedule(args), "reg": args.reg,
             "weight_scale": args.weight_scale, "num_filters": args.num_filters,
             "filter_size": args.filter_size, "hidden_dim": args.hidden_dim, "hidden_dims": args.hidden_dims,
@@ -654,7 +662,7 @@ def main(argv=None):
     print(f"best validation accuracy {best} | test accuracy {results['test_acc']:.4f} "
           f"on {data['X_test'].shape[0]} images | wall time {results['wall_seconds']} s | "
           f"peak memory {results['peak_rss_mb']:.0f} MB")
-    # what this session wrote (a resumed run's folder holds the earlier session's files too)
+    # what this invocation wrote (a resumed run's folder also holds the files of the runs before)
     names = ["history.json", "training.png", "filters.png", "confusion.png", "filters", "weights.png", "tensorboard"]
     written = [n + "/" if (out / n).is_dir() else n for n in names
                if (out / n).exists() and _newest_mtime(out / n) >= started]

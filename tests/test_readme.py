@@ -1,5 +1,5 @@
 """The README's Python examples run as printed, in order, in one namespace (as a reader
-pasting them into a session would), on a small stand-in for CIFAR-10 so that the
+pasting them into an interpreter would), on a small stand-in for CIFAR-10 so that the
 training examples take seconds: names, arguments and the values their comments claim."""
 import ast
 import re
